@@ -1,0 +1,16 @@
+//! Audio in the host: the G.711 μ-law codec ([`mulaw`]), sample-rate conversion ([`resample`]),
+//! and the per-call converters between Twilio's 8 kHz μ-law frames and a plugin's declared
+//! format ([`convert`]).
+
+pub mod convert;
+pub mod mulaw;
+pub mod resample;
+
+/// Twilio's sample rate (Hz).
+pub const TWILIO_SAMPLE_RATE: u32 = 8000;
+
+/// Samples (= μ-law bytes) in one 20 ms Twilio frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// Duration of one frame (ms).
+pub const FRAME_MS: u64 = 20;

@@ -1,0 +1,501 @@
+//! The per-call task: one tokio task per Media Streams WebSocket owns everything of its call —
+//! the socket, the plugin session, the audio converters, the counters — and reacts to Twilio's
+//! messages one at a time. Nothing here is shared with other calls, so nothing here locks.
+//!
+//! Life of a call: `connected` → `start` (route from `customParameters` against the config of
+//! that moment, open the plugin session) → `media`/`dtmf`/`mark` → `stop` or socket close or the
+//! plugin's `hang-up` → the session sees `hangup` and is dropped, the socket is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use tokio::time::Instant;
+use tracing::{Instrument, Span};
+
+use crate::audio::convert::{FromPlugin, ToPlugin};
+use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
+use crate::config::Config;
+use crate::plugin::{CallInfo, Plugins, Session, SessionConfig, SessionInput, SessionOutput};
+use crate::routing::{self, RouteRequest};
+use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
+
+/// How long a new socket may take to send `start` before it is closed. Twilio sends `connected`
+/// and `start` back to back; a peer silent for this long is not Twilio.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Extra time after the last queued audio should have played before a plugin's `hang-up`
+/// closes the stream anyway (a lost mark echo must not keep a call open).
+pub const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// Most silent frames inserted for one gap in Twilio's `media.chunk` numbering (1 s). A larger
+/// jump is a peer bug, not packet loss, and is not worth filling.
+pub const MAX_GAP_FILL_FRAMES: u64 = 50;
+
+/// Name of the mark the host sends after a plugin's last audio before hanging up.
+const HANGUP_MARK: &str = "switchboard:hangup";
+
+/// What every call task needs from the gateway.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The config current when the call started; the call keeps it to the end.
+    pub config: Arc<Config>,
+    /// The plugins loaded for that config.
+    pub plugins: Plugins,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// Twilio sent `stop`.
+    Stop,
+    /// The socket closed without `stop`.
+    SocketClosed,
+    /// The socket failed (protocol error, oversized message).
+    SocketError(String),
+    /// No `start` arrived in time.
+    NoStart,
+    /// The call could not be routed to an agent.
+    NotRouted(String),
+    /// The plugin could not be opened, returned an error or trapped.
+    PluginFailed(String),
+    /// The plugin asked to hang up.
+    HungUp,
+}
+
+/// What one call did, logged when it ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CallStats {
+    /// The agent the call was routed to, once `start` routed it.
+    pub agent: Option<String>,
+    /// `media` frames received from Twilio.
+    pub frames_in: u64,
+    /// `media` frames sent to Twilio.
+    pub frames_out: u64,
+    /// Inbound messages dropped (malformed, bad payload, before `start`, out of order).
+    pub dropped: u64,
+    /// Silent frames inserted for gaps in `media.chunk`.
+    pub gap_frames: u64,
+    /// Marks sent / echoed.
+    pub marks_sent: u64,
+    /// Marks Twilio echoed back.
+    pub marks_echoed: u64,
+    /// `clear` messages sent.
+    pub clears: u64,
+    /// DTMF digits received.
+    pub dtmf: u64,
+}
+
+/// State once `start` has arrived.
+struct Active {
+    stream_sid: String,
+    session: Session,
+    to_plugin: ToPlugin,
+    from_plugin: FromPlugin,
+    next_chunk: Option<u64>,
+    /// When the audio sent so far will have finished playing at Twilio (real-time playout).
+    playout_end: Instant,
+    /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
+    hangup_deadline: Option<Instant>,
+}
+
+/// Runs one call on an upgraded Media Streams socket until it ends.
+pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
+    let span = tracing::info_span!(
+        "call",
+        call_sid = tracing::field::Empty,
+        stream_sid = tracing::field::Empty,
+        agent = tracing::field::Empty,
+        plugin = tracing::field::Empty,
+    );
+    let mut call = Call {
+        ws,
+        ctx,
+        stats: CallStats::default(),
+        active: None,
+        payload: Vec::with_capacity(FRAME_SAMPLES),
+        converted: Vec::new(),
+        span: span.clone(),
+    };
+    let reason = call.run().instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
+    });
+    (reason, call.stats)
+}
+
+struct Call {
+    ws: WebSocket,
+    ctx: CallContext,
+    stats: CallStats,
+    active: Option<Active>,
+    payload: Vec<u8>,
+    converted: Vec<u8>,
+    span: Span,
+}
+
+/// What to do after one message.
+enum Next {
+    Continue,
+    End(EndReason),
+}
+
+impl Call {
+    async fn run(&mut self) -> EndReason {
+        let start_deadline = Instant::now() + START_TIMEOUT;
+        let reason = loop {
+            let deadline = match &self.active {
+                None => Some(start_deadline),
+                Some(a) => a.hangup_deadline,
+            };
+            let msg = tokio::select! {
+                msg = self.ws.recv() => msg,
+                () = sleep_until(deadline) => {
+                    break if self.active.is_none() { EndReason::NoStart } else { EndReason::HungUp };
+                }
+            };
+            let next = match msg {
+                None => Next::End(EndReason::SocketClosed),
+                Some(Err(e)) => Next::End(EndReason::SocketError(e.to_string())),
+                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+                Some(Ok(Message::Close(_))) => Next::End(EndReason::SocketClosed),
+                Some(Ok(Message::Binary(_))) => {
+                    tracing::warn!("binary WebSocket message dropped: Media Streams sends text");
+                    self.stats.dropped += 1;
+                    Next::Continue
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
+            };
+            if let Next::End(reason) = next {
+                break reason;
+            }
+        };
+        self.finish(&reason).await;
+        reason
+    }
+
+    async fn finish(&mut self, reason: &EndReason) {
+        if let Some(active) = &mut self.active {
+            if let Err(e) = active.session.handle(SessionInput::Hangup) {
+                tracing::debug!(error = %e, "plugin failed on hangup");
+            }
+        }
+        // Drop the session (and the plugin's store) before the socket closes.
+        self.active = None;
+        if !matches!(reason, EndReason::SocketClosed | EndReason::SocketError(_)) {
+            let frame = CloseFrame {
+                code: axum::extract::ws::close_code::NORMAL,
+                reason: "call ended".into(),
+            };
+            let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Next {
+        let msg = match media_stream::parse(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.stats.dropped += 1;
+                tracing::warn!(error = %e, "frame dropped");
+                return Next::Continue;
+            }
+        };
+        match msg {
+            Inbound::Connected { protocol, version } => {
+                tracing::debug!(%protocol, %version, "connected");
+                Next::Continue
+            }
+            Inbound::Start {
+                start, stream_sid, ..
+            } => self.on_start(start, stream_sid).await,
+            Inbound::Media {
+                media, stream_sid, ..
+            } => self.on_media(&media, &stream_sid).await,
+            Inbound::Dtmf { dtmf, .. } => {
+                self.stats.dtmf += 1;
+                self.to_plugin(SessionInput::Dtmf(dtmf.digit)).await
+            }
+            Inbound::Mark { mark, .. } => self.on_mark(mark.name).await,
+            Inbound::Stop { .. } => Next::End(EndReason::Stop),
+            Inbound::Unknown => {
+                self.stats.dropped += 1;
+                tracing::warn!(event = ?media_stream::event_name(text), "unknown event skipped");
+                Next::Continue
+            }
+        }
+    }
+
+    async fn on_start(&mut self, start: media_stream::Start, stream_sid: String) -> Next {
+        if self.active.is_some() {
+            self.stats.dropped += 1;
+            tracing::warn!("second start ignored");
+            return Next::Continue;
+        }
+        self.span.record("call_sid", start.call_sid.as_str());
+        self.span.record("stream_sid", stream_sid.as_str());
+        let params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
+        let param = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let config = self.ctx.config.clone();
+        let route = routing::route(
+            &config,
+            &RouteRequest {
+                agent: param("agent"),
+                to: param("To"),
+                params: &params,
+            },
+        );
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "call not routed");
+                return Next::End(EndReason::NotRouted(e.to_string()));
+            }
+        };
+        let agent = route.agent;
+        self.span.record("agent", agent.name.as_str());
+        self.stats.agent = Some(agent.name.clone());
+        self.span.record("plugin", agent.realtime.plugin.as_str());
+        let Some(plugin) = self.ctx.plugins.get(&agent.realtime.plugin).cloned() else {
+            return Next::End(EndReason::PluginFailed(format!(
+                "plugin {} is not loaded",
+                agent.realtime.plugin
+            )));
+        };
+        let session_config = SessionConfig {
+            call: CallInfo {
+                call_sid: start.call_sid.clone(),
+                stream_sid: stream_sid.clone(),
+                from: param("From").unwrap_or_default().to_string(),
+                to: param("To").unwrap_or_default().to_string(),
+                direction: param("Direction").unwrap_or("inbound").to_string(),
+                agent: agent.name.clone(),
+                parameters: params.clone(),
+            },
+            settings: agent.settings_json.clone(),
+            greeting: agent.greeting.clone(),
+        };
+        let opened = plugin.open(&session_config);
+        let session = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "plugin session failed to open");
+                return Next::End(EndReason::PluginFailed(e.to_string()));
+            }
+        };
+        let to_plugin = match ToPlugin::new(plugin.info().input_format) {
+            Ok(c) => c,
+            Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
+        };
+        tracing::info!(reason = ?route.reason, from = %session_config.call.from, to = %session_config.call.to, "call started");
+        self.active = Some(Active {
+            stream_sid,
+            session,
+            to_plugin,
+            from_plugin: FromPlugin::new(),
+            next_chunk: None,
+            playout_end: Instant::now(),
+            hangup_deadline: None,
+        });
+        Next::Continue
+    }
+
+    async fn on_media(&mut self, media: &media_stream::Media, stream_sid: &str) -> Next {
+        let Some(active) = &mut self.active else {
+            self.stats.dropped += 1;
+            tracing::warn!(%stream_sid, "media before start dropped");
+            return Next::Continue;
+        };
+        if let Err(e) = media.decode_payload(&mut self.payload) {
+            self.stats.dropped += 1;
+            tracing::warn!(error = %e, chunk = media.chunk, "media frame dropped");
+            return Next::Continue;
+        }
+        self.stats.frames_in += 1;
+        // Fill gaps in Twilio's chunk numbering with silence so the plugin's clock keeps time.
+        let mut gap = 0;
+        match active.next_chunk {
+            Some(expected) if media.chunk < expected => {
+                self.stats.dropped += 1;
+                tracing::debug!(chunk = media.chunk, expected, "late media frame dropped");
+                return Next::Continue;
+            }
+            Some(expected) if media.chunk > expected => {
+                gap = (media.chunk - expected).min(MAX_GAP_FILL_FRAMES);
+            }
+            _ => {}
+        }
+        active.next_chunk = Some(media.chunk + 1);
+        if gap > 0 {
+            self.stats.gap_frames += gap;
+            tracing::debug!(frames = gap, "gap in inbound audio filled with silence");
+            let silence = [mulaw::SILENCE; FRAME_SAMPLES];
+            for i in (1..=gap).rev() {
+                let ts = media.timestamp.saturating_sub(i * FRAME_MS);
+                if let Next::End(r) = self.audio_to_plugin(&silence, ts).await {
+                    return Next::End(r);
+                }
+            }
+        }
+        let payload = std::mem::take(&mut self.payload);
+        let next = self.audio_to_plugin(&payload, media.timestamp).await;
+        self.payload = payload;
+        next
+    }
+
+    async fn audio_to_plugin(&mut self, mulaw_in: &[u8], timestamp_ms: u64) -> Next {
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        if let Err(e) = active.to_plugin.convert(mulaw_in, &mut self.converted) {
+            return Next::End(EndReason::PluginFailed(e.to_string()));
+        }
+        let data = self.converted.clone();
+        self.to_plugin(SessionInput::Audio { data, timestamp_ms }).await
+    }
+
+    async fn on_mark(&mut self, name: String) -> Next {
+        self.stats.marks_echoed += 1;
+        if name == HANGUP_MARK {
+            return Next::End(EndReason::HungUp);
+        }
+        self.to_plugin(SessionInput::MarkPlayed(name)).await
+    }
+
+    /// Feeds one input to the plugin and carries out its outputs.
+    async fn to_plugin(&mut self, input: SessionInput) -> Next {
+        let Some(active) = &mut self.active else {
+            self.stats.dropped += 1;
+            tracing::warn!("event before start dropped");
+            return Next::Continue;
+        };
+        if active.hangup_deadline.is_some() {
+            // Hanging up: the plugin is done; only the hang-up mark matters now.
+            return Next::Continue;
+        }
+        let outputs = match active.session.handle(input) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "plugin failed");
+                return Next::End(EndReason::PluginFailed(e.to_string()));
+            }
+        };
+        for output in outputs {
+            if let Next::End(r) = self.carry_out(output).await {
+                return Next::End(r);
+            }
+        }
+        Next::Continue
+    }
+
+    async fn carry_out(&mut self, output: SessionOutput) -> Next {
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        match output {
+            SessionOutput::Play { format, data } => {
+                if let Err(e) = active.from_plugin.push(format, &data) {
+                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                }
+                self.send_frames(false).await
+            }
+            SessionOutput::Mark(name) => {
+                let next = self.send_frames(true).await;
+                if let Next::End(_) = next {
+                    return next;
+                }
+                self.send_mark(name).await
+            }
+            SessionOutput::ClearPlayback => {
+                active.from_plugin.clear();
+                active.playout_end = Instant::now();
+                self.stats.clears += 1;
+                let msg = Outbound::Clear {
+                    stream_sid: &active.stream_sid,
+                }
+                .to_json();
+                self.send(msg).await
+            }
+            SessionOutput::HangUp => {
+                let next = self.send_frames(true).await;
+                if let Next::End(_) = next {
+                    return next;
+                }
+                let Some(active) = &mut self.active else {
+                    return Next::Continue;
+                };
+                active.hangup_deadline =
+                    Some(active.playout_end.max(Instant::now()) + HANGUP_GRACE);
+                tracing::info!("plugin hung up; closing after queued audio plays");
+                self.send_mark(HANGUP_MARK.to_string()).await
+            }
+            SessionOutput::UserTranscript { text, is_final } => {
+                tracing::info!(side = "caller", is_final, %text, "transcript");
+                Next::Continue
+            }
+            SessionOutput::AgentTranscript { text, is_final } => {
+                tracing::info!(side = "agent", is_final, %text, "transcript");
+                Next::Continue
+            }
+            SessionOutput::Transfer(number) => {
+                tracing::warn!(%number, "transfer requested, but call control is not available yet; ignored");
+                Next::Continue
+            }
+        }
+    }
+
+    /// Sends every whole frame buffered (and the padded remainder when `flush`).
+    async fn send_frames(&mut self, flush: bool) -> Next {
+        loop {
+            let Some(active) = &mut self.active else {
+                return Next::Continue;
+            };
+            let frame = match active.from_plugin.next_frame() {
+                Some(f) => f,
+                None if flush => match active.from_plugin.flush() {
+                    Some(f) => f,
+                    None => return Next::Continue,
+                },
+                None => return Next::Continue,
+            };
+            let msg = Outbound::media(&active.stream_sid, frame).to_json();
+            active.playout_end = active.playout_end.max(Instant::now())
+                + Duration::from_millis(FRAME_MS);
+            self.stats.frames_out += 1;
+            if let Next::End(r) = self.send(msg).await {
+                return Next::End(r);
+            }
+        }
+    }
+
+    async fn send_mark(&mut self, name: String) -> Next {
+        let Some(active) = &self.active else {
+            return Next::Continue;
+        };
+        self.stats.marks_sent += 1;
+        let msg = Outbound::Mark {
+            stream_sid: &active.stream_sid,
+            mark: MarkName { name },
+        }
+        .to_json();
+        self.send(msg).await
+    }
+
+    async fn send(&mut self, text: String) -> Next {
+        match self.ws.send(Message::Text(text.into())).await {
+            Ok(()) => Next::Continue,
+            Err(e) => Next::End(EndReason::SocketError(e.to_string())),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

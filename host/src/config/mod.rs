@@ -1,0 +1,343 @@
+//! Loading and validating `agents.toml`, the gateway's one configuration file: where to
+//! listen, how Twilio reaches us, which plugins exist, and which agent answers which
+//! call.
+//!
+//! Loading is split into steps so each can be tested (and reused) alone:
+//!
+//! 1. [`load`]: read the file into a [`Source`] (path + text).
+//! 2. [`Source::parse`]: TOML -> [`RawConfig`], typed but unchecked, with byte spans.
+//! 3. [`RawConfig::interpolate`]: `${VAR}`, `${VAR:-default}` and `$$` in every string
+//!    value, with the environment passed in as a function.
+//! 4. [`RawConfig::validate`]: every check, collecting *all* problems -> [`Config`].
+//!
+//! [`from_file`] runs all four against the process environment; [`from_source`] runs
+//! 2-4 with a caller-supplied environment (tests, embedding).
+//!
+//! Every error renders on one line as `FILE:LINE:COLUMN: KEY.PATH: message`, e.g.
+//! `agents.toml:14:1: agents[1].realtime.plugin: unknown plugin "foo" (known: echo)`.
+//!
+//! The validated [`Config`] is immutable and cheap to share (`Arc<Config>`); it carries
+//! precomputed lookup tables so [`crate::routing`] never scans the agent list.
+
+mod error;
+mod interpolate;
+mod raw;
+mod span;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
+pub use interpolate::EnvLookup;
+pub use raw::{RawAgent, RawConfig, RawPlugin, RawRealtime, RawRouting, RawServer, RawTwilio};
+
+/// Address the gateway listens on when `server.listen` is absent: loopback only, so a
+/// fresh install is not exposed to the network until someone decides it should be.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// Largest config file [`load`] accepts, in bytes (1 MiB). `agents.toml` is written by
+/// hand and is a few KiB; anything this big is the wrong file, and refusing it avoids
+/// reading an arbitrarily large file into memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Longest agent name, in characters. Names show up in logs, metrics labels, TwiML
+/// parameters and URLs, where long names are unwieldy.
+pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+/// Most digits in an E.164 number (ITU-T E.164 caps numbers at 15 digits, country code
+/// included).
+pub const MAX_E164_DIGITS: usize = 15;
+
+/// How many names an "unknown X (known: ...)" message lists before it says "... N more",
+/// so an error still fits on one readable line.
+pub const MAX_NAMES_SHOWN: usize = 10;
+
+/// Prefix of every Twilio account SID; catches a token or an API key SID (`SK...`) put
+/// into `account_sid` by mistake.
+pub const ACCOUNT_SID_PREFIX: &str = "AC";
+
+/// A configuration file's path and text, kept together so every later step can report
+/// positions in it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// A source from text already in memory; `path` is used in error messages and to
+    /// resolve relative plugin paths (against its directory).
+    pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    /// The file's path, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Reads the configuration file at `path` (at most [`MAX_CONFIG_BYTES`] bytes, UTF-8).
+///
+/// # Errors
+///
+/// [`ConfigErrorKind::Read`] if it cannot be opened or read, [`ConfigErrorKind::TooLarge`]
+/// if it is over the limit, [`ConfigErrorKind::NotUtf8`] (with the line of the first bad
+/// byte) if it is not UTF-8.
+pub fn load(path: &Path) -> Result<Source, ConfigError> {
+    let read_error =
+        |error| ConfigError::file(path.to_path_buf(), None, ConfigErrorKind::Read { error });
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if u64::try_from(bytes.len()).map_or(true, |len| len > MAX_CONFIG_BYTES) {
+        return Err(ConfigError::file(
+            path.to_path_buf(),
+            None,
+            ConfigErrorKind::TooLarge {
+                limit: MAX_CONFIG_BYTES,
+            },
+        ));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Source::new(path, text)),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+            let position = span::line_col(&prefix, prefix.len());
+            Err(ConfigError::file(
+                path.to_path_buf(),
+                Some(position),
+                ConfigErrorKind::NotUtf8,
+            ))
+        }
+    }
+}
+
+/// Parses, interpolates (looking variables up with `env`) and validates `source`.
+///
+/// # Errors
+///
+/// The parse error, or every interpolation error, or every validation error — each
+/// step runs only if the previous one succeeded, since later steps would only report
+/// consequences of earlier errors.
+pub fn from_source(source: &Source, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    source.parse()?.interpolate(source, env)?.validate(source)
+}
+
+/// Loads, parses, interpolates (from the process environment) and validates the
+/// configuration file at `path`. An environment variable whose value is not valid
+/// Unicode counts as unset.
+///
+/// # Errors
+///
+/// As [`load`] and [`from_source`]; the list has one line per problem.
+pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+    let source = load(path.as_ref())?;
+    let config = from_source(&source, &|name| std::env::var(name).ok())?;
+    tracing::debug!(
+        path = %config.path.display(),
+        agents = config.agents.len(),
+        plugins = config.plugins.len(),
+        "loaded configuration"
+    );
+    Ok(config)
+}
+
+/// The validated configuration. Immutable; share it as `Arc<Config>`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from, as given.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[twilio]`.
+    pub twilio: TwilioConfig,
+    /// `[plugins.NAME]`, by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[[agents]]`, in file order.
+    pub agents: Vec<Agent>,
+    /// `routing.default`: the agent for calls nothing else routed; always names an
+    /// agent in [`Config::agents`].
+    pub default_agent: Option<String>,
+    /// Lookup tables for [`crate::routing`], built during validation.
+    pub(crate) routes: RouteIndex,
+}
+
+impl Config {
+    /// The agent named `name`, in O(1).
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.routes.by_name.get(name).map(|&i| &self.agents[i])
+    }
+
+    /// The agent named by `routing.default`, if any.
+    pub fn default_agent(&self) -> Option<&Agent> {
+        self.default_agent
+            .as_deref()
+            .and_then(|name| self.agent(name))
+    }
+
+    /// The plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<&PluginConfig> {
+        self.plugins.get(name)
+    }
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to bind the HTTP/WebSocket listener to; default [`DEFAULT_LISTEN`].
+    pub listen: SocketAddr,
+    /// Base URL Twilio uses to reach the gateway (`http(s)://host[:port]`, no trailing
+    /// slash). `None` (absent or empty): derive it from each request's `Host` header.
+    pub public_url: Option<String>,
+}
+
+/// `[twilio]`, validated. Empty strings (e.g. from `${VAR:-}`) count as absent. `Debug`
+/// never prints the auth token.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TwilioConfig {
+    /// Account SID (`AC...`), if configured.
+    pub account_sid: Option<String>,
+    /// Auth token (secret), if configured; used to check webhook signatures.
+    pub auth_token: Option<String>,
+}
+
+impl fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// How a plugin file is loaded, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// A `.wasm` WebAssembly component, run in the sandboxed WASM runtime.
+    Wasm,
+    /// A `.so` / `.dylib` native library, loaded into the process.
+    Native,
+}
+
+impl PluginKind {
+    /// `"wasm"` or `"native"`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wasm => "wasm",
+            Self::Native => "native",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[plugins.NAME]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    /// The name (the `NAME` of `[plugins.NAME]`).
+    pub name: String,
+    /// The plugin file: absolute, or joined to the config file's directory. Existed and
+    /// was a regular file when the config was validated.
+    pub path: PathBuf,
+    /// How to load it.
+    pub kind: PluginKind,
+    /// Plugin-wide default settings, a JSON object (`{}` when absent).
+    pub settings: serde_json::Value,
+}
+
+/// One `[[agents]]` entry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// Unique name, `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    /// Called numbers (E.164) routed here; unique across agents.
+    pub numbers: Vec<String>,
+    /// customParameters that route here (all pairs must match); non-empty keys and
+    /// values. Empty when the agent has no `match`.
+    pub match_params: BTreeMap<String, String>,
+    /// Text spoken when the call connects; `None` when absent or empty.
+    pub greeting: Option<String>,
+    /// The plugin that runs the conversation and the agent's own settings.
+    pub realtime: RealtimeConfig,
+    /// [`Agent::effective_settings`] serialized as JSON, ready to hand to the plugin.
+    pub settings_json: String,
+    effective_settings: serde_json::Value,
+}
+
+impl Agent {
+    /// The settings the plugin gets for this agent: the plugin's settings with the
+    /// agent's `realtime.settings` laid over them key by key (shallow: an agent key
+    /// replaces the plugin's value for that key wholesale). Always a JSON object.
+    pub fn effective_settings(&self) -> &serde_json::Value {
+        &self.effective_settings
+    }
+}
+
+/// An agent's `realtime` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealtimeConfig {
+    /// Name of a plugin in [`Config::plugins`].
+    pub plugin: String,
+    /// The agent's own settings (before the overlay), a JSON object (`{}` when absent).
+    pub settings: serde_json::Value,
+}
+
+/// Lookup tables that make routing independent of the number of agents.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteIndex {
+    /// Agent name -> index into [`Config::agents`].
+    pub(crate) by_name: HashMap<String, usize>,
+    /// Called number (E.164) -> agent index.
+    pub(crate) by_number: HashMap<String, usize>,
+    /// Match key -> match value -> indexes of the agents whose match table has that
+    /// pair, in file order.
+    pub(crate) by_pair: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl RouteIndex {
+    /// Adds `agent`, which is `config.agents[index]`. First definitions win on
+    /// duplicates (validation reports those as errors anyway).
+    fn add(&mut self, agent: &Agent, index: usize) {
+        self.by_name.entry(agent.name.clone()).or_insert(index);
+        for number in &agent.numbers {
+            self.by_number.entry(number.clone()).or_insert(index);
+        }
+        for (key, value) in &agent.match_params {
+            self.by_pair
+                .entry(key.clone())
+                .or_default()
+                .entry(value.clone())
+                .or_default()
+                .push(index);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests;

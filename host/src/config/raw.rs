@@ -1,0 +1,325 @@
+//! The raw, as-written shape of `agents.toml` and the TOML -> struct step
+//! ([`Source::parse`]).
+//!
+//! Raw structs mirror the file one to one: every string is still a string (listen
+//! addresses and URLs are parsed during validation, after `${VAR}` interpolation), every
+//! field keeps its byte span (`toml::Spanned`) so later steps can report lines, and
+//! unknown keys are rejected (`deny_unknown_fields`) so a typo like `agnets` is an error
+//! instead of a silently ignored section. Plugin/agent settings are free-form tables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Source;
+use super::error::{ConfigError, ConfigErrorKind};
+use super::span::{KeyPath, Locator};
+
+/// The whole file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`; every key has a default, so the section may be omitted.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[twilio]`; optional.
+    #[serde(default)]
+    pub twilio: RawTwilio,
+    /// `[plugins.NAME]` sections, by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Spanned<RawPlugin>>,
+    /// `[[agents]]` entries, in file order (the order breaks routing ties).
+    #[serde(default)]
+    pub agents: Vec<Spanned<RawAgent>>,
+    /// `[routing]`; optional.
+    #[serde(default)]
+    pub routing: RawRouting,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `listen`: socket address to bind; default [`super::DEFAULT_LISTEN`].
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// `public_url`: base URL Twilio uses to reach the gateway; optional.
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
+}
+
+/// `[twilio]` as written. `Debug` hides the auth token.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTwilio {
+    /// `account_sid`; optional.
+    #[serde(default)]
+    pub account_sid: Option<Spanned<String>>,
+    /// `auth_token`; optional, secret.
+    #[serde(default)]
+    pub auth_token: Option<Spanned<String>>,
+}
+
+impl fmt::Debug for RawTwilio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawTwilio")
+            .field("account_sid", &self.account_sid)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// `[plugins.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// `path`: plugin file; relative paths are relative to the config file's directory.
+    pub path: Spanned<String>,
+    /// `settings`: plugin-wide default settings; optional.
+    #[serde(default)]
+    pub settings: Option<Spanned<toml::Table>>,
+}
+
+/// One `[[agents]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// `name`: unique agent name.
+    pub name: Spanned<String>,
+    /// `numbers`: called numbers routed to this agent; optional.
+    #[serde(default)]
+    pub numbers: Vec<Spanned<String>>,
+    /// `match`: customParameters that route to this agent; optional.
+    #[serde(default, rename = "match")]
+    pub match_params: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// `greeting`: optional text spoken when the call connects.
+    #[serde(default)]
+    pub greeting: Option<Spanned<String>>,
+    /// `realtime`: which plugin runs the conversation.
+    pub realtime: Spanned<RawRealtime>,
+}
+
+/// An agent's `realtime` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRealtime {
+    /// `plugin`: a key of `[plugins]`.
+    pub plugin: Spanned<String>,
+    /// `settings`: overlaid on the plugin's settings; optional.
+    #[serde(default)]
+    pub settings: Option<Spanned<toml::Table>>,
+}
+
+/// `[routing]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// `default`: agent for calls nothing else matched; optional.
+    #[serde(default)]
+    pub default: Option<Spanned<String>>,
+}
+
+impl Source {
+    /// Parses the text as TOML into [`RawConfig`].
+    ///
+    /// No interpolation or validation happens here; strings are exactly as written.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::Syntax`] for invalid TOML and [`ConfigErrorKind::Schema`] for
+    /// valid TOML of the wrong shape (unknown key, wrong type, missing key). Both carry
+    /// the line, column and — as far as it can be recovered — the key path. TOML parsing
+    /// stops at the first error, so this returns one error, not a list.
+    pub fn parse(&self) -> Result<RawConfig, ConfigError> {
+        let document = match toml::de::DeTable::parse(self.text()) {
+            Ok(document) => document,
+            Err(error) => return Err(self.syntax_error(&error)),
+        };
+        RawConfig::deserialize(toml::de::Deserializer::from(document))
+            .map_err(|error| self.schema_error(&error))
+    }
+
+    /// Maps a TOML syntax error to a located [`ConfigError`].
+    fn syntax_error(&self, error: &toml::de::Error) -> ConfigError {
+        let locator = Locator::new(self.text());
+        let span = error.span();
+        let key = span.as_ref().map(|span| {
+            // The innermost parsed key/value around the error, else the `[table]` it is
+            // under (syntax errors often lie outside every parsed node), else the root.
+            let base = locator
+                .path_at(span)
+                .or_else(|| locator.enclosing_header_table(span.start))
+                .unwrap_or_else(KeyPath::root);
+            // For "duplicate key" the span is the repeated key itself.
+            match locator.text().get(span.clone()) {
+                Some(k) if error.message() == "duplicate key" && !k.is_empty() => {
+                    base.key(k.trim_matches(['"', '\'']))
+                }
+                _ => base,
+            }
+        });
+        ConfigError::at(
+            self,
+            span,
+            key.as_ref(),
+            ConfigErrorKind::Syntax {
+                message: error.message().trim().to_owned(),
+            },
+        )
+    }
+
+    /// Maps a serde error (unknown field, wrong type, missing field) to a located
+    /// [`ConfigError`], rewording serde's "field" as "key".
+    fn schema_error(&self, error: &toml::de::Error) -> ConfigError {
+        let message = error.message().trim();
+        let span = error.span();
+        let mut key = span
+            .as_ref()
+            .and_then(|span| Locator::new(self.text()).path_at(span));
+        let message = if let Some(rest) = message.strip_prefix("missing field ") {
+            // The span is the table that lacks the key; name the key itself.
+            if let (Some(path), Some(name)) = (&key, backticked(rest)) {
+                key = Some(path.key(name));
+            }
+            format!("missing required key {rest}")
+        } else if let Some(rest) = message.strip_prefix("unknown field ") {
+            format!("unknown key {rest}")
+        } else {
+            message.to_owned()
+        };
+        ConfigError::at(
+            self,
+            span,
+            key.as_ref(),
+            ConfigErrorKind::Schema { message },
+        )
+    }
+}
+
+/// The text between the first pair of backticks in `s`.
+fn backticked(s: &str) -> Option<&str> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(&s[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        match Source::new("agents.toml", text).parse() {
+            Ok(raw) => panic!("expected a parse error, got {raw:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_at(e: &ConfigError, line: usize, key: Option<&str>) {
+        assert_eq!(e.line(), Some(line), "wrong line in: {e}");
+        assert_eq!(e.key(), key, "wrong key in: {e}");
+    }
+
+    #[test]
+    fn parses_spans_of_fields() {
+        let text = "[server]\nlisten = \"0.0.0.0:80\"\n\n[[agents]]\nname = \"a\"\nmatch = { merchantId = \"m-1\" }\nrealtime = { plugin = \"echo\" }\n";
+        let raw = Source::new("agents.toml", text).parse().expect("valid");
+        let listen = raw.server.listen.expect("listen");
+        assert_eq!(&text[listen.span()], "\"0.0.0.0:80\"");
+        assert_eq!(raw.agents.len(), 1);
+        let agent = raw.agents[0].get_ref();
+        let m = agent.match_params.as_ref().expect("match");
+        let (k, v) = m.get_ref().iter().next().expect("one pair");
+        assert_eq!(
+            (k.get_ref().as_str(), v.get_ref().as_str()),
+            ("merchantId", "m-1")
+        );
+        assert_eq!(&text[v.span()], "\"m-1\"");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_table() {
+        let e = parse_err("[server]\nlisten = \"127.0.0.1:1\"\n\n[routing]\ndefault = \n");
+        assert!(matches!(e.kind(), ConfigErrorKind::Syntax { .. }), "{e}");
+        assert_eq!(e.line(), Some(5));
+        assert_eq!(e.key(), Some("routing.default"));
+    }
+
+    #[test]
+    fn duplicate_key_is_a_syntax_error_naming_the_key() {
+        let e = parse_err("[server]\nlisten = \"a\"\nlisten = \"b\"\n");
+        assert!(matches!(e.kind(), ConfigErrorKind::Syntax { .. }), "{e}");
+        assert_at(&e, 3, Some("server.listen"));
+    }
+
+    #[test]
+    fn duplicate_key_in_inline_table_or_root() {
+        let e =
+            parse_err("[[agents]]\nname = \"a\"\nrealtime = { plugin = \"a\", plugin = \"b\" }\n");
+        assert_at(&e, 3, Some("agents[0].realtime.plugin"));
+        let e = parse_err("# top\nagents = []\nagents = []\n");
+        assert_at(&e, 3, Some("agents"));
+    }
+
+    #[test]
+    fn unclosed_header_is_a_syntax_error() {
+        let e = parse_err("[server\nlisten = \"a\"\n");
+        assert!(matches!(e.kind(), ConfigErrorKind::Syntax { .. }), "{e}");
+        assert_eq!(e.line(), Some(1));
+        assert!(e.to_string().starts_with("agents.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let e = parse_err("[server]\n\n[[agnets]]\nname = \"a\"\n");
+        assert!(matches!(e.kind(), ConfigErrorKind::Schema { .. }), "{e}");
+        assert_at(&e, 3, Some("agnets"));
+        assert!(e.to_string().contains("unknown key `agnets`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_in_second_agent() {
+        let text = "[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n\n[[agents]]\nname = \"b\"\nrealtime = { plugn = \"echo\" }\n";
+        let e = parse_err(text);
+        assert_at(&e, 7, Some("agents[1].realtime.plugn"));
+        assert_eq!(e.column(), Some(14));
+    }
+
+    #[test]
+    fn wrong_type() {
+        let e = parse_err("[server]\nlisten = 8080\n");
+        assert!(matches!(e.kind(), ConfigErrorKind::Schema { .. }), "{e}");
+        assert_at(&e, 2, Some("server.listen"));
+        assert!(e.to_string().contains("expected a string"), "{e}");
+        let e = parse_err("[[agents]]\nname = \"a\"\nnumbers = [\"+1\",\n  2]\n");
+        assert_at(&e, 4, Some("agents[0].numbers[1]"));
+    }
+
+    #[test]
+    fn missing_key_names_the_key() {
+        let e = parse_err(
+            "[[agents]]\nname = \"a\"\nrealtime = { plugin = \"x\" }\n\n[[agents]]\nname = \"b\"\n",
+        );
+        assert_at(&e, 5, Some("agents[1].realtime"));
+        assert!(
+            e.to_string().contains("missing required key `realtime`"),
+            "{e}"
+        );
+        let e = parse_err("[plugins.echo]\nsettings = {}\n");
+        assert_at(&e, 1, Some("plugins.echo.path"));
+    }
+
+    #[test]
+    fn raw_twilio_debug_hides_token() {
+        let raw = Source::new("a.toml", "[twilio]\nauth_token = \"sekrit\"\n")
+            .parse()
+            .expect("valid");
+        let shown = format!("{raw:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

@@ -1,0 +1,623 @@
+//! End-to-end tests of the config pipeline (load -> parse -> interpolate -> validate)
+//! on small configs written into temp dirs.
+
+use std::path::Path;
+
+use super::test_support::{TempDir, build, build_err, build_ok, no_env};
+use super::*;
+
+/// The example from the design doc (plugin path relative to the config's directory).
+const EXAMPLE: &str = r#"[server]
+listen = "127.0.0.1:8080"
+public_url = "https://voice.example.com"
+
+[twilio]
+account_sid = "${TWILIO_ACCOUNT_SID}"
+auth_token = "${TWILIO_AUTH_TOKEN}"
+
+[plugins.echo]
+path = "../target/wasm32-wasip2/plugin/echo.wasm"
+settings = { mode = "utterance" }
+
+[[agents]]
+name = "front-desk"
+numbers = ["+14155550100"]
+match = { merchantId = "m-42" }
+greeting = "Thanks for calling."
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[routing]
+default = "front-desk"
+"#;
+
+fn twilio_env(name: &str) -> Option<String> {
+    match name {
+        "TWILIO_ACCOUNT_SID" => Some("AC0123456789abcdef".into()),
+        "TWILIO_AUTH_TOKEN" => Some("s3cret-token".into()),
+        _ => None,
+    }
+}
+
+/// The only error with key `key`; panics (showing all errors) if there is not exactly
+/// one.
+fn at_key<'e>(errors: &'e ConfigErrors, key: &str) -> &'e ConfigError {
+    let found: Vec<&ConfigError> = errors.iter().filter(|e| e.key() == Some(key)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one error at {key}, got:\n{errors}"
+    );
+    found[0]
+}
+
+/// A minimal valid config with `extra` appended.
+fn with_agent(extra: &str) -> String {
+    format!(
+        "[plugins.echo]\npath = \"echo.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = {{ plugin = \"echo\" }}\n{extra}"
+    )
+}
+
+#[test]
+fn example_parses_into_typed_config() {
+    let dir = TempDir::new();
+    let plugin = dir.write("target/wasm32-wasip2/plugin/echo.wasm", b"\0asm");
+    let config_path = dir.write("cfg/agents.toml", EXAMPLE.as_bytes());
+    let source = load(&config_path).expect("readable");
+    let config = from_source(&source, &twilio_env).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(config.path, config_path);
+    assert_eq!(config.server.listen, DEFAULT_LISTEN);
+    assert_eq!(
+        config.server.public_url.as_deref(),
+        Some("https://voice.example.com")
+    );
+    assert_eq!(
+        config.twilio.account_sid.as_deref(),
+        Some("AC0123456789abcdef")
+    );
+    assert_eq!(config.twilio.auth_token.as_deref(), Some("s3cret-token"));
+
+    let echo = config.plugin("echo").expect("echo plugin");
+    assert_eq!(echo.name, "echo");
+    assert_eq!(echo.kind, PluginKind::Wasm);
+    assert_eq!(echo.settings, serde_json::json!({"mode": "utterance"}));
+    assert!(echo.path.is_absolute(), "{}", echo.path.display());
+    assert_eq!(
+        std::fs::canonicalize(&echo.path).ok(),
+        std::fs::canonicalize(&plugin).ok()
+    );
+
+    assert_eq!(config.agents.len(), 1);
+    let agent = config.agent("front-desk").expect("agent");
+    assert_eq!(agent.numbers, ["+14155550100"]);
+    assert_eq!(
+        agent.match_params,
+        BTreeMap::from([("merchantId".to_owned(), "m-42".to_owned())])
+    );
+    assert_eq!(agent.greeting.as_deref(), Some("Thanks for calling."));
+    assert_eq!(agent.realtime.plugin, "echo");
+    assert_eq!(
+        agent.realtime.settings,
+        serde_json::json!({"mode": "immediate"})
+    );
+    assert_eq!(
+        agent.effective_settings(),
+        &serde_json::json!({"mode": "immediate"})
+    );
+    assert_eq!(agent.settings_json, r#"{"mode":"immediate"}"#);
+    assert_eq!(config.default_agent.as_deref(), Some("front-desk"));
+    assert_eq!(
+        config.default_agent().map(|a| a.name.as_str()),
+        Some("front-desk")
+    );
+    assert!(config.agent("nope").is_none());
+}
+
+#[test]
+fn debug_never_prints_the_auth_token() {
+    let dir = TempDir::new();
+    dir.write("target/wasm32-wasip2/plugin/echo.wasm", b"\0asm");
+    let path = dir.write("cfg/agents.toml", EXAMPLE.as_bytes());
+    let config =
+        from_source(&Source::new(path, EXAMPLE), &twilio_env).unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{config:?} {:?}", config.twilio);
+    assert!(!shown.contains("s3cret-token"), "{shown}");
+    assert!(shown.contains("AC0123456789abcdef"), "{shown}");
+}
+
+#[test]
+fn defaults_when_sections_are_absent() {
+    let (_dir, config) = build_ok(&with_agent(""));
+    assert_eq!(config.server.listen, DEFAULT_LISTEN);
+    assert_eq!(config.server.public_url, None);
+    assert_eq!(config.twilio, TwilioConfig::default());
+    assert_eq!(config.default_agent, None);
+    let agent = &config.agents[0];
+    assert!(agent.numbers.is_empty() && agent.match_params.is_empty());
+    assert_eq!(agent.greeting, None);
+    assert_eq!(agent.settings_json, "{}");
+}
+
+#[test]
+fn from_file_uses_the_process_environment_and_relative_paths() {
+    let dir = TempDir::new();
+    dir.write("plugins/libecho.so", b"ELF");
+    let text = "[plugins.echo]\npath = \"plugins/libecho.so\"\n\n[[agents]]\nname = \"a\"\ngreeting = \"${SWITCHBOARD_TEST_SURELY_UNSET_VAR:-hi}\"\nrealtime = { plugin = \"echo\" }\n";
+    let path = dir.write("agents.toml", text.as_bytes());
+    let config = from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.plugins["echo"].kind, PluginKind::Native);
+    assert_eq!(config.agents[0].greeting.as_deref(), Some("hi"));
+}
+
+#[test]
+fn load_errors_name_the_file() {
+    let dir = TempDir::new();
+    let missing = dir.path().join("missing.toml");
+    let e = load(&missing).expect_err("missing file");
+    assert!(matches!(e.kind(), ConfigErrorKind::Read { .. }));
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read", missing.display())),
+        "{e}"
+    );
+
+    let bad = dir.write("bad.toml", b"a = 1\nb = \"\xff\"\n");
+    let e = load(&bad).expect_err("not utf-8");
+    assert!(matches!(e.kind(), ConfigErrorKind::NotUtf8));
+    assert_eq!((e.line(), e.column()), (Some(2), Some(6)));
+
+    let big = dir.write(
+        "big.toml",
+        &vec![b'#'; usize::try_from(MAX_CONFIG_BYTES).unwrap_or(0) + 1],
+    );
+    let e = load(&big).expect_err("too large");
+    assert!(matches!(e.kind(), ConfigErrorKind::TooLarge { .. }), "{e}");
+
+    let errors = from_file(&missing).expect_err("missing file");
+    assert_eq!(errors.len(), 1);
+}
+
+#[test]
+fn syntax_error_has_file_line_and_key() {
+    let errors = build_err(&with_agent("\n[routing]\ndefault = \"a\n"), &no_env);
+    assert_eq!(errors.len(), 1);
+    let e = &errors.errors()[0];
+    assert!(matches!(e.kind(), ConfigErrorKind::Syntax { .. }), "{e}");
+    assert_eq!(e.line(), Some(9));
+    assert_eq!(e.key(), Some("routing.default"));
+    assert!(e.to_string().contains("agents.toml:9:"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_line_and_key() {
+    let errors = build_err(&with_agent("\n[[agnets]]\nname = \"b\"\n"), &no_env);
+    let e = at_key(&errors, "agnets");
+    assert!(matches!(e.kind(), ConfigErrorKind::Schema { .. }), "{e}");
+    assert_eq!(e.line(), Some(8));
+
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugn = \"echo\" }\n";
+    let errors = build_err(text, &no_env);
+    let e = at_key(&errors, "agents[0].realtime.plugn");
+    assert_eq!(e.line(), Some(6));
+    assert!(
+        e.to_string()
+            .contains("unknown key `plugn`, expected `plugin` or `settings`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_type_is_an_error_with_line_and_key() {
+    let errors = build_err(&with_agent("greeting = 42\n"), &no_env);
+    let e = at_key(&errors, "agents[0].greeting");
+    assert_eq!(e.line(), Some(7));
+    assert!(
+        e.to_string()
+            .contains("invalid type: integer `42`, expected a string"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_agent_name() {
+    let errors = build_err(
+        &with_agent("\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n"),
+        &no_env,
+    );
+    let e = at_key(&errors, "agents[1].name");
+    assert_eq!(e.line(), Some(9));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::DuplicateAgent { name, first_line: 5 } if name == "a"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_agent_name() {
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\n[[agents]]\nname = \"front desk\"\nrealtime = { plugin = \"echo\" }\n";
+    let errors = build_err(text, &no_env);
+    let e = at_key(&errors, "agents[0].name");
+    assert_eq!(e.line(), Some(4));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::InvalidAgentName { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicate_numbers_across_and_within_agents() {
+    let text = with_agent(
+        "numbers = [\"+14155550100\"]\n\n[[agents]]\nname = \"b\"\nnumbers = [\"+14155550101\", \"+14155550100\", \"+14155550101\"]\nrealtime = { plugin = \"echo\" }\n",
+    );
+    let errors = build_err(&text, &no_env);
+    assert_eq!(errors.len(), 2, "{errors}");
+    let e = at_key(&errors, "agents[1].numbers[1]");
+    assert_eq!(e.line(), Some(11));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::DuplicateNumber { agent, first_line: 7, .. } if agent == "a"),
+        "{e}"
+    );
+    let e = at_key(&errors, "agents[1].numbers[2]");
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::DuplicateNumber { agent, .. } if agent == "b"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_e164_number() {
+    let errors = build_err(
+        &with_agent("numbers = [\"+14155550100\",\n  \"415-555-0100\"]\n"),
+        &no_env,
+    );
+    let e = at_key(&errors, "agents[0].numbers[1]");
+    assert_eq!((e.line(), e.column()), (Some(8), Some(3)));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::InvalidNumber { number } if number == "415-555-0100")
+    );
+}
+
+#[test]
+fn unknown_plugin_renders_the_documented_line() {
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n\n[[agents]]\nname = \"b\"\n\n[agents.realtime]\nplugin = \"foo\"\n";
+    let errors = from_source(&Source::new("agents.toml", text), &no_env)
+        .err()
+        .map(ConfigErrors::into_vec);
+    // The plugin is resolved against the current directory here, so also expect
+    // "not found" for it; only look at the routing error.
+    let errors = errors.unwrap_or_default();
+    let rendered: Vec<String> = errors
+        .iter()
+        .filter(|e| matches!(e.kind(), ConfigErrorKind::UnknownPlugin { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        rendered,
+        [r#"agents.toml:12:10: agents[1].realtime.plugin: unknown plugin "foo" (known: echo)"#]
+    );
+}
+
+#[test]
+fn missing_plugin_file_names_the_resolved_path() {
+    let text = "[plugins.echo]\npath = \"plugins/nope.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let (dir, result) = build(text, &no_env);
+    let errors = result.expect_err("missing plugin");
+    let e = at_key(&errors, "plugins.echo.path");
+    assert_eq!(e.line(), Some(2));
+    let expected = dir.path().join("plugins/nope.wasm");
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::PluginNotFound { path } if *path == expected),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(&expected.display().to_string()),
+        "{e}"
+    );
+    // An agent using a plugin whose file is missing is not also "unknown plugin".
+    assert_eq!(errors.len(), 1, "{errors}");
+}
+
+#[test]
+fn plugin_path_that_is_a_directory() {
+    let text = "[plugins.echo]\npath = \"dir.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("dir.wasm")).expect("mkdir");
+    let errors = from_source(&Source::new(dir.path().join("agents.toml"), text), &no_env)
+        .expect_err("directory");
+    let e = at_key(&errors, "plugins.echo.path");
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::PluginNotAFile { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_plugin_extension() {
+    let dir = TempDir::new();
+    dir.write("echo.dll", b"MZ");
+    let text = "[plugins.echo]\npath = \"echo.dll\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let errors = from_source(&Source::new(dir.path().join("agents.toml"), text), &no_env)
+        .expect_err("bad extension");
+    assert_eq!(errors.len(), 1, "{errors}");
+    let e = at_key(&errors, "plugins.echo.path");
+    assert_eq!(e.line(), Some(2));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::PluginExtension { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_default_agent() {
+    let errors = build_err(&with_agent("\n[routing]\ndefault = \"nobody\"\n"), &no_env);
+    let e = at_key(&errors, "routing.default");
+    assert_eq!(e.line(), Some(9));
+    assert!(
+        e.to_string()
+            .ends_with(r#"unknown agent "nobody" (known: a)"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn unset_env_var_is_reported_with_line_and_column() {
+    let errors = build_err(&with_agent("greeting = \"Hi from ${COMPANY}\"\n"), &no_env);
+    let e = at_key(&errors, "agents[0].greeting");
+    assert_eq!((e.line(), e.column()), (Some(7), Some(21)));
+    assert!(matches!(e.kind(), ConfigErrorKind::UnsetVariable { name } if name == "COMPANY"));
+}
+
+#[test]
+fn env_defaults_and_dollar_escapes_reach_the_config() {
+    let env = |name: &str| (name == "SET").then(|| "value".to_owned());
+    let text = with_agent(
+        "greeting = \"${UNSET:-x} ${SET:-y} costs $$5\"\nmatch = { k = \"${SET}\" }\nrealtime.settings = { price = \"$$${UNSET:-9}\" }\n",
+    )
+    .replace("realtime = { plugin = \"echo\" }\n", "realtime.plugin = \"echo\"\n");
+    let (_dir, result) = build(&text, &env);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let agent = &config.agents[0];
+    assert_eq!(agent.greeting.as_deref(), Some("x value costs $5"));
+    assert_eq!(
+        agent.match_params.get("k").map(String::as_str),
+        Some("value")
+    );
+    assert_eq!(
+        agent.effective_settings(),
+        &serde_json::json!({"price": "$9"})
+    );
+}
+
+#[test]
+fn no_agents() {
+    let errors = build_err("[plugins.echo]\npath = \"echo.wasm\"\n", &no_env);
+    let e = at_key(&errors, "agents");
+    assert!(matches!(e.kind(), ConfigErrorKind::NoAgents), "{e}");
+    assert_eq!(e.line(), Some(1));
+    let errors = build_err("# nobody home\nagents = []\n", &no_env);
+    assert_eq!(at_key(&errors, "agents").line(), Some(2));
+}
+
+#[test]
+fn all_validation_errors_are_reported_at_once() {
+    let text = r#"[server]
+listen = "localhost:8080"
+public_url = "https://voice.example.com/twilio"
+
+[twilio]
+account_sid = "SK123"
+
+[plugins.echo]
+path = "echo.wasm"
+
+[[agents]]
+name = "a"
+numbers = ["14155550100"]
+realtime = { plugin = "missing" }
+
+[[agents]]
+name = "a"
+realtime = { plugin = "echo" }
+
+[routing]
+default = "nobody"
+"#;
+    let errors = build_err(text, &no_env);
+    let got: Vec<(Option<usize>, Option<&str>)> =
+        errors.iter().map(|e| (e.line(), e.key())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(2), Some("server.listen")),
+            (Some(3), Some("server.public_url")),
+            (Some(6), Some("twilio.account_sid")),
+            (Some(13), Some("agents[0].numbers[0]")),
+            (Some(14), Some("agents[0].realtime.plugin")),
+            (Some(17), Some("agents[1].name")),
+            (Some(21), Some("routing.default")),
+        ],
+        "{errors}"
+    );
+    assert_eq!(errors.to_string().lines().count(), 7);
+    let account = at_key(&errors, "twilio.account_sid").to_string();
+    assert!(!account.contains("SK123"), "{account}");
+}
+
+#[test]
+fn all_interpolation_errors_are_reported_at_once() {
+    let text = with_agent(
+        "greeting = \"${A}\"\n\n[twilio]\nauth_token = \"${B}\"\naccount_sid = \"$C\"\n",
+    );
+    let errors = build_err(&text, &no_env);
+    let lines: Vec<_> = errors.iter().map(|e| e.line()).collect();
+    // Sorted into file order, whatever order the keys are visited in.
+    assert_eq!(lines, [Some(7), Some(10), Some(11)], "{errors}");
+}
+
+#[test]
+fn public_url_is_normalized_and_empty_means_absent() {
+    let (_dir, config) = build_ok(&with_agent(
+        "\n[server]\npublic_url = \"https://voice.example.com/\"\n",
+    ));
+    assert_eq!(
+        config.server.public_url.as_deref(),
+        Some("https://voice.example.com")
+    );
+    let (_dir, config) = build_ok(&with_agent(
+        "\n[server]\npublic_url = \"${PUBLIC_URL:-}\"\nlisten = \"[::1]:9000\"\n",
+    ));
+    assert_eq!(config.server.public_url, None);
+    assert_eq!(config.server.listen.to_string(), "[::1]:9000");
+}
+
+#[test]
+fn empty_twilio_values_count_as_absent() {
+    let (_dir, config) = build_ok(&with_agent(
+        "\n[twilio]\naccount_sid = \"${SID:-}\"\nauth_token = \"${TOKEN:-}\"\n",
+    ));
+    assert_eq!(config.twilio, TwilioConfig::default());
+}
+
+#[test]
+fn settings_become_json_with_agent_overlay() {
+    let text = r#"[plugins.echo]
+path = "echo.wasm"
+
+[plugins.echo.settings]
+mode = "utterance"
+voice = { name = "alloy", speed = 1.5 }
+started = 1979-05-27T07:32:00Z
+tags = ["a", 1, true]
+
+[[agents]]
+name = "a"
+realtime = { plugin = "echo", settings = { voice = { name = "verse" }, extra = 7 } }
+"#;
+    let (_dir, config) = build_ok(text);
+    assert_eq!(
+        config.plugins["echo"].settings,
+        serde_json::json!({
+            "mode": "utterance",
+            "voice": {"name": "alloy", "speed": 1.5},
+            "started": "1979-05-27T07:32:00Z",
+            "tags": ["a", 1, true],
+        })
+    );
+    let agent = &config.agents[0];
+    let expected = serde_json::json!({
+        "mode": "utterance",
+        "voice": {"name": "verse"},
+        "started": "1979-05-27T07:32:00Z",
+        "tags": ["a", 1, true],
+        "extra": 7,
+    });
+    assert_eq!(agent.effective_settings(), &expected);
+    let reparsed: serde_json::Value =
+        serde_json::from_str(&agent.settings_json).expect("settings_json is JSON");
+    assert_eq!(reparsed, expected);
+}
+
+#[test]
+fn non_finite_settings_floats_are_errors() {
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\n\n[plugins.echo.settings]\nok = 1.0\nlimits = { max = inf }\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let errors = build_err(text, &no_env);
+    let e = at_key(&errors, "plugins.echo.settings.limits.max");
+    assert_eq!(e.line(), Some(6));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::NonFiniteFloat { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn match_tables_are_checked() {
+    let text = with_agent(
+        "match = { merchantId = \"m-1\" }\n\n[[agents]]\nname = \"b\"\nmatch = { merchantId = \"m-1\" }\nrealtime = { plugin = \"echo\" }\n\n[[agents]]\nname = \"c\"\nmatch = {}\nrealtime = { plugin = \"echo\" }\n\n[[agents]]\nname = \"d\"\nmatch = { \"\" = \"x\", k = \"\" }\nrealtime = { plugin = \"echo\" }\n",
+    );
+    let errors = build_err(&text, &no_env);
+    let e = at_key(&errors, "agents[1].match");
+    assert_eq!(e.line(), Some(11));
+    assert!(
+        matches!(e.kind(), ConfigErrorKind::DuplicateMatch { agent, first_line: 7 } if agent == "a"),
+        "{e}"
+    );
+    let e = at_key(&errors, "agents[2].match");
+    assert!(matches!(e.kind(), ConfigErrorKind::EmptyMatch), "{e}");
+    let e = at_key(&errors, r#"agents[3].match."""#);
+    assert!(matches!(e.kind(), ConfigErrorKind::EmptyMatchKey), "{e}");
+    let e = at_key(&errors, "agents[3].match.k");
+    assert!(matches!(e.kind(), ConfigErrorKind::EmptyMatchValue), "{e}");
+    assert_eq!(errors.len(), 4, "{errors}");
+}
+
+#[test]
+fn different_match_tables_are_fine() {
+    let text = with_agent(
+        "match = { merchantId = \"m-1\" }\n\n[[agents]]\nname = \"b\"\nmatch = { merchantId = \"m-1\", lang = \"es\" }\nrealtime = { plugin = \"echo\" }\n",
+    );
+    let (_dir, config) = build_ok(&text);
+    assert_eq!(config.agents.len(), 2);
+}
+
+/// The fixture in `tests/fixtures/agents/` must stay valid. Its plugin path points into
+/// the workspace `target/`, so validate it from a temp dir with the same layout.
+#[test]
+fn routing_fixture_is_valid() {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/agents/routing.toml"
+    ));
+    let dir = TempDir::new();
+    dir.write("target/plugins/wasm32-wasip2/plugin/echo.wasm", b"\0asm");
+    // The directories must exist for `..` in the plugin path to resolve.
+    let path = dir.write("tests/fixtures/agents/routing.toml", text.as_bytes());
+    let config = from_source(&Source::new(&path, text), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.agents.len() >= 3);
+    assert!(config.default_agent.is_some());
+    assert!(config.agents.iter().any(|a| !a.numbers.is_empty()));
+    assert!(
+        config
+            .agents
+            .iter()
+            .any(|a| a.match_params.contains_key("merchantId"))
+    );
+    assert!(
+        Path::new(&config.plugins["echo"].path)
+            .ends_with("target/plugins/wasm32-wasip2/plugin/echo.wasm")
+    );
+}
+
+/// Golden output for `tests/fixtures/agents/bad-multiple.toml`: one line per problem,
+/// in file order, each `FILE:LINE:COLUMN: KEY: message`.
+#[test]
+fn bad_fixture_reports_every_problem_in_file_order() {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/agents/bad-multiple.toml"
+    ));
+    let dir = TempDir::new();
+    dir.write("target/plugins/wasm32-wasip2/plugin/echo.wasm", b"\0asm");
+    let path = dir.write("tests/fixtures/agents/bad-multiple.toml", text.as_bytes());
+    let errors = from_source(&Source::new(&path, text), &no_env).expect_err("invalid");
+    let prefix = format!("{}/", dir.path().display());
+    let rendered = errors.to_string().replace(&prefix, "");
+    let expected = [
+        r#"tests/fixtures/agents/bad-multiple.toml:5:10: server.listen: invalid listen address "localhost:8080": expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:6:14: server.public_url: invalid public URL "https://voice.example.com/twilio": must not have a path, query or fragment (Twilio webhooks are served at fixed paths under it)"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:9:15: twilio.account_sid: Twilio account SID must start with "AC""#,
+        r#"tests/fixtures/agents/bad-multiple.toml:15:8: plugins.legacy.path: unsupported plugin file tests/fixtures/agents/../../../target/plugins/legacy.dll: expected a .wasm component or a .so/.dylib native library"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:15:8: plugins.legacy.path: plugin file not found: tests/fixtures/agents/../../../target/plugins/legacy.dll"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:19:28: agents[0].numbers[1]: invalid phone number "415-555-0101": expected E.164, '+' then 1 to 15 digits, e.g. +14155550100"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:23:8: agents[1].name: duplicate agent name "front-desk" (first defined on line 18)"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:24:12: agents[1].numbers[0]: number +14155550100 is already routed to agent "front-desk" (line 19)"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:26:23: agents[1].realtime.plugin: unknown plugin "eccho" (known: echo, legacy)"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:29:8: agents[2].name: invalid agent name "sales team": ' ' is not allowed (use A-Z, a-z, 0-9, _ and -)"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:30:9: agents[2].match: empty match table would match every call; remove it"#,
+        r#"tests/fixtures/agents/bad-multiple.toml:34:11: routing.default: unknown agent "frontdesk" (known: front-desk, sales team)"#,
+    ];
+    assert_eq!(
+        rendered.lines().collect::<Vec<_>>(),
+        expected,
+        "\n{rendered}"
+    );
+}

@@ -1,0 +1,18 @@
+//! Switchboard: a voice gateway between Twilio Media Streams and voice-AI agents that run as
+//! plugins.
+//!
+//! Twilio POSTs the voice webhook ([`server`]), which routes the call ([`routing`], from
+//! [`config`]) and answers TwiML ([`twiml`]) that opens a Media Streams WebSocket
+//! ([`twilio::media_stream`]). One task per call ([`call`]) converts audio ([`audio`]) and drives
+//! the agent's plugin session ([`plugin`]). [`simulate`] plays Twilio's part for tests and demos.
+#![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod call;
+pub mod config;
+pub mod plugin;
+pub mod routing;
+pub mod server;
+pub mod simulate;
+pub mod twilio;
+pub mod twiml;

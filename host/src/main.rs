@@ -1,0 +1,204 @@
+//! The `switchboard` binary: `serve` runs the gateway, `simulate` places a call against one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use switchboard::call::CallContext;
+use switchboard::plugin::{Plugins, wasm::WasmEngine};
+use switchboard::server::{self, AppState};
+use switchboard::{config, simulate};
+
+/// Exit status for a bad config or bad arguments (`EX_USAGE` from sysexits.h).
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Voice gateway: Twilio Media Streams to voice-AI plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The agents file.
+        #[arg(long, default_value = "agents.toml")]
+        config: PathBuf,
+    },
+    /// Place a simulated Twilio call against a running gateway.
+    Simulate {
+        /// Caller audio: a WAV file (any rate, width and channel count).
+        #[arg(long)]
+        wav: PathBuf,
+        /// Where to write what the caller heard (8 kHz PCM16 WAV).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Called number.
+        #[arg(long, default_value = "+15005550006")]
+        to: String,
+        /// Caller number.
+        #[arg(long, default_value = "+15005550001")]
+        from: String,
+        /// Extra parameter `k=v` (repeatable): on the Voice URL, or as customParameters with
+        /// --stream-only.
+        #[arg(long = "param", value_parser = parse_pair)]
+        params: Vec<(String, String)>,
+        /// Skip the webhook: open the media stream directly, as an operator's own TwiML would.
+        #[arg(long)]
+        stream_only: bool,
+        /// Send a DTMF digit at a time, `MS:DIGIT` (repeatable), e.g. `3000:#`.
+        #[arg(long = "dtmf", value_parser = parse_dtmf)]
+        dtmf: Vec<(Duration, String)>,
+        /// Seconds of quiet after the WAV (nothing queued, nothing arriving) before hanging up.
+        #[arg(long, default_value_t = 2.0)]
+        idle_hangup: f64,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected k=v, got {s:?}"))
+}
+
+fn parse_dtmf(s: &str) -> Result<(Duration, String), String> {
+    let (ms, digit) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected MS:DIGIT, got {s:?}"))?;
+    let ms: u64 = ms.parse().map_err(|_| format!("bad milliseconds in {s:?}"))?;
+    Ok((Duration::from_millis(ms), digit.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Simulate {
+            wav,
+            out,
+            url,
+            to,
+            from,
+            params,
+            stream_only,
+            dtmf,
+            idle_hangup,
+        } => {
+            let opts = |audio| {
+                let mut o = simulate::Options::new(url, audio);
+                o.to = to;
+                o.from = from;
+                o.params = params;
+                o.stream_only = stream_only;
+                o.dtmf = dtmf;
+                o.idle_hangup = Duration::from_secs_f64(idle_hangup.max(0.0));
+                o.progress = true;
+                o
+            };
+            runtime.block_on(run_simulate(&wav, out, opts))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = match config::from_file(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            // One line per problem, each naming file:line:key.
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let engine = WasmEngine::new().context("starting the WASM engine")?;
+    let plugins = match Plugins::load(&engine, &config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        agents = config.agents.len(),
+        "switchboard listening; point Twilio's voice webhook at /twilio/voice"
+    );
+    let state = AppState::new(CallContext {
+        config: std::sync::Arc::new(config),
+        plugins,
+    });
+    server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_simulate(
+    wav: &std::path::Path,
+    out: Option<PathBuf>,
+    opts: impl FnOnce(Vec<i16>) -> simulate::Options,
+) -> anyhow::Result<ExitCode> {
+    let audio = simulate::read_wav(wav)?;
+    eprintln!(
+        "calling with {} ({:.1} s of audio)",
+        wav.display(),
+        audio.len() as f64 / 8000.0
+    );
+    let summary = simulate::run(opts(audio)).await?;
+    if let Some(said) = &summary.rejected {
+        println!("call not connected; the gateway said: {said:?}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let reached = summary.marks.iter().filter(|(_, at)| at.is_some()).count();
+    println!("call {} (stream {})", summary.call_sid, summary.stream_sid);
+    println!("  frames sent      {}", summary.frames_sent);
+    println!("  frames received  {}", summary.frames_received);
+    match summary.time_to_first_audio {
+        Some(t) => println!("  first audio      {} ms after the stream started", t.as_millis()),
+        None => println!("  first audio      none"),
+    }
+    println!("  marks            {} received, {} played", summary.marks.len(), reached);
+    println!("  clears           {}", summary.clears);
+    println!(
+        "  ended by         {}",
+        if summary.closed_by_gateway { "gateway" } else { "caller" }
+    );
+    if let Some(out) = out {
+        simulate::write_wav(&out, &summary.heard)?;
+        println!("  heard            {} ({:.1} s)", out.display(), summary.heard.len() as f64 / 8000.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,261 @@
+//! The plugin host: what the rest of the gateway sees of a plugin, whatever it is built as.
+//!
+//! A plugin is loaded once when the config is loaded ([`Plugins::load`]); each call opens its own
+//! [`Session`], owned by the call's task, and feeds it [`SessionInput`]s one at a time. The types
+//! here mirror the WIT contract in `plugin-api/wit/plugin.wit` (`switchboard:plugin@0.1.0`) so the
+//! call task never touches generated bindings.
+
+pub mod wasm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{Config, PluginKind};
+
+/// How audio samples are encoded (WIT `audio-encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioEncoding {
+    /// Signed 16-bit little-endian PCM, mono.
+    Pcm16,
+    /// ITU-T G.711 μ-law, one byte per sample.
+    Mulaw,
+}
+
+/// An encoding at a sample rate (WIT `audio-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    /// How samples are encoded.
+    pub encoding: AudioEncoding,
+    /// Samples per second (Hz).
+    pub sample_rate: u32,
+}
+
+impl AudioFormat {
+    /// Twilio's Media Streams format: G.711 μ-law at 8000 Hz.
+    pub const TWILIO: AudioFormat = AudioFormat {
+        encoding: AudioEncoding::Mulaw,
+        sample_rate: 8000,
+    };
+}
+
+/// What a plugin says about itself (WIT `plugin-info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Short machine name.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// One line for operators.
+    pub description: String,
+    /// The caller audio format the plugin wants.
+    pub input_format: AudioFormat,
+}
+
+/// Who is calling whom (WIT `call-info`).
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    /// Twilio `CallSid`.
+    pub call_sid: String,
+    /// Twilio `streamSid`.
+    pub stream_sid: String,
+    /// Caller number.
+    pub from: String,
+    /// Called number.
+    pub to: String,
+    /// `inbound`, `outbound-api` or `outbound-dial`.
+    pub direction: String,
+    /// The agent the call was routed to.
+    pub agent: String,
+    /// The stream's `customParameters`.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Everything a session needs to start (WIT `session-config`).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The call.
+    pub call: CallInfo,
+    /// Effective plugin settings of the agent, as a JSON object.
+    pub settings: String,
+    /// The agent's greeting.
+    pub greeting: Option<String>,
+}
+
+/// One input to a session (WIT `session-input`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionInput {
+    /// 20 ms of caller audio, already in the plugin's declared input format.
+    Audio {
+        /// Samples in the plugin's input format.
+        data: Vec<u8>,
+        /// Milliseconds since the stream started (Twilio `media.timestamp`).
+        timestamp_ms: u64,
+    },
+    /// A DTMF digit.
+    Dtmf(String),
+    /// The audio before this plugin mark has played.
+    MarkPlayed(String),
+    /// The caller interrupted the reply after hearing this many ms of it.
+    Interrupted(u64),
+    /// The call is over.
+    Hangup,
+}
+
+/// One output of a session (WIT `session-output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOutput {
+    /// Queue audio for the caller.
+    Play {
+        /// Format of `data`.
+        format: AudioFormat,
+        /// Samples.
+        data: Vec<u8>,
+    },
+    /// Drop queued audio (Twilio `clear`).
+    ClearPlayback,
+    /// Tell me when the audio queued so far has played.
+    Mark(String),
+    /// What the caller said.
+    UserTranscript {
+        /// Text.
+        text: String,
+        /// False for a partial result.
+        is_final: bool,
+    },
+    /// What the agent said.
+    AgentTranscript {
+        /// Text.
+        text: String,
+        /// False for a partial result.
+        is_final: bool,
+    },
+    /// Transfer the call to a number.
+    Transfer(String),
+    /// End the call after the queued audio has played.
+    HangUp,
+}
+
+/// A plugin's own error (WIT `plugin-error`), as `kind: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct PluginError {
+    /// `invalid-config`, `unauthorized`, `upstream`, `rate-limited`, `unsupported` or `internal`.
+    pub kind: &'static str,
+    /// What the plugin said.
+    pub message: String,
+}
+
+/// Why a session call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The plugin returned an error.
+    #[error("plugin error: {0}")]
+    Plugin(#[from] PluginError),
+    /// The plugin trapped (panic, `unreachable`, out of fuel or time, memory limit), or the host
+    /// could not call it. The session is unusable afterwards.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    /// The file could not be compiled or does not implement the contract this host supports.
+    #[error("plugin {name} ({path}): {reason}")]
+    Invalid {
+        /// Plugin name in agents.toml.
+        name: String,
+        /// File path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Native plugins are not supported by this build yet.
+    #[error("plugin {name} ({path}): native plugins are not supported yet; build it as a WASM component")]
+    NativeUnsupported {
+        /// Plugin name in agents.toml.
+        name: String,
+        /// File path.
+        path: PathBuf,
+    },
+}
+
+/// A loaded plugin, shared by every call that uses it.
+pub enum Plugin {
+    /// A WASM component.
+    Wasm(wasm::WasmPlugin),
+}
+
+impl Plugin {
+    /// What the plugin said about itself when it was loaded.
+    pub fn info(&self) -> &PluginInfo {
+        match self {
+            Plugin::Wasm(p) => p.info(),
+        }
+    }
+
+    /// Opens a session for one call.
+    ///
+    /// # Errors
+    /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
+    pub fn open(&self, config: &SessionConfig) -> Result<Session, SessionError> {
+        match self {
+            Plugin::Wasm(p) => p.open(config).map(Session::Wasm),
+        }
+    }
+}
+
+/// One call's session inside a plugin. Owned by the call task; dropping it frees the plugin's
+/// state for that call.
+pub enum Session {
+    /// A WASM component session.
+    Wasm(wasm::WasmSession),
+}
+
+impl Session {
+    /// Feeds one input and returns the outputs it caused, in order.
+    ///
+    /// # Errors
+    /// The plugin returned an error or trapped; after a trap the session must be dropped.
+    pub fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, SessionError> {
+        match self {
+            Session::Wasm(s) => s.handle(input),
+        }
+    }
+}
+
+/// Every plugin named in the config, loaded.
+#[derive(Clone, Default)]
+pub struct Plugins {
+    by_name: BTreeMap<String, Arc<Plugin>>,
+}
+
+impl Plugins {
+    /// Loads (compiles and links) every plugin in `config`, once.
+    ///
+    /// # Errors
+    /// The first plugin that fails to load; the error names it and its file.
+    pub fn load(engine: &wasm::WasmEngine, config: &Config) -> Result<Self, PluginLoadError> {
+        let mut by_name = BTreeMap::new();
+        for (name, plugin) in &config.plugins {
+            let loaded = match plugin.kind {
+                PluginKind::Wasm => Plugin::Wasm(engine.load(name, &plugin.path)?),
+                PluginKind::Native => {
+                    return Err(PluginLoadError::NativeUnsupported {
+                        name: name.to_string(),
+                        path: plugin.path.clone(),
+                    });
+                }
+            };
+            tracing::info!(plugin = %name, info = ?loaded.info(), "plugin loaded");
+            by_name.insert(name.to_string(), Arc::new(loaded));
+        }
+        Ok(Self { by_name })
+    }
+
+    /// The plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.by_name.get(name)
+    }
+}

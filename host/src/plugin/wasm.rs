@@ -1,0 +1,405 @@
+//! WASM component plugins, run by wasmtime.
+//!
+//! One [`WasmEngine`] per process; each plugin is compiled and linked once into an
+//! `InstancePre` ([`WasmEngine::load`]); each call gets its own `Store`, instance and session
+//! ([`WasmPlugin::open`]), so calls share nothing and a plugin that misbehaves harms only the call
+//! it runs in. Guests get an empty WASI context (Rust's `wasm32-wasip2` target imports
+//! `wasi:cli` and `wasi:io` even when unused): no files, no sockets, no environment.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{
+    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
+    SessionError, SessionInput, SessionOutput,
+};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "realtime-plugin",
+        path: "../plugin-api/wit",
+    });
+}
+
+use bindings::exports::switchboard::plugin::realtime as wit_rt;
+use bindings::switchboard::plugin::types as wit;
+
+/// How often the engine's epoch advances. A guest call is interrupted once its budget of epochs
+/// has passed, so this is the granularity of every time budget.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Time budget of one `handle` call, in epoch ticks (×[`EPOCH_TICK`] = 200 ms). A frame arrives
+/// every 20 ms; a plugin that needs more than ten frames' time for one input is broken or
+/// overloaded, and the call it serves is already audibly stalled.
+pub const HANDLE_BUDGET_TICKS: u64 = 20;
+
+/// Time budget of `open` and `describe`, in epoch ticks (1 s): instantiation plus the plugin's own
+/// set-up, which may parse settings or build tables.
+pub const OPEN_BUDGET_TICKS: u64 = 100;
+
+/// Most linear memory one session may grow to (bytes). Enough for a few minutes of buffered PCM
+/// and a JSON parser; far below what would threaten the gateway with a thousand calls.
+pub const SESSION_MEMORY_LIMIT: usize = 64 << 20;
+
+/// The wasmtime engine shared by every plugin, with its epoch ticker.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: Engine,
+    _ticker: Arc<Ticker>,
+}
+
+/// Stops the epoch thread when the last engine clone is dropped.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WasmEngine {
+    /// Creates the engine (Cranelift, component model, epoch interruption) and starts the thread
+    /// that advances its epoch every [`EPOCH_TICK`].
+    ///
+    /// # Errors
+    /// wasmtime rejected the configuration (a build without Cranelift, say).
+    pub fn new() -> Result<Self, PluginLoadError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginLoadError::Invalid {
+            name: "<engine>".into(),
+            path: Default::default(),
+            reason: format!("{e:#}"),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| PluginLoadError::Invalid {
+                name: "<engine>".into(),
+                path: Default::default(),
+                reason: format!("cannot start the epoch thread: {e}"),
+            })?;
+        Ok(Self {
+            engine,
+            _ticker: Arc::new(Ticker(stop)),
+        })
+    }
+
+    /// Compiles the component at `path`, links it against the host, and asks it to describe
+    /// itself.
+    ///
+    /// # Errors
+    /// [`PluginLoadError::Invalid`] when the file is not a component, does not export the
+    /// `switchboard:plugin@0.1.0` realtime world, traps in `describe`, or asks for an input
+    /// format the host cannot produce.
+    pub fn load(&self, name: &str, path: &Path) -> Result<WasmPlugin, PluginLoadError> {
+        let invalid = |reason: String| PluginLoadError::Invalid {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let component = Component::from_file(&self.engine, path)
+            .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
+        let mut linker = Linker::<HostState>::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
+        bindings::RealtimePlugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| invalid(format!("linking the host interface: {e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            invalid(format!(
+                "does not fit the switchboard:plugin@0.1.0 realtime-plugin world: {e:#}"
+            ))
+        })?;
+        let pre = bindings::RealtimePluginPre::new(pre).map_err(|e| {
+            invalid(format!(
+                "does not export the switchboard:plugin@0.1.0 realtime-plugin world: {e:#}"
+            ))
+        })?;
+        let mut plugin = WasmPlugin {
+            name: name.to_string(),
+            engine: self.engine.clone(),
+            pre,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                input_format: AudioFormat::TWILIO,
+            },
+        };
+        let (mut store, instance) = plugin
+            .instantiate(OPEN_BUDGET_TICKS)
+            .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
+        let info = instance
+            .switchboard_plugin_plugin()
+            .call_describe(&mut store)
+            .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
+        let input_format = format_from_wit(info.input_format);
+        if input_format.encoding == AudioEncoding::Mulaw && input_format.sample_rate != 8000 {
+            return Err(invalid(format!(
+                "asks for μ-law at {} Hz; μ-law input is only offered at 8000 Hz",
+                input_format.sample_rate
+            )));
+        }
+        if !(8000..=48000).contains(&input_format.sample_rate) {
+            return Err(invalid(format!(
+                "asks for input at {} Hz; the host offers 8000–48000 Hz",
+                input_format.sample_rate
+            )));
+        }
+        plugin.info = PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            input_format,
+        };
+        Ok(plugin)
+    }
+}
+
+/// A compiled, linked WASM plugin.
+pub struct WasmPlugin {
+    name: String,
+    engine: Engine,
+    pre: bindings::RealtimePluginPre<HostState>,
+    info: PluginInfo,
+}
+
+impl WasmPlugin {
+    /// What the plugin said about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn instantiate(
+        &self,
+        budget_ticks: u64,
+    ) -> Result<(Store<HostState>, bindings::RealtimePlugin), SessionError> {
+        let state = HostState {
+            plugin: self.name.clone(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(SESSION_MEMORY_LIMIT)
+                .instances(8)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(budget_ticks);
+        let instance = self.pre.instantiate(&mut store).map_err(trap)?;
+        Ok((store, instance))
+    }
+
+    /// Instantiates the plugin in a fresh store and opens a session for one call.
+    ///
+    /// # Errors
+    /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
+    pub fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
+        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS)?;
+        let wit_config = wit::SessionConfig {
+            call: wit::CallInfo {
+                call_sid: config.call.call_sid.clone(),
+                stream_sid: config.call.stream_sid.clone(),
+                from: config.call.from.clone(),
+                to: config.call.to.clone(),
+                direction: config.call.direction.clone(),
+                agent: config.call.agent.clone(),
+                parameters: config.call.parameters.clone(),
+            },
+            settings: config.settings.clone(),
+            greeting: config.greeting.clone(),
+            input_format: format_to_wit(self.info.input_format),
+        };
+        let session = instance
+            .switchboard_plugin_realtime()
+            .session()
+            .call_open(&mut store, &wit_config)
+            .map_err(trap)?
+            .map_err(plugin_error)?;
+        Ok(WasmSession {
+            store,
+            instance,
+            session: Some(session),
+            input_format: self.info.input_format,
+        })
+    }
+}
+
+/// One call's session: its own store, instance and `session` resource.
+pub struct WasmSession {
+    store: Store<HostState>,
+    instance: bindings::RealtimePlugin,
+    session: Option<ResourceAny>,
+    input_format: AudioFormat,
+}
+
+impl WasmSession {
+    /// Feeds one input within [`HANDLE_BUDGET_TICKS`].
+    ///
+    /// # Errors
+    /// The plugin returned an error, or trapped (including running out of time or memory); after
+    /// a trap the session is closed and every later call fails.
+    pub fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, SessionError> {
+        let Some(session) = self.session else {
+            return Err(SessionError::Trap("session already failed".into()));
+        };
+        let input = match input {
+            SessionInput::Audio { data, timestamp_ms } => {
+                wit_rt::SessionInput::Audio(wit::AudioFrame {
+                    format: format_to_wit(self.input_format),
+                    data,
+                    timestamp_ms,
+                })
+            }
+            SessionInput::Dtmf(d) => wit_rt::SessionInput::Dtmf(d),
+            SessionInput::MarkPlayed(m) => wit_rt::SessionInput::MarkPlayed(m),
+            SessionInput::Interrupted(ms) => wit_rt::SessionInput::Interrupted(ms),
+            SessionInput::Hangup => wit_rt::SessionInput::Hangup,
+        };
+        self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
+        let result = self
+            .instance
+            .switchboard_plugin_realtime()
+            .session()
+            .call_handle(&mut self.store, session, &input);
+        let outputs = match result {
+            Ok(r) => r.map_err(plugin_error)?,
+            Err(e) => {
+                // A trapped instance must not be entered again.
+                self.session = None;
+                return Err(trap(e));
+            }
+        };
+        Ok(outputs.into_iter().map(output_from_wit).collect())
+    }
+}
+
+impl Drop for WasmSession {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
+            if let Err(e) = session.resource_drop(&mut self.store) {
+                tracing::debug!(error = %e, "plugin session destructor failed");
+            }
+        }
+    }
+}
+
+/// Per-store host state: what the plugin's imports may touch.
+struct HostState {
+    plugin: String,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl bindings::switchboard::plugin::host::Host for HostState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let plugin = self.plugin.as_str();
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            wit::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            wit::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+fn trap(e: wasmtime::Error) -> SessionError {
+    SessionError::Trap(format!("{e:#}"))
+}
+
+fn plugin_error(e: wit::PluginError) -> SessionError {
+    let (kind, message) = match e {
+        wit::PluginError::InvalidConfig(m) => ("invalid-config", m),
+        wit::PluginError::Unauthorized(m) => ("unauthorized", m),
+        wit::PluginError::Upstream(m) => ("upstream", m),
+        wit::PluginError::RateLimited(s) => (
+            "rate-limited",
+            s.map(|s| format!("retry after {s} s")).unwrap_or_default(),
+        ),
+        wit::PluginError::Unsupported(m) => ("unsupported", m),
+        wit::PluginError::Internal(m) => ("internal", m),
+    };
+    SessionError::Plugin(PluginError { kind, message })
+}
+
+fn format_to_wit(f: AudioFormat) -> wit::AudioFormat {
+    wit::AudioFormat {
+        encoding: match f.encoding {
+            AudioEncoding::Pcm16 => wit::AudioEncoding::Pcm16,
+            AudioEncoding::Mulaw => wit::AudioEncoding::Mulaw,
+        },
+        sample_rate: f.sample_rate,
+    }
+}
+
+fn format_from_wit(f: wit::AudioFormat) -> AudioFormat {
+    AudioFormat {
+        encoding: match f.encoding {
+            wit::AudioEncoding::Pcm16 => AudioEncoding::Pcm16,
+            wit::AudioEncoding::Mulaw => AudioEncoding::Mulaw,
+        },
+        sample_rate: f.sample_rate,
+    }
+}
+
+fn output_from_wit(o: wit_rt::SessionOutput) -> SessionOutput {
+    match o {
+        wit_rt::SessionOutput::Play(frame) => SessionOutput::Play {
+            format: format_from_wit(frame.format),
+            data: frame.data,
+        },
+        wit_rt::SessionOutput::ClearPlayback => SessionOutput::ClearPlayback,
+        wit_rt::SessionOutput::Mark(m) => SessionOutput::Mark(m),
+        wit_rt::SessionOutput::UserTranscript(t) => SessionOutput::UserTranscript {
+            text: t.text,
+            is_final: t.is_final,
+        },
+        wit_rt::SessionOutput::AgentTranscript(t) => SessionOutput::AgentTranscript {
+            text: t.text,
+            is_final: t.is_final,
+        },
+        wit_rt::SessionOutput::Transfer(n) => SessionOutput::Transfer(n),
+        wit_rt::SessionOutput::HangUp => SessionOutput::HangUp,
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP side of the gateway: the axum [`Router`] with Twilio's voice webhook, the Media
+//! Streams WebSocket endpoint and the health check, and [`serve`] to run it on a listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::call::{self, CallContext, CallStats, EndReason};
+use crate::routing::{self, RouteRequest};
+use crate::twilio::webhook::{self, WebhookParams};
+use crate::twiml::{self, Response as TwimlResponse, Say};
+
+/// Largest WebSocket message accepted on the Media Streams socket (bytes). A 20 ms media message
+/// is about 300 bytes of JSON; 64 KiB covers any legitimate message with a wide margin, and a
+/// larger one ends that call with a socket error instead of buffering without bound.
+pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Capacity of the call-ended event channel; slow subscribers miss events rather than hold memory.
+const CALL_EVENTS_CAPACITY: usize = 1024;
+
+/// What the caller hears when no agent takes the number.
+pub const NOT_CONFIGURED_MESSAGE: &str = "Sorry, this number is not configured. Goodbye.";
+
+/// A call that ended, as published to [`AppState::subscribe`].
+#[derive(Debug, Clone)]
+pub struct CallEnded {
+    /// Why it ended.
+    pub reason: EndReason,
+    /// Its counters.
+    pub stats: CallStats,
+}
+
+/// Shared state of the gateway: the current config and plugins, and live-call accounting.
+#[derive(Clone)]
+pub struct AppState {
+    current: Arc<ArcSwap<CallContext>>,
+    active_calls: Arc<AtomicUsize>,
+    ended: broadcast::Sender<CallEnded>,
+}
+
+impl AppState {
+    /// State serving `ctx`.
+    pub fn new(ctx: CallContext) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(ctx)),
+            active_calls: Arc::new(AtomicUsize::new(0)),
+            ended: broadcast::channel(CALL_EVENTS_CAPACITY).0,
+        }
+    }
+
+    /// Calls whose task is running.
+    pub fn active_calls(&self) -> usize {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+
+    /// Receives an event for every call that ends from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEnded> {
+        self.ended.subscribe()
+    }
+}
+
+/// The gateway's routes: `GET|POST /twilio/voice`, `GET /twilio/media-stream` (WebSocket),
+/// `GET /healthz`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/twilio/voice", get(voice).post(voice))
+        .route("/twilio/media-stream", get(media_stream))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok", "active_calls": state.active_calls() }))
+}
+
+/// Twilio's voice webhook: route the call and answer TwiML that opens a bidirectional stream.
+async fn voice(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = WebhookParams::parse(query.as_deref(), &body);
+    let ctx = state.current.load_full();
+    let call_sid = params.get("CallSid").unwrap_or_default();
+    let route = routing::route(
+        &ctx.config,
+        &RouteRequest {
+            agent: params.get("agent"),
+            to: params.get("To"),
+            params: params.query(),
+        },
+    );
+    let response = match route {
+        Ok(route) => {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let Some(base) = webhook::public_base(
+                ctx.config.server.public_url.as_deref(),
+                header("host"),
+                header("x-forwarded-proto"),
+            ) else {
+                tracing::warn!(%call_sid, "webhook without a usable Host header and no public_url");
+                return (StatusCode::BAD_REQUEST, "no public_url configured and no Host header")
+                    .into_response();
+            };
+            tracing::info!(%call_sid, agent = %route.agent.name, reason = ?route.reason, "webhook routed");
+            // The routing decision and the caller data travel with the stream, so any instance
+            // can serve it; operator hints from the Voice URL's query string come along too.
+            let mut parameters = vec![("agent".to_string(), route.agent.name.clone())];
+            for key in ["From", "To", "CallSid", "Direction"] {
+                if let Some(v) = params.get(key) {
+                    parameters.push((key.to_string(), v.to_string()));
+                }
+            }
+            for (k, v) in params.query() {
+                if !parameters.iter().any(|(n, _)| n == k) {
+                    parameters.push((k.clone(), v.clone()));
+                }
+            }
+            twiml::connect_stream(&webhook::media_stream_url(&base), &parameters)
+        }
+        Err(e) => {
+            tracing::warn!(%call_sid, to = ?params.get("To"), error = %e, "webhook not routed");
+            TwimlResponse::new()
+                .say(Say::new(NOT_CONFIGURED_MESSAGE))
+                .hangup()
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        response.to_xml(),
+    )
+        .into_response()
+}
+
+/// The Media Streams WebSocket: one call task per socket.
+async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let ctx = (*state.current.load_full()).clone();
+    upgrade
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            state.active_calls.fetch_add(1, Ordering::Relaxed);
+            let (reason, stats) = call::run(socket, ctx).await;
+            state.active_calls.fetch_sub(1, Ordering::Relaxed);
+            let _ = state.ended.send(CallEnded { reason, stats });
+        })
+}

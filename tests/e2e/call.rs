@@ -1,0 +1,130 @@
+//! A whole call: webhook → TwiML → Media Streams → echo plugin → back to the caller.
+
+use std::time::Duration;
+
+use switchboard::simulate::{self, Options};
+use switchboard_tests::{Gateway, beckett, best_ncc, write_config};
+
+const ECHO: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[[agents]]
+name = "echo"
+realtime = { plugin = "echo", settings = { mode = "utterance" } }
+
+[[agents]]
+name = "loopback"
+numbers = ["+15005550999"]
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[routing]
+default = "echo"
+"#;
+
+/// The caller speaks a real recording; the echo agent plays each utterance back after the caller
+/// pauses. Every reply the caller heard must match what they said (NCC ≥ 0.9 at the best lag),
+/// each reply must be followed by a mark that Twilio reached, and `stop` must end the call with
+/// the socket closed and the session dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_call_plays_back_what_the_caller_said() -> anyhow::Result<()> {
+    let gateway = Gateway::start(&write_config(ECHO)?).await?;
+    let mut ended = gateway.state.subscribe();
+    let audio = beckett()?;
+    let spoken = audio.len();
+    let summary = simulate::run(Options::new(&gateway.url, audio)).await?;
+
+    assert_eq!(summary.rejected, None, "twiml: {}", summary.twiml);
+    assert!(summary.parameters.contains(&("agent".into(), "echo".into())));
+    assert!(!summary.closed_by_gateway, "the caller hung up, not the gateway");
+    assert_eq!(summary.bad_messages, 0);
+    let utterances: Vec<_> = summary
+        .marks
+        .iter()
+        .filter(|(name, _)| name.starts_with("utterance-"))
+        .collect();
+    assert!(utterances.len() >= 2, "marks: {:?}", summary.marks);
+    // Each reply lies between the previous mark (or the first audio) and its own mark.
+    let mut start = summary
+        .heard
+        .iter()
+        .position(|s| *s != 0)
+        .expect("the caller heard something");
+    let mut replied = 0;
+    for (name, at) in utterances {
+        let end = at.unwrap_or_else(|| panic!("mark {name} never played"));
+        // Trim the silence around the reply.
+        let seg = &summary.heard[start..end];
+        let first = seg.iter().position(|s| *s != 0).unwrap_or(0);
+        let last = seg.iter().rposition(|s| *s != 0).unwrap_or(0);
+        let seg = &seg[first..=last];
+        let (ncc, lag) = best_ncc(seg, &summary.sent, 0..start + first)?;
+        assert!(
+            ncc >= 0.9,
+            "{name}: NCC {ncc:.3} at lag {lag} for {} samples",
+            seg.len()
+        );
+        replied += seg.len();
+        start = end;
+    }
+    // Together the replies carry most of the recording (pauses excepted).
+    assert!(replied > spoken * 4 / 10, "replied {replied} of {spoken} samples");
+
+    let event = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
+    assert_eq!(event.reason, switchboard::call::EndReason::Stop);
+    assert_eq!(event.stats.frames_in, summary.frames_sent);
+    assert_eq!(event.stats.frames_out, summary.frames_received);
+    assert_eq!(event.stats.marks_echoed, event.stats.marks_sent);
+    assert_eq!(gateway.state.active_calls(), 0, "session dropped, task ended");
+    Ok(())
+}
+
+/// Immediate mode returns every frame as it arrives: what the caller hears is what they said,
+/// one frame later at most, and the gateway ends the call when the plugin hangs up on `#`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_immediate_and_hash_hangs_up() -> anyhow::Result<()> {
+    let gateway = Gateway::start(&write_config(ECHO)?).await?;
+    let mut ended = gateway.state.subscribe();
+    let audio = beckett()?[..8000 * 3].to_vec();
+    let mut opts = Options::new(&gateway.url, audio);
+    opts.to = "+15005550999".into();
+    opts.dtmf = vec![(Duration::from_millis(2000), "#".into())];
+    let summary = simulate::run(opts).await?;
+    assert!(summary.parameters.contains(&("agent".into(), "loopback".into())));
+    assert!(summary.closed_by_gateway, "the plugin hung up");
+    let ttfa = summary.time_to_first_audio.expect("audio came back");
+    assert!(ttfa < Duration::from_millis(500), "first audio after {ttfa:?}");
+    // heard[t] = sent[t - delay]: align the first second heard with what was sent.
+    let start = summary.heard.iter().position(|s| *s != 0).expect("heard audio");
+    let heard = &summary.heard[start..start + 8000];
+    let (ncc, lag) = best_ncc(heard, &summary.sent, 0..start + 1)?;
+    assert!(ncc >= 0.99, "NCC {ncc:.3} at lag {lag}");
+    assert!(start - lag <= 2 * 160, "heard {} samples late", start - lag);
+    let event = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
+    assert_eq!(event.reason, switchboard::call::EndReason::HungUp);
+    assert_eq!(event.stats.dtmf, 1);
+    Ok(())
+}
+
+/// A DTMF key other than `#` makes the echo plugin clear its reply: the gateway sends `clear`,
+/// the simulated Twilio drops the queued audio and returns the pending mark at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_clears_playback_and_returns_pending_marks() -> anyhow::Result<()> {
+    let gateway = Gateway::start(&write_config(ECHO)?).await?;
+    // 1.5 s of a loud tone (one utterance) then quiet: the reply plays from about 2.1 s to
+    // 3.6 s; press 1 half a second into it.
+    let mut audio: Vec<i16> = (0..12_000)
+        .map(|i| (8000.0 * (f64::from(i) * 0.3).sin()) as i16)
+        .collect();
+    audio.extend(std::iter::repeat_n(0, 8000 * 3));
+    let mut opts = Options::new(&gateway.url, audio);
+    opts.dtmf = vec![(Duration::from_millis(2600), "1".into())];
+    let summary = simulate::run(opts).await?;
+    assert_eq!(summary.clears, 1);
+    assert_eq!(summary.marks.len(), 1, "{:?}", summary.marks);
+    assert_eq!(summary.marks[0].1, None, "the mark was cleared, not played");
+    let heard = summary.heard.iter().filter(|s| **s != 0).count();
+    assert!(heard > 800, "part of the reply played first: heard {heard} samples");
+    assert!(heard < 8000, "most of the reply was cut: heard {heard} samples");
+    Ok(())
+}

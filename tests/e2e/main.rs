@@ -1,0 +1,6 @@
+//! End-to-end tests: a real gateway on 127.0.0.1:0, real WebSockets, the real echo plugin built
+//! from source as a WASM component, real agents.toml files.
+
+mod call;
+mod robustness;
+mod routing;

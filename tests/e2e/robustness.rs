@@ -1,0 +1,180 @@
+//! Bad input from the network ends at most its own call, with a clear reason, and the gateway
+//! and every other call keep going.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use switchboard::call::EndReason;
+use switchboard::server::CallEnded;
+use switchboard_tests::{Gateway, write_config};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+const LOOPBACK: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[[agents]]
+name = "loopback"
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[routing]
+default = "loopback"
+"#;
+
+async fn connect(gw: &Gateway) -> anyhow::Result<Ws> {
+    let url = format!("{}/twilio/media-stream", gw.url.replace("http://", "ws://"));
+    Ok(tokio_tungstenite::connect_async(url).await?.0)
+}
+
+async fn send(ws: &mut Ws, msg: impl ToString) -> anyhow::Result<()> {
+    ws.send(Message::Text(msg.to_string().into())).await?;
+    Ok(())
+}
+
+fn start(params: serde_json::Value) -> serde_json::Value {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
+        "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
+        "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+}
+
+fn media(chunk: u64, payload: &str) -> serde_json::Value {
+    json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(), "streamSid": "MZ1",
+        "media": {"track": "inbound", "chunk": chunk.to_string(),
+                  "timestamp": (chunk * 20).to_string(), "payload": payload}})
+}
+
+fn frame(byte: u8) -> String {
+    BASE64.encode([byte; 160])
+}
+
+/// Waits for the next `media` the gateway sends and returns its decoded payload.
+async fn next_media(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+        if v["event"] == "media" {
+            assert_eq!(v["streamSid"], "MZ1");
+            let payload = v["media"]["payload"].as_str().unwrap_or_default();
+            return Ok(BASE64.decode(payload)?);
+        }
+    }
+}
+
+async fn ended(rx: &mut tokio::sync::broadcast::Receiver<CallEnded>) -> anyhow::Result<CallEnded> {
+    Ok(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await??)
+}
+
+/// Malformed JSON, unknown events, media before start, bad base64 and an oversized payload are
+/// each dropped; the call goes on and still echoes the next good frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_are_dropped_and_the_call_goes_on() -> anyhow::Result<()> {
+    let gw = Gateway::start(&write_config(LOOPBACK)?).await?;
+    let mut events = gw.state.subscribe();
+    let mut ws = connect(&gw).await?;
+    send(&mut ws, json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})).await?;
+    send(&mut ws, media(1, &frame(0x11))).await?; // media before start
+    send(&mut ws, start(json!({}))).await?;
+    send(&mut ws, "{not json").await?;
+    send(&mut ws, json!({"event": "surprise", "streamSid": "MZ1"})).await?;
+    send(&mut ws, json!({"event": "media", "streamSid": "MZ1"})).await?; // missing fields
+    send(&mut ws, media(2, "!!!not base64!!!")).await?;
+    send(&mut ws, media(3, &BASE64.encode(vec![0x22u8; 4000]))).await?; // 500 ms in one frame
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await?;
+    send(&mut ws, media(4, &frame(0x33))).await?;
+    assert_eq!(next_media(&mut ws).await?, vec![0x33; 160], "good frame echoed");
+    send(&mut ws, json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1",
+        "stop": {"accountSid": "AC1", "callSid": "CA1"}}))
+    .await?;
+    let event = ended(&mut events).await?;
+    assert_eq!(event.reason, EndReason::Stop);
+    assert_eq!(event.stats.dropped, 7, "{:?}", event.stats);
+    assert_eq!(event.stats.frames_in, 1);
+    Ok(())
+}
+
+/// A gap in `media.chunk` is filled with silence so the plugin's timeline stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_filled_with_silence() -> anyhow::Result<()> {
+    let gw = Gateway::start(&write_config(LOOPBACK)?).await?;
+    let mut ws = connect(&gw).await?;
+    send(&mut ws, start(json!({}))).await?;
+    send(&mut ws, media(1, &frame(0x44))).await?;
+    assert_eq!(next_media(&mut ws).await?, vec![0x44; 160]);
+    send(&mut ws, media(4, &frame(0x55))).await?; // chunks 2 and 3 lost
+    assert_eq!(next_media(&mut ws).await?, vec![0xFF; 160]);
+    assert_eq!(next_media(&mut ws).await?, vec![0xFF; 160]);
+    assert_eq!(next_media(&mut ws).await?, vec![0x55; 160]);
+    Ok(())
+}
+
+/// An unknown agent named in `customParameters` ends that call with a reason; a WebSocket
+/// message over the size limit ends that call; meanwhile another call keeps echoing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_input_ends_only_its_own_call() -> anyhow::Result<()> {
+    let gw = Gateway::start(&write_config(LOOPBACK)?).await?;
+    let mut events = gw.state.subscribe();
+
+    let mut healthy = connect(&gw).await?;
+    send(&mut healthy, start(json!({}))).await?;
+    send(&mut healthy, media(1, &frame(0x01))).await?;
+    assert_eq!(next_media(&mut healthy).await?, vec![0x01; 160]);
+
+    let mut unknown = connect(&gw).await?;
+    send(&mut unknown, start(json!({"agent": "nobody"}))).await?;
+    let event = ended(&mut events).await?;
+    assert!(
+        matches!(&event.reason, EndReason::NotRouted(why) if why.contains("nobody")),
+        "{:?}",
+        event.reason
+    );
+    // The gateway closed that socket.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = unknown.next().await {
+            if matches!(m, Message::Close(_)) {
+                return true;
+            }
+        }
+        true
+    })
+    .await?;
+    assert!(closed);
+
+    let mut huge = connect(&gw).await?;
+    send(&mut huge, start(json!({}))).await?;
+    let big = "x".repeat(switchboard::server::MAX_WS_MESSAGE_BYTES + 1);
+    let _ = send(&mut huge, big).await; // the gateway may reset the socket mid-send
+    let event = ended(&mut events).await?;
+    assert!(matches!(event.reason, EndReason::SocketError(_)), "{:?}", event.reason);
+
+    send(&mut healthy, media(2, &frame(0x02))).await?;
+    assert_eq!(next_media(&mut healthy).await?, vec![0x02; 160], "other call unharmed");
+    let health: serde_json::Value =
+        serde_json::from_str(&reqwest::get(format!("{}/healthz", gw.url)).await?.text().await?)?;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["active_calls"], 1);
+    Ok(())
+}
+
+/// A socket that never sends `start` is closed after the start timeout, not kept forever.
+#[tokio::test(start_paused = true)]
+async fn socket_without_start_is_closed() -> anyhow::Result<()> {
+    let gw = Gateway::start(&write_config(LOOPBACK)?).await?;
+    let mut events = gw.state.subscribe();
+    let _ws = connect(&gw).await?;
+    // The clock is paused: it jumps to the call's start deadline once everything is idle.
+    let event = events.recv().await?;
+    assert_eq!(event.reason, EndReason::NoStart);
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Support for Switchboard's end-to-end tests: builds first-party plugins from source as WASM
+//! components, writes agents.toml files that point at them, starts the gateway on a loopback
+//! port, and measures audio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, bail};
+use switchboard::call::CallContext;
+use switchboard::plugin::{Plugins, wasm::WasmEngine};
+use switchboard::server::{self, AppState};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(name)
+}
+
+/// Builds the first-party WASM plugins (`cargo plugins`, see `.cargo/config.toml`) once per test
+/// process and returns the directory holding the `.wasm` files.
+///
+/// # Errors
+/// cargo failed (e.g. the `wasm32-wasip2` target is not installed).
+pub fn plugin_dir() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(&root)
+                .arg("plugins")
+                .arg("--quiet")
+                .output()
+                .map_err(|e| format!("running cargo plugins: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo plugins failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(root.join("target/plugins/wasm32-wasip2/plugin"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Writes `body` as `agents.toml` in a fresh temporary directory, after replacing `{plugins}`
+/// with the plugin directory, and returns its path.
+///
+/// # Errors
+/// The plugins could not be built or the file could not be written.
+pub fn write_config(body: &str) -> anyhow::Result<PathBuf> {
+    let dir = temp_dir()?;
+    let plugins = plugin_dir()?;
+    let path = dir.join("agents.toml");
+    std::fs::write(&path, body.replace("{plugins}", &plugins.display().to_string()))?;
+    Ok(path)
+}
+
+/// A fresh, uniquely named directory under the system temp dir.
+///
+/// # Errors
+/// It could not be created.
+pub fn temp_dir() -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A gateway running in this process on `127.0.0.1:0`.
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its state, for counters and call-ended events.
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Gateway {
+    /// Loads `config_path` as `switchboard serve` does and serves it on a loopback port.
+    ///
+    /// # Errors
+    /// The config or a plugin failed to load, or the port could not be bound.
+    pub async fn start(config_path: &Path) -> anyhow::Result<Self> {
+        let config =
+            switchboard::config::from_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let engine = WasmEngine::new()?;
+        let plugins = Plugins::load(&engine, &config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = AppState::new(CallContext {
+            config: Arc::new(config),
+            plugins,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let serving = state.clone();
+        tokio::spawn(async move {
+            let _ = server::serve(listener, serving, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(Self {
+            url,
+            state,
+            shutdown: Some(tx),
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The caller's recording: `tests/fixtures/speech/beckett.wav` as Twilio carries it (8 kHz).
+///
+/// # Errors
+/// The fixture could not be read.
+pub fn beckett() -> anyhow::Result<Vec<i16>> {
+    switchboard::simulate::read_wav(&fixture("speech/beckett.wav")).context("reading beckett.wav")
+}
+
+/// Normalised cross-correlation of `segment` against `reference` at the best lag (in samples,
+/// `segment[0]` aligned with `reference[lag]`), searching every lag in `lags`.
+///
+/// A coarse search on 10 ms energy envelopes picks candidate lags; the exact NCC is then computed
+/// around the best ones, so a 10 s reference costs milliseconds.
+///
+/// # Errors
+/// The segment is empty or silent.
+pub fn best_ncc(
+    segment: &[i16],
+    reference: &[i16],
+    lags: std::ops::Range<usize>,
+) -> anyhow::Result<(f64, usize)> {
+    if segment.is_empty() || segment.iter().all(|s| *s == 0) {
+        bail!("segment is empty or silent");
+    }
+    const HOP: usize = 80;
+    let envelope = |x: &[i16]| -> Vec<f64> {
+        x.chunks(HOP)
+            .map(|c| c.iter().map(|s| f64::from(*s).abs()).sum::<f64>() / c.len() as f64)
+            .collect()
+    };
+    let (es, er) = (envelope(segment), envelope(reference));
+    let mut coarse: Vec<(f64, usize)> = Vec::new();
+    for lag in (lags.start / HOP)..=(lags.end / HOP).min(er.len()) {
+        let n = es.len().min(er.len().saturating_sub(lag));
+        if n == 0 {
+            continue;
+        }
+        coarse.push((ncc(&es[..n], &er[lag..lag + n]), lag * HOP));
+    }
+    coarse.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best = (f64::MIN, 0);
+    for &(_, around) in coarse.iter().take(3) {
+        let lo = around.saturating_sub(2 * HOP).max(lags.start);
+        let hi = (around + 2 * HOP).min(lags.end);
+        for lag in lo..=hi {
+            let n = segment.len().min(reference.len().saturating_sub(lag));
+            if n < segment.len() / 2 {
+                continue;
+            }
+            let a: Vec<f64> = segment[..n].iter().map(|s| f64::from(*s)).collect();
+            let b: Vec<f64> = reference[lag..lag + n]
+                .iter()
+                .map(|s| f64::from(*s))
+                .collect();
+            let v = ncc(&a, &b);
+            if v > best.0 {
+                best = (v, lag);
+            }
+        }
+    }
+    Ok(best)
+}
+
+fn ncc(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum();
+    let nb: f64 = b.iter().map(|x| x * x).sum();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb).sqrt()
+    }
+}
