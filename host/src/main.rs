@@ -15,7 +15,11 @@ use switchboard::{config, simulate};
 const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Voice gateway: Twilio Media Streams to voice-AI plugins")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Voice gateway: Twilio Media Streams to voice-AI plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,9 @@ fn parse_dtmf(s: &str) -> Result<(Duration, String), String> {
     let (ms, digit) = s
         .split_once(':')
         .ok_or_else(|| format!("expected MS:DIGIT, got {s:?}"))?;
-    let ms: u64 = ms.parse().map_err(|_| format!("bad milliseconds in {s:?}"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("bad milliseconds in {s:?}"))?;
     Ok((Duration::from_millis(ms), digit.to_string()))
 }
 
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -187,18 +194,33 @@ async fn run_simulate(
     println!("  frames sent      {}", summary.frames_sent);
     println!("  frames received  {}", summary.frames_received);
     match summary.time_to_first_audio {
-        Some(t) => println!("  first audio      {} ms after the stream started", t.as_millis()),
+        Some(t) => println!(
+            "  first audio      {} ms after the stream started",
+            t.as_millis()
+        ),
         None => println!("  first audio      none"),
     }
-    println!("  marks            {} received, {} played", summary.marks.len(), reached);
+    println!(
+        "  marks            {} received, {} played",
+        summary.marks.len(),
+        reached
+    );
     println!("  clears           {}", summary.clears);
     println!(
         "  ended by         {}",
-        if summary.closed_by_gateway { "gateway" } else { "caller" }
+        if summary.closed_by_gateway {
+            "gateway"
+        } else {
+            "caller"
+        }
     );
     if let Some(out) = out {
         simulate::write_wav(&out, &summary.heard)?;
-        println!("  heard            {} ({:.1} s)", out.display(), summary.heard.len() as f64 / 8000.0);
+        println!(
+            "  heard            {} ({:.1} s)",
+            out.display(),
+            summary.heard.len() as f64 / 8000.0
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -125,7 +125,10 @@ async fn voice(
                 header("x-forwarded-proto"),
             ) else {
                 tracing::warn!(%call_sid, "webhook without a usable Host header and no public_url");
-                return (StatusCode::BAD_REQUEST, "no public_url configured and no Host header")
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "no public_url configured and no Host header",
+                )
                     .into_response();
             };
             tracing::info!(%call_sid, agent = %route.agent.name, reason = ?route.reason, "webhook routed");

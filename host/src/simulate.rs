@@ -186,7 +186,11 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, SimulateError> {
             (avg * 32767.0).clamp(-32768.0, 32767.0) as i16
         })
         .collect();
-    Ok(resample::resample_all(&mono, spec.sample_rate, TWILIO_SAMPLE_RATE)?)
+    Ok(resample::resample_all(
+        &mono,
+        spec.sample_rate,
+        TWILIO_SAMPLE_RATE,
+    )?)
 }
 
 /// Writes PCM16 mono at 8 kHz as a WAV file.
@@ -248,9 +252,9 @@ fn parse_twiml(xml: &str) -> Result<Result<StreamTwiml, String>, SimulateError> 
                 let bad = || SimulateError::Twiml("unknown entity in <Say>".into());
                 match r.resolve_char_ref().map_err(|_| bad())? {
                     Some(c) => said.push(c),
-                    None => said.push_str(
-                        quick_xml::escape::resolve_xml_entity(&r).ok_or_else(bad)?,
-                    ),
+                    None => {
+                        said.push_str(quick_xml::escape::resolve_xml_entity(&r).ok_or_else(bad)?)
+                    }
                 }
                 continue;
             }
@@ -316,9 +320,7 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
     let account_sid = sid("AC");
     let stream_url = if opts.stream_only {
         summary.parameters = opts.params.clone();
-        summary
-            .parameters
-            .push(("From".into(), opts.from.clone()));
+        summary.parameters.push(("From".into(), opts.from.clone()));
         summary.parameters.push(("To".into(), opts.to.clone()));
         let ws = crate::twilio::webhook::media_stream_url(&base);
         ws
@@ -425,9 +427,8 @@ async fn stream(
             _ = ticker.tick() => {
                 // One 20 ms tick: the caller speaks one frame and hears one frame.
                 let i = chunk as usize;
-                if i < frames_total || !queue.is_empty() || last_audio_in.elapsed() < opts.idle_hangup {
-                    // keep going
-                } else {
+                let audible_queued = queue.iter().any(|q| matches!(q, Queued::Audio(a) if audible(a)));
+                if i >= frames_total && !audible_queued && last_audio_in.elapsed() >= opts.idle_hangup {
                     break 'call;
                 }
                 if i >= frames_total && started.elapsed() > audio_duration(frames_total) + opts.max_tail {
@@ -520,7 +521,7 @@ async fn stream(
                         }
                         summary.frames_received += 1;
                         // Silence keeps no caller on the line: only audible audio counts.
-                        if audio.iter().any(|b| *b != mulaw::SILENCE && *b != 0x7F) {
+                        if audible(&audio) {
                             last_audio_in = Instant::now();
                         }
                         if queue.len() >= MAX_QUEUED_FRAMES {
@@ -576,6 +577,13 @@ async fn stream(
     Ok(())
 }
 
+/// True when a μ-law frame holds anything but digital silence (0xFF, or 0x7F: negative zero).
+fn audible(mulaw_frame: &[u8]) -> bool {
+    mulaw_frame
+        .iter()
+        .any(|b| *b != mulaw::SILENCE && *b != 0x7F)
+}
+
 fn audio_duration(frames: usize) -> Duration {
     Duration::from_millis(frames as u64 * FRAME_MS)
 }
@@ -607,7 +615,10 @@ mod tests {
         .to_xml();
         let stream = parse_twiml(&xml).expect("parses").expect("stream");
         assert_eq!(stream.url, "ws://127.0.0.1:1/twilio/media-stream");
-        assert_eq!(stream.parameters, vec![("agent".into(), "a&b \"q\"".into())]);
+        assert_eq!(
+            stream.parameters,
+            vec![("agent".into(), "a&b \"q\"".into())]
+        );
     }
 
     #[test]

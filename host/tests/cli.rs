@@ -4,7 +4,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -87,21 +87,24 @@ fn serve_shipped_config_and_simulate_a_call() {
         .expect("serve starts");
     let stderr = child.stderr.take().expect("stderr");
     let server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let started = Instant::now();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("server log")
-            .expect("server log line");
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_string();
+    // Read the log on a thread: the address line, then keep draining so the server never
+    // blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no listening line");
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs its listening address");
     let heard = dir.join("heard.wav");
     let out = Command::new(BIN)
         .args(["simulate", "--wav"])
@@ -112,7 +115,11 @@ fn serve_shipped_config_and_simulate_a_call() {
         .output()
         .expect("simulate runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("frames received"), "{stdout}");
     let bytes = std::fs::metadata(&heard).expect("heard.wav written").len();
     // At least the length of the recording at 8 kHz PCM16.

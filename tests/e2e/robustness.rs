@@ -12,9 +12,8 @@ use switchboard::server::CallEnded;
 use switchboard_tests::{Gateway, write_config};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const LOOPBACK: &str = r#"
 [plugins.echo]
@@ -83,7 +82,11 @@ async fn bad_frames_are_dropped_and_the_call_goes_on() -> anyhow::Result<()> {
     let gw = Gateway::start(&write_config(LOOPBACK)?).await?;
     let mut events = gw.state.subscribe();
     let mut ws = connect(&gw).await?;
-    send(&mut ws, json!({"event": "connected", "protocol": "Call", "version": "1.0.0"})).await?;
+    send(
+        &mut ws,
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    )
+    .await?;
     send(&mut ws, media(1, &frame(0x11))).await?; // media before start
     send(&mut ws, start(json!({}))).await?;
     send(&mut ws, "{not json").await?;
@@ -93,9 +96,16 @@ async fn bad_frames_are_dropped_and_the_call_goes_on() -> anyhow::Result<()> {
     send(&mut ws, media(3, &BASE64.encode(vec![0x22u8; 4000]))).await?; // 500 ms in one frame
     ws.send(Message::Binary(vec![1, 2, 3].into())).await?;
     send(&mut ws, media(4, &frame(0x33))).await?;
-    assert_eq!(next_media(&mut ws).await?, vec![0x33; 160], "good frame echoed");
-    send(&mut ws, json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1",
-        "stop": {"accountSid": "AC1", "callSid": "CA1"}}))
+    assert_eq!(
+        next_media(&mut ws).await?,
+        vec![0x33; 160],
+        "good frame echoed"
+    );
+    send(
+        &mut ws,
+        json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1",
+        "stop": {"accountSid": "AC1", "callSid": "CA1"}}),
+    )
     .await?;
     let event = ended(&mut events).await?;
     assert_eq!(event.reason, EndReason::Stop);
@@ -156,12 +166,24 @@ async fn fatal_input_ends_only_its_own_call() -> anyhow::Result<()> {
     let big = "x".repeat(switchboard::server::MAX_WS_MESSAGE_BYTES + 1);
     let _ = send(&mut huge, big).await; // the gateway may reset the socket mid-send
     let event = ended(&mut events).await?;
-    assert!(matches!(event.reason, EndReason::SocketError(_)), "{:?}", event.reason);
+    assert!(
+        matches!(event.reason, EndReason::SocketError(_)),
+        "{:?}",
+        event.reason
+    );
 
     send(&mut healthy, media(2, &frame(0x02))).await?;
-    assert_eq!(next_media(&mut healthy).await?, vec![0x02; 160], "other call unharmed");
-    let health: serde_json::Value =
-        serde_json::from_str(&reqwest::get(format!("{}/healthz", gw.url)).await?.text().await?)?;
+    assert_eq!(
+        next_media(&mut healthy).await?,
+        vec![0x02; 160],
+        "other call unharmed"
+    );
+    let health: serde_json::Value = serde_json::from_str(
+        &reqwest::get(format!("{}/healthz", gw.url))
+            .await?
+            .text()
+            .await?,
+    )?;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["active_calls"], 1);
     Ok(())

@@ -51,7 +51,10 @@ async fn webhook_routes_by_number_merchant_and_default() -> anyhow::Result<()> {
     assert_eq!(agent_of(&s), Some("front-desk"), "{}", s.twiml);
     // The caller data travels with the stream.
     assert!(s.parameters.contains(&("To".into(), "+14155550100".into())));
-    assert!(s.parameters.contains(&("CallSid".into(), s.call_sid.clone())));
+    assert!(
+        s.parameters
+            .contains(&("CallSid".into(), s.call_sid.clone()))
+    );
     assert!(s.frames_received > 0, "the routed agent answered");
 
     let mut by_merchant = call(&gw.url);
@@ -125,6 +128,9 @@ async fn webhook_answers_get_with_query_parameters() -> anyhow::Result<()> {
         body.contains(&format!("<Stream url=\"ws://{host}/twilio/media-stream\">")),
         "{body}"
     );
-    assert!(body.contains("<Parameter name=\"agent\" value=\"front-desk\" />"), "{body}");
+    assert!(
+        body.contains("<Parameter name=\"agent\" value=\"front-desk\" />"),
+        "{body}"
+    );
     Ok(())
 }

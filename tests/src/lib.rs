@@ -62,7 +62,10 @@ pub fn write_config(body: &str) -> anyhow::Result<PathBuf> {
     let dir = temp_dir()?;
     let plugins = plugin_dir()?;
     let path = dir.join("agents.toml");
-    std::fs::write(&path, body.replace("{plugins}", &plugins.display().to_string()))?;
+    std::fs::write(
+        &path,
+        body.replace("{plugins}", &plugins.display().to_string()),
+    )?;
     Ok(path)
 }
 

@@ -211,7 +211,10 @@ mod tests {
         let mut from = FromPlugin::new();
         from.push(PCM8K, &pcm).expect("ok");
         // 0x7F (negative zero) decodes to 0, which G.711 encodes as 0xFF; all else is exact.
-        let expected: Vec<u8> = frame.iter().map(|b| if *b == 0x7F { 0xFF } else { *b }).collect();
+        let expected: Vec<u8> = frame
+            .iter()
+            .map(|b| if *b == 0x7F { 0xFF } else { *b })
+            .collect();
         assert_eq!(from.next_frame(), Some(&expected[..]));
         assert_eq!(from.next_frame(), None);
     }
@@ -245,7 +248,11 @@ mod tests {
         )
         .expect("ok");
         // About 1 s at 8 kHz, less the resampler's latency.
-        assert!(from.buffered() > 7000 && from.buffered() <= 8000, "{}", from.buffered());
+        assert!(
+            from.buffered() > 7000 && from.buffered() <= 8000,
+            "{}",
+            from.buffered()
+        );
     }
 
     #[test]

@@ -234,12 +234,7 @@ impl Call {
         self.span.record("call_sid", start.call_sid.as_str());
         self.span.record("stream_sid", stream_sid.as_str());
         let params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
-        let param = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let config = self.ctx.config.clone();
         let route = routing::route(
             &config,
@@ -355,7 +350,8 @@ impl Call {
             return Next::End(EndReason::PluginFailed(e.to_string()));
         }
         let data = self.converted.clone();
-        self.to_plugin(SessionInput::Audio { data, timestamp_ms }).await
+        self.to_plugin(SessionInput::Audio { data, timestamp_ms })
+            .await
     }
 
     async fn on_mark(&mut self, name: String) -> Next {
@@ -463,8 +459,8 @@ impl Call {
                 None => return Next::Continue,
             };
             let msg = Outbound::media(&active.stream_sid, frame).to_json();
-            active.playout_end = active.playout_end.max(Instant::now())
-                + Duration::from_millis(FRAME_MS);
+            active.playout_end =
+                active.playout_end.max(Instant::now()) + Duration::from_millis(FRAME_MS);
             self.stats.frames_out += 1;
             if let Next::End(r) = self.send(msg).await {
                 return Next::End(r);

@@ -172,7 +172,9 @@ pub enum PluginLoadError {
         reason: String,
     },
     /// Native plugins are not supported by this build yet.
-    #[error("plugin {name} ({path}): native plugins are not supported yet; build it as a WASM component")]
+    #[error(
+        "plugin {name} ({path}): native plugins are not supported yet; build it as a WASM component"
+    )]
     NativeUnsupported {
         /// Plugin name in agents.toml.
         name: String,

@@ -278,8 +278,9 @@ impl<'a> Outbound<'a> {
 
 fn string_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    s.parse()
-        .map_err(|_| serde::de::Error::custom(format!("expected an integer in a string, got {s:?}")))
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("expected an integer in a string, got {s:?}"))
+    })
 }
 
 #[cfg(test)]
@@ -313,9 +314,15 @@ mod tests {
 
     #[test]
     fn start_fields() {
-        let ex = examples().into_iter().find(|e| e["name"] == "start").expect("start");
-        let Inbound::Start { sequence_number, start, stream_sid } =
-            parse(&ex["message"].to_string()).expect("parses")
+        let ex = examples()
+            .into_iter()
+            .find(|e| e["name"] == "start")
+            .expect("start");
+        let Inbound::Start {
+            sequence_number,
+            start,
+            stream_sid,
+        } = parse(&ex["message"].to_string()).expect("parses")
         else {
             panic!("not start");
         };
@@ -339,7 +346,10 @@ mod tests {
     #[test]
     fn unknown_event_and_garbage() {
         assert_eq!(parse(r#"{"event":"newthing","x":1}"#), Ok(Inbound::Unknown));
-        assert_eq!(event_name(r#"{"event":"newthing"}"#).as_deref(), Some("newthing"));
+        assert_eq!(
+            event_name(r#"{"event":"newthing"}"#).as_deref(),
+            Some("newthing")
+        );
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"no_event":1}"#).is_err());
     }
@@ -377,11 +387,15 @@ mod tests {
             let ours = match ex["name"].as_str() {
                 Some("send_media") => Outbound::Media {
                     stream_sid: sid,
-                    media: OutboundMedia { payload: "a3242sa...".into() },
+                    media: OutboundMedia {
+                        payload: "a3242sa...".into(),
+                    },
                 },
                 Some("send_mark") => Outbound::Mark {
                     stream_sid: sid,
-                    mark: MarkName { name: "my label".into() },
+                    mark: MarkName {
+                        name: "my label".into(),
+                    },
                 },
                 Some("send_clear") => Outbound::Clear { stream_sid: sid },
                 other => panic!("untranslated example {other:?}"),

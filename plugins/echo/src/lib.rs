@@ -102,7 +102,9 @@ impl GuestSession for EchoSession {
         let settings: Settings = serde_json::from_str(&config.settings)
             .map_err(|e| PluginError::InvalidConfig(format!("echo settings: {e}")))?;
         if config.input_format != pcm16() {
-            return Err(PluginError::Unsupported("echo needs PCM16 at 8000 Hz".into()));
+            return Err(PluginError::Unsupported(
+                "echo needs PCM16 at 8000 Hz".into(),
+            ));
         }
         host::log(
             LogLevel::Info,
@@ -174,7 +176,10 @@ impl State {
             self.in_speech = false;
             self.utterances += 1;
             out.push(SessionOutput::Play(frame(utterance)));
-            out.push(SessionOutput::Mark(format!("utterance-{}", self.utterances)));
+            out.push(SessionOutput::Mark(format!(
+                "utterance-{}",
+                self.utterances
+            )));
         }
     }
 }
