@@ -253,7 +253,7 @@ fn parse_twiml(xml: &str) -> Result<Result<StreamTwiml, String>, SimulateError> 
                 match r.resolve_char_ref().map_err(|_| bad())? {
                     Some(c) => said.push(c),
                     None => {
-                        said.push_str(quick_xml::escape::resolve_xml_entity(&r).ok_or_else(bad)?)
+                        said.push_str(quick_xml::escape::resolve_xml_entity(r).ok_or_else(bad)?)
                     }
                 }
                 continue;
@@ -322,8 +322,7 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
         summary.parameters = opts.params.clone();
         summary.parameters.push(("From".into(), opts.from.clone()));
         summary.parameters.push(("To".into(), opts.to.clone()));
-        let ws = crate::twilio::webhook::media_stream_url(&base);
-        ws
+        crate::twilio::webhook::media_stream_url(&base)
     } else {
         let mut url = format!("{base}/twilio/voice");
         if !opts.params.is_empty() {

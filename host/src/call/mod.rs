@@ -175,10 +175,10 @@ impl Call {
     }
 
     async fn finish(&mut self, reason: &EndReason) {
-        if let Some(active) = &mut self.active {
-            if let Err(e) = active.session.handle(SessionInput::Hangup) {
-                tracing::debug!(error = %e, "plugin failed on hangup");
-            }
+        if let Some(active) = &mut self.active
+            && let Err(e) = active.session.handle(SessionInput::Hangup)
+        {
+            tracing::debug!(error = %e, "plugin failed on hangup");
         }
         // Drop the session (and the plugin's store) before the socket closes.
         self.active = None;
@@ -213,7 +213,7 @@ impl Call {
             } => self.on_media(&media, &stream_sid).await,
             Inbound::Dtmf { dtmf, .. } => {
                 self.stats.dtmf += 1;
-                self.to_plugin(SessionInput::Dtmf(dtmf.digit)).await
+                self.feed(SessionInput::Dtmf(dtmf.digit)).await
             }
             Inbound::Mark { mark, .. } => self.on_mark(mark.name).await,
             Inbound::Stop { .. } => Next::End(EndReason::Stop),
@@ -350,8 +350,7 @@ impl Call {
             return Next::End(EndReason::PluginFailed(e.to_string()));
         }
         let data = self.converted.clone();
-        self.to_plugin(SessionInput::Audio { data, timestamp_ms })
-            .await
+        self.feed(SessionInput::Audio { data, timestamp_ms }).await
     }
 
     async fn on_mark(&mut self, name: String) -> Next {
@@ -359,11 +358,11 @@ impl Call {
         if name == HANGUP_MARK {
             return Next::End(EndReason::HungUp);
         }
-        self.to_plugin(SessionInput::MarkPlayed(name)).await
+        self.feed(SessionInput::MarkPlayed(name)).await
     }
 
     /// Feeds one input to the plugin and carries out its outputs.
-    async fn to_plugin(&mut self, input: SessionInput) -> Next {
+    async fn feed(&mut self, input: SessionInput) -> Next {
         let Some(active) = &mut self.active else {
             self.stats.dropped += 1;
             tracing::warn!("event before start dropped");
