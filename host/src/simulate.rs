@@ -27,7 +27,8 @@ use crate::audio::resample::{self, ResampleError};
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, TWILIO_SAMPLE_RATE, mulaw};
 
 /// How long the caller stays on the line after the WAV ends, waiting for the reply: the call is
-/// ended once nothing is queued and no audible (non-silent) audio has arrived for this long.
+/// ended once nothing audible is queued and, since the WAV ended, no audible (non-silent) audio
+/// has arrived for this long.
 pub const DEFAULT_IDLE_HANGUP: Duration = Duration::from_secs(2);
 
 /// Longest the caller waits after the WAV ends, whatever is still arriving.
@@ -426,6 +427,10 @@ async fn stream(
             _ = ticker.tick() => {
                 // One 20 ms tick: the caller speaks one frame and hears one frame.
                 let i = chunk as usize;
+                if i == frames_total {
+                    // The caller has finished speaking: give the agent time to answer.
+                    last_audio_in = Instant::now();
+                }
                 let audible_queued = queue.iter().any(|q| matches!(q, Queued::Audio(a) if audible(a)));
                 if i >= frames_total && !audible_queued && last_audio_in.elapsed() >= opts.idle_hangup {
                     break 'call;
