@@ -145,7 +145,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     let engine = WasmEngine::new().context("starting the WASM engine")?;
-    let plugins = match Plugins::load(&engine, &config) {
+    let plugins = match Plugins::load(&engine, &config).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -200,3 +200,74 @@ async fn socket_without_start_is_closed() -> anyhow::Result<()> {
     assert_eq!(event.reason, EndReason::NoStart);
     Ok(())
 }
+
+const SANDBOX: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[plugins.misbehave]
+path = "{plugins}/misbehave.wasm"
+
+[[agents]]
+name = "good"
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[[agents]]
+name = "bad"
+match = { merchantId = "bad" }
+realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
+
+[routing]
+default = "good"
+"#;
+
+/// A plugin that loops, exhausts its memory, panics, overruns its time budget or floods the host
+/// with outputs ends its own call — with a reason naming what happened — while a call on another
+/// agent, running at the same time, keeps echoing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
+    let cases = [
+        ("spin", "interrupt"),
+        ("slow", "interrupt"),
+        ("hog", "memory"),
+        ("trap", "unreachable"),
+        ("flood", "outputs"),
+    ];
+    for (behaviour, why) in cases {
+        let gw = Gateway::start(&write_config(&SANDBOX.replace("BEHAVIOUR", behaviour))?).await?;
+        let mut events = gw.state.subscribe();
+        let mut good = connect(&gw).await?;
+        send(&mut good, start(json!({}))).await?;
+        let mut bad = connect(&gw).await?;
+        send(&mut bad, start(json!({"merchantId": "bad"}))).await?;
+        send(&mut bad, media(1, &frame(0x07))).await?;
+        assert_eq!(
+            next_media(&mut bad).await?,
+            vec![0x07; 160],
+            "{behaviour}: works until told"
+        );
+        send(
+            &mut bad,
+            json!({"event": "dtmf", "sequenceNumber": "3", "streamSid": "MZ1",
+            "dtmf": {"track": "inbound_track", "digit": "1"}}),
+        )
+        .await?;
+        let event = ended(&mut events).await?;
+        assert_eq!(event.stats.agent.as_deref(), Some("bad"));
+        match &event.reason {
+            EndReason::PluginFailed(reason) => assert!(
+                reason.to_lowercase().contains(why),
+                "{behaviour}: reason {reason:?} should mention {why:?}"
+            ),
+            other => panic!("{behaviour}: ended with {other:?}"),
+        }
+        send(&mut good, media(1, &frame(0x09))).await?;
+        assert_eq!(
+            next_media(&mut good).await?,
+            vec![0x09; 160],
+            "{behaviour}: other call unharmed"
+        );
+        assert_eq!(gw.state.active_calls(), 1, "{behaviour}");
+    }
+    Ok(())
+}

@@ -24,8 +24,9 @@ pub fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
 
-/// Builds the first-party WASM plugins (`cargo plugins`, see `.cargo/config.toml`) once per test
-/// process and returns the directory holding the `.wasm` files.
+/// Builds the first-party WASM plugins (`cargo plugins`, see `.cargo/config.toml`) and the
+/// fixture plugins under `tests/plugins/` once per test process, and returns the directory holding
+/// the `.wasm` files.
 ///
 /// # Errors
 /// cargo failed (e.g. the `wasm32-wasip2` target is not installed).
@@ -37,8 +38,7 @@ pub fn plugin_dir() -> anyhow::Result<PathBuf> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
                 .current_dir(&root)
-                .arg("plugins")
-                .arg("--quiet")
+                .args(["plugins", "-p", "switchboard-fixture-misbehave", "--quiet"])
                 .output()
                 .map_err(|e| format!("running cargo plugins: {e}"))?;
             if !out.status.success() {
@@ -103,7 +103,7 @@ impl Gateway {
         let config =
             switchboard::config::from_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let engine = WasmEngine::new()?;
-        let plugins = Plugins::load(&engine, &config)?;
+        let plugins = Plugins::load(&engine, &config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let state = AppState::new(CallContext {

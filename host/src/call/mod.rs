@@ -176,7 +176,7 @@ impl Call {
 
     async fn finish(&mut self, reason: &EndReason) {
         if let Some(active) = &mut self.active
-            && let Err(e) = active.session.handle(SessionInput::Hangup)
+            && let Err(e) = active.session.handle(SessionInput::Hangup).await
         {
             tracing::debug!(error = %e, "plugin failed on hangup");
         }
@@ -274,7 +274,7 @@ impl Call {
             settings: agent.settings_json.clone(),
             greeting: agent.greeting.clone(),
         };
-        let opened = plugin.open(&session_config);
+        let opened = plugin.open(&session_config).await;
         let session = match opened {
             Ok(s) => s,
             Err(e) => {
@@ -372,7 +372,7 @@ impl Call {
             // Hanging up: the plugin is done; only the hang-up mark matters now.
             return Next::Continue;
         }
-        let outputs = match active.session.handle(input) {
+        let outputs = match active.session.handle(input).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "plugin failed");

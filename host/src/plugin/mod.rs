@@ -201,9 +201,9 @@ impl Plugin {
     ///
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
-    pub fn open(&self, config: &SessionConfig) -> Result<Session, SessionError> {
+    pub async fn open(&self, config: &SessionConfig) -> Result<Session, SessionError> {
         match self {
-            Plugin::Wasm(p) => p.open(config).map(Session::Wasm),
+            Plugin::Wasm(p) => p.open(config).await.map(Session::Wasm),
         }
     }
 }
@@ -220,9 +220,12 @@ impl Session {
     ///
     /// # Errors
     /// The plugin returned an error or trapped; after a trap the session must be dropped.
-    pub fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, SessionError> {
+    pub async fn handle(
+        &mut self,
+        input: SessionInput,
+    ) -> Result<Vec<SessionOutput>, SessionError> {
         match self {
-            Session::Wasm(s) => s.handle(input),
+            Session::Wasm(s) => s.handle(input).await,
         }
     }
 }
@@ -238,11 +241,11 @@ impl Plugins {
     ///
     /// # Errors
     /// The first plugin that fails to load; the error names it and its file.
-    pub fn load(engine: &wasm::WasmEngine, config: &Config) -> Result<Self, PluginLoadError> {
+    pub async fn load(engine: &wasm::WasmEngine, config: &Config) -> Result<Self, PluginLoadError> {
         let mut by_name = BTreeMap::new();
         for (name, plugin) in &config.plugins {
             let loaded = match plugin.kind {
-                PluginKind::Wasm => Plugin::Wasm(engine.load(name, &plugin.path)?),
+                PluginKind::Wasm => Plugin::Wasm(engine.load(name, &plugin.path).await?),
                 PluginKind::Native => {
                     return Err(PluginLoadError::NativeUnsupported {
                         name: name.to_string(),

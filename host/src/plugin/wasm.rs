@@ -4,15 +4,20 @@
 //! `InstancePre` ([`WasmEngine::load`]); each call gets its own `Store`, instance and session
 //! ([`WasmPlugin::open`]), so calls share nothing and a plugin that misbehaves harms only the call
 //! it runs in. Guests get an empty WASI context (Rust's `wasm32-wasip2` target imports
-//! `wasi:cli` and `wasi:io` even when unused): no files, no sockets, no environment.
+//! `wasi:cli` and `wasi:io` even when unused): no files, no sockets, no environment; what a guest
+//! writes to stdout or stderr (a Rust panic message, say) is kept, up to [`MAX_STDIO_BYTES`], and
+//! logged when the plugin traps.
+//!
+//! Guest calls are async (`call_async` on a fiber): wasmtime-wasi's synchronous bindings would
+//! block on the tokio runtime from inside it. A guest still runs to completion or to its epoch
+//! deadline within one poll; it does not yield.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{
@@ -24,6 +29,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "realtime-plugin",
         path: "../plugin-api/wit",
+        // Guest calls are futures so that WASI's stream functions (a guest's panic message on
+        // stderr, say) run on our runtime instead of blocking inside it.
+        exports: { default: async },
     });
 }
 
@@ -47,20 +55,18 @@ pub const OPEN_BUDGET_TICKS: u64 = 100;
 /// and a JSON parser; far below what would threaten the gateway with a thousand calls.
 pub const SESSION_MEMORY_LIMIT: usize = 64 << 20;
 
-/// The wasmtime engine shared by every plugin, with its epoch ticker.
+/// Most bytes of a session's stdout and stderr kept for the log (a panic message fits easily).
+pub const MAX_STDIO_BYTES: usize = 4096;
+
+/// Most outputs one `handle` call may return. A reply is a handful of `play`s and `mark`s; ten
+/// thousand is far beyond any real plugin and stops one that floods the call with work.
+pub const MAX_OUTPUTS_PER_HANDLE: usize = 10_000;
+
+/// The wasmtime engine shared by every plugin. A thread advances its epoch every [`EPOCH_TICK`]
+/// for as long as anything (this handle, a loaded plugin, a session) still holds the engine.
 #[derive(Clone)]
 pub struct WasmEngine {
     engine: Engine,
-    _ticker: Arc<Ticker>,
-}
-
-/// Stops the epoch thread when the last engine clone is dropped.
-struct Ticker(Arc<AtomicBool>);
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 impl WasmEngine {
@@ -77,18 +83,15 @@ impl WasmEngine {
             path: Default::default(),
             reason: format!("{e:#}"),
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
-        let flag = stop.clone();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                // Holds only a weak reference: the thread ends once the engine is gone.
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
                 }
             })
             .map_err(|e| PluginLoadError::Invalid {
@@ -96,10 +99,7 @@ impl WasmEngine {
                 path: Default::default(),
                 reason: format!("cannot start the epoch thread: {e}"),
             })?;
-        Ok(Self {
-            engine,
-            _ticker: Arc::new(Ticker(stop)),
-        })
+        Ok(Self { engine })
     }
 
     /// Compiles the component at `path`, links it against the host, and asks it to describe
@@ -109,7 +109,7 @@ impl WasmEngine {
     /// [`PluginLoadError::Invalid`] when the file is not a component, does not export the
     /// `switchboard:plugin@0.1.0` realtime world, traps in `describe`, or asks for an input
     /// format the host cannot produce.
-    pub fn load(&self, name: &str, path: &Path) -> Result<WasmPlugin, PluginLoadError> {
+    pub async fn load(&self, name: &str, path: &Path) -> Result<WasmPlugin, PluginLoadError> {
         let invalid = |reason: String| PluginLoadError::Invalid {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -118,7 +118,7 @@ impl WasmEngine {
         let component = Component::from_file(&self.engine, path)
             .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
         let mut linker = Linker::<HostState>::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
         bindings::RealtimePlugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
@@ -148,10 +148,12 @@ impl WasmEngine {
         };
         let (mut store, instance) = plugin
             .instantiate(OPEN_BUDGET_TICKS)
+            .await
             .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
         let info = instance
             .switchboard_plugin_plugin()
             .call_describe(&mut store)
+            .await
             .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
         let input_format = format_from_wit(info.input_format);
         if input_format.encoding == AudioEncoding::Mulaw && input_format.sample_rate != 8000 {
@@ -190,13 +192,18 @@ impl WasmPlugin {
         &self.info
     }
 
-    fn instantiate(
+    async fn instantiate(
         &self,
         budget_ticks: u64,
     ) -> Result<(Store<HostState>, bindings::RealtimePlugin), SessionError> {
+        let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let state = HostState {
             plugin: self.name.clone(),
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .stdout(stdio.clone())
+                .stderr(stdio.clone())
+                .build(),
+            stdio,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(SESSION_MEMORY_LIMIT)
@@ -206,7 +213,11 @@ impl WasmPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(budget_ticks);
-        let instance = self.pre.instantiate(&mut store).map_err(trap)?;
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| trap(&store, e))?;
         Ok((store, instance))
     }
 
@@ -214,8 +225,8 @@ impl WasmPlugin {
     ///
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
-    pub fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
-        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS)?;
+    pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
+        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
         let wit_config = wit::SessionConfig {
             call: wit::CallInfo {
                 call_sid: config.call.call_sid.clone(),
@@ -234,8 +245,11 @@ impl WasmPlugin {
             .switchboard_plugin_realtime()
             .session()
             .call_open(&mut store, &wit_config)
-            .map_err(trap)?
-            .map_err(plugin_error)?;
+            .await;
+        let session = match session {
+            Ok(r) => r.map_err(plugin_error)?,
+            Err(e) => return Err(trap(&store, e)),
+        };
         Ok(WasmSession {
             store,
             instance,
@@ -259,7 +273,10 @@ impl WasmSession {
     /// # Errors
     /// The plugin returned an error, or trapped (including running out of time or memory); after
     /// a trap the session is closed and every later call fails.
-    pub fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, SessionError> {
+    pub async fn handle(
+        &mut self,
+        input: SessionInput,
+    ) -> Result<Vec<SessionOutput>, SessionError> {
         let Some(session) = self.session else {
             return Err(SessionError::Trap("session already failed".into()));
         };
@@ -281,27 +298,24 @@ impl WasmSession {
             .instance
             .switchboard_plugin_realtime()
             .session()
-            .call_handle(&mut self.store, session, &input);
+            .call_handle(&mut self.store, session, &input)
+            .await;
         let outputs = match result {
             Ok(r) => r.map_err(plugin_error)?,
             Err(e) => {
                 // A trapped instance must not be entered again.
                 self.session = None;
-                return Err(trap(e));
+                return Err(trap(&self.store, e));
             }
         };
-        Ok(outputs.into_iter().map(output_from_wit).collect())
-    }
-}
-
-impl Drop for WasmSession {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
-            if let Err(e) = session.resource_drop(&mut self.store) {
-                tracing::debug!(error = %e, "plugin session destructor failed");
-            }
+        if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
+            self.session = None;
+            return Err(SessionError::Trap(format!(
+                "returned {} outputs from one input (limit {MAX_OUTPUTS_PER_HANDLE})",
+                outputs.len()
+            )));
         }
+        Ok(outputs.into_iter().map(output_from_wit).collect())
     }
 }
 
@@ -309,6 +323,8 @@ impl Drop for WasmSession {
 struct HostState {
     plugin: String,
     wasi: WasiCtx,
+    /// The guest's stdout and stderr, capped.
+    stdio: MemoryOutputPipe,
     table: ResourceTable,
     limits: StoreLimits,
 }
@@ -344,8 +360,26 @@ impl bindings::switchboard::plugin::host::Host for HostState {
     }
 }
 
-fn trap(e: wasmtime::Error) -> SessionError {
-    SessionError::Trap(format!("{e:#}"))
+/// A trap, named by its root cause (`wasm trap: interrupt`, `unreachable`…), with what the guest
+/// last wrote to stdout/stderr (a Rust panic message) when any. The wasm backtrace goes to the
+/// debug log.
+fn trap(store: &Store<HostState>, e: wasmtime::Error) -> SessionError {
+    tracing::debug!(error = format!("{e:?}"), "plugin trap");
+    let cause = e.root_cause().to_string();
+    let out = store.data().stdio.contents();
+    let said = String::from_utf8_lossy(&out);
+    // Rust's panic output ends with a "note: run with RUST_BACKTRACE=1" hint: leave it out.
+    let said: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: "))
+        .collect();
+    if said.is_empty() {
+        SessionError::Trap(cause)
+    } else {
+        let said: String = said.join(" / ").chars().take(300).collect();
+        SessionError::Trap(format!("{cause}; plugin said: {said}"))
+    }
 }
 
 fn plugin_error(e: wit::PluginError) -> SessionError {

@@ -1,0 +1,93 @@
+//! Test fixture: a realtime plugin that behaves like echo (immediate mode) until the caller
+//! presses `1`, then misbehaves as its settings say. The robustness tests use it to prove that
+//! the host's sandbox ends only the call it runs in.
+//!
+//! Settings: `{"behaviour": "spin" | "hog" | "trap" | "slow" | "flood"}` (the settings string is
+//! matched by substring to keep this fixture free of a JSON parser).
+//! - `spin`: loops forever in `handle`.
+//! - `hog`: allocates without bound.
+//! - `trap`: panics (a WASM `unreachable`).
+//! - `slow`: busy-waits 2 s in `handle`, past the host's time budget.
+//! - `flood`: returns 100,000 `mark` outputs from one `handle`.
+
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use switchboard_plugin_api::prelude::*;
+
+struct Misbehave;
+
+impl PluginGuest for Misbehave {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "misbehave".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Misbehaves on purpose (test fixture)".into(),
+            input_format: AudioFormat {
+                encoding: AudioEncoding::Mulaw,
+                sample_rate: 8000,
+            },
+        }
+    }
+}
+
+impl RealtimeGuest for Misbehave {
+    type Session = MisbehaveSession;
+}
+
+struct MisbehaveSession {
+    behaviour: String,
+}
+
+impl GuestSession for MisbehaveSession {
+    fn open(config: SessionConfig) -> Result<Session, PluginError> {
+        let behaviour = ["spin", "hog", "trap", "slow", "flood"]
+            .into_iter()
+            .find(|b| config.settings.contains(b))
+            .unwrap_or("none")
+            .to_string();
+        Ok(Session::new(MisbehaveSession { behaviour }))
+    }
+
+    fn handle(&self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
+        match input {
+            SessionInput::Audio(frame) => Ok(vec![SessionOutput::Play(frame)]),
+            SessionInput::Dtmf(d) if d == "1" => Ok(self.misbehave()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+impl MisbehaveSession {
+    fn misbehave(&self) -> Vec<SessionOutput> {
+        match self.behaviour.as_str() {
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("misbehave: trap on purpose"),
+            "slow" => {
+                let until = host::now_ms() + 2000;
+                while host::now_ms() < until {
+                    std::hint::black_box(());
+                }
+                Vec::new()
+            }
+            "flood" => (0..100_000)
+                .map(|i| SessionOutput::Mark(format!("flood-{i}")))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+switchboard_plugin_api::export!(Misbehave);
