@@ -221,9 +221,65 @@ realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
 default = "good"
 "#;
 
+/// Drives the apology the gateway plays after a plugin failure, as Twilio would: expects `clear`,
+/// then the apology's `media`, then a mark, which it echoes. Returns the apology's length (ms).
+async fn hear_apology(ws: &mut Ws) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut cleared = false;
+    let mut frames = 0;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("socket closed before the apology"))??;
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+        match v["event"].as_str() {
+            Some("clear") => cleared = true,
+            Some("media") if cleared => frames += 1,
+            Some("media") => {} // echo of earlier frames
+            Some("mark") => {
+                anyhow::ensure!(cleared, "apology without a clear first");
+                send(
+                    ws,
+                    json!({"event": "mark", "sequenceNumber": "99", "streamSid": "MZ1",
+                    "mark": {"name": v["mark"]["name"]}}),
+                )
+                .await?;
+                return Ok(frames * 20);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens a call on the `bad` agent, checks it echoes, makes it misbehave with DTMF `1`, hears
+/// the apology, and returns how the call ended.
+async fn failing_call(
+    gw: &Gateway,
+    events: &mut tokio::sync::broadcast::Receiver<CallEnded>,
+) -> anyhow::Result<CallEnded> {
+    let mut bad = connect(gw).await?;
+    send(&mut bad, start(json!({"merchantId": "bad"}))).await?;
+    send(&mut bad, media(1, &frame(0x07))).await?;
+    assert_eq!(
+        next_media(&mut bad).await?,
+        vec![0x07; 160],
+        "works until told"
+    );
+    send(
+        &mut bad,
+        json!({"event": "dtmf", "sequenceNumber": "3", "streamSid": "MZ1",
+        "dtmf": {"track": "inbound_track", "digit": "1"}}),
+    )
+    .await?;
+    let apology_ms = hear_apology(&mut bad).await?;
+    assert!(apology_ms >= 2000, "apology of {apology_ms} ms");
+    ended(events).await
+}
+
 /// A plugin that loops, exhausts its memory, panics, overruns its time budget or floods the host
-/// with outputs ends its own call — with a reason naming what happened — while a call on another
-/// agent, running at the same time, keeps echoing.
+/// with outputs ends its own call — the caller hears `clear` and an apology, and the reason names
+/// what happened — while a call on another agent, running at the same time, keeps echoing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
     let cases = [
@@ -238,21 +294,7 @@ async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
         let mut events = gw.state.subscribe();
         let mut good = connect(&gw).await?;
         send(&mut good, start(json!({}))).await?;
-        let mut bad = connect(&gw).await?;
-        send(&mut bad, start(json!({"merchantId": "bad"}))).await?;
-        send(&mut bad, media(1, &frame(0x07))).await?;
-        assert_eq!(
-            next_media(&mut bad).await?,
-            vec![0x07; 160],
-            "{behaviour}: works until told"
-        );
-        send(
-            &mut bad,
-            json!({"event": "dtmf", "sequenceNumber": "3", "streamSid": "MZ1",
-            "dtmf": {"track": "inbound_track", "digit": "1"}}),
-        )
-        .await?;
-        let event = ended(&mut events).await?;
+        let event = failing_call(&gw, &mut events).await?;
         assert_eq!(event.stats.agent.as_deref(), Some("bad"));
         match &event.reason {
             EndReason::PluginFailed(reason) => assert!(
@@ -268,6 +310,58 @@ async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
             "{behaviour}: other call unharmed"
         );
         assert_eq!(gw.state.active_calls(), 1, "{behaviour}");
+    }
+    Ok(())
+}
+
+/// After five calls in a row fail, the plugin's circuit breaker opens: the next call to the
+/// failing agent goes to its `fallback` agent without touching the plugin; with no fallback the
+/// caller hears the apology and the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_sends_new_calls_to_the_fallback() -> anyhow::Result<()> {
+    let with_fallback = SANDBOX.replace("BEHAVIOUR", "trap").replace(
+        "match = { merchantId = \"bad\" }",
+        "match = { merchantId = \"bad\" }\nfallback = \"good\"",
+    );
+    for fallback in [true, false] {
+        let config = if fallback {
+            with_fallback.clone()
+        } else {
+            SANDBOX.replace("BEHAVIOUR", "trap")
+        };
+        let gw = Gateway::start(&write_config(&config)?).await?;
+        let mut events = gw.state.subscribe();
+        for _ in 0..switchboard::plugin::breaker::BREAKER_THRESHOLD {
+            let e = failing_call(&gw, &mut events).await?;
+            assert!(
+                matches!(e.reason, EndReason::PluginFailed(_)),
+                "{:?}",
+                e.reason
+            );
+        }
+        let mut next = connect(&gw).await?;
+        send(&mut next, start(json!({"merchantId": "bad"}))).await?;
+        if fallback {
+            send(&mut next, media(1, &frame(0x0A))).await?;
+            assert_eq!(
+                next_media(&mut next).await?,
+                vec![0x0A; 160],
+                "the fallback answers"
+            );
+            send(
+                &mut next,
+                json!({"event": "stop", "sequenceNumber": "3", "streamSid": "MZ1",
+                "stop": {"accountSid": "AC1", "callSid": "CA1"}}),
+            )
+            .await?;
+            let e = ended(&mut events).await?;
+            assert_eq!(e.stats.agent.as_deref(), Some("good"));
+            assert_eq!(e.reason, EndReason::Stop);
+        } else {
+            assert!(hear_apology(&mut next).await? >= 2000);
+            let e = ended(&mut events).await?;
+            assert_eq!(e.reason, EndReason::CircuitOpen("misbehave".into()));
+        }
     }
     Ok(())
 }

@@ -35,6 +35,13 @@ pub const MAX_GAP_FILL_FRAMES: u64 = 50;
 /// Name of the mark the host sends after a plugin's last audio before hanging up.
 const HANGUP_MARK: &str = "switchboard:hangup";
 
+/// Name of the mark the host sends after the apology.
+const APOLOGY_MARK: &str = "switchboard:apology";
+
+/// What a caller hears when their agent's plugin fails: "Sorry, something went wrong. Please call
+/// again later." — G.711 μ-law at 8 kHz (see `host/assets/README.md`).
+pub const APOLOGY: &[u8] = include_bytes!("../../assets/apology.ulaw");
+
 /// What every call task needs from the gateway.
 #[derive(Clone)]
 pub struct CallContext {
@@ -61,6 +68,9 @@ pub enum EndReason {
     PluginFailed(String),
     /// The plugin asked to hang up.
     HungUp,
+    /// The agent's plugin is failing (its circuit breaker is open) and no fallback agent could
+    /// take the call.
+    CircuitOpen(String),
 }
 
 /// What one call did, logged when it ends.
@@ -111,6 +121,8 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
     let mut call = Call {
         ws,
         ctx,
+        stream_sid: None,
+        plugin: None,
         stats: CallStats::default(),
         active: None,
         payload: Vec::with_capacity(FRAME_SAMPLES),
@@ -127,6 +139,10 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
 struct Call {
     ws: WebSocket,
     ctx: CallContext,
+    /// Known from `start` on, even when no session could be opened.
+    stream_sid: Option<String>,
+    /// The plugin serving the call, once routed.
+    plugin: Option<String>,
     stats: CallStats,
     active: Option<Active>,
     payload: Vec<u8>,
@@ -175,6 +191,33 @@ impl Call {
     }
 
     async fn finish(&mut self, reason: &EndReason) {
+        if let Some(breaker) = self
+            .plugin
+            .as_deref()
+            .and_then(|p| self.ctx.plugins.breaker(p))
+        {
+            match reason {
+                EndReason::PluginFailed(_) if breaker.record_failure() => {
+                    tracing::error!(
+                        plugin = ?self.plugin,
+                        failures = breaker.failures(),
+                        "plugin circuit breaker opened: new calls go to the fallback"
+                    );
+                }
+                EndReason::PluginFailed(_) => {}
+                EndReason::CircuitOpen(_) => {}
+                _ if self.active.is_some() => breaker.record_success(),
+                _ => {}
+            }
+        }
+        if matches!(
+            reason,
+            EndReason::PluginFailed(_) | EndReason::CircuitOpen(_)
+        ) {
+            // The session is broken or was never opened: drop it and tell the caller.
+            self.active = None;
+            self.apologise().await;
+        }
         if let Some(active) = &mut self.active
             && let Err(e) = active.session.handle(SessionInput::Hangup).await
         {
@@ -188,6 +231,56 @@ impl Call {
                 reason: "call ended".into(),
             };
             let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// Clears whatever the plugin queued, plays [`APOLOGY`] and waits (bounded) until Twilio
+    /// reports it played, or the caller hangs up.
+    async fn apologise(&mut self) {
+        let Some(stream_sid) = self.stream_sid.clone() else {
+            return;
+        };
+        let mut messages = vec![
+            Outbound::Clear {
+                stream_sid: &stream_sid,
+            }
+            .to_json(),
+        ];
+        for chunk in APOLOGY.chunks(FRAME_SAMPLES) {
+            let mut frame = chunk.to_vec();
+            frame.resize(FRAME_SAMPLES, mulaw::SILENCE);
+            messages.push(Outbound::media(&stream_sid, &frame).to_json());
+        }
+        messages.push(
+            Outbound::Mark {
+                stream_sid: &stream_sid,
+                mark: MarkName {
+                    name: APOLOGY_MARK.into(),
+                },
+            }
+            .to_json(),
+        );
+        for m in messages {
+            if self.ws.send(Message::Text(m.into())).await.is_err() {
+                return;
+            }
+        }
+        let played = Duration::from_millis(APOLOGY.len() as u64 / 8);
+        let deadline = Instant::now() + played + HANGUP_GRACE;
+        loop {
+            let msg = tokio::select! {
+                msg = self.ws.recv() => msg,
+                () = tokio::time::sleep_until(deadline) => return,
+            };
+            match msg {
+                Some(Ok(Message::Text(text))) => match media_stream::parse(text.as_str()) {
+                    Ok(Inbound::Mark { mark, .. }) if mark.name == APOLOGY_MARK => return,
+                    Ok(Inbound::Stop { .. }) => return,
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
         }
     }
 
@@ -233,6 +326,7 @@ impl Call {
         }
         self.span.record("call_sid", start.call_sid.as_str());
         self.span.record("stream_sid", stream_sid.as_str());
+        self.stream_sid = Some(stream_sid.clone());
         let params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let config = self.ctx.config.clone();
@@ -251,8 +345,24 @@ impl Call {
                 return Next::End(EndReason::NotRouted(e.to_string()));
             }
         };
-        let agent = route.agent;
+        let mut agent = route.agent;
+        let open = |name: &str| self.ctx.plugins.breaker(name).is_some_and(|b| b.is_open());
+        if open(&agent.realtime.plugin) {
+            let fallback = agent.fallback.as_deref().and_then(|f| config.agent(f));
+            match fallback {
+                Some(f) if !open(&f.realtime.plugin) => {
+                    tracing::warn!(agent = %agent.name, fallback = %f.name, "plugin circuit open; call goes to the fallback agent");
+                    agent = f;
+                }
+                _ => {
+                    tracing::warn!(agent = %agent.name, plugin = %agent.realtime.plugin, "plugin circuit open and no fallback available");
+                    self.stats.agent = Some(agent.name.clone());
+                    return Next::End(EndReason::CircuitOpen(agent.realtime.plugin.clone()));
+                }
+            }
+        }
         self.span.record("agent", agent.name.as_str());
+        self.plugin = Some(agent.realtime.plugin.clone());
         self.stats.agent = Some(agent.name.clone());
         self.span.record("plugin", agent.realtime.plugin.as_str());
         let Some(plugin) = self.ctx.plugins.get(&agent.realtime.plugin).cloned() else {

@@ -271,6 +271,14 @@ pub enum ConfigErrorKind {
         /// The names that exist, as `known: a, b` or `no [plugins] are defined`.
         known: String,
     },
+    /// An agent's `fallback` names no other agent.
+    #[error("unknown fallback agent {name:?} ({known})")]
+    UnknownFallbackAgent {
+        /// The name given.
+        name: String,
+        /// The other agent names, as `known: a, b`.
+        known: String,
+    },
     /// `routing.default` names no agent.
     #[error("unknown agent {name:?} ({known})")]
     UnknownDefaultAgent {

@@ -280,6 +280,9 @@ pub struct Agent {
     pub match_params: BTreeMap<String, String>,
     /// Text spoken when the call connects; `None` when absent or empty.
     pub greeting: Option<String>,
+    /// The agent that takes new calls while this agent's plugin is failing (its circuit breaker
+    /// is open); `None`: such calls hear an apology and are hung up.
+    pub fallback: Option<String>,
     /// The plugin that runs the conversation and the agent's own settings.
     pub realtime: RealtimeConfig,
     /// [`Agent::effective_settings`] serialized as JSON, ready to hand to the plugin.

@@ -100,6 +100,10 @@ pub struct RawAgent {
     /// `greeting`: optional text spoken when the call connects.
     #[serde(default)]
     pub greeting: Option<Spanned<String>>,
+    /// `fallback`: the agent that takes this agent's new calls while its plugin's circuit
+    /// breaker is open; optional.
+    #[serde(default)]
+    pub fallback: Option<Spanned<String>>,
     /// `realtime`: which plugin runs the conversation.
     pub realtime: Spanned<RawRealtime>,
 }

@@ -56,11 +56,36 @@ impl RawConfig {
         let mut index = RouteIndex::default();
         let mut agents = Vec::with_capacity(self.agents.len());
         let mut seen = Seen::default();
-        for (i, agent) in self.agents.into_iter().enumerate() {
+        let mut fallbacks = Vec::new();
+        for (i, mut agent) in self.agents.into_iter().enumerate() {
             let path = agents_path.index(i);
+            if let Some(fallback) = agent.get_mut().fallback.take() {
+                fallbacks.push((i, path.key("fallback"), fallback));
+            }
             let agent = v.agent(agent, &path, &known_plugins, &plugins, &mut seen);
             index.add(&agent, agents.len());
             agents.push(agent);
+        }
+
+        for (i, path, fallback) in fallbacks {
+            let span = fallback.span();
+            let name = fallback.into_inner();
+            if !index.by_name.contains_key(&name) || agents[i].name == name {
+                let known = known_list(
+                    agents
+                        .iter()
+                        .filter(|a| a.name != agents[i].name)
+                        .map(|a| a.name.as_str()),
+                    "no other agents are defined",
+                );
+                v.err(
+                    Some(span),
+                    &path,
+                    ConfigErrorKind::UnknownFallbackAgent { name, known },
+                );
+            } else {
+                agents[i].fallback = Some(name);
+            }
         }
 
         let default_agent = self.routing.default.and_then(|default| {
@@ -347,6 +372,7 @@ impl<'s> Validator<'s> {
             numbers,
             match_params,
             greeting,
+            fallback: None,
             realtime: RealtimeConfig { plugin, settings },
             settings_json,
             effective_settings,

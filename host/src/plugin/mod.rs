@@ -5,6 +5,7 @@
 //! here mirror the WIT contract in `plugin-api/wit/plugin.wit` (`switchboard:plugin@0.1.0`) so the
 //! call task never touches generated bindings.
 
+pub mod breaker;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -230,10 +231,10 @@ impl Session {
     }
 }
 
-/// Every plugin named in the config, loaded.
+/// Every plugin named in the config, loaded, each with its circuit breaker.
 #[derive(Clone, Default)]
 pub struct Plugins {
-    by_name: BTreeMap<String, Arc<Plugin>>,
+    by_name: BTreeMap<String, (Arc<Plugin>, Arc<breaker::CircuitBreaker>)>,
 }
 
 impl Plugins {
@@ -254,13 +255,24 @@ impl Plugins {
                 }
             };
             tracing::info!(plugin = %name, info = ?loaded.info(), "plugin loaded");
-            by_name.insert(name.to_string(), Arc::new(loaded));
+            by_name.insert(
+                name.to_string(),
+                (
+                    Arc::new(loaded),
+                    Arc::new(breaker::CircuitBreaker::default()),
+                ),
+            );
         }
         Ok(Self { by_name })
     }
 
     /// The plugin called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.by_name.get(name)
+        self.by_name.get(name).map(|(p, _)| p)
+    }
+
+    /// The circuit breaker of the plugin called `name`.
+    pub fn breaker(&self, name: &str) -> Option<&Arc<breaker::CircuitBreaker>> {
+        self.by_name.get(name).map(|(_, b)| b)
     }
 }
