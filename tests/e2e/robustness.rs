@@ -365,3 +365,27 @@ async fn circuit_breaker_sends_new_calls_to_the_fallback() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A plugin built for another contract version is refused when agents.toml is loaded, with an
+/// error that names both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_for_another_contract_version_is_refused() -> anyhow::Result<()> {
+    let config = write_config(
+        r#"
+[plugins.future]
+path = "{plugins}/future_version.wasm"
+
+[[agents]]
+name = "a"
+realtime = { plugin = "future" }
+"#,
+    )?;
+    let Err(error) = Gateway::start(&config).await else {
+        anyhow::bail!("a 0.2.0 plugin was loaded");
+    };
+    let error = error.to_string();
+    assert!(error.contains("switchboard:plugin@0.2.0"), "{error}");
+    assert!(error.contains("switchboard:plugin@0.1.0"), "{error}");
+    assert!(error.contains("future"), "{error}");
+    Ok(())
+}

@@ -38,7 +38,9 @@ pub fn plugin_dir() -> anyhow::Result<PathBuf> {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
                 .current_dir(&root)
-                .args(["plugins", "-p", "switchboard-fixture-misbehave", "--quiet"])
+                .args(["plugins", "--quiet"])
+                .args(["-p", "switchboard-fixture-misbehave"])
+                .args(["-p", "switchboard-fixture-future-version"])
                 .output()
                 .map_err(|e| format!("running cargo plugins: {e}"))?;
             if !out.status.success() {

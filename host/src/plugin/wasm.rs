@@ -117,6 +117,7 @@ impl WasmEngine {
         };
         let component = Component::from_file(&self.engine, path)
             .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
+        check_contract_version(&self.engine, &component).map_err(invalid)?;
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
@@ -176,6 +177,36 @@ impl WasmEngine {
         };
         Ok(plugin)
     }
+}
+
+/// The WIT package whose interfaces a plugin imports and exports.
+pub const CONTRACT_PACKAGE: &str = "switchboard:plugin";
+
+/// The contract version this host implements.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Refuses a component that imports or exports `switchboard:plugin` interfaces of another
+/// version, naming both versions (a clearer error than the linker's missing-import message).
+fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    for name in names {
+        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE) else {
+            continue;
+        };
+        let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("(none)");
+        if version != CONTRACT_VERSION {
+            return Err(format!(
+                "built for {CONTRACT_PACKAGE}@{version} ({name}), but this host supports \
+                 {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against \
+                 switchboard-plugin-api {CONTRACT_VERSION}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A compiled, linked WASM plugin.
