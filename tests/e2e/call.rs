@@ -162,3 +162,49 @@ async fn dtmf_clears_playback_and_returns_pending_marks() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// One plugin source, two builds: the echo plugin built as a WASM component and as a native
+/// library answers the same call with the same audio. The caller's recording goes through each;
+/// what the caller hears (its samples, in order, with the silence between replies left out, since
+/// that depends on timing) and the marks that came back are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_built_as_wasm_and_native_sounds_the_same() -> anyhow::Result<()> {
+    let both = r#"
+[plugins.echo-wasm]
+path = "{plugins}/echo.wasm"
+
+[plugins.echo-native]
+path = "{native:echo}"
+
+[[agents]]
+name = "wasm"
+numbers = ["+15005550001"]
+realtime = { plugin = "echo-wasm", settings = { mode = "utterance", greeting_tone = true } }
+
+[[agents]]
+name = "native"
+numbers = ["+15005550002"]
+realtime = { plugin = "echo-native", settings = { mode = "utterance", greeting_tone = true } }
+"#;
+    let gateway = Gateway::start(&write_config(both)?).await?;
+    let mut ended = gateway.state.subscribe();
+    let mut heard = Vec::new();
+    for (number, agent) in [("+15005550001", "wasm"), ("+15005550002", "native")] {
+        let mut options = Options::new(&gateway.url, beckett()?);
+        options.to = number.into();
+        let summary = simulate::run(options).await?;
+        let event = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
+        assert_eq!(event.stats.agent.as_deref(), Some(agent));
+        assert_eq!(event.reason, switchboard::call::EndReason::Stop, "{agent}");
+        let audio: Vec<i16> = summary.heard.iter().copied().filter(|s| *s != 0).collect();
+        let marks: Vec<String> = summary.marks.iter().map(|(n, _)| n.clone()).collect();
+        assert!(marks.len() >= 3, "{agent}: marks {marks:?}");
+        assert!(audio.len() > 8000, "{agent}: heard {} samples", audio.len());
+        heard.push((audio, marks));
+    }
+    let (native, wasm) = (&heard[1], &heard[0]);
+    assert_eq!(wasm.1, native.1, "same marks");
+    assert_eq!(wasm.0.len(), native.0.len(), "same amount of audio");
+    assert!(wasm.0 == native.0, "same samples");
+    Ok(())
+}

@@ -206,7 +206,7 @@ const SANDBOX: &str = r#"
 path = "{plugins}/echo.wasm"
 
 [plugins.misbehave]
-path = "{plugins}/misbehave.wasm"
+path = "MISBEHAVE"
 
 [[agents]]
 name = "good"
@@ -277,39 +277,107 @@ async fn failing_call(
     ended(events).await
 }
 
+/// The byte the `beside` call puts in its `i`th frame: never 0x7F or 0xFF, the two μ-law codes
+/// for zero, which do not survive the decode/encode round trip through a PCM16 plugin unchanged.
+fn beside_byte(i: u64) -> u8 {
+    0x01 + (i % 0x70) as u8
+}
+
+/// A call on the default (`good`, echo immediate) agent that runs beside a failing one: it sends
+/// a frame every 20 ms, each with its own byte, until told to stop, then waits for the last
+/// echoes. Returns how many frames it sent; fails unless every frame came back, in order, intact.
+async fn beside(
+    gw: &Gateway,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
+    let mut ws = connect(gw).await?;
+    send(&mut ws, start(json!({}))).await?;
+    Ok(tokio::spawn(async move {
+        // At least this many frames (1 s), so the call surely overlaps the failure beside it.
+        const MIN_FRAMES: u64 = 50;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut sent, mut heard) = (0u64, 0u64);
+        let mut stopping = false;
+        let mut tail_deadline = None;
+        loop {
+            if tail_deadline.is_some() && heard == sent {
+                return Ok(sent);
+            }
+            tokio::select! {
+                _ = tick.tick(), if tail_deadline.is_none() => {
+                    if stopping && sent >= MIN_FRAMES {
+                        tail_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    } else {
+                        send(&mut ws, media(sent + 1, &frame(beside_byte(sent)))).await?;
+                        sent += 1;
+                    }
+                }
+                _ = &mut stop, if !stopping => stopping = true,
+                _ = tokio::time::sleep_until(tail_deadline.unwrap_or_else(tokio::time::Instant::now)), if tail_deadline.is_some() => {
+                    anyhow::bail!("heard {heard} of {sent} frames");
+                }
+                msg = ws.next() => {
+                    let msg = msg.ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+                    let Message::Text(text) = msg else { continue };
+                    let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+                    if v["event"] == "media" {
+                        let payload = BASE64.decode(v["media"]["payload"].as_str().unwrap_or_default())?;
+                        anyhow::ensure!(
+                            payload == vec![beside_byte(heard); 160],
+                            "frame {heard} came back wrong: {:?}…",
+                            &payload[..4.min(payload.len())]
+                        );
+                        heard += 1;
+                    }
+                }
+            }
+        }
+    }))
+}
+
 /// A plugin that loops, exhausts its memory, panics, overruns its time budget or floods the host
 /// with outputs ends its own call — the caller hears `clear` and an apology, and the reason names
-/// what happened — while a call on another agent, running at the same time, keeps echoing.
+/// what happened — while a call on another agent, streaming beside it the whole time, loses no
+/// frame and hears its own audio back. WASM cases are stopped by the sandbox; native ones are
+/// caught (panic), reported by the watchdog (slow) or refused (flood).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
     let cases = [
-        ("spin", "interrupt"),
-        ("slow", "interrupt"),
-        ("hog", "memory"),
-        ("trap", "unreachable"),
-        ("flood", "outputs"),
+        ("{plugins}/misbehave.wasm", "spin", "interrupt"),
+        ("{plugins}/misbehave.wasm", "slow", "interrupt"),
+        ("{plugins}/misbehave.wasm", "hog", "memory"),
+        ("{plugins}/misbehave.wasm", "trap", "unreachable"),
+        ("{plugins}/misbehave.wasm", "flood", "outputs"),
+        (
+            "{native:misbehave}",
+            "panic",
+            "panicked: misbehave: trap on purpose",
+        ),
+        ("{native:misbehave}", "slow", "ran past its 200 ms budget"),
+        ("{native:misbehave}", "flood", "outputs"),
     ];
-    for (behaviour, why) in cases {
-        let gw = Gateway::start(&write_config(&SANDBOX.replace("BEHAVIOUR", behaviour))?).await?;
+    for (path, behaviour, why) in cases {
+        let config = SANDBOX
+            .replace("MISBEHAVE", path)
+            .replace("BEHAVIOUR", behaviour);
+        let case = format!("{behaviour} ({path})");
+        let gw = Gateway::start(&write_config(&config)?).await?;
         let mut events = gw.state.subscribe();
-        let mut good = connect(&gw).await?;
-        send(&mut good, start(json!({}))).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let good = beside(&gw, stopped).await?;
         let event = failing_call(&gw, &mut events).await?;
-        assert_eq!(event.stats.agent.as_deref(), Some("bad"));
+        assert_eq!(event.stats.agent.as_deref(), Some("bad"), "{case}");
         match &event.reason {
             EndReason::PluginFailed(reason) => assert!(
                 reason.to_lowercase().contains(why),
-                "{behaviour}: reason {reason:?} should mention {why:?}"
+                "{case}: reason {reason:?} should mention {why:?}"
             ),
-            other => panic!("{behaviour}: ended with {other:?}"),
+            other => panic!("{case}: ended with {other:?}"),
         }
-        send(&mut good, media(1, &frame(0x09))).await?;
-        assert_eq!(
-            next_media(&mut good).await?,
-            vec![0x09; 160],
-            "{behaviour}: other call unharmed"
-        );
-        assert_eq!(gw.state.active_calls(), 1, "{behaviour}");
+        assert_eq!(gw.state.active_calls(), 1, "{case}: the other call is live");
+        let _ = stop.send(());
+        let frames = good.await??;
+        assert!(frames >= 50, "{case}: the other call sent {frames} frames");
     }
     Ok(())
 }
@@ -328,7 +396,8 @@ async fn circuit_breaker_sends_new_calls_to_the_fallback() -> anyhow::Result<()>
             with_fallback.clone()
         } else {
             SANDBOX.replace("BEHAVIOUR", "trap")
-        };
+        }
+        .replace("MISBEHAVE", "{plugins}/misbehave.wasm");
         let gw = Gateway::start(&write_config(&config)?).await?;
         let mut events = gw.state.subscribe();
         for _ in 0..switchboard::plugin::breaker::BREAKER_THRESHOLD {
@@ -386,6 +455,30 @@ realtime = { plugin = "future" }
     let error = error.to_string();
     assert!(error.contains("switchboard:plugin@0.2.0"), "{error}");
     assert!(error.contains("switchboard:plugin@0.1.0"), "{error}");
+    assert!(error.contains("future"), "{error}");
+    Ok(())
+}
+
+/// A native library built for another native ABI version is refused when agents.toml is loaded,
+/// with an error that names both versions; the host reads nothing of its table past the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_plugin_for_another_abi_version_is_refused() -> anyhow::Result<()> {
+    let config = write_config(
+        r#"
+[plugins.future]
+path = "{native:future_version}"
+
+[[agents]]
+name = "a"
+realtime = { plugin = "future" }
+"#,
+    )?;
+    let Err(error) = Gateway::start(&config).await else {
+        anyhow::bail!("an ABI 2 library was loaded");
+    };
+    let error = error.to_string();
+    assert!(error.contains("native ABI version 2"), "{error}");
+    assert!(error.contains("native ABI version 1"), "{error}");
     assert!(error.contains("future"), "{error}");
     Ok(())
 }

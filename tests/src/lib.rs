@@ -24,21 +24,39 @@ pub fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
 
-/// Builds the first-party WASM plugins (`cargo plugins`, see `.cargo/config.toml`) and the
-/// fixture plugins under `tests/plugins/` once per test process, and returns the directory holding
-/// the `.wasm` files.
+/// Where [`plugin_dir`] put the plugins it built.
+#[derive(Debug, Clone)]
+pub struct PluginDirs {
+    /// The `.wasm` components.
+    pub wasm: PathBuf,
+    /// The native libraries (`lib<name>.so` on Linux, `lib<name>.dylib` on macOS).
+    pub native: PathBuf,
+}
+
+impl PluginDirs {
+    /// The native library of the crate whose library is called `name` (e.g. `echo`).
+    pub fn native_lib(&self, name: &str) -> PathBuf {
+        use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+        self.native.join(format!("{DLL_PREFIX}{name}{DLL_SUFFIX}"))
+    }
+}
+
+/// Builds the first-party plugins (`cargo plugins`, see `.cargo/config.toml`) and the fixture
+/// plugins under `tests/plugins/` once per test process, each both as a WASM component and as a
+/// native library for the machine's own target, in one cargo run.
 ///
 /// # Errors
 /// cargo failed (e.g. the `wasm32-wasip2` target is not installed).
-pub fn plugin_dir() -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+pub fn plugin_dirs() -> anyhow::Result<PluginDirs> {
+    static BUILT: OnceLock<Result<PluginDirs, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let root = workspace_root();
+            let host = host_triple()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
                 .current_dir(&root)
-                .args(["plugins", "--quiet"])
+                .args(["plugins", "--quiet", "--target", &host])
                 .args(["-p", "switchboard-fixture-misbehave"])
                 .args(["-p", "switchboard-fixture-future-version"])
                 .output()
@@ -49,25 +67,57 @@ pub fn plugin_dir() -> anyhow::Result<PathBuf> {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
-            Ok(root.join("target/plugins/wasm32-wasip2/plugin"))
+            Ok(PluginDirs {
+                wasm: root.join("target/plugins/wasm32-wasip2/plugin"),
+                native: root.join("target/plugins").join(host).join("plugin"),
+            })
         })
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-/// Writes `body` as `agents.toml` in a fresh temporary directory, after replacing `{plugins}`
-/// with the plugin directory, and returns its path.
+/// The directory holding the `.wasm` plugins built by [`plugin_dirs`].
+///
+/// # Errors
+/// As [`plugin_dirs`].
+pub fn plugin_dir() -> anyhow::Result<PathBuf> {
+    Ok(plugin_dirs()?.wasm)
+}
+
+/// The target triple rustc builds for by default (this machine's).
+fn host_triple() -> Result<String, String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("running rustc -vV: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(str::to_string)
+        .ok_or_else(|| "rustc -vV printed no host triple".into())
+}
+
+/// Writes `body` as `agents.toml` in a fresh temporary directory and returns its path, after
+/// replacing `{plugins}` with the WASM plugin directory and `{native:NAME}` with the path of the
+/// native library `NAME` (e.g. `{native:echo}`).
 ///
 /// # Errors
 /// The plugins could not be built or the file could not be written.
 pub fn write_config(body: &str) -> anyhow::Result<PathBuf> {
     let dir = temp_dir()?;
-    let plugins = plugin_dir()?;
+    let plugins = plugin_dirs()?;
+    let mut text = body.replace("{plugins}", &plugins.wasm.display().to_string());
+    while let Some(start) = text.find("{native:") {
+        let Some(len) = text[start..].find('}') else {
+            bail!("unclosed {{native:…}} in the config template");
+        };
+        let name = &text[start + "{native:".len()..start + len];
+        let lib = plugins.native_lib(name).display().to_string();
+        text.replace_range(start..=start + len, &lib);
+    }
     let path = dir.join("agents.toml");
-    std::fs::write(
-        &path,
-        body.replace("{plugins}", &plugins.display().to_string()),
-    )?;
+    std::fs::write(&path, text)?;
     Ok(path)
 }
 

@@ -6,6 +6,7 @@
 //! call task never touches generated bindings.
 
 pub mod breaker;
+pub mod native;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -172,22 +173,35 @@ pub enum PluginLoadError {
         /// What went wrong.
         reason: String,
     },
-    /// Native plugins are not supported by this build yet.
-    #[error(
-        "plugin {name} ({path}): native plugins are not supported yet; build it as a WASM component"
-    )]
-    NativeUnsupported {
-        /// Plugin name in agents.toml.
-        name: String,
-        /// File path.
-        path: PathBuf,
-    },
+}
+
+/// Checks that the host can produce the caller-audio format a plugin asked for: PCM16 at
+/// 8000–48000 Hz, or μ-law at 8000 Hz (Twilio's own bytes, untouched).
+///
+/// # Errors
+/// What is wrong with the format, for the load error.
+pub fn check_input_format(format: AudioFormat) -> Result<(), String> {
+    if format.encoding == AudioEncoding::Mulaw && format.sample_rate != 8000 {
+        return Err(format!(
+            "asks for μ-law at {} Hz; μ-law input is only offered at 8000 Hz",
+            format.sample_rate
+        ));
+    }
+    if !(8000..=48000).contains(&format.sample_rate) {
+        return Err(format!(
+            "asks for input at {} Hz; the host offers 8000–48000 Hz",
+            format.sample_rate
+        ));
+    }
+    Ok(())
 }
 
 /// A loaded plugin, shared by every call that uses it.
 pub enum Plugin {
     /// A WASM component.
     Wasm(wasm::WasmPlugin),
+    /// A native library.
+    Native(native::NativePlugin),
 }
 
 impl Plugin {
@@ -195,6 +209,7 @@ impl Plugin {
     pub fn info(&self) -> &PluginInfo {
         match self {
             Plugin::Wasm(p) => p.info(),
+            Plugin::Native(p) => p.info(),
         }
     }
 
@@ -205,6 +220,7 @@ impl Plugin {
     pub async fn open(&self, config: &SessionConfig) -> Result<Session, SessionError> {
         match self {
             Plugin::Wasm(p) => p.open(config).await.map(Session::Wasm),
+            Plugin::Native(p) => p.open(config).await.map(Session::Native),
         }
     }
 }
@@ -214,6 +230,8 @@ impl Plugin {
 pub enum Session {
     /// A WASM component session.
     Wasm(wasm::WasmSession),
+    /// A native library session.
+    Native(native::NativeSession),
 }
 
 impl Session {
@@ -227,6 +245,7 @@ impl Session {
     ) -> Result<Vec<SessionOutput>, SessionError> {
         match self {
             Session::Wasm(s) => s.handle(input).await,
+            Session::Native(s) => s.handle(input).await,
         }
     }
 }
@@ -247,12 +266,11 @@ impl Plugins {
         for (name, plugin) in &config.plugins {
             let loaded = match plugin.kind {
                 PluginKind::Wasm => Plugin::Wasm(engine.load(name, &plugin.path).await?),
-                PluginKind::Native => {
-                    return Err(PluginLoadError::NativeUnsupported {
-                        name: name.to_string(),
-                        path: plugin.path.clone(),
-                    });
-                }
+                PluginKind::Native => Plugin::Native(
+                    native::NativeLoader::global()
+                        .load(name, &plugin.path)
+                        .await?,
+                ),
             };
             tracing::info!(plugin = %name, info = ?loaded.info(), "plugin loaded");
             by_name.insert(

@@ -157,18 +157,7 @@ impl WasmEngine {
             .await
             .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
         let input_format = format_from_wit(info.input_format);
-        if input_format.encoding == AudioEncoding::Mulaw && input_format.sample_rate != 8000 {
-            return Err(invalid(format!(
-                "asks for μ-law at {} Hz; μ-law input is only offered at 8000 Hz",
-                input_format.sample_rate
-            )));
-        }
-        if !(8000..=48000).contains(&input_format.sample_rate) {
-            return Err(invalid(format!(
-                "asks for input at {} Hz; the host offers 8000–48000 Hz",
-                input_format.sample_rate
-            )));
-        }
+        super::check_input_format(input_format).map_err(invalid)?;
         plugin.info = PluginInfo {
             name: info.name,
             version: info.version,

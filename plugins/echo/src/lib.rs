@@ -12,11 +12,6 @@
 //!
 //! DTMF: `#` hangs up; any other key stops the reply that is playing (`clear-playback`).
 
-// On a native build nothing is exported yet, so nothing is used.
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-
-use std::cell::RefCell;
-
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
 
@@ -29,25 +24,6 @@ const PRE_ROLL_MS: u32 = 200;
 const MAX_UTTERANCE_MS: u32 = 30_000;
 /// Length of the greeting tone (ms).
 const TONE_MS: u32 = 400;
-
-/// The plugin type: `describe` and the session type.
-struct Echo;
-
-impl PluginGuest for Echo {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "echo".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Plays the caller's speech back".into(),
-            // Ask for PCM16 so the plugin can measure loudness; the host decodes μ-law for us.
-            input_format: pcm16(),
-        }
-    }
-}
-
-impl RealtimeGuest for Echo {
-    type Session = EchoSession;
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,11 +53,10 @@ impl Default for Settings {
     }
 }
 
-/// One call's state. The host calls `handle` through `&self`, so mutable state sits in a
-/// `RefCell` (a session is only ever used by one call at a time).
-struct EchoSession {
+/// One call's state: the host opens one per call and feeds it that call's inputs.
+pub struct EchoSession {
     settings: Settings,
-    state: RefCell<State>,
+    state: State,
 }
 
 #[derive(Default)]
@@ -97,8 +72,18 @@ struct State {
     utterances: u32,
 }
 
-impl GuestSession for EchoSession {
-    fn open(config: SessionConfig) -> Result<Session, PluginError> {
+impl Realtime for EchoSession {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "echo".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Plays the caller's speech back".into(),
+            // Ask for PCM16 so the plugin can measure loudness; the host decodes μ-law for us.
+            input_format: pcm16(),
+        }
+    }
+
+    fn open(config: SessionConfig) -> Result<Self, PluginError> {
         let settings: Settings = serde_json::from_str(&config.settings)
             .map_err(|e| PluginError::InvalidConfig(format!("echo settings: {e}")))?;
         if config.input_format != pcm16() {
@@ -110,14 +95,14 @@ impl GuestSession for EchoSession {
             LogLevel::Info,
             &format!("echo session open, mode {:?}", settings.mode),
         );
-        Ok(Session::new(EchoSession {
+        Ok(EchoSession {
             settings,
-            state: RefCell::new(State::default()),
-        }))
+            state: State::default(),
+        })
     }
 
-    fn handle(&self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
-        let mut state = self.state.borrow_mut();
+    fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
+        let state = &mut self.state;
         let mut out = Vec::new();
         if !state.greeted {
             state.greeted = true;
@@ -232,7 +217,5 @@ fn tone(ms: u32, hz: f64) -> Vec<u8> {
         .collect()
 }
 
-// Export the plugin's entry points. Only on WASM: the component's export names (with `:` and
-// `@`) are not valid native symbol names.
-#[cfg(target_arch = "wasm32")]
-switchboard_plugin_api::export!(Echo);
+// The plugin's entry points: component exports on wasm32, the native entry symbol elsewhere.
+switchboard_plugin_api::export_plugin!(realtime: EchoSession);

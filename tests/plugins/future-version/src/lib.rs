@@ -4,6 +4,8 @@
 
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+// This fixture uses wit-bindgen directly (not the SDK, which is for 0.1.0) for its WASM side.
+
 wit_bindgen::generate!({ world: "realtime-plugin", path: "wit", generate_all });
 
 use exports::switchboard::plugin::plugin::Guest as PluginGuest;
@@ -48,3 +50,56 @@ impl GuestSession for FutureSession {
 
 #[cfg(target_arch = "wasm32")]
 export!(Future);
+
+/// The native side of the fixture: a table that claims a future native ABI version (2), which
+/// the host must refuse, naming both versions, before it reads anything else of the table.
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use switchboard_plugin_api::abi::{Buffer, HostApi, PluginApi, Str};
+
+    unsafe extern "C" fn describe(_out: *mut Buffer) -> i32 {
+        unreachable_entry()
+    }
+    unsafe extern "C" fn open(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut std::ffi::c_void,
+        _: *mut Buffer,
+    ) -> i32 {
+        unreachable_entry()
+    }
+    unsafe extern "C" fn handle(
+        _: *mut std::ffi::c_void,
+        _: *const u8,
+        _: usize,
+        _: *mut Buffer,
+    ) -> i32 {
+        unreachable_entry()
+    }
+    unsafe extern "C" fn close(_: *mut std::ffi::c_void) {}
+    unsafe extern "C" fn free(_: Buffer) {}
+
+    /// The host must never call into a table of another version; abort loudly if it does.
+    fn unreachable_entry() -> i32 {
+        std::process::abort()
+    }
+
+    static API: PluginApi = PluginApi {
+        abi_version: 2,
+        size: size_of::<PluginApi>() as u32,
+        contract_version: Str::new("0.2.0"),
+        build_info: Str::new("switchboard-fixture-future-version"),
+        describe,
+        open,
+        handle,
+        close,
+        free,
+    };
+
+    /// # Safety
+    /// Any pointer; it is not read.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn switchboard_plugin_entry(_host: *const HostApi) -> *const PluginApi {
+        &API
+    }
+}

@@ -6,17 +6,19 @@
 //! matched by substring to keep this fixture free of a JSON parser).
 //! - `spin`: loops forever in `handle`.
 //! - `hog`: allocates without bound.
-//! - `trap`: panics (a WASM `unreachable`).
+//! - `trap` or `panic`: panics (a WASM `unreachable`; a caught panic when native).
 //! - `slow`: busy-waits 2 s in `handle`, past the host's time budget.
 //! - `flood`: returns 100,000 `mark` outputs from one `handle`.
-
-#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+//!
+//! It builds both ways, like every plugin: as a WASM component and as a native library.
 
 use switchboard_plugin_api::prelude::*;
 
-struct Misbehave;
+struct MisbehaveSession {
+    behaviour: String,
+}
 
-impl PluginGuest for Misbehave {
+impl Realtime for MisbehaveSession {
     fn describe() -> PluginInfo {
         PluginInfo {
             name: "misbehave".into(),
@@ -28,27 +30,17 @@ impl PluginGuest for Misbehave {
             },
         }
     }
-}
 
-impl RealtimeGuest for Misbehave {
-    type Session = MisbehaveSession;
-}
-
-struct MisbehaveSession {
-    behaviour: String,
-}
-
-impl GuestSession for MisbehaveSession {
-    fn open(config: SessionConfig) -> Result<Session, PluginError> {
-        let behaviour = ["spin", "hog", "trap", "slow", "flood"]
+    fn open(config: SessionConfig) -> Result<Self, PluginError> {
+        let behaviour = ["spin", "hog", "trap", "panic", "slow", "flood"]
             .into_iter()
             .find(|b| config.settings.contains(b))
             .unwrap_or("none")
             .to_string();
-        Ok(Session::new(MisbehaveSession { behaviour }))
+        Ok(MisbehaveSession { behaviour })
     }
 
-    fn handle(&self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
+    fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
         match input {
             SessionInput::Audio(frame) => Ok(vec![SessionOutput::Play(frame)]),
             SessionInput::Dtmf(d) if d == "1" => Ok(self.misbehave()),
@@ -73,7 +65,7 @@ impl MisbehaveSession {
                     std::hint::black_box(&hoard);
                 }
             }
-            "trap" => panic!("misbehave: trap on purpose"),
+            "trap" | "panic" => panic!("misbehave: trap on purpose"),
             "slow" => {
                 let until = host::now_ms() + 2000;
                 while host::now_ms() < until {
@@ -89,5 +81,4 @@ impl MisbehaveSession {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-switchboard_plugin_api::export!(Misbehave);
+switchboard_plugin_api::export_plugin!(realtime: MisbehaveSession);

@@ -1,0 +1,474 @@
+//! Native plugins: shared libraries (`.so`, `.dylib`) loaded with libloading and called through
+//! the C ABI defined in `switchboard_plugin_api::abi` (version [`abi::ABI_VERSION`]).
+//!
+//! A library is loaded once per process and never unloaded ([`NativeLoader`] keeps it by its
+//! canonical path; a second plugin entry or a config reload gets the same library). Its table is
+//! checked before use: ABI version first, then table size, then contract version.
+//!
+//! **Native plugins are trusted.** They run in the gateway's address space with no memory cap:
+//! one that corrupts memory or aborts takes the gateway down. What the host does guard against:
+//! - a panic is caught inside the plugin (every ABI entry point catches it) and ends that call;
+//! - a `handle` that runs past [`HANDLE_BUDGET`] is reported and its call ended by a wall-clock
+//!   watchdog. The host cannot stop the thread: it is abandoned, still running, and keeps one
+//!   thread of tokio's blocking pool for as long as it runs.
+//!
+//! Every call into a plugin runs on tokio's blocking pool (`spawn_blocking`), never on an async
+//! worker, so a slow native plugin does not delay other calls' frames.
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use switchboard_plugin_api::abi::{self, Buffer, HostApi, PluginApi, Str, status};
+use switchboard_plugin_api::types as sdk;
+
+use super::{
+    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
+    SessionError, SessionInput, SessionOutput, check_input_format, wasm,
+};
+
+/// Wall-clock budget of one native `handle`: the same 200 ms as a WASM plugin's epoch budget
+/// ([`wasm::HANDLE_BUDGET_TICKS`] × [`wasm::EPOCH_TICK`]), for the same reason (ten frames).
+pub const HANDLE_BUDGET: Duration =
+    wasm::EPOCH_TICK.saturating_mul(wasm::HANDLE_BUDGET_TICKS as u32);
+
+/// Wall-clock budget of `describe` and `open` (1 s, as for WASM).
+pub const OPEN_BUDGET: Duration = wasm::EPOCH_TICK.saturating_mul(wasm::OPEN_BUDGET_TICKS as u32);
+
+/// The host's table, given to every native plugin.
+static HOST_API: HostApi = HostApi {
+    abi_version: abi::ABI_VERSION,
+    size: size_of::<HostApi>() as u32,
+    log: host_log,
+    now_ms: host_now_ms,
+};
+
+unsafe extern "C" fn host_log(level: u32, message: Str) {
+    // SAFETY: the ABI says `message` is readable for the duration of this call.
+    let message = unsafe { message.to_string_lossy() };
+    match level {
+        0 => tracing::trace!(native = true, "{message}"),
+        1 => tracing::debug!(native = true, "{message}"),
+        2 => tracing::info!(native = true, "{message}"),
+        3 => tracing::warn!(native = true, "{message}"),
+        _ => tracing::error!(native = true, "{message}"),
+    }
+}
+
+unsafe extern "C" fn host_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Loads native libraries, once each per process.
+#[derive(Debug, Default)]
+pub struct NativeLoader {
+    libraries: Mutex<BTreeMap<PathBuf, Table>>,
+}
+
+/// A library's checked table. The library it lives in is never unloaded.
+#[derive(Clone, Copy, Debug)]
+struct Table(&'static PluginApi);
+
+impl NativeLoader {
+    /// The process's loader: libraries stay loaded for the life of the process, so there is one.
+    pub fn global() -> &'static NativeLoader {
+        static LOADER: std::sync::OnceLock<NativeLoader> = std::sync::OnceLock::new();
+        LOADER.get_or_init(NativeLoader::default)
+    }
+
+    /// Loads the library at `path` (or reuses it), checks its versions and asks it to describe
+    /// itself.
+    ///
+    /// # Errors
+    /// [`PluginLoadError::Invalid`] when the file cannot be loaded, lacks the entry symbol, was
+    /// built for another ABI or contract version (the error names both), panics or overruns in
+    /// `describe`, or asks for an input format the host cannot produce.
+    pub async fn load(&self, name: &str, path: &Path) -> Result<NativePlugin, PluginLoadError> {
+        let invalid = |reason: String| PluginLoadError::Invalid {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| invalid(format!("cannot read the file: {e}")))?;
+        let table = {
+            let mut libraries = self
+                .libraries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match libraries.get(&canonical) {
+                Some(t) => *t,
+                None => {
+                    let t = open_library(&canonical).map_err(&invalid)?;
+                    libraries.insert(canonical, t);
+                    t
+                }
+            }
+        };
+        let api = table.0;
+        let (code, bytes) = run_blocking(OPEN_BUDGET, move || {
+            // SAFETY: `describe` takes a writable buffer; the table was checked.
+            call(api, |out| unsafe { (api.describe)(out) })
+        })
+        .await
+        .map_err(|e| invalid(format!("describe failed: {e}")))?;
+        if code != status::OK {
+            return Err(invalid(format!(
+                "describe failed: {}",
+                failure(code, &bytes)
+            )));
+        }
+        let info: sdk::PluginInfo =
+            abi::decode(&bytes).map_err(|e| invalid(format!("describe: {e}")))?;
+        let input_format = format_from_sdk(info.input_format);
+        check_input_format(input_format).map_err(&invalid)?;
+        // SAFETY: the table's strings point into the library, which is never unloaded.
+        let build_info = unsafe { api.build_info.to_string_lossy() }.into_owned();
+        Ok(NativePlugin {
+            api,
+            build_info,
+            info: PluginInfo {
+                name: info.name,
+                version: info.version,
+                description: info.description,
+                input_format,
+            },
+        })
+    }
+}
+
+/// Opens `path`, finds the entry symbol, and checks the table it returns.
+fn open_library(path: &Path) -> Result<Table, String> {
+    // SAFETY: loading a library runs its initialisers. Native plugins are trusted code, chosen
+    // by the operator in agents.toml; the docs say so.
+    let library = unsafe { libloading::Library::new(path) }
+        .map_err(|e| format!("cannot load the native library: {e}"))?;
+    // SAFETY: the symbol's type is the ABI's entry type; a library that exports this name with
+    // another type is not a Switchboard plugin and breaks the trust the operator gave it.
+    let entry =
+        unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL.as_bytes()) }.map_err(|e| {
+            format!(
+                "does not export `{}` ({e}); build it with switchboard_plugin_api::export_plugin!",
+                abi::ENTRY_SYMBOL
+            )
+        })?;
+    // SAFETY: the entry point takes a pointer to a table that lives forever.
+    let ptr = unsafe { entry(&HOST_API) };
+    // Never unload: the table, the strings in it and any thread the plugin started live in it.
+    std::mem::forget(library);
+    if ptr.is_null() {
+        return Err("the entry point returned no table".into());
+    }
+    // SAFETY: non-null; every version of the table starts with `abi_version: u32, size: u32`,
+    // and nothing else is read until both are checked.
+    let (version, size) = unsafe {
+        let head = ptr.cast::<u32>();
+        (head.read(), head.add(1).read())
+    };
+    if version != abi::ABI_VERSION {
+        return Err(format!(
+            "built for native ABI version {version}, but this host supports native ABI version \
+             {}; rebuild the plugin against switchboard-plugin-api {}",
+            abi::ABI_VERSION,
+            super::wasm::CONTRACT_VERSION
+        ));
+    }
+    if (size as usize) < size_of::<PluginApi>() {
+        return Err(format!(
+            "its native ABI table is {size} bytes, smaller than version {}'s {} bytes",
+            abi::ABI_VERSION,
+            size_of::<PluginApi>()
+        ));
+    }
+    // SAFETY: version and size checked: this is a version-1 table, alive forever.
+    let api: &'static PluginApi = unsafe { &*ptr };
+    // SAFETY: the string points into the library, which is never unloaded.
+    let contract = unsafe { api.contract_version.to_string_lossy() };
+    if contract != super::wasm::CONTRACT_VERSION {
+        return Err(format!(
+            "built for {}@{contract}, but this host supports {}@{}; rebuild the plugin against \
+             switchboard-plugin-api {}",
+            super::wasm::CONTRACT_PACKAGE,
+            super::wasm::CONTRACT_PACKAGE,
+            super::wasm::CONTRACT_VERSION,
+            super::wasm::CONTRACT_VERSION,
+        ));
+    }
+    Ok(Table(api))
+}
+
+/// Calls one ABI function with a fresh output buffer; returns its status and a copy of the
+/// bytes, after giving the buffer back to the plugin.
+fn call(api: &'static PluginApi, f: impl FnOnce(*mut Buffer) -> i32) -> (i32, Vec<u8>) {
+    let mut out = Buffer::empty();
+    let code = f(&mut out);
+    // SAFETY: the plugin filled `out` (or left it empty) and has not freed it.
+    let bytes = unsafe { out.as_slice() }.to_vec();
+    // SAFETY: `out` came from this plugin and is freed once.
+    unsafe { (api.free)(out) };
+    (code, bytes)
+}
+
+/// Runs `f` on the blocking pool within `budget`.
+///
+/// # Errors
+/// The budget passed (the thread is abandoned, still running), or the task panicked (a host bug:
+/// plugin panics are caught inside the plugin).
+async fn run_blocking<T: Send + 'static>(
+    budget: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let task = tokio::task::spawn_blocking(f);
+    match tokio::time::timeout(budget, task).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(format!("the plugin call failed: {e}")),
+        Err(_) => Err(format!(
+            "ran past its {} ms budget; a native plugin cannot be stopped, so its thread is \
+             abandoned",
+            budget.as_millis()
+        )),
+    }
+}
+
+/// Describes a failed call from its status and bytes.
+fn failure(code: i32, bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    match code {
+        status::PANIC => format!("panicked: {text}"),
+        status::BAD_INPUT => format!("could not decode the host's input: {text}"),
+        status::PLUGIN_ERROR => match abi::decode::<sdk::PluginError>(bytes) {
+            Ok(e) => plugin_error(e).to_string(),
+            Err(e) => format!("returned an error the host cannot decode: {e}"),
+        },
+        other => format!("returned unknown status {other}"),
+    }
+}
+
+/// A loaded native plugin.
+pub struct NativePlugin {
+    api: &'static PluginApi,
+    build_info: String,
+    info: PluginInfo,
+}
+
+impl NativePlugin {
+    /// What the plugin said about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The build line the library carries (crate name and version).
+    pub fn build_info(&self) -> &str {
+        &self.build_info
+    }
+
+    /// Opens a session for one call, on the blocking pool, within [`OPEN_BUDGET`].
+    ///
+    /// # Errors
+    /// The plugin refused the config ([`SessionError::Plugin`]), panicked or overran.
+    pub async fn open(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
+        let api = self.api;
+        let bytes = abi::encode(&config_to_sdk(config, self.info.input_format));
+        let span = tracing::Span::current();
+        let (code, out, ptr) = run_blocking(OPEN_BUDGET, move || {
+            let _entered = span.enter();
+            let mut ptr: *mut c_void = std::ptr::null_mut();
+            // SAFETY: `bytes` is readable, `ptr` and the buffer are writable.
+            let (code, out) = call(api, |out| unsafe {
+                (api.open)(bytes.as_ptr(), bytes.len(), &mut ptr, out)
+            });
+            (code, out, RawSession { api, ptr })
+        })
+        .await
+        .map_err(SessionError::Trap)?;
+        match code {
+            status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
+                raw: Some(ptr),
+                input_format: self.info.input_format,
+            }),
+            status::OK => Err(SessionError::Trap("open returned no session".into())),
+            status::PLUGIN_ERROR => Err(decode_plugin_error(&out)),
+            other => Err(SessionError::Trap(failure(other, &out))),
+        }
+    }
+}
+
+/// A session pointer and the table that can use it. Closed on drop.
+struct RawSession {
+    api: &'static PluginApi,
+    ptr: *mut c_void,
+}
+
+// SAFETY: the ABI requires sessions to be usable from any thread, one thread at a time
+// (`Realtime: Send` in the SDK); the host owns a session in exactly one place at a time.
+unsafe impl Send for RawSession {}
+
+impl Drop for RawSession {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: opened by this table, closed once; `close` catches panics.
+            unsafe { (self.api.close)(self.ptr) };
+        }
+    }
+}
+
+/// One call's session inside a native plugin.
+pub struct NativeSession {
+    /// `None` once the session failed: after a panic or an overrun it must not be entered again.
+    raw: Option<RawSession>,
+    input_format: AudioFormat,
+}
+
+impl NativeSession {
+    /// Feeds one input on the blocking pool, within [`HANDLE_BUDGET`].
+    ///
+    /// # Errors
+    /// The plugin returned an error, panicked, overran its budget (the watchdog) or returned more
+    /// than [`wasm::MAX_OUTPUTS_PER_HANDLE`] outputs; after anything but a plugin error the
+    /// session is closed and every later call fails.
+    pub async fn handle(
+        &mut self,
+        input: SessionInput,
+    ) -> Result<Vec<SessionOutput>, SessionError> {
+        let raw = self
+            .raw
+            .take()
+            .ok_or_else(|| SessionError::Trap("session already failed".into()))?;
+        let bytes = abi::encode(&input_to_sdk(input, self.input_format));
+        let span = tracing::Span::current();
+        let result = run_blocking(HANDLE_BUDGET, move || {
+            let _entered = span.enter();
+            let api = raw.api;
+            // SAFETY: `raw.ptr` is a live session of this table, used by this thread alone.
+            let (code, out) = call(api, |out| unsafe {
+                (api.handle)(raw.ptr, bytes.as_ptr(), bytes.len(), out)
+            });
+            (raw, code, out)
+        })
+        .await;
+        // On an overrun the closure keeps the session; it is closed if the call ever returns.
+        let (raw, code, out) = result.map_err(SessionError::Trap)?;
+        match code {
+            status::OK => {
+                let outputs: Vec<sdk::SessionOutput> =
+                    abi::decode(&out).map_err(|e| SessionError::Trap(format!("outputs: {e}")))?;
+                if outputs.len() > wasm::MAX_OUTPUTS_PER_HANDLE {
+                    return Err(SessionError::Trap(format!(
+                        "returned {} outputs from one input (limit {})",
+                        outputs.len(),
+                        wasm::MAX_OUTPUTS_PER_HANDLE
+                    )));
+                }
+                self.raw = Some(raw);
+                Ok(outputs.into_iter().map(output_from_sdk).collect())
+            }
+            status::PLUGIN_ERROR => {
+                self.raw = Some(raw);
+                Err(decode_plugin_error(&out))
+            }
+            other => Err(SessionError::Trap(failure(other, &out))),
+        }
+    }
+}
+
+fn decode_plugin_error(bytes: &[u8]) -> SessionError {
+    match abi::decode::<sdk::PluginError>(bytes) {
+        Ok(e) => SessionError::Plugin(plugin_error(e)),
+        Err(e) => SessionError::Trap(format!("returned an error the host cannot decode: {e}")),
+    }
+}
+
+fn plugin_error(e: sdk::PluginError) -> PluginError {
+    let (kind, message) = match e {
+        sdk::PluginError::InvalidConfig(m) => ("invalid-config", m),
+        sdk::PluginError::Unauthorized(m) => ("unauthorized", m),
+        sdk::PluginError::Upstream(m) => ("upstream", m),
+        sdk::PluginError::RateLimited(s) => (
+            "rate-limited",
+            s.map(|s| format!("retry after {s} s")).unwrap_or_default(),
+        ),
+        sdk::PluginError::Unsupported(m) => ("unsupported", m),
+        sdk::PluginError::Internal(m) => ("internal", m),
+    };
+    PluginError { kind, message }
+}
+
+fn format_to_sdk(f: AudioFormat) -> sdk::AudioFormat {
+    sdk::AudioFormat {
+        encoding: match f.encoding {
+            AudioEncoding::Pcm16 => sdk::AudioEncoding::Pcm16,
+            AudioEncoding::Mulaw => sdk::AudioEncoding::Mulaw,
+        },
+        sample_rate: f.sample_rate,
+    }
+}
+
+fn format_from_sdk(f: sdk::AudioFormat) -> AudioFormat {
+    AudioFormat {
+        encoding: match f.encoding {
+            sdk::AudioEncoding::Pcm16 => AudioEncoding::Pcm16,
+            sdk::AudioEncoding::Mulaw => AudioEncoding::Mulaw,
+        },
+        sample_rate: f.sample_rate,
+    }
+}
+
+fn config_to_sdk(config: &SessionConfig, input_format: AudioFormat) -> sdk::SessionConfig {
+    let call = &config.call;
+    sdk::SessionConfig {
+        call: sdk::CallInfo {
+            call_sid: call.call_sid.clone(),
+            stream_sid: call.stream_sid.clone(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            direction: call.direction.clone(),
+            agent: call.agent.clone(),
+            parameters: call.parameters.clone(),
+        },
+        settings: config.settings.clone(),
+        greeting: config.greeting.clone(),
+        input_format: format_to_sdk(input_format),
+    }
+}
+
+fn input_to_sdk(input: SessionInput, format: AudioFormat) -> sdk::SessionInput {
+    match input {
+        SessionInput::Audio { data, timestamp_ms } => sdk::SessionInput::Audio(sdk::AudioFrame {
+            format: format_to_sdk(format),
+            data,
+            timestamp_ms,
+        }),
+        SessionInput::Dtmf(d) => sdk::SessionInput::Dtmf(d),
+        SessionInput::MarkPlayed(m) => sdk::SessionInput::MarkPlayed(m),
+        SessionInput::Interrupted(ms) => sdk::SessionInput::Interrupted(ms),
+        SessionInput::Hangup => sdk::SessionInput::Hangup,
+    }
+}
+
+fn output_from_sdk(o: sdk::SessionOutput) -> SessionOutput {
+    match o {
+        sdk::SessionOutput::Play(frame) => SessionOutput::Play {
+            format: format_from_sdk(frame.format),
+            data: frame.data,
+        },
+        sdk::SessionOutput::ClearPlayback => SessionOutput::ClearPlayback,
+        sdk::SessionOutput::Mark(m) => SessionOutput::Mark(m),
+        sdk::SessionOutput::UserTranscript(t) => SessionOutput::UserTranscript {
+            text: t.text,
+            is_final: t.is_final,
+        },
+        sdk::SessionOutput::AgentTranscript(t) => SessionOutput::AgentTranscript {
+            text: t.text,
+            is_final: t.is_final,
+        },
+        sdk::SessionOutput::Transfer(n) => SessionOutput::Transfer(n),
+        sdk::SessionOutput::HangUp => SessionOutput::HangUp,
+    }
+}
