@@ -71,7 +71,8 @@ impl AppState {
 }
 
 /// The gateway's routes: `GET|POST /twilio/voice`, `GET /twilio/media-stream` (WebSocket),
-/// `GET /healthz`.
+/// `GET /healthz` (JSON: status, active calls, and per plugin its kind, name, version, calls
+/// ended by a plugin failure since start, and circuit-breaker state).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", get(voice).post(voice))
@@ -95,7 +96,27 @@ pub async fn serve(
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok", "active_calls": state.active_calls() }))
+    let ctx = state.current.load_full();
+    let plugins: serde_json::Map<String, serde_json::Value> = ctx
+        .plugins
+        .iter()
+        .map(|(name, plugin, breaker)| {
+            let info = plugin.info();
+            let status = serde_json::json!({
+                "kind": plugin.kind(),
+                "name": info.name,
+                "version": info.version,
+                "failed_calls": breaker.failures(),
+                "circuit": if breaker.is_open() { "open" } else { "closed" },
+            });
+            (name.to_string(), status)
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "active_calls": state.active_calls(),
+        "plugins": plugins,
+    }))
 }
 
 /// Twilio's voice webhook: route the call and answer TwiML that opens a bidirectional stream.

@@ -408,6 +408,21 @@ async fn circuit_breaker_sends_new_calls_to_the_fallback() -> anyhow::Result<()>
                 e.reason
             );
         }
+        let health: serde_json::Value = serde_json::from_str(
+            &reqwest::get(format!("{}/healthz", gw.url))
+                .await?
+                .text()
+                .await?,
+        )?;
+        let misbehave = &health["plugins"]["misbehave"];
+        assert_eq!(misbehave["kind"], "wasm", "{health}");
+        assert_eq!(
+            misbehave["failed_calls"],
+            u64::from(switchboard::plugin::breaker::BREAKER_THRESHOLD),
+            "{health}"
+        );
+        assert_eq!(misbehave["circuit"], "open", "{health}");
+        assert_eq!(health["plugins"]["echo"]["circuit"], "closed", "{health}");
         let mut next = connect(&gw).await?;
         send(&mut next, start(json!({"merchantId": "bad"}))).await?;
         if fallback {

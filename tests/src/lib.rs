@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, bail};
 use switchboard::call::CallContext;
-use switchboard::plugin::{Plugins, wasm::WasmEngine};
+use switchboard::plugin::Plugins;
+use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::server::{self, AppState};
 
 /// The workspace root.
@@ -154,7 +155,8 @@ impl Gateway {
     pub async fn start(config_path: &Path) -> anyhow::Result<Self> {
         let config =
             switchboard::config::from_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let engine = WasmEngine::new()?;
+        // A small pool: tests start many gateways, each reserving its pool's address space.
+        let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 64 })?;
         let plugins = Plugins::load(&engine, &config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);

@@ -213,6 +213,14 @@ impl Plugin {
         }
     }
 
+    /// `wasm` or `native`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Plugin::Wasm(_) => "wasm",
+            Plugin::Native(_) => "native",
+        }
+    }
+
     /// Opens a session for one call.
     ///
     /// # Errors
@@ -287,6 +295,13 @@ impl Plugins {
     /// The plugin called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
         self.by_name.get(name).map(|(p, _)| p)
+    }
+
+    /// Every plugin with its breaker, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Plugin, &breaker::CircuitBreaker)> {
+        self.by_name
+            .iter()
+            .map(|(name, (p, b))| (name.as_str(), p.as_ref(), b.as_ref()))
     }
 
     /// The circuit breaker of the plugin called `name`.

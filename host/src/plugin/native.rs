@@ -8,19 +8,21 @@
 //! **Native plugins are trusted.** They run in the gateway's address space with no memory cap:
 //! one that corrupts memory or aborts takes the gateway down. What the host does guard against:
 //! - a panic is caught inside the plugin (every ABI entry point catches it) and ends that call;
-//! - a `handle` that runs past [`HANDLE_BUDGET`] is reported and its call ended by a wall-clock
-//!   watchdog. The host cannot stop the thread: it is abandoned, still running, and keeps one
-//!   thread of tokio's blocking pool for as long as it runs.
+//! - a `handle` that runs past [`HANDLE_BUDGET`] is reported by a wall-clock watchdog thread the
+//!   moment the budget passes, and its call is ended when `handle` returns. The host cannot stop
+//!   a native call: one that never returns keeps the tokio worker thread it runs on (the gateway
+//!   goes on with the other workers, at reduced capacity) and is reported once.
 //!
-//! Every call into a plugin runs on tokio's blocking pool (`spawn_blocking`), never on an async
-//! worker, so a slow native plugin does not delay other calls' frames.
+//! Native calls run inline on the call's task, as WASM calls do: a hop to another thread costs
+//! more than the whole call (measured by `cargo bench -p switchboard-tests --bench plugins`).
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use switchboard_plugin_api::abi::{self, Buffer, HostApi, PluginApi, Str, status};
 use switchboard_plugin_api::types as sdk;
@@ -113,12 +115,13 @@ impl NativeLoader {
             }
         };
         let api = table.0;
-        let (code, bytes) = run_blocking(OPEN_BUDGET, move || {
-            // SAFETY: `describe` takes a writable buffer; the table was checked.
-            call(api, |out| unsafe { (api.describe)(out) })
-        })
-        .await
-        .map_err(|e| invalid(format!("describe failed: {e}")))?;
+        let watch = Watch::new(name, OPEN_BUDGET);
+        let (code, bytes) = watch
+            .run(|| {
+                // SAFETY: `describe` takes a writable buffer; the table was checked.
+                call(api, |out| unsafe { (api.describe)(out) })
+            })
+            .map_err(|e| invalid(format!("describe failed: {e}")))?;
         if code != status::OK {
             return Err(invalid(format!(
                 "describe failed: {}",
@@ -132,6 +135,7 @@ impl NativeLoader {
         // SAFETY: the table's strings point into the library, which is never unloaded.
         let build_info = unsafe { api.build_info.to_string_lossy() }.into_owned();
         Ok(NativePlugin {
+            name: name.to_string(),
             api,
             build_info,
             info: PluginInfo {
@@ -216,24 +220,116 @@ fn call(api: &'static PluginApi, f: impl FnOnce(*mut Buffer) -> i32) -> (i32, Ve
     (code, bytes)
 }
 
-/// Runs `f` on the blocking pool within `budget`.
-///
-/// # Errors
-/// The budget passed (the thread is abandoned, still running), or the task panicked (a host bug:
-/// plugin panics are caught inside the plugin).
-async fn run_blocking<T: Send + 'static>(
+/// The wall-clock watch over one session's (or one load's) native calls, one call at a time.
+/// The hot path is two atomic stores and a clock read per call; the watchdog thread scans every
+/// live watch each [`wasm::EPOCH_TICK`] and reports a call the moment it passes its budget.
+struct Watch {
+    plugin: String,
     budget: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let task = tokio::task::spawn_blocking(f);
-    match tokio::time::timeout(budget, task).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(format!("the plugin call failed: {e}")),
-        Err(_) => Err(format!(
-            "ran past its {} ms budget; a native plugin cannot be stopped, so its thread is \
-             abandoned",
-            budget.as_millis()
-        )),
+    /// When the call in flight started, in ms since the watchdog's epoch, plus one; 0 when idle.
+    started: AtomicU64,
+    /// The call in flight has been reported as overdue.
+    reported: AtomicBool,
+}
+
+/// The watchdog thread's list of live watches.
+struct Watchdog {
+    epoch: Instant,
+    watches: Mutex<Vec<Weak<Watch>>>,
+}
+
+impl Watchdog {
+    /// The process's watchdog, started on first use.
+    fn get() -> &'static Watchdog {
+        static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
+        WATCHDOG.get_or_init(|| {
+            let spawned = std::thread::Builder::new()
+                .name("native-watchdog".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(wasm::EPOCH_TICK);
+                        Watchdog::get().scan();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the native watchdog; overruns are only seen when a call returns");
+            }
+            Watchdog {
+                epoch: Instant::now(),
+                watches: Mutex::new(Vec::new()),
+            }
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn scan(&self) {
+        let now = self.now_ms();
+        let mut watches = self
+            .watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        watches.retain(|w| {
+            let Some(watch) = w.upgrade() else {
+                return false;
+            };
+            let started = watch.started.load(Ordering::Acquire);
+            let running_ms = now.saturating_sub(started.saturating_sub(1));
+            if started != 0
+                && running_ms > watch.budget.as_millis() as u64
+                && !watch.reported.swap(true, Ordering::AcqRel)
+            {
+                tracing::error!(
+                    plugin = %watch.plugin,
+                    running_ms,
+                    budget_ms = watch.budget.as_millis() as u64,
+                    "native plugin call overran its budget; its call ends when it returns (a native \
+                     call cannot be stopped)"
+                );
+            }
+            true
+        });
+    }
+}
+
+impl Watch {
+    fn new(plugin: &str, budget: Duration) -> Arc<Self> {
+        let watch = Arc::new(Self {
+            plugin: plugin.to_string(),
+            budget,
+            started: AtomicU64::new(0),
+            reported: AtomicBool::new(false),
+        });
+        Watchdog::get()
+            .watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::downgrade(&watch));
+        watch
+    }
+
+    /// Runs `f` under the watch.
+    ///
+    /// # Errors
+    /// `f` returned after the budget had passed; the message says by how much.
+    fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, String> {
+        let watchdog = Watchdog::get();
+        self.reported.store(false, Ordering::Release);
+        self.started.store(watchdog.now_ms() + 1, Ordering::Release);
+        let started = Instant::now();
+        let result = f();
+        let took = started.elapsed();
+        self.started.store(0, Ordering::Release);
+        if took > self.budget {
+            return Err(format!(
+                "ran past its {} ms budget (took {} ms)",
+                self.budget.as_millis(),
+                took.as_millis()
+            ));
+        }
+        Ok(result)
     }
 }
 
@@ -253,6 +349,7 @@ fn failure(code: i32, bytes: &[u8]) -> String {
 
 /// A loaded native plugin.
 pub struct NativePlugin {
+    name: String,
     api: &'static PluginApi,
     build_info: String,
     info: PluginInfo,
@@ -269,29 +366,32 @@ impl NativePlugin {
         &self.build_info
     }
 
-    /// Opens a session for one call, on the blocking pool, within [`OPEN_BUDGET`].
+    /// Opens a session for one call, within [`OPEN_BUDGET`].
     ///
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]), panicked or overran.
     pub async fn open(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
         let api = self.api;
         let bytes = abi::encode(&config_to_sdk(config, self.info.input_format));
-        let span = tracing::Span::current();
-        let (code, out, ptr) = run_blocking(OPEN_BUDGET, move || {
-            let _entered = span.enter();
-            let mut ptr: *mut c_void = std::ptr::null_mut();
-            // SAFETY: `bytes` is readable, `ptr` and the buffer are writable.
-            let (code, out) = call(api, |out| unsafe {
-                (api.open)(bytes.as_ptr(), bytes.len(), &mut ptr, out)
-            });
-            (code, out, RawSession { api, ptr })
-        })
-        .await
-        .map_err(SessionError::Trap)?;
+        let watch = Watch::new(&self.name, OPEN_BUDGET);
+        let mut session = RawSession {
+            api,
+            ptr: std::ptr::null_mut(),
+        };
+        let (code, out) = watch
+            .run(|| {
+                // SAFETY: `bytes` is readable, the session pointer and the buffer are writable.
+                call(api, |out| unsafe {
+                    (api.open)(bytes.as_ptr(), bytes.len(), &mut session.ptr, out)
+                })
+            })
+            .map_err(SessionError::Trap)?;
+        let ptr = session;
         match code {
             status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
                 raw: Some(ptr),
                 input_format: self.info.input_format,
+                watch: Watch::new(&self.name, HANDLE_BUDGET),
             }),
             status::OK => Err(SessionError::Trap("open returned no session".into())),
             status::PLUGIN_ERROR => Err(decode_plugin_error(&out)),
@@ -307,7 +407,7 @@ struct RawSession {
 }
 
 // SAFETY: the ABI requires sessions to be usable from any thread, one thread at a time
-// (`Realtime: Send` in the SDK); the host owns a session in exactly one place at a time.
+// (`Realtime: Send` in the SDK); the host owns a session in exactly one place (its call's task).
 unsafe impl Send for RawSession {}
 
 impl Drop for RawSession {
@@ -324,10 +424,11 @@ pub struct NativeSession {
     /// `None` once the session failed: after a panic or an overrun it must not be entered again.
     raw: Option<RawSession>,
     input_format: AudioFormat,
+    watch: Arc<Watch>,
 }
 
 impl NativeSession {
-    /// Feeds one input on the blocking pool, within [`HANDLE_BUDGET`].
+    /// Feeds one input, within [`HANDLE_BUDGET`].
     ///
     /// # Errors
     /// The plugin returned an error, panicked, overran its budget (the watchdog) or returned more
@@ -342,19 +443,17 @@ impl NativeSession {
             .take()
             .ok_or_else(|| SessionError::Trap("session already failed".into()))?;
         let bytes = abi::encode(&input_to_sdk(input, self.input_format));
-        let span = tracing::Span::current();
-        let result = run_blocking(HANDLE_BUDGET, move || {
-            let _entered = span.enter();
-            let api = raw.api;
-            // SAFETY: `raw.ptr` is a live session of this table, used by this thread alone.
-            let (code, out) = call(api, |out| unsafe {
-                (api.handle)(raw.ptr, bytes.as_ptr(), bytes.len(), out)
-            });
-            (raw, code, out)
-        })
-        .await;
-        // On an overrun the closure keeps the session; it is closed if the call ever returns.
-        let (raw, code, out) = result.map_err(SessionError::Trap)?;
+        let api = raw.api;
+        // On an overrun the session is dropped (closed) here and the call ends.
+        let (code, out) = self
+            .watch
+            .run(|| {
+                // SAFETY: `raw.ptr` is a live session of this table, used by this task alone.
+                call(api, |out| unsafe {
+                    (api.handle)(raw.ptr, bytes.as_ptr(), bytes.len(), out)
+                })
+            })
+            .map_err(SessionError::Trap)?;
         match code {
             status::OK => {
                 let outputs: Vec<sdk::SessionOutput> =

@@ -62,27 +62,88 @@ pub const MAX_STDIO_BYTES: usize = 4096;
 /// thousand is far beyond any real plugin and stops one that floods the call with work.
 pub const MAX_OUTPUTS_PER_HANDLE: usize = 10_000;
 
+/// Most WASM sessions the pooling allocator holds at once: twice the capacity goal of 1,000
+/// concurrent calls. A call past it fails to open (the caller hears the apology); the pool's
+/// address space is reserved up front, its memory is only touched as sessions use it.
+pub const MAX_POOLED_SESSIONS: u32 = 2_000;
+
+/// Core instances one session's component may hold. A Rust `wasm32-wasip2` component is a
+/// handful (the program, WASI adapter shims); 16 leaves room for plugins built by other
+/// toolchains.
+pub const CORE_INSTANCES_PER_SESSION: u32 = 16;
+
+/// Most guest calls in flight at once (each needs a fiber stack from the pool while it runs).
+pub const MAX_CONCURRENT_GUEST_CALLS: u32 = 512;
+
+/// How the engine allocates instances, memories and stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// wasmtime's pooling allocator, sized for this many sessions: slots are reserved once and
+    /// reused, so opening a session costs microseconds.
+    Pooling {
+        /// Sessions the pool holds at once.
+        sessions: u32,
+    },
+    /// mmap and munmap per instance (wasmtime's default): no up-front reservation, slower opens.
+    OnDemand,
+}
+
 /// The wasmtime engine shared by every plugin. A thread advances its epoch every [`EPOCH_TICK`]
 /// for as long as anything (this handle, a loaded plugin, a session) still holds the engine.
 #[derive(Clone)]
 pub struct WasmEngine {
     engine: Engine,
+    allocator: Allocator,
 }
 
 impl WasmEngine {
-    /// Creates the engine (Cranelift, component model, epoch interruption) and starts the thread
-    /// that advances its epoch every [`EPOCH_TICK`].
+    /// Creates the engine with the pooling allocator sized for [`MAX_POOLED_SESSIONS`], or, when
+    /// the machine refuses the pool's address-space reservation (a `ulimit -v`, say), with the
+    /// on-demand allocator and a warning.
     ///
     /// # Errors
-    /// wasmtime rejected the configuration (a build without Cranelift, say).
+    /// wasmtime rejected both configurations (a build without Cranelift, say).
     pub fn new() -> Result<Self, PluginLoadError> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| PluginLoadError::Invalid {
+        match Self::with_allocator(Allocator::Pooling {
+            sessions: MAX_POOLED_SESSIONS,
+        }) {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; opening sessions on demand");
+                Self::with_allocator(Allocator::OnDemand)
+            }
+        }
+    }
+
+    /// Creates the engine (Cranelift, component model, epoch interruption, the given allocator)
+    /// and starts the thread that advances its epoch every [`EPOCH_TICK`].
+    ///
+    /// # Errors
+    /// wasmtime rejected the configuration, or the pool could not be reserved.
+    pub fn with_allocator(allocator: Allocator) -> Result<Self, PluginLoadError> {
+        let engine_error = |reason: String| PluginLoadError::Invalid {
             name: "<engine>".into(),
             path: Default::default(),
-            reason: format!("{e:#}"),
-        })?;
+            reason,
+        };
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        if let Allocator::Pooling { sessions } = allocator {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(sessions)
+                .total_core_instances(sessions.saturating_mul(CORE_INSTANCES_PER_SESSION))
+                .max_core_instances_per_component(CORE_INSTANCES_PER_SESSION)
+                .max_memories_per_component(CORE_INSTANCES_PER_SESSION)
+                .max_tables_per_component(CORE_INSTANCES_PER_SESSION)
+                // Most core instances have no memory or table of their own: two per session
+                // on average is ample.
+                .total_memories(sessions.saturating_mul(2))
+                .total_tables(sessions.saturating_mul(2))
+                .total_stacks(MAX_CONCURRENT_GUEST_CALLS)
+                .max_memory_size(SESSION_MEMORY_LIMIT);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|e| engine_error(format!("{e:#}")))?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -94,12 +155,13 @@ impl WasmEngine {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
-            .map_err(|e| PluginLoadError::Invalid {
-                name: "<engine>".into(),
-                path: Default::default(),
-                reason: format!("cannot start the epoch thread: {e}"),
-            })?;
-        Ok(Self { engine })
+            .map_err(|e| engine_error(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self { engine, allocator })
+    }
+
+    /// The allocator this engine uses.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
     }
 
     /// Compiles the component at `path`, links it against the host, and asks it to describe
