@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod mulaw;
+pub mod playback;
 pub mod resample;
 
 /// Twilio's sample rate (Hz).

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use crate::audio::convert::{FromPlugin, ToPlugin};
+use crate::audio::playback::{Echo, Outgoing, Playback};
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
 use crate::config::Config;
 use crate::plugin::{CallInfo, Plugins, Session, SessionConfig, SessionInput, SessionOutput};
@@ -103,8 +104,10 @@ struct Active {
     to_plugin: ToPlugin,
     from_plugin: FromPlugin,
     next_chunk: Option<u64>,
-    /// When the audio sent so far will have finished playing at Twilio (real-time playout).
-    playout_end: Instant,
+    /// Paces outbound audio and knows what the caller heard.
+    playback: Playback,
+    /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
+    deferred: Option<SessionInput>,
     /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
     hangup_deadline: Option<Instant>,
 }
@@ -160,14 +163,20 @@ impl Call {
     async fn run(&mut self) -> EndReason {
         let start_deadline = Instant::now() + START_TIMEOUT;
         let reason = loop {
-            let deadline = match &self.active {
-                None => Some(start_deadline),
-                Some(a) => a.hangup_deadline,
+            let (deadline, due) = match &self.active {
+                None => (Some(start_deadline), None),
+                Some(a) => (a.hangup_deadline, a.playback.next_due(Instant::now())),
             };
             let msg = tokio::select! {
                 msg = self.ws.recv() => msg,
                 () = sleep_until(deadline) => {
                     break if self.active.is_none() { EndReason::NoStart } else { EndReason::HungUp };
+                }
+                () = sleep_until(due) => {
+                    if let Next::End(reason) = self.pump().await {
+                        break reason;
+                    }
+                    continue;
                 }
             };
             let next = match msg {
@@ -403,7 +412,8 @@ impl Call {
             to_plugin,
             from_plugin: FromPlugin::new(),
             next_chunk: None,
-            playout_end: Instant::now(),
+            playback: Playback::new(Instant::now()),
+            deferred: None,
             hangup_deadline: None,
         });
         Next::Continue
@@ -465,10 +475,22 @@ impl Call {
 
     async fn on_mark(&mut self, name: String) -> Next {
         self.stats.marks_echoed += 1;
-        if name == HANGUP_MARK {
-            return Next::End(EndReason::HungUp);
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        match active.playback.on_echo(&name, Instant::now()) {
+            Echo::Played(name) if name == HANGUP_MARK => Next::End(EndReason::HungUp),
+            Echo::Played(name) => self.feed(SessionInput::MarkPlayed(name)).await,
+            Echo::Cleared(name) => {
+                tracing::debug!(mark = %name, "mark returned by clear: not played");
+                Next::Continue
+            }
+            Echo::Clock => Next::Continue,
+            Echo::Unknown(name) => {
+                tracing::debug!(mark = %name, "echo of a mark this call did not send");
+                Next::Continue
+            }
         }
-        self.feed(SessionInput::MarkPlayed(name)).await
     }
 
     /// Feeds one input to the plugin and carries out its outputs.
@@ -482,19 +504,29 @@ impl Call {
             // Hanging up: the plugin is done; only the hang-up mark matters now.
             return Next::Continue;
         }
-        let outputs = match active.session.handle(input).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "plugin failed");
-                return Next::End(EndReason::PluginFailed(e.to_string()));
+        let mut input = input;
+        loop {
+            let Some(active) = &mut self.active else {
+                return Next::Continue;
+            };
+            let outputs = match active.session.handle(input).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(error = %e, "plugin failed");
+                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                }
+            };
+            for output in outputs {
+                if let Next::End(r) = self.carry_out(output).await {
+                    return Next::End(r);
+                }
             }
-        };
-        for output in outputs {
-            if let Next::End(r) = self.carry_out(output).await {
-                return Next::End(r);
+            // Inputs the outputs caused (`interrupted` after a clear) go in next, in order.
+            match self.active.as_mut().and_then(|a| a.deferred.take()) {
+                Some(next) => input = next,
+                None => return Next::Continue,
             }
         }
-        Next::Continue
     }
 
     async fn carry_out(&mut self, output: SessionOutput) -> Next {
@@ -506,19 +538,28 @@ impl Call {
                 if let Err(e) = active.from_plugin.push(format, &data) {
                     return Next::End(EndReason::PluginFailed(e.to_string()));
                 }
-                self.send_frames(false).await
+                self.queue_frames(false).await
             }
             SessionOutput::Mark(name) => {
-                let next = self.send_frames(true).await;
-                if let Next::End(_) = next {
-                    return next;
+                if let Next::End(r) = self.queue_frames(true).await {
+                    return Next::End(r);
                 }
-                self.send_mark(name).await
+                if let Some(active) = &mut self.active {
+                    active.playback.push_mark(name);
+                }
+                self.pump().await
             }
             SessionOutput::ClearPlayback => {
+                let now = Instant::now();
+                let was_playing = !active.playback.is_idle(now);
+                let heard_ms = active.playback.clear(now);
                 active.from_plugin.clear();
-                active.playout_end = Instant::now();
                 self.stats.clears += 1;
+                if was_playing {
+                    // Barge-in: tell the plugin how much of its reply the caller heard.
+                    tracing::debug!(heard_ms, "playback cleared");
+                    active.deferred = Some(SessionInput::Interrupted(heard_ms));
+                }
                 let msg = Outbound::Clear {
                     stream_sid: &active.stream_sid,
                 }
@@ -526,17 +567,17 @@ impl Call {
                 self.send(msg).await
             }
             SessionOutput::HangUp => {
-                let next = self.send_frames(true).await;
-                if let Next::End(_) = next {
-                    return next;
+                if let Next::End(r) = self.queue_frames(true).await {
+                    return Next::End(r);
                 }
                 let Some(active) = &mut self.active else {
                     return Next::Continue;
                 };
-                active.hangup_deadline =
-                    Some(active.playout_end.max(Instant::now()) + HANGUP_GRACE);
+                active.playback.push_mark(HANGUP_MARK.to_string());
+                let now = Instant::now();
+                active.hangup_deadline = Some(now + active.playback.remaining(now) + HANGUP_GRACE);
                 tracing::info!("plugin hung up; closing after queued audio plays");
-                self.send_mark(HANGUP_MARK.to_string()).await
+                self.pump().await
             }
             SessionOutput::UserTranscript { text, is_final } => {
                 tracing::info!(side = "caller", is_final, %text, "transcript");
@@ -553,41 +594,56 @@ impl Call {
         }
     }
 
-    /// Sends every whole frame buffered (and the padded remainder when `flush`).
-    async fn send_frames(&mut self, flush: bool) -> Next {
+    /// Moves every whole frame the reframer holds (and the padded remainder when `flush`) into
+    /// the playback queue, then sends what is due.
+    async fn queue_frames(&mut self, flush: bool) -> Next {
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        let now = Instant::now();
         loop {
-            let Some(active) = &mut self.active else {
-                return Next::Continue;
-            };
             let frame = match active.from_plugin.next_frame() {
-                Some(f) => f,
+                Some(f) => f.to_vec(),
                 None if flush => match active.from_plugin.flush() {
-                    Some(f) => f,
-                    None => return Next::Continue,
+                    Some(f) => f.to_vec(),
+                    None => break,
                 },
-                None => return Next::Continue,
+                None => break,
             };
-            let msg = Outbound::media(&active.stream_sid, frame).to_json();
-            active.playout_end =
-                active.playout_end.max(Instant::now()) + Duration::from_millis(FRAME_MS);
-            self.stats.frames_out += 1;
+            if let Err(e) = active.playback.push_frame(frame, now) {
+                return Next::End(EndReason::PluginFailed(e.to_string()));
+            }
+        }
+        self.pump().await
+    }
+
+    /// Sends Twilio what the playback clock says is due now.
+    async fn pump(&mut self) -> Next {
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        let due = active.playback.due(Instant::now());
+        let stream_sid = active.stream_sid.clone();
+        for item in due {
+            let msg = match item {
+                Outgoing::Media(frame) => {
+                    self.stats.frames_out += 1;
+                    Outbound::media(&stream_sid, &frame).to_json()
+                }
+                Outgoing::Mark(name) => {
+                    self.stats.marks_sent += 1;
+                    Outbound::Mark {
+                        stream_sid: &stream_sid,
+                        mark: MarkName { name },
+                    }
+                    .to_json()
+                }
+            };
             if let Next::End(r) = self.send(msg).await {
                 return Next::End(r);
             }
         }
-    }
-
-    async fn send_mark(&mut self, name: String) -> Next {
-        let Some(active) = &self.active else {
-            return Next::Continue;
-        };
-        self.stats.marks_sent += 1;
-        let msg = Outbound::Mark {
-            stream_sid: &active.stream_sid,
-            mark: MarkName { name },
-        }
-        .to_json();
-        self.send(msg).await
+        Next::Continue
     }
 
     async fn send(&mut self, text: String) -> Next {

@@ -1,0 +1,445 @@
+//! The playback clock: paces a call's outbound audio to Twilio at real time and knows, from
+//! Twilio's mark echoes, how much of each reply the caller has actually heard.
+//!
+//! Audio from the plugin arrives in bursts (a TTS or speech-to-speech model produces it faster
+//! than real time). The clock queues it as 20 ms μ-law frames and releases frames only while the
+//! audio already sent is less than [`PLAYBACK_LEAD`] ahead of what Twilio has played, so a `clear`
+//! drops at most that much audio inside Twilio and everything else never leaves the host.
+//!
+//! Every [`CLOCK_MARK_FRAMES`] frames, and at the end of each run of audio, the clock sends a mark
+//! of its own (`switchboard:clock:N`). Twilio echoes a mark when the audio before it has played
+//! (Twilio Media Streams, "mark" message), so an echo pins the playback position; between echoes
+//! the position advances with the wall clock, never past the next mark not yet echoed. After a
+//! `clear`, Twilio returns every pending mark at once: those echoes are ignored, and plugin marks
+//! among them are not reported as played.
+//!
+//! A **reply** is the audio from the first frame queued while the caller heard nothing from us
+//! (playback idle) or after a `clear`, to the next `clear` or idle. [`Playback::clear`] returns
+//! how many milliseconds of the current reply were heard: the `interrupted(heard-ms)` a plugin
+//! receives on barge-in.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::audio::{FRAME_MS, FRAME_SAMPLES};
+
+/// How far the audio sent may run ahead of what Twilio has played (ms). Twilio starts a frame
+/// as soon as it arrives when idle, so the lead is what rides over network jitter and the
+/// host's 20 ms scheduling; 100 ms (five frames) covers both on a healthy path, and bounds what a
+/// `clear` must discard inside Twilio and what a slow estimate can get wrong.
+pub const PLAYBACK_LEAD: Duration = Duration::from_millis(100);
+
+/// A clock mark goes out after this many frames (100 ms): enough echoes to keep the position
+/// within a frame, few enough that marks are a small share of the socket's messages.
+pub const CLOCK_MARK_FRAMES: u32 = 5;
+
+/// Most audio one call may have queued in the host (120 s of frames); more is a runaway plugin.
+pub const MAX_QUEUED_FRAMES: usize = 6_000;
+
+/// Prefix of the clock's own mark names.
+pub const CLOCK_MARK_PREFIX: &str = "switchboard:clock:";
+
+/// What the call task must send to Twilio, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// One 20 ms frame of μ-law.
+    Media(Vec<u8>),
+    /// A mark with this wire name (a plugin mark, or a clock mark).
+    Mark(String),
+}
+
+/// What a mark echo from Twilio means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Echo {
+    /// A plugin mark whose audio has played: tell the plugin.
+    Played(String),
+    /// A plugin mark returned by a `clear`: its audio was not heard.
+    Cleared(String),
+    /// One of the clock's own marks (already accounted for).
+    Clock,
+    /// Not a mark this clock sent (e.g. the gateway's own hang-up or apology marks).
+    Unknown(String),
+}
+
+/// Why audio could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaybackError {
+    /// The plugin queued more than [`MAX_QUEUED_FRAMES`].
+    #[error("the plugin queued more than {} s of audio", MAX_QUEUED_FRAMES as u64 * FRAME_MS / 1000)]
+    QueueFull,
+}
+
+#[derive(Debug)]
+enum Item {
+    Frame(Vec<u8>),
+    Mark(String),
+}
+
+/// A mark sent to Twilio and not echoed yet.
+#[derive(Debug)]
+struct InFlight {
+    name: String,
+    /// Position (ms of audio sent) the mark stands at.
+    position_ms: u64,
+    /// A plugin mark (as opposed to a clock mark).
+    plugin: bool,
+    /// Sent before the last `clear`: its echo says nothing about what was heard.
+    cleared: bool,
+}
+
+/// One call's playback clock. Owned by the call task; no locks.
+#[derive(Debug)]
+pub struct Playback {
+    queue: VecDeque<Item>,
+    queued_frames: usize,
+    /// Milliseconds of audio sent to Twilio since the stream began (minus cleared audio).
+    sent_ms: u64,
+    /// Position and time of the last echo (or of the start of the current run of audio).
+    anchor_ms: u64,
+    anchor_at: Instant,
+    in_flight: VecDeque<InFlight>,
+    frames_since_mark: u32,
+    next_clock_mark: u64,
+    /// Position where the current reply began, if one is playing or queued.
+    reply_start_ms: Option<u64>,
+}
+
+impl Playback {
+    /// An idle clock at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            queued_frames: 0,
+            sent_ms: 0,
+            anchor_ms: 0,
+            anchor_at: now,
+            in_flight: VecDeque::new(),
+            frames_since_mark: 0,
+            next_clock_mark: 0,
+            reply_start_ms: None,
+        }
+    }
+
+    /// The playback position at `now` (ms on the sent-audio timeline) for pacing: the last echo
+    /// (or the start of the run) plus the time since, never past what was sent. Pacing must not
+    /// wait for echoes: a lost or late echo would stall the caller's audio.
+    pub fn position_ms(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.anchor_at).as_millis() as u64;
+        (self.anchor_ms + elapsed).min(self.sent_ms)
+    }
+
+    /// What the caller has heard by `now` (ms on the sent-audio timeline): as
+    /// [`position_ms`](Self::position_ms), but never past the first mark Twilio has not echoed
+    /// yet — the echo is the proof that audio played.
+    pub fn heard_ms(&self, now: Instant) -> u64 {
+        let ceiling = self
+            .in_flight
+            .iter()
+            .find(|m| !m.cleared)
+            .map_or(self.sent_ms, |m| m.position_ms);
+        self.position_ms(now).min(ceiling)
+    }
+
+    /// True when nothing is queued and everything sent has (by the estimate) played.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.queue.is_empty() && self.position_ms(now) >= self.sent_ms
+    }
+
+    /// Milliseconds of queued and unplayed audio at `now` (how long until playback ends).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        let unplayed = self.sent_ms - self.position_ms(now);
+        Duration::from_millis(unplayed + self.queued_frames as u64 * FRAME_MS)
+    }
+
+    /// Queues one 20 ms frame ([`FRAME_SAMPLES`] bytes of μ-law).
+    ///
+    /// # Errors
+    /// [`PlaybackError::QueueFull`] past [`MAX_QUEUED_FRAMES`].
+    pub fn push_frame(&mut self, frame: Vec<u8>, now: Instant) -> Result<(), PlaybackError> {
+        debug_assert_eq!(frame.len(), FRAME_SAMPLES);
+        if self.queued_frames >= MAX_QUEUED_FRAMES {
+            return Err(PlaybackError::QueueFull);
+        }
+        if self.reply_start_ms.is_none() || self.is_idle(now) {
+            self.reply_start_ms = Some(self.sent_ms);
+        }
+        self.queue.push_back(Item::Frame(frame));
+        self.queued_frames += 1;
+        Ok(())
+    }
+
+    /// Queues a plugin mark (or the gateway's hang-up mark) after the audio queued so far.
+    pub fn push_mark(&mut self, name: String) {
+        self.queue.push_back(Item::Mark(name));
+    }
+
+    /// When the next queued item may be sent: now if the lead allows, else when it will.
+    /// `None` when nothing is queued.
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let lead = PLAYBACK_LEAD.as_millis() as u64;
+        let ahead = self.sent_ms.saturating_sub(self.position_ms(now));
+        Some(if ahead < lead {
+            now
+        } else {
+            now + Duration::from_millis(ahead - lead + 1)
+        })
+    }
+
+    /// Takes what may be sent at `now`: frames while the lead allows, with the marks queued
+    /// between them and the clock's own marks.
+    pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let lead = PLAYBACK_LEAD.as_millis() as u64;
+        if self.position_ms(now) >= self.sent_ms {
+            // Everything sent has played: a new run of audio starts playing on arrival.
+            self.anchor_ms = self.sent_ms;
+            self.anchor_at = now;
+        }
+        while let Some(item) = self.queue.front() {
+            if matches!(item, Item::Frame(_))
+                && self.sent_ms.saturating_sub(self.position_ms(now)) >= lead
+            {
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Item::Frame(frame)) => {
+                    self.queued_frames -= 1;
+                    self.sent_ms += FRAME_MS;
+                    self.frames_since_mark += 1;
+                    out.push(Outgoing::Media(frame));
+                    if self.frames_since_mark >= CLOCK_MARK_FRAMES || self.queue.is_empty() {
+                        out.push(self.clock_mark());
+                    }
+                }
+                Some(Item::Mark(name)) => {
+                    self.in_flight.push_back(InFlight {
+                        name: name.clone(),
+                        position_ms: self.sent_ms,
+                        plugin: true,
+                        cleared: false,
+                    });
+                    out.push(Outgoing::Mark(name));
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn clock_mark(&mut self) -> Outgoing {
+        self.frames_since_mark = 0;
+        let name = format!("{CLOCK_MARK_PREFIX}{}", self.next_clock_mark);
+        self.next_clock_mark += 1;
+        self.in_flight.push_back(InFlight {
+            name: name.clone(),
+            position_ms: self.sent_ms,
+            plugin: false,
+            cleared: false,
+        });
+        Outgoing::Mark(name)
+    }
+
+    /// Accounts for Twilio echoing the mark `name` at `now`.
+    pub fn on_echo(&mut self, name: &str, now: Instant) -> Echo {
+        let Some(index) = self.in_flight.iter().position(|m| m.name == name) else {
+            return Echo::Unknown(name.to_string());
+        };
+        // Marks are echoed in order; any earlier one still listed was lost or is cleared.
+        let mut mark = None;
+        for _ in 0..=index {
+            mark = self.in_flight.pop_front();
+        }
+        let Some(mark) = mark else {
+            return Echo::Unknown(name.to_string());
+        };
+        if mark.cleared {
+            return if mark.plugin {
+                Echo::Cleared(mark.name)
+            } else {
+                Echo::Clock
+            };
+        }
+        self.anchor_ms = mark.position_ms;
+        self.anchor_at = now;
+        if mark.plugin {
+            Echo::Played(mark.name)
+        } else {
+            Echo::Clock
+        }
+    }
+
+    /// Drops everything queued and unplayed (the call task sends Twilio `clear`), and returns
+    /// how many ms of the current reply the caller heard (0 when no reply was playing).
+    /// Plugin marks not yet sent are dropped; those in flight will echo as [`Echo::Cleared`].
+    pub fn clear(&mut self, now: Instant) -> u64 {
+        let heard_at = self.heard_ms(now);
+        let heard = self
+            .reply_start_ms
+            .map_or(0, |start| heard_at.saturating_sub(start));
+        self.queue.clear();
+        self.queued_frames = 0;
+        for mark in &mut self.in_flight {
+            mark.cleared = true;
+        }
+        self.sent_ms = heard_at;
+        self.anchor_ms = heard_at;
+        self.anchor_at = now;
+        self.frames_since_mark = 0;
+        self.reply_start_ms = None;
+        heard
+    }
+
+    /// Milliseconds of audio sent to Twilio so far (after clears, what was played of it).
+    pub fn sent_ms(&self) -> u64 {
+        self.sent_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Vec<u8> {
+        vec![0x55; FRAME_SAMPLES]
+    }
+
+    fn media(out: &[Outgoing]) -> usize {
+        out.iter()
+            .filter(|o| matches!(o, Outgoing::Media(_)))
+            .count()
+    }
+
+    #[test]
+    fn paces_at_real_time_with_a_bounded_lead() {
+        // The call has been up for a while before the first reply.
+        let mut p = Playback::new(Instant::now());
+        let t0 = Instant::now() + Duration::from_secs(3);
+        for _ in 0..50 {
+            p.push_frame(frame(), t0).unwrap();
+        }
+        // At once: the lead's worth (100 ms = 5 frames).
+        assert_eq!(media(&p.due(t0)), 5);
+        assert_eq!(p.next_due(t0), Some(t0 + Duration::from_millis(1)));
+        // 20 ms later, one more frame is due.
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(media(&p.due(t1)), 1);
+        // Pumped every 20 ms, the 50 frames take a second of real time.
+        let mut t = t1;
+        while p.next_due(t).is_some() {
+            t += Duration::from_millis(20);
+            let _ = p.due(t);
+        }
+        assert_eq!(p.sent_ms(), 1000);
+        let took = t - t0;
+        assert!(
+            took >= Duration::from_millis(880) && took <= Duration::from_millis(920),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn clock_marks_every_five_frames_and_at_the_end() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        for _ in 0..7 {
+            p.push_frame(frame(), t0).unwrap();
+        }
+        let mut out = p.due(t0);
+        out.extend(p.due(t0 + Duration::from_millis(60)));
+        let marks: Vec<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Outgoing::Mark(m) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(marks, ["switchboard:clock:0", "switchboard:clock:1"]);
+        assert_eq!(media(&out), 7);
+    }
+
+    #[test]
+    fn echoes_pin_the_position_and_plugin_marks_report_played() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        for _ in 0..5 {
+            p.push_frame(frame(), t0).unwrap();
+        }
+        p.push_mark("reply-1".into());
+        let out = p.due(t0);
+        assert_eq!(out.last(), Some(&Outgoing::Mark("reply-1".into())));
+        // Twilio is slow: at 150 ms nothing is echoed yet, the estimate stops at the first mark.
+        let t1 = t0 + Duration::from_millis(150);
+        assert_eq!(p.heard_ms(t1), 100);
+        assert_eq!(p.position_ms(t1), 100, "all that was sent");
+        assert_eq!(p.on_echo("switchboard:clock:0", t1), Echo::Clock);
+        assert_eq!(p.on_echo("reply-1", t1), Echo::Played("reply-1".into()));
+        assert!(p.is_idle(t1));
+    }
+
+    #[test]
+    fn clear_reports_heard_ms_of_the_reply_and_voids_pending_marks() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        // An earlier reply, fully played.
+        p.push_frame(frame(), t0).unwrap();
+        let _ = p.due(t0);
+        assert_eq!(
+            p.on_echo("switchboard:clock:0", t0 + Duration::from_millis(20)),
+            Echo::Clock
+        );
+        // The reply that gets interrupted starts at 1 s.
+        let t1 = t0 + Duration::from_millis(1000);
+        for _ in 0..100 {
+            p.push_frame(frame(), t1).unwrap();
+        }
+        p.push_mark("reply-2".into());
+        // Twilio plays each frame 20 ms after the one before and echoes a mark when the
+        // audio before it has played.
+        let mut t = t1;
+        let mut sent = 0u64;
+        let mut pending: Vec<(String, Instant)> = Vec::new();
+        while t < t1 + Duration::from_millis(730) {
+            for o in p.due(t) {
+                match o {
+                    Outgoing::Media(_) => sent += 1,
+                    Outgoing::Mark(m) => {
+                        pending.push((m, t1 + Duration::from_millis(sent * FRAME_MS)))
+                    }
+                }
+            }
+            t += Duration::from_millis(5);
+            pending.retain(|(m, at)| {
+                if *at <= t {
+                    let _ = p.on_echo(m, *at);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let heard = p.clear(t);
+        assert!((720..=740).contains(&heard), "heard {heard} ms");
+        assert!(p.due(t).is_empty(), "nothing queued after clear");
+        // Twilio returns the in-flight marks at once; they were not heard.
+        assert_eq!(
+            p.on_echo("reply-2", t),
+            Echo::Unknown("reply-2".into()),
+            "never sent"
+        );
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        for _ in 0..MAX_QUEUED_FRAMES {
+            p.push_frame(frame(), t0).unwrap();
+        }
+        assert_eq!(p.push_frame(frame(), t0), Err(PlaybackError::QueueFull));
+    }
+}
