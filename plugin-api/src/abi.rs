@@ -142,6 +142,52 @@ pub struct HostApi {
     pub log: unsafe extern "C" fn(level: u32, message: Str),
     /// Milliseconds since the Unix epoch.
     pub now_ms: unsafe extern "C" fn() -> u64,
+    /// Host I/O and secrets: decodes a [`HostCall`] from `call[..len]` and writes the encoded
+    /// [`HostReply`] into `out` (a buffer of the host's, given back with `free`). Status `OK`, or
+    /// `BAD_INPUT` with a UTF-8 message. Only callable during a session's `open` or `handle`.
+    pub io: unsafe extern "C" fn(call: *const u8, len: usize, out: *mut Buffer) -> i32,
+    /// Frees a buffer the host returned.
+    pub free: unsafe extern "C" fn(buffer: Buffer),
+}
+
+/// A host function call from a native plugin, encoded for [`HostApi::io`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HostCall {
+    /// `secret(name)`.
+    Secret(String),
+    /// `ws-connect(url, headers)`.
+    WsConnect {
+        /// `wss://…` or `ws://…`.
+        url: String,
+        /// Handshake headers.
+        headers: Vec<crate::types::Header>,
+    },
+    /// `ws-send(socket, message)`.
+    WsSend {
+        /// The socket.
+        socket: u32,
+        /// The message.
+        message: crate::types::Payload,
+    },
+    /// `ws-close(socket)`.
+    WsClose(u32),
+    /// `http-send(request)`.
+    HttpSend(crate::types::HttpRequest),
+    /// `set-timer(delay-ms)`.
+    SetTimer(u32),
+    /// `cancel(target)`.
+    Cancel(u32),
+}
+
+/// The host's answer to a [`HostCall`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HostReply {
+    /// To `Secret`.
+    Secret(Option<String>),
+    /// To `WsConnect`, `HttpSend`, `SetTimer`.
+    Handle(Result<u32, crate::types::IoError>),
+    /// To `WsSend`, `WsClose`, `Cancel`.
+    Done(Result<(), crate::types::IoError>),
 }
 
 /// What a native plugin gives the host. The realtime stage's functions are `open`, `handle`,
@@ -222,9 +268,14 @@ pub mod glue {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
-    use super::{ABI_VERSION, Buffer, HostApi, PluginApi, Str, decode, encode, status};
+    use super::{
+        ABI_VERSION, Buffer, HostApi, HostCall, HostReply, PluginApi, Str, decode, encode, status,
+    };
     use crate::Realtime;
-    use crate::types::{LogLevel, PluginError, SessionConfig, SessionInput};
+    use crate::types::{
+        Header, HttpRequest, IoError, IoHandle, LogLevel, Payload, PluginError, SessionConfig,
+        SessionInput,
+    };
 
     static HOST: AtomicPtr<HostApi> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -274,6 +325,99 @@ pub mod glue {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
         }
+    }
+
+    /// Calls the host's `io` function (or answers as a host without I/O would).
+    fn host_call(call: &HostCall) -> HostReply {
+        let unavailable = || IoError::Invalid("host I/O is not available here".into());
+        let Some(h) = host().filter(|h| h.size as usize >= size_of::<HostApi>()) else {
+            return match call {
+                HostCall::Secret(_) => HostReply::Secret(None),
+                HostCall::WsConnect { .. } | HostCall::HttpSend(_) | HostCall::SetTimer(_) => {
+                    HostReply::Handle(Err(unavailable()))
+                }
+                _ => HostReply::Done(Err(unavailable())),
+            };
+        };
+        let bytes = encode(call);
+        let mut out = Buffer::empty();
+        // SAFETY: `bytes` is readable and `out` writable for the call; the host's buffer is
+        // copied, then given back to the host's `free`.
+        let (code, reply) = unsafe {
+            let code = (h.io)(bytes.as_ptr(), bytes.len(), &mut out);
+            let reply = out.as_slice().to_vec();
+            (h.free)(out);
+            (code, reply)
+        };
+        let failed = |m: String| match call {
+            HostCall::Secret(_) => HostReply::Secret(None),
+            HostCall::WsConnect { .. } | HostCall::HttpSend(_) | HostCall::SetTimer(_) => {
+                HostReply::Handle(Err(IoError::Invalid(m)))
+            }
+            _ => HostReply::Done(Err(IoError::Invalid(m))),
+        };
+        if code != status::OK {
+            return failed(String::from_utf8_lossy(&reply).into_owned());
+        }
+        decode(&reply).unwrap_or_else(|e| failed(e.to_string()))
+    }
+
+    fn handle_reply(reply: HostReply) -> Result<IoHandle, IoError> {
+        match reply {
+            HostReply::Handle(r) => r,
+            other => Err(IoError::Invalid(format!("unexpected host reply {other:?}"))),
+        }
+    }
+
+    fn done_reply(reply: HostReply) -> Result<(), IoError> {
+        match reply {
+            HostReply::Done(r) => r,
+            other => Err(IoError::Invalid(format!("unexpected host reply {other:?}"))),
+        }
+    }
+
+    /// `host::secret` on a native build.
+    pub fn secret(name: &str) -> Option<String> {
+        match host_call(&HostCall::Secret(name.into())) {
+            HostReply::Secret(s) => s,
+            _ => None,
+        }
+    }
+
+    /// `host::ws_connect` on a native build.
+    pub fn ws_connect(url: &str, headers: &[Header]) -> Result<IoHandle, IoError> {
+        handle_reply(host_call(&HostCall::WsConnect {
+            url: url.into(),
+            headers: headers.to_vec(),
+        }))
+    }
+
+    /// `host::ws_send` on a native build.
+    pub fn ws_send(socket: IoHandle, message: &Payload) -> Result<(), IoError> {
+        done_reply(host_call(&HostCall::WsSend {
+            socket,
+            message: message.clone(),
+        }))
+    }
+
+    /// `host::ws_close` on a native build.
+    pub fn ws_close(socket: IoHandle) -> Result<(), IoError> {
+        done_reply(host_call(&HostCall::WsClose(socket)))
+    }
+
+    /// `host::http_send` on a native build.
+    pub fn http_send(request: &HttpRequest) -> Result<IoHandle, IoError> {
+        handle_reply(host_call(&HostCall::HttpSend(request.clone())))
+    }
+
+    /// `host::set_timer` on a native build.
+    pub fn set_timer(delay_ms: u32) -> Result<IoHandle, IoError> {
+        handle_reply(host_call(&HostCall::SetTimer(delay_ms)))
+    }
+
+    /// `host::cancel` on a native build.
+    pub fn cancel(target: IoHandle) {
+        let _ = host_call(&HostCall::Cancel(target));
     }
 
     /// The table for a plugin whose realtime session type is `T`.

@@ -81,8 +81,9 @@ pub mod types {
         SessionInput, SessionOutput, Transcript,
     };
     pub use crate::switchboard::plugin::types::{
-        AudioEncoding, AudioFormat, AudioFrame, CallInfo, LogLevel, PluginError, PluginInfo,
-        SessionConfig,
+        AudioEncoding, AudioFormat, AudioFrame, CallInfo, Header, HttpChunk, HttpHead, HttpRequest,
+        IoError, IoEvent, IoFailed, IoHandle, LogLevel, Payload, PluginError, PluginInfo,
+        SessionConfig, WsClosed, WsMessage,
     };
 }
 

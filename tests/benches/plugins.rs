@@ -56,6 +56,7 @@ async fn run() -> anyhow::Result<()> {
         call: CallInfo::default(),
         settings: SETTINGS.into(),
         greeting: None,
+        io: Default::default(),
     };
 
     println!("# Plugin costs (median of {ROUNDS} rounds)\n");

@@ -17,6 +17,7 @@ use crate::audio::convert::{FromPlugin, ToPlugin};
 use crate::audio::playback::{Echo, Outgoing, Playback};
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
 use crate::config::Config;
+use crate::plugin::io::{IoDriver, IoEvent, IoPolicy};
 use crate::plugin::{CallInfo, Plugins, Session, SessionConfig, SessionInput, SessionOutput};
 use crate::routing::{self, RouteRequest};
 use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
@@ -95,6 +96,31 @@ pub struct CallStats {
     pub clears: u64,
     /// DTMF digits received.
     pub dtmf: u64,
+    /// Time from `start` to the first audio frame sent to the caller (time-to-first-audio).
+    pub first_audio: Option<Duration>,
+    /// The conversation, turn by turn, as the plugin reported it.
+    pub transcript: Vec<Turn>,
+}
+
+/// Who spoke a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The person on the phone.
+    Caller,
+    /// The agent (the plugin).
+    Agent,
+}
+
+/// One final transcript of one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// Who spoke.
+    pub side: Side,
+    /// What the plugin reported was said (for the agent: the whole reply as generated).
+    pub text: String,
+    /// For an agent turn cut short by barge-in: the milliseconds of it the caller heard, by
+    /// the playback clock. The text is not cut: word timings are not known to the host.
+    pub heard_ms: Option<u64>,
 }
 
 /// State once `start` has arrived.
@@ -108,6 +134,10 @@ struct Active {
     playback: Playback,
     /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
     deferred: Option<SessionInput>,
+    /// Runs the host I/O the plugin asked for.
+    io: IoDriver,
+    /// When `start` arrived (for time-to-first-audio).
+    started: Instant,
     /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
     hangup_deadline: Option<Instant>,
 }
@@ -174,6 +204,12 @@ impl Call {
                 }
                 () = sleep_until(due) => {
                     if let Next::End(reason) = self.pump().await {
+                        break reason;
+                    }
+                    continue;
+                }
+                event = next_io(&mut self.active) => {
+                    if let Next::End(reason) = self.feed(SessionInput::Io(event)).await {
                         break reason;
                     }
                     continue;
@@ -392,15 +428,23 @@ impl Call {
             },
             settings: agent.settings_json.clone(),
             greeting: agent.greeting.clone(),
+            io: Arc::new(IoPolicy {
+                allowed_hosts: agent.realtime.allowed_hosts.clone(),
+                secrets: agent.realtime.secrets.clone(),
+            }),
         };
         let opened = plugin.open(&session_config).await;
-        let session = match opened {
+        let mut session = match opened {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");
                 return Next::End(EndReason::PluginFailed(e.to_string()));
             }
         };
+        let mut io = IoDriver::new();
+        for command in session.take_io() {
+            io.execute(command);
+        }
         let to_plugin = match ToPlugin::new(plugin.info().input_format) {
             Ok(c) => c,
             Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
@@ -414,6 +458,8 @@ impl Call {
             next_chunk: None,
             playback: Playback::new(Instant::now()),
             deferred: None,
+            io,
+            started: Instant::now(),
             hangup_deadline: None,
         });
         Next::Continue
@@ -516,6 +562,9 @@ impl Call {
                     return Next::End(EndReason::PluginFailed(e.to_string()));
                 }
             };
+            for command in active.session.take_io() {
+                active.io.execute(command);
+            }
             for output in outputs {
                 if let Next::End(r) = self.carry_out(output).await {
                     return Next::End(r);
@@ -559,6 +608,16 @@ impl Call {
                     // Barge-in: tell the plugin how much of its reply the caller heard.
                     tracing::debug!(heard_ms, "playback cleared");
                     active.deferred = Some(SessionInput::Interrupted(heard_ms));
+                    if let Some(turn) = self
+                        .stats
+                        .transcript
+                        .iter_mut()
+                        .rev()
+                        .find(|t| t.side == Side::Agent)
+                        .filter(|t| t.heard_ms.is_none())
+                    {
+                        turn.heard_ms = Some(heard_ms);
+                    }
                 }
                 let msg = Outbound::Clear {
                     stream_sid: &active.stream_sid,
@@ -581,10 +640,24 @@ impl Call {
             }
             SessionOutput::UserTranscript { text, is_final } => {
                 tracing::info!(side = "caller", is_final, %text, "transcript");
+                if is_final {
+                    self.stats.transcript.push(Turn {
+                        side: Side::Caller,
+                        text,
+                        heard_ms: None,
+                    });
+                }
                 Next::Continue
             }
             SessionOutput::AgentTranscript { text, is_final } => {
                 tracing::info!(side = "agent", is_final, %text, "transcript");
+                if is_final {
+                    self.stats.transcript.push(Turn {
+                        side: Side::Agent,
+                        text,
+                        heard_ms: None,
+                    });
+                }
                 Next::Continue
             }
             SessionOutput::Transfer(number) => {
@@ -624,10 +697,14 @@ impl Call {
         };
         let due = active.playback.due(Instant::now());
         let stream_sid = active.stream_sid.clone();
+        let since_start = active.started.elapsed();
         for item in due {
             let msg = match item {
                 Outgoing::Media(frame) => {
                     self.stats.frames_out += 1;
+                    if self.stats.first_audio.is_none() {
+                        self.stats.first_audio = Some(since_start);
+                    }
                     Outbound::media(&stream_sid, &frame).to_json()
                 }
                 Outgoing::Mark(name) => {
@@ -651,6 +728,14 @@ impl Call {
             Ok(()) => Next::Continue,
             Err(e) => Next::End(EndReason::SocketError(e.to_string())),
         }
+    }
+}
+
+/// The next host I/O completion of the call's session; pending while there is none.
+async fn next_io(active: &mut Option<Active>) -> IoEvent {
+    match active {
+        Some(a) => a.io.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

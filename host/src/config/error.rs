@@ -250,6 +250,14 @@ pub enum ConfigErrorKind {
     /// A match table has an empty key.
     #[error("match parameter names must not be empty")]
     EmptyMatchKey,
+    /// An `allowed_hosts` entry is not a host name.
+    #[error(
+        "{host:?} is not a host name: write it as `api.example.com`, `api.example.com:8443` or `*.example.com` (no scheme, no path)"
+    )]
+    BadHost {
+        /// The entry as written.
+        host: String,
+    },
     /// A match table has an empty value.
     #[error("match values must not be empty")]
     EmptyMatchValue,

@@ -278,6 +278,12 @@ impl RawConfig {
             if let Some(settings) = realtime.settings.as_mut() {
                 it.table(settings.get_mut(), &rt_path.key("settings"));
             }
+            for (name, value) in realtime.secrets.iter_mut().flatten() {
+                it.spanned(value, &rt_path.key("secrets").key(name));
+            }
+            for (n, host) in realtime.allowed_hosts.iter_mut().flatten().enumerate() {
+                it.spanned(host, &rt_path.key("allowed_hosts").index(n));
+            }
         }
 
         it.opt(

@@ -306,6 +306,33 @@ pub struct RealtimeConfig {
     pub plugin: String,
     /// The agent's own settings (before the overlay), a JSON object (`{}` when absent).
     pub settings: serde_json::Value,
+    /// Secrets the plugin may read by name (`host::secret`); nothing else is readable.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Hosts the plugin may reach through host I/O, lowercase: `host`, `host:port` or
+    /// `*.domain` (any subdomain). Empty: no network at all.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A secret value from agents.toml: never printed (its `Debug` is redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value, for handing to the plugin that was granted it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Lookup tables that make routing independent of the number of agents.

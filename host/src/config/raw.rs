@@ -117,6 +117,12 @@ pub struct RawRealtime {
     /// `settings`: overlaid on the plugin's settings; optional.
     #[serde(default)]
     pub settings: Option<Spanned<toml::Table>>,
+    /// `secrets`: values the plugin may read by name with `host::secret`; optional.
+    #[serde(default)]
+    pub secrets: Option<BTreeMap<String, Spanned<String>>>,
+    /// `allowed_hosts`: the hosts the plugin may reach through host I/O; optional (none).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 /// `[routing]` as written.

@@ -201,7 +201,7 @@ fn unknown_keys_are_errors_with_line_and_key() {
     assert_eq!(e.line(), Some(6));
     assert!(
         e.to_string()
-            .contains("unknown key `plugn`, expected `plugin` or `settings`"),
+            .contains("unknown key `plugn`, expected one of `plugin`, `settings`"),
         "{e}"
     );
 }
@@ -620,4 +620,40 @@ fn bad_fixture_reports_every_problem_in_file_order() {
         expected,
         "\n{rendered}"
     );
+}
+
+/// An agent's `secrets` are interpolated and never printed; `allowed_hosts` are lowercased,
+/// and an entry that is not a host pattern is an error at its line and key.
+#[test]
+fn realtime_secrets_and_allowed_hosts() {
+    let text = r#"[plugins.rt]
+path = "rt.wasm"
+
+[[agents]]
+name = "a"
+realtime = { plugin = "rt", secrets = { api_key = "${OPENAI_KEY}" }, allowed_hosts = ["API.openai.com", "127.0.0.1:9000", "*.example.com"] }
+"#;
+    let dir = TempDir::new();
+    dir.write("rt.wasm", b"\0asm");
+    let path = dir.write("agents.toml", text.as_bytes());
+    let env = |name: &str| (name == "OPENAI_KEY").then(|| "sk-very-secret".to_string());
+    let config =
+        from_source(&Source::new(path.clone(), text), &env).unwrap_or_else(|e| panic!("{e}"));
+    let rt = &config.agents[0].realtime;
+    assert_eq!(rt.secrets["api_key"].expose(), "sk-very-secret");
+    assert_eq!(
+        rt.allowed_hosts,
+        ["api.openai.com", "127.0.0.1:9000", "*.example.com"]
+    );
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("sk-very-secret"), "{shown}");
+
+    let bad = text.replace("\"127.0.0.1:9000\"", "\"https://evil.com/x\"");
+    let path = dir.write("bad.toml", bad.as_bytes());
+    let Err(errors) = from_source(&Source::new(path, &bad), &env) else {
+        panic!("a URL was accepted as a host");
+    };
+    let e = at_key(&errors, "agents[0].realtime.allowed_hosts[1]");
+    assert_eq!(e.line(), Some(6), "{e}");
+    assert!(e.to_string().contains("not a host name"), "{e}");
 }

@@ -17,8 +17,8 @@ use super::raw::{RawAgent, RawConfig, RawPlugin, RawServer, RawTwilio};
 use super::span::{KeyPath, Locator, line_col};
 use super::{
     ACCOUNT_SID_PREFIX, Agent, Config, DEFAULT_LISTEN, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
-    MAX_NAMES_SHOWN, PluginConfig, PluginKind, RealtimeConfig, RouteIndex, ServerConfig, Source,
-    TwilioConfig,
+    MAX_NAMES_SHOWN, PluginConfig, PluginKind, RealtimeConfig, RouteIndex, Secret, ServerConfig,
+    Source, TwilioConfig,
 };
 
 impl RawConfig {
@@ -366,6 +366,31 @@ impl<'s> Validator<'s> {
         let settings = self.settings(realtime.settings, &realtime_path.key("settings"));
         let effective_settings = overlay(plugins.get(&plugin).map(|p| &p.settings), &settings);
         let settings_json = effective_settings.to_string();
+        let secrets = realtime
+            .secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, Secret::new(value.into_inner())))
+            .collect();
+        let mut allowed_hosts = Vec::new();
+        for (n, host) in realtime
+            .allowed_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let span = host.span();
+            let host = host.into_inner().to_ascii_lowercase();
+            if is_host_pattern(&host) {
+                allowed_hosts.push(host);
+            } else {
+                self.err(
+                    Some(span),
+                    &realtime_path.key("allowed_hosts").index(n),
+                    ConfigErrorKind::BadHost { host },
+                );
+            }
+        }
 
         Agent {
             name,
@@ -373,7 +398,12 @@ impl<'s> Validator<'s> {
             match_params,
             greeting,
             fallback: None,
-            realtime: RealtimeConfig { plugin, settings },
+            realtime: RealtimeConfig {
+                plugin,
+                settings,
+                secrets,
+                allowed_hosts,
+            },
             settings_json,
             effective_settings,
         }
@@ -612,6 +642,25 @@ fn check_public_url(url: &str) -> Result<String, String> {
         }
     }
     Ok(format!("{}{authority}", &url[..scheme_len]))
+}
+
+/// True for `host`, `host:port` and `*.domain` (lowercase letters, digits, `-`, `.`).
+fn is_host_pattern(pattern: &str) -> bool {
+    let (host, port) = match pattern.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (pattern, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return false;
+    }
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
 }
 
 #[cfg(test)]

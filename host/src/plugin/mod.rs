@@ -6,6 +6,7 @@
 //! call task never touches generated bindings.
 
 pub mod breaker;
+pub mod io;
 pub mod native;
 pub mod wasm;
 
@@ -82,6 +83,8 @@ pub struct SessionConfig {
     pub settings: String,
     /// The agent's greeting.
     pub greeting: Option<String>,
+    /// What the session may reach through host I/O (the agent's `allowed_hosts`, `secrets`).
+    pub io: Arc<io::IoPolicy>,
 }
 
 /// One input to a session (WIT `session-input`).
@@ -102,6 +105,8 @@ pub enum SessionInput {
     Interrupted(u64),
     /// The call is over.
     Hangup,
+    /// Host I/O the plugin asked for completed.
+    Io(io::IoEvent),
 }
 
 /// One output of a session (WIT `session-output`).
@@ -254,6 +259,15 @@ impl Session {
         match self {
             Session::Wasm(s) => s.handle(input).await,
             Session::Native(s) => s.handle(input).await,
+        }
+    }
+
+    /// Takes the host I/O the plugin asked for during its last `open` or `handle`, checked and
+    /// ready for the call's [`io::IoDriver`].
+    pub fn take_io(&mut self) -> Vec<io::IoCommand> {
+        match self {
+            Session::Wasm(s) => s.take_io(),
+            Session::Native(s) => s.take_io(),
         }
     }
 }

@@ -24,8 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use switchboard_plugin_api::abi::{self, Buffer, HostApi, PluginApi, Str, status};
+use switchboard_plugin_api::abi::{
+    self, Buffer, HostApi, HostCall, HostReply, PluginApi, Str, status,
+};
 use switchboard_plugin_api::types as sdk;
+
+use super::io::{HttpRequest, IoCommand, IoError, IoEvent, Payload, SessionIo};
 
 use super::{
     AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
@@ -46,7 +50,114 @@ static HOST_API: HostApi = HostApi {
     size: size_of::<HostApi>() as u32,
     log: host_log,
     now_ms: host_now_ms,
+    io: host_io,
+    free: host_free,
 };
+
+thread_local! {
+    /// The I/O of the session whose `open` or `handle` runs on this thread right now; null
+    /// otherwise. Set by [`with_io`] around each call.
+    static CURRENT_IO: std::cell::Cell<*mut SessionIo> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Runs `f` with `io` as the session I/O that host calls on this thread reach.
+fn with_io<T>(io: &mut SessionIo, f: impl FnOnce() -> T) -> T {
+    struct Reset(*mut SessionIo);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CURRENT_IO.with(|c| c.set(self.0));
+        }
+    }
+    let previous = CURRENT_IO.with(|c| c.replace(io));
+    let _reset = Reset(previous);
+    f()
+}
+
+unsafe extern "C" fn host_io(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
+    // SAFETY: the plugin passes `len` readable bytes (or null with 0).
+    let bytes = if call.is_null() || len == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(call, len) }
+    };
+    let (code, reply) = match abi::decode::<HostCall>(bytes) {
+        Ok(call) => {
+            let io = CURRENT_IO.with(std::cell::Cell::get);
+            // SAFETY: set by `with_io` for the duration of a plugin call on this thread, from
+            // a `&mut SessionIo` nothing else touches meanwhile.
+            let reply = match unsafe { io.as_mut() } {
+                Some(io) => dispatch(io, call),
+                None => unavailable(&call),
+            };
+            (status::OK, abi::encode(&reply))
+        }
+        Err(e) => (status::BAD_INPUT, e.to_string().into_bytes()),
+    };
+    if !out.is_null() {
+        // SAFETY: the plugin passes a writable buffer; it gives it back to `host_free`.
+        unsafe { out.write(Buffer::from_vec(reply)) };
+    }
+    code
+}
+
+unsafe extern "C" fn host_free(buffer: Buffer) {
+    if !buffer.ptr.is_null() && buffer.cap != 0 {
+        // SAFETY: allocated by `Buffer::from_vec` in `host_io`.
+        drop(unsafe { Vec::from_raw_parts(buffer.ptr, buffer.len, buffer.cap) });
+    }
+}
+
+fn unavailable(call: &HostCall) -> HostReply {
+    let error =
+        || sdk::IoError::Invalid("host I/O is only available inside open and handle".into());
+    match call {
+        HostCall::Secret(_) => HostReply::Secret(None),
+        HostCall::WsConnect { .. } | HostCall::HttpSend(_) | HostCall::SetTimer(_) => {
+            HostReply::Handle(Err(error()))
+        }
+        _ => HostReply::Done(Err(error())),
+    }
+}
+
+fn dispatch(io: &mut SessionIo, call: HostCall) -> HostReply {
+    let headers = |h: Vec<sdk::Header>| h.into_iter().map(|h| (h.name, h.value)).collect();
+    match call {
+        HostCall::Secret(name) => HostReply::Secret(io.secret(&name)),
+        HostCall::WsConnect { url, headers: h } => {
+            HostReply::Handle(io.ws_connect(url, headers(h)).map_err(io_error_to_sdk))
+        }
+        HostCall::WsSend { socket, message } => {
+            let message = match message {
+                sdk::Payload::Text(t) => Payload::Text(t),
+                sdk::Payload::Binary(b) => Payload::Binary(b),
+            };
+            HostReply::Done(io.ws_send(socket, message).map_err(io_error_to_sdk))
+        }
+        HostCall::WsClose(socket) => HostReply::Done(io.ws_close(socket).map_err(io_error_to_sdk)),
+        HostCall::HttpSend(r) => HostReply::Handle(
+            io.http_send(HttpRequest {
+                method: r.method,
+                url: r.url,
+                headers: headers(r.headers),
+                body: r.body,
+            })
+            .map_err(io_error_to_sdk),
+        ),
+        HostCall::SetTimer(ms) => HostReply::Handle(io.set_timer(ms).map_err(io_error_to_sdk)),
+        HostCall::Cancel(id) => {
+            io.cancel(id);
+            HostReply::Done(Ok(()))
+        }
+    }
+}
+
+fn io_error_to_sdk(e: IoError) -> sdk::IoError {
+    match e {
+        IoError::Denied(m) => sdk::IoError::Denied(m),
+        IoError::Limit(m) => sdk::IoError::Limit(m),
+        IoError::Invalid(m) => sdk::IoError::Invalid(m),
+    }
+}
 
 unsafe extern "C" fn host_log(level: u32, message: Str) {
     // SAFETY: the ABI says `message` is readable for the duration of this call.
@@ -378,20 +489,23 @@ impl NativePlugin {
             api,
             ptr: std::ptr::null_mut(),
         };
-        let (code, out) = watch
-            .run(|| {
+        let mut io = SessionIo::new(&self.name, config.io.clone());
+        let (code, out) = with_io(&mut io, || {
+            watch.run(|| {
                 // SAFETY: `bytes` is readable, the session pointer and the buffer are writable.
                 call(api, |out| unsafe {
                     (api.open)(bytes.as_ptr(), bytes.len(), &mut session.ptr, out)
                 })
             })
-            .map_err(SessionError::Trap)?;
+        })
+        .map_err(SessionError::Trap)?;
         let ptr = session;
         match code {
             status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
                 raw: Some(ptr),
                 input_format: self.info.input_format,
                 watch: Watch::new(&self.name, HANDLE_BUDGET),
+                io,
             }),
             status::OK => Err(SessionError::Trap("open returned no session".into())),
             status::PLUGIN_ERROR => Err(decode_plugin_error(&out)),
@@ -425,6 +539,7 @@ pub struct NativeSession {
     raw: Option<RawSession>,
     input_format: AudioFormat,
     watch: Arc<Watch>,
+    io: SessionIo,
 }
 
 impl NativeSession {
@@ -442,18 +557,22 @@ impl NativeSession {
             .raw
             .take()
             .ok_or_else(|| SessionError::Trap("session already failed".into()))?;
+        if let SessionInput::Io(event) = &input {
+            self.io.observe(event);
+        }
         let bytes = abi::encode(&input_to_sdk(input, self.input_format));
         let api = raw.api;
+        let watch = &self.watch;
         // On an overrun the session is dropped (closed) here and the call ends.
-        let (code, out) = self
-            .watch
-            .run(|| {
+        let (code, out) = with_io(&mut self.io, || {
+            watch.run(|| {
                 // SAFETY: `raw.ptr` is a live session of this table, used by this task alone.
                 call(api, |out| unsafe {
                     (api.handle)(raw.ptr, bytes.as_ptr(), bytes.len(), out)
                 })
             })
-            .map_err(SessionError::Trap)?;
+        })
+        .map_err(SessionError::Trap)?;
         match code {
             status::OK => {
                 let outputs: Vec<sdk::SessionOutput> =
@@ -474,6 +593,13 @@ impl NativeSession {
             }
             other => Err(SessionError::Trap(failure(other, &out))),
         }
+    }
+}
+
+impl NativeSession {
+    /// Takes the host I/O the plugin queued during its last call.
+    pub fn take_io(&mut self) -> Vec<IoCommand> {
+        self.io.take_commands()
     }
 }
 
@@ -548,6 +674,49 @@ fn input_to_sdk(input: SessionInput, format: AudioFormat) -> sdk::SessionInput {
         SessionInput::MarkPlayed(m) => sdk::SessionInput::MarkPlayed(m),
         SessionInput::Interrupted(ms) => sdk::SessionInput::Interrupted(ms),
         SessionInput::Hangup => sdk::SessionInput::Hangup,
+        SessionInput::Io(event) => sdk::SessionInput::Io(event_to_sdk(event)),
+    }
+}
+
+fn event_to_sdk(event: IoEvent) -> sdk::IoEvent {
+    let headers = |h: Vec<(String, String)>| {
+        h.into_iter()
+            .map(|(name, value)| sdk::Header { name, value })
+            .collect()
+    };
+    match event {
+        IoEvent::WsOpened(id) => sdk::IoEvent::WsOpened(id),
+        IoEvent::WsMessage { socket, message } => sdk::IoEvent::WsMessage(sdk::WsMessage {
+            socket,
+            message: match message {
+                Payload::Text(t) => sdk::Payload::Text(t),
+                Payload::Binary(b) => sdk::Payload::Binary(b),
+            },
+        }),
+        IoEvent::WsClosed {
+            socket,
+            code,
+            reason,
+        } => sdk::IoEvent::WsClosed(sdk::WsClosed {
+            socket,
+            code,
+            reason,
+        }),
+        IoEvent::HttpHead {
+            request,
+            status,
+            headers: h,
+        } => sdk::IoEvent::HttpHead(sdk::HttpHead {
+            request,
+            status,
+            headers: headers(h),
+        }),
+        IoEvent::HttpChunk { request, data } => {
+            sdk::IoEvent::HttpChunk(sdk::HttpChunk { request, data })
+        }
+        IoEvent::HttpDone(id) => sdk::IoEvent::HttpDone(id),
+        IoEvent::Failed { target, error } => sdk::IoEvent::Failed(sdk::IoFailed { target, error }),
+        IoEvent::Timer(id) => sdk::IoEvent::Timer(id),
     }
 }
 

@@ -20,6 +20,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::io::{HttpRequest, IoCommand, IoError, IoEvent, IoPolicy, Payload, SessionIo};
 use super::{
     AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
     SessionError, SessionInput, SessionOutput,
@@ -281,6 +282,7 @@ impl WasmPlugin {
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let state = HostState {
             plugin: self.name.clone(),
+            io: SessionIo::new(&self.name, std::sync::Arc::new(IoPolicy::default())),
             wasi: WasiCtx::builder()
                 .stdout(stdio.clone())
                 .stderr(stdio.clone())
@@ -309,6 +311,7 @@ impl WasmPlugin {
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
         let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
+        store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let wit_config = wit::SessionConfig {
             call: wit::CallInfo {
                 call_sid: config.call.call_sid.clone(),
@@ -374,6 +377,10 @@ impl WasmSession {
             SessionInput::MarkPlayed(m) => wit_rt::SessionInput::MarkPlayed(m),
             SessionInput::Interrupted(ms) => wit_rt::SessionInput::Interrupted(ms),
             SessionInput::Hangup => wit_rt::SessionInput::Hangup,
+            SessionInput::Io(event) => {
+                self.store.data_mut().io.observe(&event);
+                wit_rt::SessionInput::Io(event_to_wit(event))
+            }
         };
         self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
         let result = self
@@ -401,9 +408,18 @@ impl WasmSession {
     }
 }
 
+impl WasmSession {
+    /// Takes the host I/O the plugin queued during its last call.
+    pub fn take_io(&mut self) -> Vec<IoCommand> {
+        self.store.data_mut().io.take_commands()
+    }
+}
+
 /// Per-store host state: what the plugin's imports may touch.
 struct HostState {
     plugin: String,
+    /// Host I/O checks and queued commands for this session.
+    io: SessionIo,
     wasi: WasiCtx,
     /// The guest's stdout and stderr, capped.
     stdio: MemoryOutputPipe,
@@ -439,6 +455,116 @@ impl bindings::switchboard::plugin::host::Host for HostState {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.io.secret(&name)
+    }
+
+    fn ws_connect(
+        &mut self,
+        url: String,
+        headers: Vec<wit::Header>,
+    ) -> Result<wit::IoHandle, wit::IoError> {
+        self.io
+            .ws_connect(url, headers_from_wit(headers))
+            .map_err(io_error_to_wit)
+    }
+
+    fn ws_send(
+        &mut self,
+        socket: wit::IoHandle,
+        message: wit::Payload,
+    ) -> Result<(), wit::IoError> {
+        self.io
+            .ws_send(socket, payload_from_wit(message))
+            .map_err(io_error_to_wit)
+    }
+
+    fn ws_close(&mut self, socket: wit::IoHandle) -> Result<(), wit::IoError> {
+        self.io.ws_close(socket).map_err(io_error_to_wit)
+    }
+
+    fn http_send(&mut self, request: wit::HttpRequest) -> Result<wit::IoHandle, wit::IoError> {
+        self.io
+            .http_send(HttpRequest {
+                method: request.method,
+                url: request.url,
+                headers: headers_from_wit(request.headers),
+                body: request.body,
+            })
+            .map_err(io_error_to_wit)
+    }
+
+    fn set_timer(&mut self, delay_ms: u32) -> Result<wit::IoHandle, wit::IoError> {
+        self.io.set_timer(delay_ms).map_err(io_error_to_wit)
+    }
+
+    fn cancel(&mut self, target: wit::IoHandle) {
+        self.io.cancel(target);
+    }
+}
+
+fn headers_from_wit(headers: Vec<wit::Header>) -> Vec<(String, String)> {
+    headers.into_iter().map(|h| (h.name, h.value)).collect()
+}
+
+fn headers_to_wit(headers: Vec<(String, String)>) -> Vec<wit::Header> {
+    headers
+        .into_iter()
+        .map(|(name, value)| wit::Header { name, value })
+        .collect()
+}
+
+fn payload_from_wit(p: wit::Payload) -> Payload {
+    match p {
+        wit::Payload::Text(t) => Payload::Text(t),
+        wit::Payload::Binary(b) => Payload::Binary(b),
+    }
+}
+
+fn io_error_to_wit(e: IoError) -> wit::IoError {
+    match e {
+        IoError::Denied(m) => wit::IoError::Denied(m),
+        IoError::Limit(m) => wit::IoError::Limit(m),
+        IoError::Invalid(m) => wit::IoError::Invalid(m),
+    }
+}
+
+fn event_to_wit(event: IoEvent) -> wit::IoEvent {
+    match event {
+        IoEvent::WsOpened(id) => wit::IoEvent::WsOpened(id),
+        IoEvent::WsMessage { socket, message } => wit::IoEvent::WsMessage(wit::WsMessage {
+            socket,
+            message: match message {
+                Payload::Text(t) => wit::Payload::Text(t),
+                Payload::Binary(b) => wit::Payload::Binary(b),
+            },
+        }),
+        IoEvent::WsClosed {
+            socket,
+            code,
+            reason,
+        } => wit::IoEvent::WsClosed(wit::WsClosed {
+            socket,
+            code,
+            reason,
+        }),
+        IoEvent::HttpHead {
+            request,
+            status,
+            headers,
+        } => wit::IoEvent::HttpHead(wit::HttpHead {
+            request,
+            status,
+            headers: headers_to_wit(headers),
+        }),
+        IoEvent::HttpChunk { request, data } => {
+            wit::IoEvent::HttpChunk(wit::HttpChunk { request, data })
+        }
+        IoEvent::HttpDone(id) => wit::IoEvent::HttpDone(id),
+        IoEvent::Failed { target, error } => wit::IoEvent::Failed(wit::IoFailed { target, error }),
+        IoEvent::Timer(id) => wit::IoEvent::Timer(id),
     }
 }
 

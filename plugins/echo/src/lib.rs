@@ -121,7 +121,7 @@ impl Realtime for EchoSession {
             SessionInput::MarkPlayed(name) => {
                 host::log(LogLevel::Debug, &format!("caller heard up to mark {name}"));
             }
-            SessionInput::Interrupted(_) | SessionInput::Hangup => {}
+            SessionInput::Interrupted(_) | SessionInput::Hangup | SessionInput::Io(_) => {}
         }
         Ok(out)
     }
