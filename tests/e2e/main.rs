@@ -2,5 +2,6 @@
 //! from source as a WASM component, real agents.toml files.
 
 mod call;
+mod realtime;
 mod robustness;
 mod routing;

@@ -2,6 +2,9 @@
 //! components, writes agents.toml files that point at them, starts the gateway on a loopback
 //! port, and measures audio.
 
+pub mod fake_openai;
+pub mod phone;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};

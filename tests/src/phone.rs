@@ -1,0 +1,188 @@
+//! A phone on Twilio's side of a Media Streams socket, precise enough to check the playback
+//! clock: it sends the caller's 20 ms frames at real time, plays what the gateway sends at real
+//! time (one frame per 20 ms, as Twilio's buffer does), echoes each mark when the audio before it
+//! has played, and on `clear` drops its buffer and returns pending marks at once — recording, for
+//! every `clear`, when it came and how many ms of the reply being played the caller heard.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One `clear` as the phone saw it.
+#[derive(Debug, Clone)]
+pub struct Clear {
+    /// When it arrived.
+    pub at: Instant,
+    /// Ms of the reply then playing that the caller had heard (frames played × 20).
+    pub heard_ms: u64,
+}
+
+/// What happened on the call.
+#[derive(Debug, Default, Clone)]
+pub struct PhoneLog {
+    /// When `start` was sent.
+    pub started: Option<Instant>,
+    /// When the first media frame arrived.
+    pub first_media: Option<Instant>,
+    /// Every media payload received, in order, with its arrival time.
+    pub media: Vec<(Instant, Vec<u8>)>,
+    /// Every `clear`.
+    pub clears: Vec<Clear>,
+    /// Marks echoed after playing / returned by a clear.
+    pub marks_played: Vec<String>,
+    /// Marks returned unplayed by a clear.
+    pub marks_cleared: Vec<String>,
+    /// The gateway closed the socket.
+    pub closed_by_gateway: bool,
+}
+
+enum Queued {
+    Frame,
+    Mark(String),
+}
+
+/// Places one call on `gateway_url` (`http://…`) with these `customParameters`, sends `script`
+/// (20 ms frames of μ-law, then silence) for `duration`, then `stop`.
+///
+/// # Errors
+/// The socket failed.
+pub async fn call(
+    gateway_url: &str,
+    params: Value,
+    script: Vec<Vec<u8>>,
+    duration: Duration,
+) -> anyhow::Result<PhoneLog> {
+    let url = format!(
+        "{}/twilio/media-stream",
+        gateway_url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    ))
+    .await?;
+    ws.send(send(
+        json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+        "start": {"accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
+            "customParameters": params,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}),
+    ))
+    .await?;
+    let mut log = PhoneLog {
+        started: Some(Instant::now()),
+        ..PhoneLog::default()
+    };
+    let end = Instant::now() + duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut chunk, mut seq) = (0u64, 1u64);
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    let mut reply_played = 0u64;
+    let mut script = script.into_iter();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if Instant::now() >= end {
+                    seq += 1;
+                    ws.send(send(json!({"event": "stop", "sequenceNumber": seq.to_string(), "streamSid": "MZ1",
+                        "stop": {"accountSid": "AC1", "callSid": "CA1"}}))).await?;
+                    // Drain until the gateway closes.
+                    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }).await;
+                    return Ok(log);
+                }
+                let frame = script.next().unwrap_or_else(|| vec![0xFF; 160]);
+                chunk += 1;
+                seq += 1;
+                ws.send(send(json!({"event": "media", "sequenceNumber": seq.to_string(), "streamSid": "MZ1",
+                    "media": {"track": "inbound", "chunk": chunk.to_string(),
+                        "timestamp": (chunk * 20).to_string(), "payload": BASE64.encode(&frame)}}))).await?;
+                // Play one frame; echo the marks it reaches.
+                let mut played = false;
+                while let Some(item) = queue.pop_front() {
+                    match item {
+                        Queued::Mark(name) => {
+                            seq += 1;
+                            ws.send(send(json!({"event": "mark", "sequenceNumber": seq.to_string(),
+                                "streamSid": "MZ1", "mark": {"name": name}}))).await?;
+                            log.marks_played.push(name);
+                        }
+                        Queued::Frame if !played => {
+                            played = true;
+                            reply_played += 1;
+                        }
+                        Queued::Frame => {
+                            queue.push_front(Queued::Frame);
+                            break;
+                        }
+                    }
+                }
+                if !played && queue.is_empty() {
+                    reply_played = 0; // idle: the next audio is a new reply
+                }
+            }
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else {
+                    log.closed_by_gateway = true;
+                    return Ok(log);
+                };
+                let Message::Text(text) = msg else { continue };
+                let v: Value = serde_json::from_str(text.as_str())?;
+                match v["event"].as_str() {
+                    Some("media") => {
+                        let now = Instant::now();
+                        log.first_media.get_or_insert(now);
+                        let payload = BASE64.decode(v["media"]["payload"].as_str().unwrap_or_default())?;
+                        log.media.push((now, payload));
+                        queue.push_back(Queued::Frame);
+                    }
+                    Some("mark") => {
+                        queue.push_back(Queued::Mark(v["mark"]["name"].as_str().unwrap_or_default().to_string()));
+                    }
+                    Some("clear") => {
+                        log.clears.push(Clear { at: Instant::now(), heard_ms: reply_played * 20 });
+                        for item in queue.drain(..) {
+                            if let Queued::Mark(name) = item {
+                                seq += 1;
+                                ws.send(send(json!({"event": "mark", "sequenceNumber": seq.to_string(),
+                                    "streamSid": "MZ1", "mark": {"name": name}}))).await?;
+                                log.marks_cleared.push(name);
+                            }
+                        }
+                        reply_played = 0;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// `ms` of a loud 300 Hz tone as 20 ms μ-law frames: a caller talking, to a VAD.
+pub fn speech(ms: u64) -> Vec<Vec<u8>> {
+    let frames = ms / 20;
+    (0..frames)
+        .map(|f| {
+            (0..160)
+                .map(|i| {
+                    let t = (f * 160 + i) as f64 / 8000.0;
+                    switchboard::audio::mulaw::encode(
+                        (12000.0 * (2.0 * std::f64::consts::PI * 300.0 * t).sin()) as i16,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `ms` of silence as 20 ms μ-law frames.
+pub fn silence(ms: u64) -> Vec<Vec<u8>> {
+    vec![vec![0xFF; 160]; (ms / 20) as usize]
+}
