@@ -68,6 +68,8 @@ pub struct Record {
     pub audio_in: Vec<u8>,
     /// When each `speech_started` was sent.
     pub speech_started_at: Vec<Instant>,
+    /// When each append arrived, with the first 4 bytes of its audio (a load test's frame tag).
+    pub appends: Vec<(Instant, [u8; 4])>,
 }
 
 /// A running fake server.
@@ -202,6 +204,11 @@ async fn connection(
                         heard_ms += ms;
                         if let Ok(mut r) = record.lock() {
                             r.audio_in.extend_from_slice(&audio);
+                            let mut tag = [0u8; 4];
+                            for (t, b) in tag.iter_mut().zip(&audio) {
+                                *t = *b;
+                            }
+                            r.appends.push((Instant::now(), tag));
                         }
                         if loud && !in_speech {
                             in_speech = true;

@@ -40,6 +40,8 @@ pub struct PhoneLog {
     pub marks_cleared: Vec<String>,
     /// The gateway closed the socket.
     pub closed_by_gateway: bool,
+    /// When each caller frame was sent, in order.
+    pub sent_at: Vec<Instant>,
 }
 
 enum Queued {
@@ -104,6 +106,7 @@ pub async fn call(
                 ws.send(send(json!({"event": "media", "sequenceNumber": seq.to_string(), "streamSid": "MZ1",
                     "media": {"track": "inbound", "chunk": chunk.to_string(),
                         "timestamp": (chunk * 20).to_string(), "payload": BASE64.encode(&frame)}}))).await?;
+                log.sent_at.push(Instant::now());
                 // Play one frame; echo the marks it reaches.
                 let mut played = false;
                 while let Some(item) = queue.pop_front() {
