@@ -59,7 +59,8 @@ wit_bindgen::generate!({
 pub mod abi;
 pub mod audio;
 pub mod host;
-#[cfg(feature = "testing")]
+// The test kit runs plugins natively (it stands in for the host through the native ABI).
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
 pub mod testing;
 
 #[doc(hidden)]

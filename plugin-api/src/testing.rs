@@ -29,7 +29,16 @@
 //! A recorded list of inputs is a JSON array (or one JSON value per line) of
 //! [`SessionInput`]s in serde's externally tagged form, e.g.
 //! `[{"Dtmf": "1"}, {"MarkPlayed": "greeting"}, "Hangup"]`; see [`load_recording`].
+//!
+//! Host I/O: a harness stands in for the host. `host::secret` answers from
+//! [`Harness::with_secret`]; `ws_connect`, `http_send` and `set_timer` succeed with fresh handles
+//! and, like every other I/O call, are recorded for [`Harness::take_host_calls`]; feed the replies
+//! back with [`Harness::send`]`(SessionInput::Io(…))`. No network is touched and `allowed_hosts`
+//! is not checked (the gateway does that). The stand-in is per thread: keep a harness on the
+//! thread that made it.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::Realtime;
@@ -65,6 +74,88 @@ impl std::error::Error for TestKitError {}
 impl From<PluginError> for TestKitError {
     fn from(e: PluginError) -> Self {
         Self::Plugin(e)
+    }
+}
+
+pub use crate::abi::HostCall;
+
+/// The stand-in host of this thread's harness.
+#[derive(Default)]
+struct TestHost {
+    secrets: BTreeMap<String, String>,
+    calls: Vec<HostCall>,
+    next_handle: u32,
+}
+
+thread_local! {
+    static TEST_HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
+}
+
+mod stand_in {
+    //! The `HostApi` the harness installs: answers from the thread's [`super::TestHost`].
+
+    use super::{HostCall, TEST_HOST};
+    use crate::abi::{ABI_VERSION, Buffer, HostApi, HostReply, Str, decode, encode, status};
+
+    pub(super) static API: HostApi = HostApi {
+        abi_version: ABI_VERSION,
+        size: size_of::<HostApi>() as u32,
+        log,
+        now_ms,
+        io,
+        free,
+    };
+
+    unsafe extern "C" fn log(level: u32, message: Str) {
+        // SAFETY: the plugin passes a live string for the duration of the call.
+        eprintln!("[plugin log {level}] {}", unsafe {
+            message.to_string_lossy()
+        });
+    }
+
+    unsafe extern "C" fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    unsafe extern "C" fn io(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
+        // SAFETY: the plugin passes `len` readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(call, len) };
+        let (code, reply) = match decode::<HostCall>(bytes) {
+            Ok(call) => {
+                let reply = TEST_HOST.with(|h| {
+                    let mut host = h.borrow_mut();
+                    let reply = match &call {
+                        HostCall::Secret(name) => {
+                            HostReply::Secret(host.secrets.get(name).cloned())
+                        }
+                        HostCall::WsConnect { .. }
+                        | HostCall::HttpSend(_)
+                        | HostCall::SetTimer(_) => {
+                            host.next_handle += 1;
+                            HostReply::Handle(Ok(host.next_handle))
+                        }
+                        _ => HostReply::Done(Ok(())),
+                    };
+                    host.calls.push(call);
+                    reply
+                });
+                (status::OK, encode(&reply))
+            }
+            Err(e) => (status::BAD_INPUT, e.to_string().into_bytes()),
+        };
+        // SAFETY: the plugin passes a writable buffer and gives it back to `free`.
+        unsafe { out.write(Buffer::from_vec(reply)) };
+        code
+    }
+
+    unsafe extern "C" fn free(buffer: Buffer) {
+        if !buffer.ptr.is_null() && buffer.cap != 0 {
+            // SAFETY: allocated by `Buffer::from_vec` in `io`.
+            drop(unsafe { Vec::from_raw_parts(buffer.ptr, buffer.len, buffer.cap) });
+        }
     }
 }
 
@@ -110,12 +201,29 @@ impl<T: Realtime> Harness<T> {
     /// # Errors
     /// The plugin refused to open.
     pub fn open_with(config: SessionConfig) -> Result<Self, PluginError> {
+        // SAFETY: a static table that lives for the process.
+        unsafe { crate::abi::glue::install_host(&stand_in::API) };
         let input_format = config.input_format;
         Ok(Self {
             session: T::open(config)?,
             input_format,
             clock_ms: 0,
         })
+    }
+
+    /// Grants the secret `name` to sessions opened on this thread from now on (call before
+    /// [`Harness::open`]).
+    pub fn with_secret(name: &str, value: &str) {
+        TEST_HOST.with(|h| {
+            h.borrow_mut()
+                .secrets
+                .insert(name.to_string(), value.to_string())
+        });
+    }
+
+    /// Takes the host calls (I/O, secrets) the plugin made on this thread so far, in order.
+    pub fn take_host_calls(&self) -> Vec<HostCall> {
+        TEST_HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls))
     }
 
     /// The caller-audio format the session receives.

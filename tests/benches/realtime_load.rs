@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard::plugin::wasm::{Allocator, MAX_POOLED_SESSIONS};
 use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions};
 use switchboard_tests::phone::{self, PhoneLog};
 use switchboard_tests::{Gateway, write_config};
@@ -83,7 +84,12 @@ default = "assistant"
                 ),
             };
             let path = write_config(&config)?;
-            let gw = gateway_rt.block_on(Gateway::start(&path))?;
+            let gw = gateway_rt.block_on(Gateway::start_with(
+                &path,
+                Allocator::Pooling {
+                    sessions: MAX_POOLED_SESSIONS,
+                },
+            ))?;
             let appends_before = fake.record().appends.len();
             let cpu_before = gateway_cpu()?;
             let url = gw.url.clone();

@@ -250,3 +250,30 @@ async fn mulaw_path_is_not_transcoded() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A server that reports another audio format than μ-law is refused loudly (apology, reason
+/// recorded), never played as static.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_upstream_format_fails_loudly() -> anyhow::Result<()> {
+    let fake = FakeOpenAi::start(FakeOptions {
+        reported_format: "audio/pcm".into(),
+        ..FakeOptions::default()
+    })
+    .await?;
+    let gw = Gateway::start(&write_config(&config(&fake, "127.0.0.1", "Hi"))?).await?;
+    let mut events = gw.state.subscribe();
+    let log = phone::call(&gw.url, json!({}), silence(500), Duration::from_secs(4)).await?;
+    let end = ended(&mut events).await?;
+    match &end.reason {
+        EndReason::PluginFailed(reason) => {
+            assert!(reason.contains("audio/pcm, not audio/pcmu"), "{reason}")
+        }
+        other => panic!("ended with {other:?}"),
+    }
+    assert!(
+        fake.events("response.create").is_empty(),
+        "no greeting in the wrong format"
+    );
+    assert!(log.closed_by_gateway);
+    Ok(())
+}

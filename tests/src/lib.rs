@@ -156,10 +156,19 @@ impl Gateway {
     /// # Errors
     /// The config or a plugin failed to load, or the port could not be bound.
     pub async fn start(config_path: &Path) -> anyhow::Result<Self> {
+        // A small pool: tests start many gateways, each reserving its pool's address space.
+        Self::start_with(config_path, Allocator::Pooling { sessions: 64 }).await
+    }
+
+    /// As [`Gateway::start`], with the WASM engine's allocator of your choice (load tests need a
+    /// pool as large as the production one).
+    ///
+    /// # Errors
+    /// As [`Gateway::start`].
+    pub async fn start_with(config_path: &Path, allocator: Allocator) -> anyhow::Result<Self> {
         let config =
             switchboard::config::from_file(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        // A small pool: tests start many gateways, each reserving its pool's address space.
-        let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 64 })?;
+        let engine = WasmEngine::with_allocator(allocator)?;
         let plugins = Plugins::load(&engine, &config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
