@@ -99,7 +99,7 @@ async fn handle_costs(
     };
 
     // A plain Rust call: the echo crate linked into this binary.
-    let mut plain = echo::EchoSession::open(sdk::SessionConfig {
+    let sdk_config = sdk::SessionConfig {
         call: sdk::CallInfo {
             call_sid: String::new(),
             stream_sid: String::new(),
@@ -112,8 +112,9 @@ async fn handle_costs(
         settings: SETTINGS.into(),
         greeting: None,
         input_format: sdk_format,
-    })
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    };
+    let mut plain =
+        echo::EchoSession::open(sdk_config.clone()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
     // The raw C ABI of the same native library the host loaded (dlopen returns it again).
     // SAFETY: a Switchboard plugin built from this workspace; the table is checked below.
@@ -123,20 +124,7 @@ async fn handle_costs(
         &*entry(std::ptr::null())
     };
     anyhow::ensure!(raw.abi_version == abi::ABI_VERSION);
-    let raw_config = abi::encode(&sdk::SessionConfig {
-        call: sdk::CallInfo {
-            call_sid: String::new(),
-            stream_sid: String::new(),
-            from: String::new(),
-            to: String::new(),
-            direction: String::new(),
-            agent: String::new(),
-            parameters: Vec::new(),
-        },
-        settings: SETTINGS.into(),
-        greeting: None,
-        input_format: sdk_format,
-    });
+    let raw_config = abi::encode(&sdk_config);
     let mut raw_session = std::ptr::null_mut();
     let mut out = Buffer::empty();
     // SAFETY: valid buffers, a checked table.

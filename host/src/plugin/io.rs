@@ -747,4 +747,69 @@ mod tests {
         }
         assert_eq!(driver.next_event().await, IoEvent::Timer(a));
     }
+
+    /// An HTTP response streams back as it arrives: head, each chunk of a server-sent-event
+    /// stream separately, then done — from a real HTTP/1.1 server on loopback.
+    #[tokio::test]
+    async fn http_response_streams_chunk_by_chunk() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let n = socket.read(&mut request).await.unwrap();
+            assert!(String::from_utf8_lossy(&request[..n]).starts_with("POST /v1/chat HTTP/1.1"));
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            for event in ["data: one\n\n", "data: two\n\n"] {
+                let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                socket.write_all(chunk.as_bytes()).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            socket.write_all(b"0\r\n\r\n").await.unwrap();
+        });
+        let mut io = io(&["127.0.0.1"]);
+        let id = io
+            .http_send(HttpRequest {
+                method: "POST".into(),
+                url: format!("http://127.0.0.1:{port}/v1/chat"),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: b"{}".to_vec(),
+            })
+            .unwrap();
+        let mut driver = IoDriver::new();
+        for c in io.take_commands() {
+            driver.execute(c);
+        }
+        let IoEvent::HttpHead {
+            request,
+            status,
+            headers,
+        } = driver.next_event().await
+        else {
+            panic!("head first");
+        };
+        assert_eq!((request, status), (id, 200));
+        assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+        let mut chunks = Vec::new();
+        loop {
+            match driver.next_event().await {
+                IoEvent::HttpChunk { data, .. } => chunks.push(String::from_utf8(data).unwrap()),
+                IoEvent::HttpDone(done) => {
+                    assert_eq!(done, id);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            chunks,
+            ["data: one\n\n", "data: two\n\n"],
+            "one event per chunk, as sent"
+        );
+    }
 }
