@@ -38,6 +38,15 @@ pub const ENTRY_SYMBOL: &str = "switchboard_plugin_entry";
 /// once (it returns the same table).
 pub type EntryFn = unsafe extern "C" fn(host: *const HostApi) -> *const PluginApi;
 
+/// [`PluginApi::stage`] of a realtime (speech-to-speech) plugin.
+pub const STAGE_REALTIME: u32 = 0;
+/// [`PluginApi::stage`] of a speech-to-text plugin.
+pub const STAGE_STT: u32 = 1;
+/// [`PluginApi::stage`] of a language-model plugin.
+pub const STAGE_LLM: u32 = 2;
+/// [`PluginApi::stage`] of a text-to-speech plugin.
+pub const STAGE_TTS: u32 = 3;
+
 /// Status codes returned by the plugin's functions.
 pub mod status {
     /// Success; the output buffer holds the encoded result (may be empty).
@@ -226,6 +235,9 @@ pub struct PluginApi {
     pub close: unsafe extern "C" fn(session: *mut c_void),
     /// Frees a buffer this plugin returned.
     pub free: unsafe extern "C" fn(buffer: Buffer),
+    /// Which stage `open`/`handle` speak (`STAGE_REALTIME`, `STAGE_STT`, `STAGE_LLM`,
+    /// `STAGE_TTS`): the input and output types they decode and encode.
+    pub stage: u32,
 }
 
 // SAFETY: the table is immutable; its `Str`s point at `'static` string literals and its
@@ -271,10 +283,9 @@ pub mod glue {
     use super::{
         ABI_VERSION, Buffer, HostApi, HostCall, HostReply, PluginApi, Str, decode, encode, status,
     };
-    use crate::Realtime;
+    use crate::stage::Stage;
     use crate::types::{
         Header, HttpRequest, IoError, IoHandle, LogLevel, Payload, PluginError, SessionConfig,
-        SessionInput,
     };
 
     static HOST: AtomicPtr<HostApi> = AtomicPtr::new(std::ptr::null_mut());
@@ -420,8 +431,8 @@ pub mod glue {
         let _ = host_call(&HostCall::Cancel(target));
     }
 
-    /// The table for a plugin whose realtime session type is `T`.
-    pub const fn plugin_api<T: Realtime>(build_info: &'static str) -> PluginApi {
+    /// The table for a plugin whose session type is the stage `T`.
+    pub const fn plugin_api<T: Stage>(build_info: &'static str) -> PluginApi {
         PluginApi {
             abi_version: ABI_VERSION,
             size: size_of::<PluginApi>() as u32,
@@ -432,6 +443,7 @@ pub mod glue {
             handle: handle::<T>,
             close: close::<T>,
             free,
+            stage: T::KIND,
         }
     }
 
@@ -460,12 +472,12 @@ pub mod glue {
         (status::PLUGIN_ERROR, encode(e))
     }
 
-    unsafe extern "C" fn describe<T: Realtime>(out: *mut Buffer) -> i32 {
+    unsafe extern "C" fn describe<T: Stage>(out: *mut Buffer) -> i32 {
         // SAFETY: the host passes a writable `out`.
         unsafe { guarded(out, || (status::OK, encode(&T::describe()))) }
     }
 
-    unsafe extern "C" fn open<T: Realtime>(
+    unsafe extern "C" fn open<T: Stage>(
         config: *const u8,
         len: usize,
         session: *mut *mut c_void,
@@ -492,7 +504,7 @@ pub mod glue {
         unsafe { guarded(out, run) }
     }
 
-    unsafe extern "C" fn handle<T: Realtime>(
+    unsafe extern "C" fn handle<T: Stage>(
         session: *mut c_void,
         input: *const u8,
         len: usize,
@@ -501,7 +513,7 @@ pub mod glue {
         // SAFETY: the host passes `len` readable bytes at `input`.
         let bytes = unsafe { slice(input, len) };
         let run = || {
-            let input: SessionInput = match decode(bytes) {
+            let input: T::Input = match decode(bytes) {
                 Ok(i) => i,
                 Err(e) => return (status::BAD_INPUT, e.to_string().into_bytes()),
             };
@@ -517,7 +529,7 @@ pub mod glue {
         unsafe { guarded(out, run) }
     }
 
-    unsafe extern "C" fn close<T: Realtime>(session: *mut c_void) {
+    unsafe extern "C" fn close<T: Stage>(session: *mut c_void) {
         if session.is_null() {
             return;
         }
@@ -585,7 +597,7 @@ mod tests {
         }
     }
 
-    static API: PluginApi = glue::plugin_api::<Counter>("counter 1.0.0");
+    static API: PluginApi = glue::plugin_api::<crate::stage::AsRealtime<Counter>>("counter 1.0.0");
 
     fn call(f: impl FnOnce(*mut Buffer) -> i32) -> (i32, Vec<u8>) {
         let mut out = Buffer::empty();
@@ -629,6 +641,7 @@ mod tests {
     #[test]
     fn table_carries_versions() {
         assert_eq!(API.abi_version, ABI_VERSION);
+        assert_eq!(API.stage, STAGE_REALTIME);
         assert_eq!(API.size as usize, size_of::<PluginApi>());
         assert_eq!(unsafe { API.contract_version.to_string_lossy() }, "0.1.0");
         assert_eq!(unsafe { API.build_info.to_string_lossy() }, "counter 1.0.0");

@@ -55,6 +55,59 @@ wit_bindgen::generate!({
     additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
 });
 
+/// Bindings of the pipeline stage worlds (`stt-plugin`, `llm-plugin`, `tts-plugin`), sharing the
+/// `types` and `host` interfaces generated above. Their types are re-exported in [`types`].
+pub mod stages {
+    /// The `stt-plugin` world.
+    pub mod stt {
+        wit_bindgen::generate!({
+            world: "stt-plugin",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_stt",
+            default_bindings_module: "switchboard_plugin_api::stages::stt",
+            with: {
+                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
+                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
+            },
+            generate_all,
+            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
+        });
+    }
+    /// The `llm-plugin` world.
+    pub mod llm {
+        wit_bindgen::generate!({
+            world: "llm-plugin",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_llm",
+            default_bindings_module: "switchboard_plugin_api::stages::llm",
+            with: {
+                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
+                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
+            },
+            generate_all,
+            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
+        });
+    }
+    /// The `tts-plugin` world.
+    pub mod tts {
+        wit_bindgen::generate!({
+            world: "tts-plugin",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_tts",
+            default_bindings_module: "switchboard_plugin_api::stages::tts",
+            with: {
+                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
+                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
+            },
+            generate_all,
+            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
+        });
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub mod abi;
 pub mod audio;
@@ -81,6 +134,13 @@ pub mod types {
     pub use crate::exports::switchboard::plugin::realtime::{
         SessionInput, SessionOutput, Transcript,
     };
+    pub use crate::stages::llm::exports::switchboard::plugin::llm::{
+        LlmInput, LlmOutput, Message, Role,
+    };
+    pub use crate::stages::stt::exports::switchboard::plugin::stt::{
+        SttInput, SttOutput, SttTranscript,
+    };
+    pub use crate::stages::tts::exports::switchboard::plugin::tts::{TtsInput, TtsOutput};
     pub use crate::switchboard::plugin::types::{
         AudioEncoding, AudioFormat, AudioFrame, CallInfo, Header, HttpChunk, HttpHead, HttpRequest,
         IoError, IoEvent, IoFailed, IoHandle, LogLevel, Payload, PluginError, PluginInfo,
@@ -88,7 +148,10 @@ pub mod types {
     };
 }
 
-use types::{PluginError, PluginInfo, SessionConfig, SessionInput, SessionOutput};
+use types::{
+    LlmInput, LlmOutput, PluginError, PluginInfo, SessionConfig, SessionInput, SessionOutput,
+    SttInput, SttOutput, TtsInput, TtsOutput,
+};
 
 /// The realtime (speech-to-speech) stage: one value of the implementing type per call.
 ///
@@ -121,31 +184,191 @@ pub trait Realtime: Sized + Send + 'static {
     fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError>;
 }
 
-/// Exports a plugin: `export_plugin!(realtime: MySession)` where `MySession: Realtime`.
+/// The speech-to-text stage of a pipeline agent: one recognizer per call, fed caller audio in
+/// the format [`describe`](Stt::describe) asks for. Same lifecycle and budgets as [`Realtime`].
+pub trait Stt: Sized + Send + 'static {
+    /// Names the plugin and the caller-audio format it wants.
+    fn describe() -> PluginInfo;
+    /// Starts a recognizer for one call.
+    ///
+    /// # Errors
+    /// Any [`PluginError`] (bad settings: [`PluginError::InvalidConfig`]).
+    fn open(config: SessionConfig) -> Result<Self, PluginError>;
+    /// Feeds one input; returns transcripts and turn events.
+    ///
+    /// # Errors
+    /// Any [`PluginError`].
+    fn handle(&mut self, input: SttInput) -> Result<Vec<SttOutput>, PluginError>;
+}
+
+/// The language-model stage of a pipeline agent: one conversation per call. The host owns the
+/// history and asks for one reply at a time ([`LlmInput::Reply`]). Same lifecycle and budgets as
+/// [`Realtime`]; `input_format` in [`describe`](Llm::describe) is not used.
+pub trait Llm: Sized + Send + 'static {
+    /// Names the plugin.
+    fn describe() -> PluginInfo;
+    /// Starts a conversation for one call.
+    ///
+    /// # Errors
+    /// Any [`PluginError`] (bad settings: [`PluginError::InvalidConfig`]).
+    fn open(config: SessionConfig) -> Result<Self, PluginError>;
+    /// Feeds one input; returns text deltas and `Done`.
+    ///
+    /// # Errors
+    /// Any [`PluginError`].
+    fn handle(&mut self, input: LlmInput) -> Result<Vec<LlmOutput>, PluginError>;
+}
+
+/// The text-to-speech stage of a pipeline agent: one synthesizer per call, fed the reply a
+/// sentence or clause at a time. Same lifecycle and budgets as [`Realtime`]; `input_format` in
+/// [`describe`](Tts::describe) is not used.
+pub trait Tts: Sized + Send + 'static {
+    /// Names the plugin.
+    fn describe() -> PluginInfo;
+    /// Starts a synthesizer for one call.
+    ///
+    /// # Errors
+    /// Any [`PluginError`] (bad settings: [`PluginError::InvalidConfig`]).
+    fn open(config: SessionConfig) -> Result<Self, PluginError>;
+    /// Feeds one input; returns audio and `UtteranceDone`.
+    ///
+    /// # Errors
+    /// Any [`PluginError`].
+    fn handle(&mut self, input: TtsInput) -> Result<Vec<TtsOutput>, PluginError>;
+}
+
+/// One shape for every stage, so the native ABI and the test kit are written once.
+pub mod stage {
+    use super::*;
+
+    /// A stage as the native glue and the test kit see it. Implemented by the `As*` wrappers;
+    /// plugin authors implement [`Realtime`], [`Stt`], [`Llm`] or [`Tts`] instead.
+    pub trait Stage: Sized + Send + 'static {
+        /// The stage's number in the native table (`abi::STAGE_*`).
+        const KIND: u32;
+        /// What the host feeds.
+        type Input: serde::Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug;
+        /// What the plugin returns.
+        type Output: serde::Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug;
+        /// [`Realtime::describe`] and its kin.
+        fn describe() -> PluginInfo;
+        /// [`Realtime::open`] and its kin.
+        ///
+        /// # Errors
+        /// The plugin's.
+        fn open(config: SessionConfig) -> Result<Self, PluginError>;
+        /// [`Realtime::handle`] and its kin.
+        ///
+        /// # Errors
+        /// The plugin's.
+        fn handle(&mut self, input: Self::Input) -> Result<Vec<Self::Output>, PluginError>;
+    }
+
+    macro_rules! as_stage {
+        ($wrapper:ident, $trait:ident, $kind:expr, $input:ty, $output:ty) => {
+            /// Adapts a
+            #[doc = concat!("[`", stringify!($trait), "`]")]
+            /// plugin to [`Stage`].
+            pub struct $wrapper<T>(pub T);
+
+            impl<T: $trait> Stage for $wrapper<T> {
+                const KIND: u32 = $kind;
+                type Input = $input;
+                type Output = $output;
+                fn describe() -> PluginInfo {
+                    T::describe()
+                }
+                fn open(config: SessionConfig) -> Result<Self, PluginError> {
+                    T::open(config).map($wrapper)
+                }
+                fn handle(&mut self, input: $input) -> Result<Vec<$output>, PluginError> {
+                    self.0.handle(input)
+                }
+            }
+        };
+    }
+
+    as_stage!(AsRealtime, Realtime, 0, SessionInput, SessionOutput);
+    as_stage!(AsStt, Stt, 1, SttInput, SttOutput);
+    as_stage!(AsLlm, Llm, 2, LlmInput, LlmOutput);
+    as_stage!(AsTts, Tts, 3, TtsInput, TtsOutput);
+}
+
+/// Exports a plugin: `export_plugin!(realtime: MySession)` (or `stt:`, `llm:`, `tts:`), where
+/// the type implements the stage's trait.
 ///
-/// On `wasm32` it emits the component exports of the `realtime-plugin` world; on other targets
-/// the native entry symbol `switchboard_plugin_entry` (see [`abi`]). Use it once per crate, at
-/// the crate root, and build the crate as a `cdylib` (plus `rlib` to unit-test it).
+/// On `wasm32` it emits the component exports of the stage's world (`realtime-plugin`,
+/// `stt-plugin`…); on other targets the native entry symbol `switchboard_plugin_entry` (see
+/// [`abi`]). Use it once per crate, at the crate root, and build the crate as a `cdylib` (plus
+/// `rlib` to unit-test it).
 #[macro_export]
 macro_rules! export_plugin {
     (realtime: $session:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __SwitchboardPlugin;
-            impl $crate::exports::switchboard::plugin::plugin::Guest for __SwitchboardPlugin {
+            impl $crate::exports::switchboard::plugin::realtime::Guest for __SwitchboardPlugin {
+                type Session = $crate::__private::wasm::Cell<$session>;
                 fn describe() -> $crate::types::PluginInfo {
                     <$session as $crate::Realtime>::describe()
                 }
             }
-            impl $crate::exports::switchboard::plugin::realtime::Guest for __SwitchboardPlugin {
-                type Session = $crate::__private::wasm::RealtimeCell<$session>;
-            }
-    $crate::__export_wit!(__SwitchboardPlugin with_types_in $crate);
+            $crate::__export_wit!(__SwitchboardPlugin with_types_in $crate);
         };
+        $crate::__export_native!($crate::stage::AsRealtime<$session>);
+    };
+    (stt: $session:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SwitchboardPlugin;
+            impl $crate::stages::stt::exports::switchboard::plugin::stt::Guest for __SwitchboardPlugin {
+                type Recognizer = $crate::__private::wasm::Cell<$session>;
+                fn describe() -> $crate::types::PluginInfo {
+                    <$session as $crate::Stt>::describe()
+                }
+            }
+            $crate::stages::stt::__export_stt!(__SwitchboardPlugin with_types_in $crate::stages::stt);
+        };
+        $crate::__export_native!($crate::stage::AsStt<$session>);
+    };
+    (llm: $session:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SwitchboardPlugin;
+            impl $crate::stages::llm::exports::switchboard::plugin::llm::Guest for __SwitchboardPlugin {
+                type Conversation = $crate::__private::wasm::Cell<$session>;
+                fn describe() -> $crate::types::PluginInfo {
+                    <$session as $crate::Llm>::describe()
+                }
+            }
+            $crate::stages::llm::__export_llm!(__SwitchboardPlugin with_types_in $crate::stages::llm);
+        };
+        $crate::__export_native!($crate::stage::AsLlm<$session>);
+    };
+    (tts: $session:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SwitchboardPlugin;
+            impl $crate::stages::tts::exports::switchboard::plugin::tts::Guest for __SwitchboardPlugin {
+                type Synthesizer = $crate::__private::wasm::Cell<$session>;
+                fn describe() -> $crate::types::PluginInfo {
+                    <$session as $crate::Tts>::describe()
+                }
+            }
+            $crate::stages::tts::__export_tts!(__SwitchboardPlugin with_types_in $crate::stages::tts);
+        };
+        $crate::__export_native!($crate::stage::AsTts<$session>);
+    };
+}
 
+/// The native entry symbol for a [`stage::Stage`]; used by [`export_plugin!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_native {
+    ($stage:ty) => {
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
-            static API: $crate::abi::PluginApi = $crate::__private::native::plugin_api::<$session>(
+            static API: $crate::abi::PluginApi = $crate::__private::native::plugin_api::<$stage>(
                 concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
             );
 
@@ -167,7 +390,7 @@ macro_rules! export_plugin {
 
 /// The names a plugin needs: the stage traits, the contract's types and the host functions.
 pub mod prelude {
-    pub use crate::Realtime;
     pub use crate::host;
     pub use crate::types::*;
+    pub use crate::{Llm, Realtime, Stt, Tts};
 }

@@ -43,6 +43,7 @@ use std::path::Path;
 
 use crate::Realtime;
 use crate::audio::{mulaw_decode, mulaw_encode, pcm16_from_bytes, pcm16_to_bytes};
+use crate::stage::Stage;
 use crate::types::{
     AudioEncoding, AudioFormat, AudioFrame, CallInfo, PluginError, SessionConfig, SessionInput,
     SessionOutput,
@@ -159,6 +160,75 @@ mod stand_in {
     }
 }
 
+/// A config like the host's: a made-up call to agent `test` with these settings (a JSON object,
+/// as the agent's `realtime.settings` in agents.toml) and this input format.
+pub fn config_for(settings: &str, input_format: AudioFormat) -> SessionConfig {
+    SessionConfig {
+        call: CallInfo {
+            call_sid: "CA00000000000000000000000000000000".into(),
+            stream_sid: "MZ00000000000000000000000000000000".into(),
+            from: "+15005550006".into(),
+            to: "+15005550001".into(),
+            direction: "inbound".into(),
+            agent: "test".into(),
+            parameters: Vec::new(),
+        },
+        settings: settings.into(),
+        greeting: None,
+        input_format,
+    }
+}
+
+/// Grants the secret `name` to sessions opened on this thread from now on.
+pub fn grant_secret(name: &str, value: &str) {
+    TEST_HOST.with(|h| {
+        h.borrow_mut()
+            .secrets
+            .insert(name.to_string(), value.to_string())
+    });
+}
+
+/// Takes the host calls (I/O, secrets) plugins made on this thread so far, in order.
+pub fn take_host_calls() -> Vec<HostCall> {
+    TEST_HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls))
+}
+
+/// A session of any stage (`S` is `stage::AsStt<MyStt>`, `AsLlm<…>`, `AsTts<…>`); for realtime
+/// plugins [`Harness`] adds audio helpers.
+pub struct StageHarness<S: Stage> {
+    session: S,
+}
+
+impl<S: Stage> StageHarness<S> {
+    /// Opens a session with [`config_for`]`(settings, <S as Stage>::describe().input_format)`.
+    ///
+    /// # Errors
+    /// The plugin refused to open.
+    pub fn open(settings: &str) -> Result<Self, PluginError> {
+        Self::open_with(config_for(settings, S::describe().input_format))
+    }
+
+    /// Opens a session with a config of your own.
+    ///
+    /// # Errors
+    /// The plugin refused to open.
+    pub fn open_with(config: SessionConfig) -> Result<Self, PluginError> {
+        // SAFETY: a static table that lives for the process.
+        unsafe { crate::abi::glue::install_host(&stand_in::API) };
+        Ok(Self {
+            session: S::open(config)?,
+        })
+    }
+
+    /// Feeds one input as the host would and returns its outputs.
+    ///
+    /// # Errors
+    /// The plugin returned an error.
+    pub fn send(&mut self, input: S::Input) -> Result<Vec<S::Output>, PluginError> {
+        self.session.handle(input)
+    }
+}
+
 /// A session of plugin `T` on a simulated call.
 pub struct Harness<T: Realtime> {
     session: T,
@@ -172,20 +242,7 @@ impl<T: Realtime> Harness<T> {
     /// object, as the agent's `realtime.settings` in agents.toml) and the input format `T`
     /// describes.
     pub fn config(settings: &str) -> SessionConfig {
-        SessionConfig {
-            call: CallInfo {
-                call_sid: "CA00000000000000000000000000000000".into(),
-                stream_sid: "MZ00000000000000000000000000000000".into(),
-                from: "+15005550006".into(),
-                to: "+15005550001".into(),
-                direction: "inbound".into(),
-                agent: "test".into(),
-                parameters: Vec::new(),
-            },
-            settings: settings.into(),
-            greeting: None,
-            input_format: T::describe().input_format,
-        }
+        config_for(settings, T::describe().input_format)
     }
 
     /// Opens a session with [`Harness::config`]`(settings)`.
@@ -214,16 +271,12 @@ impl<T: Realtime> Harness<T> {
     /// Grants the secret `name` to sessions opened on this thread from now on (call before
     /// [`Harness::open`]).
     pub fn with_secret(name: &str, value: &str) {
-        TEST_HOST.with(|h| {
-            h.borrow_mut()
-                .secrets
-                .insert(name.to_string(), value.to_string())
-        });
+        grant_secret(name, value);
     }
 
     /// Takes the host calls (I/O, secrets) the plugin made on this thread so far, in order.
     pub fn take_host_calls(&self) -> Vec<HostCall> {
-        TEST_HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls))
+        take_host_calls()
     }
 
     /// The caller-audio format the session receives.

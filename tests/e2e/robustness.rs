@@ -502,3 +502,24 @@ realtime = { plugin = "future" }
     assert!(error.contains("future"), "{error}");
     Ok(())
 }
+
+/// A pipeline-stage plugin (here the scripted language model) is refused as an agent's
+/// realtime plugin with an error that says what it is, as a WASM component and as a native
+/// library, until pipeline mode can run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_plugin_is_refused_as_a_realtime_plugin() -> anyhow::Result<()> {
+    for (path, expected) in [
+        ("{plugins}/scripted.wasm", "switchboard:plugin/llm@0.1.0"),
+        ("{native:scripted}", "is a language-model plugin"),
+    ] {
+        let config = write_config(&format!(
+            "[plugins.scripted]\npath = \"{path}\"\n\n[[agents]]\nname = \"a\"\nrealtime = {{ plugin = \"scripted\" }}\n"
+        ))?;
+        let Err(error) = Gateway::start(&config).await else {
+            anyhow::bail!("{path}: a stage plugin was loaded as realtime");
+        };
+        let error = format!("{error:#}");
+        assert!(error.contains(expected), "{path}: {error}");
+    }
+    Ok(())
+}

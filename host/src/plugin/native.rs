@@ -316,6 +316,17 @@ fn open_library(path: &Path) -> Result<Table, String> {
             super::wasm::CONTRACT_VERSION,
         ));
     }
+    if api.stage != abi::STAGE_REALTIME {
+        let stage = match api.stage {
+            abi::STAGE_STT => "speech-to-text",
+            abi::STAGE_LLM => "language-model",
+            abi::STAGE_TTS => "text-to-speech",
+            _ => "unknown-stage",
+        };
+        return Err(format!(
+            "is a {stage} plugin; agents run realtime plugins only until pipeline mode lands"
+        ));
+    }
     Ok(Table(api))
 }
 
@@ -421,11 +432,15 @@ impl Watch {
         watch
     }
 
-    /// Runs `f` under the watch.
+    /// Runs one plugin call (returning its status and bytes) under the watch.
+    ///
+    /// A failure status wins over an overrun: a panic message says more than "slow", and the
+    /// process's panic hook (printing a backtrace under `RUST_BACKTRACE=1`) can itself take
+    /// longer than the budget.
     ///
     /// # Errors
-    /// `f` returned after the budget had passed; the message says by how much.
-    fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T, String> {
+    /// The call succeeded, but only after the budget had passed; the message says by how much.
+    fn run(&self, f: impl FnOnce() -> (i32, Vec<u8>)) -> Result<(i32, Vec<u8>), String> {
         let watchdog = Watchdog::get();
         self.reported.store(false, Ordering::Release);
         self.started.store(watchdog.now_ms() + 1, Ordering::Release);
@@ -433,7 +448,7 @@ impl Watch {
         let result = f();
         let took = started.elapsed();
         self.started.store(0, Ordering::Release);
-        if took > self.budget {
+        if took > self.budget && result.0 == status::OK {
             return Err(format!(
                 "ran past its {} ms budget (took {} ms)",
                 self.budget.as_millis(),

@@ -180,7 +180,8 @@ impl WasmEngine {
         };
         let component = Component::from_file(&self.engine, path)
             .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
-        check_contract_version(&self.engine, &component).map_err(invalid)?;
+        check_contract_version(&self.engine, &component).map_err(&invalid)?;
+        check_stage(&self.engine, &component).map_err(&invalid)?;
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
@@ -215,7 +216,7 @@ impl WasmEngine {
             .await
             .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
         let info = instance
-            .switchboard_plugin_plugin()
+            .switchboard_plugin_realtime()
             .call_describe(&mut store)
             .await
             .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
@@ -255,6 +256,37 @@ fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), 
                 "built for {CONTRACT_PACKAGE}@{version} ({name}), but this host supports \
                  {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against \
                  switchboard-plugin-api {CONTRACT_VERSION}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a pipeline-stage component (one exporting `stt`, `llm` or `tts` instead of
+/// `realtime`) with an error that says what it is.
+fn check_stage(engine: &Engine, component: &Component) -> Result<(), String> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let exports_interface = |name: &str| {
+        exports
+            .iter()
+            .find(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/{name}@")))
+    };
+    if exports_interface("realtime").is_some() {
+        return Ok(());
+    }
+    for (interface, stage) in [
+        ("stt", "speech-to-text"),
+        ("llm", "language-model"),
+        ("tts", "text-to-speech"),
+    ] {
+        if let Some(export) = exports_interface(interface) {
+            return Err(format!(
+                "is a {stage} plugin (exports {export}); agents run realtime plugins only until \
+                 pipeline mode lands"
             ));
         }
     }

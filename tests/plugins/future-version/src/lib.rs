@@ -94,6 +94,7 @@ mod native {
         handle,
         close,
         free,
+        stage: 0,
     };
 
     /// # Safety
