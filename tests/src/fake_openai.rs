@@ -91,6 +91,7 @@ impl FakeOpenAi {
         let shared = record.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
                 let record = shared.clone();
                 let options = options.clone();
                 tokio::spawn(async move {

@@ -64,7 +64,7 @@ pub async fn call(
         "{}/twilio/media-stream",
         gateway_url.replace("http://", "ws://")
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
     let send = |v: Value| Message::Text(v.to_string().into());
     ws.send(send(
         json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),

@@ -36,6 +36,9 @@ pub const MAX_COMMANDS_PER_CALL: usize = 4_096;
 pub const EVENT_QUEUE: usize = 256;
 /// Messages waiting to be written to one WebSocket; past it `ws-send`s fail with an event.
 pub const SOCKET_QUEUE: usize = 1_024;
+/// Largest message accepted from an upstream WebSocket (bytes). Realtime APIs send audio in
+/// deltas of kilobytes; a peer sending more is broken or hostile.
+pub const MAX_UPSTREAM_MESSAGE_BYTES: usize = 4 << 20;
 /// Longest a WebSocket or HTTP connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -527,8 +530,16 @@ async fn websocket(
         };
         request.headers_mut().append(name, value);
     }
-    let connected =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)).await;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_UPSTREAM_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_UPSTREAM_MESSAGE_BYTES));
+    // TCP_NODELAY: each caller frame is a small write that must leave at once, not wait for
+    // the previous one's ACK (Nagle).
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
+    )
+    .await;
     let mut ws = match connected {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
