@@ -5,3 +5,4 @@ mod call;
 mod realtime;
 mod robustness;
 mod routing;
+mod stages;

@@ -509,7 +509,7 @@ realtime = { plugin = "future" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stage_plugin_is_refused_as_a_realtime_plugin() -> anyhow::Result<()> {
     for (path, expected) in [
-        ("{plugins}/scripted.wasm", "switchboard:plugin/llm@0.1.0"),
+        ("{plugins}/scripted.wasm", "is a language-model plugin"),
         ("{native:scripted}", "is a language-model plugin"),
     ] {
         let config = write_config(&format!(

@@ -143,6 +143,98 @@ pub enum SessionOutput {
     HangUp,
 }
 
+/// Which contract a plugin implements: its WIT world, or the native table's `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `realtime-plugin`: speech to speech.
+    Realtime,
+    /// `stt-plugin`: speech to text.
+    Stt,
+    /// `llm-plugin`: the language model of a pipeline.
+    Llm,
+    /// `tts-plugin`: text to speech.
+    Tts,
+}
+
+impl Stage {
+    /// A name for operators: `realtime`, `speech-to-text`, `language-model`, `text-to-speech`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::Realtime => "realtime",
+            Stage::Stt => "speech-to-text",
+            Stage::Llm => "language-model",
+            Stage::Tts => "text-to-speech",
+        }
+    }
+}
+
+/// Who said a message of a language model's history (WIT `llm.role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The agent's instructions.
+    System,
+    /// The caller.
+    User,
+    /// The agent.
+    Assistant,
+}
+
+/// One input to a pipeline-stage session (WIT `stt-input`, `llm-input`, `tts-input` in one
+/// enum; each stage takes its own variants and `Io`/`Hangup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageInput {
+    /// stt: 20 ms of caller audio in the plugin's input format.
+    Audio {
+        /// Samples.
+        data: Vec<u8>,
+        /// Milliseconds since the stream started.
+        timestamp_ms: u64,
+    },
+    /// stt: the host's endpointing ended the caller's turn.
+    EndOfTurn,
+    /// llm: reply to this history, oldest first.
+    Reply(Vec<(Role, String)>),
+    /// tts: speak this text after what came before.
+    Text(String),
+    /// tts: no more text for this utterance.
+    Flush,
+    /// llm, tts: drop the reply or utterance in progress (barge-in).
+    Cancel,
+    /// Host I/O completed.
+    Io(io::IoEvent),
+    /// The call is over.
+    Hangup,
+}
+
+/// One output of a pipeline-stage session (WIT `stt-output`, `llm-output`, `tts-output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOutput {
+    /// stt: speech began.
+    SpeechStarted,
+    /// stt: text of the caller's turn.
+    Transcript {
+        /// Text.
+        text: String,
+        /// False for interim text.
+        is_final: bool,
+    },
+    /// stt: the recognizer's own endpointing ended the turn.
+    EndOfTurn,
+    /// llm: more text of the reply.
+    TextDelta(String),
+    /// llm: the reply is complete.
+    Done,
+    /// tts: audio of the utterance.
+    Audio {
+        /// Format of `data`.
+        format: AudioFormat,
+        /// Samples.
+        data: Vec<u8>,
+    },
+    /// tts: everything before the last flush has been returned.
+    UtteranceDone,
+}
+
 /// A plugin's own error (WIT `plugin-error`), as `kind: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
@@ -218,6 +310,26 @@ impl Plugin {
         }
     }
 
+    /// The contract the plugin implements.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Plugin::Wasm(p) => p.stage(),
+            Plugin::Native(p) => p.stage(),
+        }
+    }
+
+    /// Opens a pipeline-stage session (speech-to-text, language model or text-to-speech) for
+    /// one call.
+    ///
+    /// # Errors
+    /// The plugin is a realtime plugin, refused the config, or trapped.
+    pub async fn open_stage(&self, config: &SessionConfig) -> Result<StageSession, SessionError> {
+        match self {
+            Plugin::Wasm(p) => p.open_stage(config).await.map(StageSession::Wasm),
+            Plugin::Native(p) => p.open_stage(config).await.map(StageSession::Native),
+        }
+    }
+
     /// `wasm` or `native`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -272,6 +384,36 @@ impl Session {
     }
 }
 
+/// One call's session of a pipeline-stage plugin. Owned by the call task.
+pub enum StageSession {
+    /// A WASM component session.
+    Wasm(wasm::WasmStageSession),
+    /// A native library session.
+    Native(native::NativeStageSession),
+}
+
+impl StageSession {
+    /// Feeds one input and returns the outputs it caused, in order.
+    ///
+    /// # Errors
+    /// The input is not one this stage takes, or the plugin returned an error or trapped;
+    /// after a trap the session must be dropped.
+    pub async fn handle(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
+        match self {
+            StageSession::Wasm(s) => s.handle(input).await,
+            StageSession::Native(s) => s.handle(input).await,
+        }
+    }
+
+    /// Takes the host I/O the plugin asked for during its last call.
+    pub fn take_io(&mut self) -> Vec<io::IoCommand> {
+        match self {
+            StageSession::Wasm(s) => s.take_io(),
+            StageSession::Native(s) => s.take_io(),
+        }
+    }
+}
+
 /// Every plugin named in the config, loaded, each with its circuit breaker.
 #[derive(Clone, Default)]
 pub struct Plugins {
@@ -302,6 +444,28 @@ impl Plugins {
                     Arc::new(breaker::CircuitBreaker::default()),
                 ),
             );
+        }
+        // Agents run realtime plugins until pipeline mode lands.
+        for agent in &config.agents {
+            let name = &agent.realtime.plugin;
+            if let Some((plugin, _)) = by_name.get(name)
+                && plugin.stage() != Stage::Realtime
+            {
+                return Err(PluginLoadError::Invalid {
+                    name: name.clone(),
+                    path: config
+                        .plugins
+                        .get(name)
+                        .map(|p| p.path.clone())
+                        .unwrap_or_default(),
+                    reason: format!(
+                        "is a {} plugin; agent {} names it as its realtime plugin, and agents run \
+                         realtime plugins only until pipeline mode lands",
+                        plugin.stage().describe(),
+                        agent.name
+                    ),
+                });
+            }
         }
         Ok(Self { by_name })
     }

@@ -32,8 +32,9 @@ use switchboard_plugin_api::types as sdk;
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, Payload, SessionIo};
 
 use super::{
-    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
-    SessionError, SessionInput, SessionOutput, check_input_format, wasm,
+    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
+    SessionError, SessionInput, SessionOutput, Stage, StageInput, StageOutput, check_input_format,
+    wasm,
 };
 
 /// Wall-clock budget of one native `handle`: the same 200 ms as a WASM plugin's epoch budget
@@ -247,6 +248,7 @@ impl NativeLoader {
         let build_info = unsafe { api.build_info.to_string_lossy() }.into_owned();
         Ok(NativePlugin {
             name: name.to_string(),
+            stage: stage_of(api.stage).unwrap_or(Stage::Realtime),
             api,
             build_info,
             info: PluginInfo {
@@ -316,18 +318,24 @@ fn open_library(path: &Path) -> Result<Table, String> {
             super::wasm::CONTRACT_VERSION,
         ));
     }
-    if api.stage != abi::STAGE_REALTIME {
-        let stage = match api.stage {
-            abi::STAGE_STT => "speech-to-text",
-            abi::STAGE_LLM => "language-model",
-            abi::STAGE_TTS => "text-to-speech",
-            _ => "unknown-stage",
-        };
+    if stage_of(api.stage).is_none() {
         return Err(format!(
-            "is a {stage} plugin; agents run realtime plugins only until pipeline mode lands"
+            "declares stage {}, which this host does not know (0 realtime, 1 stt, 2 llm, 3 tts)",
+            api.stage
         ));
     }
     Ok(Table(api))
+}
+
+/// The stage a native table's `stage` field names.
+fn stage_of(stage: u32) -> Option<Stage> {
+    match stage {
+        abi::STAGE_REALTIME => Some(Stage::Realtime),
+        abi::STAGE_STT => Some(Stage::Stt),
+        abi::STAGE_LLM => Some(Stage::Llm),
+        abi::STAGE_TTS => Some(Stage::Tts),
+        _ => None,
+    }
 }
 
 /// Calls one ABI function with a fresh output buffer; returns its status and a copy of the
@@ -476,6 +484,7 @@ fn failure(code: i32, bytes: &[u8]) -> String {
 /// A loaded native plugin.
 pub struct NativePlugin {
     name: String,
+    stage: Stage,
     api: &'static PluginApi,
     build_info: String,
     info: PluginInfo,
@@ -497,6 +506,40 @@ impl NativePlugin {
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]), panicked or overran.
     pub async fn open(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
+        if self.stage != Stage::Realtime {
+            return Err(SessionError::Trap(format!(
+                "is a {} plugin, not a realtime plugin",
+                self.stage.describe()
+            )));
+        }
+        self.open_any(config)
+    }
+
+    /// Opens a pipeline-stage session for one call, within [`OPEN_BUDGET`].
+    ///
+    /// # Errors
+    /// The plugin is a realtime plugin, refused the config, panicked or overran.
+    pub async fn open_stage(
+        &self,
+        config: &SessionConfig,
+    ) -> Result<NativeStageSession, SessionError> {
+        if self.stage == Stage::Realtime {
+            return Err(SessionError::Trap(
+                "is a realtime plugin, not a pipeline stage".into(),
+            ));
+        }
+        Ok(NativeStageSession {
+            session: self.open_any(config)?,
+            stage: self.stage,
+        })
+    }
+
+    /// The contract the library implements.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    fn open_any(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
         let api = self.api;
         let bytes = abi::encode(&config_to_sdk(config, self.info.input_format));
         let watch = Watch::new(&self.name, OPEN_BUDGET);
@@ -568,14 +611,24 @@ impl NativeSession {
         &mut self,
         input: SessionInput,
     ) -> Result<Vec<SessionOutput>, SessionError> {
+        if let SessionInput::Io(event) = &input {
+            self.io.observe(event);
+        }
+        let outputs: Vec<sdk::SessionOutput> =
+            self.call_handle(&input_to_sdk(input, self.input_format))?;
+        Ok(outputs.into_iter().map(output_from_sdk).collect())
+    }
+
+    /// Encodes `input`, calls the plugin's `handle` under the watch, decodes its outputs.
+    fn call_handle<I: serde::Serialize, O: serde::de::DeserializeOwned>(
+        &mut self,
+        input: &I,
+    ) -> Result<Vec<O>, SessionError> {
         let raw = self
             .raw
             .take()
             .ok_or_else(|| SessionError::Trap("session already failed".into()))?;
-        if let SessionInput::Io(event) = &input {
-            self.io.observe(event);
-        }
-        let bytes = abi::encode(&input_to_sdk(input, self.input_format));
+        let bytes = abi::encode(input);
         let api = raw.api;
         let watch = &self.watch;
         // On an overrun the session is dropped (closed) here and the call ends.
@@ -590,7 +643,7 @@ impl NativeSession {
         .map_err(SessionError::Trap)?;
         match code {
             status::OK => {
-                let outputs: Vec<sdk::SessionOutput> =
+                let outputs: Vec<O> =
                     abi::decode(&out).map_err(|e| SessionError::Trap(format!("outputs: {e}")))?;
                 if outputs.len() > wasm::MAX_OUTPUTS_PER_HANDLE {
                     return Err(SessionError::Trap(format!(
@@ -600,7 +653,7 @@ impl NativeSession {
                     )));
                 }
                 self.raw = Some(raw);
-                Ok(outputs.into_iter().map(output_from_sdk).collect())
+                Ok(outputs)
             }
             status::PLUGIN_ERROR => {
                 self.raw = Some(raw);
@@ -608,6 +661,115 @@ impl NativeSession {
             }
             other => Err(SessionError::Trap(failure(other, &out))),
         }
+    }
+}
+
+/// One call's session of a native pipeline-stage plugin.
+pub struct NativeStageSession {
+    session: NativeSession,
+    stage: Stage,
+}
+
+impl NativeStageSession {
+    /// Feeds one input, within [`HANDLE_BUDGET`].
+    ///
+    /// # Errors
+    /// As [`NativeSession::handle`], and an input this stage does not take.
+    pub async fn handle(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
+        if let StageInput::Io(event) = &input {
+            self.session.io.observe(event);
+        }
+        let wrong = |input: &StageInput| {
+            Err(SessionError::Trap(format!(
+                "this stage does not take {input:?}"
+            )))
+        };
+        let format = self.session.input_format;
+        match self.stage {
+            Stage::Realtime => wrong(&input),
+            Stage::Stt => {
+                let input = match input {
+                    StageInput::Audio { data, timestamp_ms } => {
+                        sdk::SttInput::Audio(sdk::AudioFrame {
+                            format: format_to_sdk(format),
+                            data,
+                            timestamp_ms,
+                        })
+                    }
+                    StageInput::EndOfTurn => sdk::SttInput::EndOfTurn,
+                    StageInput::Io(e) => sdk::SttInput::Io(event_to_sdk(e)),
+                    StageInput::Hangup => sdk::SttInput::Hangup,
+                    other => return wrong(&other),
+                };
+                let outputs: Vec<sdk::SttOutput> = self.session.call_handle(&input)?;
+                Ok(outputs
+                    .into_iter()
+                    .map(|o| match o {
+                        sdk::SttOutput::SpeechStarted => StageOutput::SpeechStarted,
+                        sdk::SttOutput::Transcript(t) => StageOutput::Transcript {
+                            text: t.text,
+                            is_final: t.is_final,
+                        },
+                        sdk::SttOutput::EndOfTurn => StageOutput::EndOfTurn,
+                    })
+                    .collect())
+            }
+            Stage::Llm => {
+                let input = match input {
+                    StageInput::Reply(history) => sdk::LlmInput::Reply(
+                        history
+                            .into_iter()
+                            .map(|(role, content)| sdk::Message {
+                                role: match role {
+                                    Role::System => sdk::Role::System,
+                                    Role::User => sdk::Role::User,
+                                    Role::Assistant => sdk::Role::Assistant,
+                                },
+                                content,
+                            })
+                            .collect(),
+                    ),
+                    StageInput::Cancel => sdk::LlmInput::Cancel,
+                    StageInput::Io(e) => sdk::LlmInput::Io(event_to_sdk(e)),
+                    StageInput::Hangup => sdk::LlmInput::Hangup,
+                    other => return wrong(&other),
+                };
+                let outputs: Vec<sdk::LlmOutput> = self.session.call_handle(&input)?;
+                Ok(outputs
+                    .into_iter()
+                    .map(|o| match o {
+                        sdk::LlmOutput::TextDelta(t) => StageOutput::TextDelta(t),
+                        sdk::LlmOutput::Done => StageOutput::Done,
+                    })
+                    .collect())
+            }
+            Stage::Tts => {
+                let input = match input {
+                    StageInput::Text(t) => sdk::TtsInput::Text(t),
+                    StageInput::Flush => sdk::TtsInput::Flush,
+                    StageInput::Cancel => sdk::TtsInput::Cancel,
+                    StageInput::Io(e) => sdk::TtsInput::Io(event_to_sdk(e)),
+                    StageInput::Hangup => sdk::TtsInput::Hangup,
+                    other => return wrong(&other),
+                };
+                let outputs: Vec<sdk::TtsOutput> = self.session.call_handle(&input)?;
+                Ok(outputs
+                    .into_iter()
+                    .map(|o| match o {
+                        sdk::TtsOutput::Audio(frame) => StageOutput::Audio {
+                            format: format_from_sdk(frame.format),
+                            data: frame.data,
+                        },
+                        sdk::TtsOutput::UtteranceDone => StageOutput::UtteranceDone,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Takes the host I/O the plugin queued during its last call.
+    pub fn take_io(&mut self) -> Vec<IoCommand> {
+        self.session.take_io()
     }
 }
 

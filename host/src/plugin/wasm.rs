@@ -22,8 +22,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, IoPolicy, Payload, SessionIo};
 use super::{
-    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, SessionConfig,
-    SessionError, SessionInput, SessionOutput,
+    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
+    SessionError, SessionInput, SessionOutput, Stage, StageInput, StageOutput,
 };
 
 mod bindings {
@@ -34,6 +34,44 @@ mod bindings {
         // stderr, say) run on our runtime instead of blocking inside it.
         exports: { default: async },
     });
+}
+
+/// Bindings of the pipeline stage worlds, sharing the `types` and `host` bindings above (so one
+/// `HostState` implements the host for every world).
+mod stage_bindings {
+    pub mod stt {
+        wasmtime::component::bindgen!({
+            world: "stt-plugin",
+            path: "../plugin-api/wit",
+            exports: { default: async },
+            with: {
+                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
+                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
+            },
+        });
+    }
+    pub mod llm {
+        wasmtime::component::bindgen!({
+            world: "llm-plugin",
+            path: "../plugin-api/wit",
+            exports: { default: async },
+            with: {
+                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
+                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
+            },
+        });
+    }
+    pub mod tts {
+        wasmtime::component::bindgen!({
+            world: "tts-plugin",
+            path: "../plugin-api/wit",
+            exports: { default: async },
+            with: {
+                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
+                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
+            },
+        });
+    }
 }
 
 use bindings::exports::switchboard::plugin::realtime as wit_rt;
@@ -181,7 +219,7 @@ impl WasmEngine {
         let component = Component::from_file(&self.engine, path)
             .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
         check_contract_version(&self.engine, &component).map_err(&invalid)?;
-        check_stage(&self.engine, &component).map_err(&invalid)?;
+        let stage = stage_of(&self.engine, &component);
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
@@ -190,20 +228,41 @@ impl WasmEngine {
             |state| state,
         )
         .map_err(|e| invalid(format!("linking the host interface: {e:#}")))?;
+        let world = match stage {
+            Stage::Realtime => "realtime-plugin",
+            Stage::Stt => "stt-plugin",
+            Stage::Llm => "llm-plugin",
+            Stage::Tts => "tts-plugin",
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             invalid(format!(
-                "does not fit the switchboard:plugin@0.1.0 realtime-plugin world: {e:#}"
+                "does not fit the switchboard:plugin@0.1.0 {world} world: {e:#}"
             ))
         })?;
-        let pre = bindings::RealtimePluginPre::new(pre).map_err(|e| {
+        let not_exported = |e: wasmtime::Error| {
             invalid(format!(
-                "does not export the switchboard:plugin@0.1.0 realtime-plugin world: {e:#}"
+                "does not export the switchboard:plugin@0.1.0 {world} world: {e:#}"
             ))
-        })?;
+        };
+        let pre = match stage {
+            Stage::Realtime => {
+                Pre::Realtime(bindings::RealtimePluginPre::new(pre).map_err(not_exported)?)
+            }
+            Stage::Stt => {
+                Pre::Stt(stage_bindings::stt::SttPluginPre::new(pre).map_err(not_exported)?)
+            }
+            Stage::Llm => {
+                Pre::Llm(stage_bindings::llm::LlmPluginPre::new(pre).map_err(not_exported)?)
+            }
+            Stage::Tts => {
+                Pre::Tts(stage_bindings::tts::TtsPluginPre::new(pre).map_err(not_exported)?)
+            }
+        };
         let mut plugin = WasmPlugin {
             name: name.to_string(),
             engine: self.engine.clone(),
             pre,
+            stage,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -215,11 +274,17 @@ impl WasmEngine {
             .instantiate(OPEN_BUDGET_TICKS)
             .await
             .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
-        let info = instance
-            .switchboard_plugin_realtime()
-            .call_describe(&mut store)
-            .await
-            .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
+        let info = match &instance {
+            Instance::Realtime(i) => {
+                i.switchboard_plugin_realtime()
+                    .call_describe(&mut store)
+                    .await
+            }
+            Instance::Stt(i) => i.switchboard_plugin_stt().call_describe(&mut store).await,
+            Instance::Llm(i) => i.switchboard_plugin_llm().call_describe(&mut store).await,
+            Instance::Tts(i) => i.switchboard_plugin_tts().call_describe(&mut store).await,
+        }
+        .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
         let input_format = format_from_wit(info.input_format);
         super::check_input_format(input_format).map_err(invalid)?;
         plugin.info = PluginInfo {
@@ -262,9 +327,9 @@ fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), 
     Ok(())
 }
 
-/// Refuses a pipeline-stage component (one exporting `stt`, `llm` or `tts` instead of
-/// `realtime`) with an error that says what it is.
-fn check_stage(engine: &Engine, component: &Component) -> Result<(), String> {
+/// The stage a component implements, by the contract interface it exports (realtime when it
+/// exports none: linking then fails with a message naming the realtime world).
+fn stage_of(engine: &Engine, component: &Component) -> Stage {
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
@@ -273,31 +338,40 @@ fn check_stage(engine: &Engine, component: &Component) -> Result<(), String> {
     let exports_interface = |name: &str| {
         exports
             .iter()
-            .find(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/{name}@")))
+            .any(|e| e.starts_with(&format!("{CONTRACT_PACKAGE}/{name}@")))
     };
-    if exports_interface("realtime").is_some() {
-        return Ok(());
-    }
-    for (interface, stage) in [
-        ("stt", "speech-to-text"),
-        ("llm", "language-model"),
-        ("tts", "text-to-speech"),
-    ] {
-        if let Some(export) = exports_interface(interface) {
-            return Err(format!(
-                "is a {stage} plugin (exports {export}); agents run realtime plugins only until \
-                 pipeline mode lands"
-            ));
-        }
-    }
-    Ok(())
+    [
+        ("stt", Stage::Stt),
+        ("llm", Stage::Llm),
+        ("tts", Stage::Tts),
+    ]
+    .into_iter()
+    .find(|(name, _)| exports_interface(name))
+    .map_or(Stage::Realtime, |(_, stage)| stage)
+}
+
+/// A component prepared for instantiation, by world.
+enum Pre {
+    Realtime(bindings::RealtimePluginPre<HostState>),
+    Stt(stage_bindings::stt::SttPluginPre<HostState>),
+    Llm(stage_bindings::llm::LlmPluginPre<HostState>),
+    Tts(stage_bindings::tts::TtsPluginPre<HostState>),
+}
+
+/// An instance, by world.
+enum Instance {
+    Realtime(bindings::RealtimePlugin),
+    Stt(stage_bindings::stt::SttPlugin),
+    Llm(stage_bindings::llm::LlmPlugin),
+    Tts(stage_bindings::tts::TtsPlugin),
 }
 
 /// A compiled, linked WASM plugin.
 pub struct WasmPlugin {
     name: String,
     engine: Engine,
-    pre: bindings::RealtimePluginPre<HostState>,
+    pre: Pre,
+    stage: Stage,
     info: PluginInfo,
 }
 
@@ -307,10 +381,15 @@ impl WasmPlugin {
         &self.info
     }
 
+    /// The contract the component implements.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
     async fn instantiate(
         &self,
         budget_ticks: u64,
-    ) -> Result<(Store<HostState>, bindings::RealtimePlugin), SessionError> {
+    ) -> Result<(Store<HostState>, Instance), SessionError> {
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let state = HostState {
             plugin: self.name.clone(),
@@ -329,11 +408,16 @@ impl WasmPlugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(budget_ticks);
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| trap(&store, e))?;
+        let instance = match &self.pre {
+            Pre::Realtime(p) => p
+                .instantiate_async(&mut store)
+                .await
+                .map(Instance::Realtime),
+            Pre::Stt(p) => p.instantiate_async(&mut store).await.map(Instance::Stt),
+            Pre::Llm(p) => p.instantiate_async(&mut store).await.map(Instance::Llm),
+            Pre::Tts(p) => p.instantiate_async(&mut store).await.map(Instance::Tts),
+        }
+        .map_err(|e| trap(&store, e))?;
         Ok((store, instance))
     }
 
@@ -343,21 +427,14 @@ impl WasmPlugin {
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
         let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
-        store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
-        let wit_config = wit::SessionConfig {
-            call: wit::CallInfo {
-                call_sid: config.call.call_sid.clone(),
-                stream_sid: config.call.stream_sid.clone(),
-                from: config.call.from.clone(),
-                to: config.call.to.clone(),
-                direction: config.call.direction.clone(),
-                agent: config.call.agent.clone(),
-                parameters: config.call.parameters.clone(),
-            },
-            settings: config.settings.clone(),
-            greeting: config.greeting.clone(),
-            input_format: format_to_wit(self.info.input_format),
+        let Instance::Realtime(instance) = instance else {
+            return Err(SessionError::Trap(format!(
+                "is a {} plugin, not a realtime plugin",
+                self.stage.describe()
+            )));
         };
+        store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
+        let wit_config = config_to_wit(config, self.info.input_format);
         let session = instance
             .switchboard_plugin_realtime()
             .session()
@@ -373,6 +450,229 @@ impl WasmPlugin {
             session: Some(session),
             input_format: self.info.input_format,
         })
+    }
+}
+
+fn config_to_wit(config: &SessionConfig, input_format: AudioFormat) -> wit::SessionConfig {
+    wit::SessionConfig {
+        call: wit::CallInfo {
+            call_sid: config.call.call_sid.clone(),
+            stream_sid: config.call.stream_sid.clone(),
+            from: config.call.from.clone(),
+            to: config.call.to.clone(),
+            direction: config.call.direction.clone(),
+            agent: config.call.agent.clone(),
+            parameters: config.call.parameters.clone(),
+        },
+        settings: config.settings.clone(),
+        greeting: config.greeting.clone(),
+        input_format: format_to_wit(input_format),
+    }
+}
+
+impl WasmPlugin {
+    /// Instantiates a pipeline-stage plugin in a fresh store and opens its session for one call.
+    ///
+    /// # Errors
+    /// The plugin is a realtime plugin, refused the config, or trapped.
+    pub async fn open_stage(
+        &self,
+        config: &SessionConfig,
+    ) -> Result<WasmStageSession, SessionError> {
+        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
+        store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
+        let cfg = config_to_wit(config, self.info.input_format);
+        let opened = match &instance {
+            Instance::Realtime(_) => {
+                return Err(SessionError::Trap(
+                    "is a realtime plugin, not a pipeline stage".into(),
+                ));
+            }
+            Instance::Stt(i) => {
+                i.switchboard_plugin_stt()
+                    .recognizer()
+                    .call_open(&mut store, &cfg)
+                    .await
+            }
+            Instance::Llm(i) => {
+                i.switchboard_plugin_llm()
+                    .conversation()
+                    .call_open(&mut store, &cfg)
+                    .await
+            }
+            Instance::Tts(i) => {
+                i.switchboard_plugin_tts()
+                    .synthesizer()
+                    .call_open(&mut store, &cfg)
+                    .await
+            }
+        };
+        let resource = match opened {
+            Ok(r) => r.map_err(plugin_error)?,
+            Err(e) => return Err(trap(&store, e)),
+        };
+        Ok(WasmStageSession {
+            store,
+            instance,
+            resource: Some(resource),
+            input_format: self.info.input_format,
+        })
+    }
+}
+
+/// One call's session of a pipeline-stage component: its own store, instance and resource.
+pub struct WasmStageSession {
+    store: Store<HostState>,
+    instance: Instance,
+    resource: Option<ResourceAny>,
+    input_format: AudioFormat,
+}
+
+impl WasmStageSession {
+    /// Feeds one input within [`HANDLE_BUDGET_TICKS`].
+    ///
+    /// # Errors
+    /// The input is not one this stage takes, the plugin returned an error, or it trapped (the
+    /// session is closed after a trap).
+    pub async fn handle(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
+        use stage_bindings::{
+            llm::exports::switchboard::plugin::llm as wl,
+            stt::exports::switchboard::plugin::stt as ws,
+            tts::exports::switchboard::plugin::tts as wt,
+        };
+        let Some(resource) = self.resource else {
+            return Err(SessionError::Trap("session already failed".into()));
+        };
+        if let StageInput::Io(event) = &input {
+            self.store.data_mut().io.observe(event);
+        }
+        let wrong = |input: &StageInput| {
+            Err(SessionError::Trap(format!(
+                "this stage does not take {input:?}"
+            )))
+        };
+        self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
+        let result = match &self.instance {
+            Instance::Realtime(_) => return wrong(&input),
+            Instance::Stt(i) => {
+                let input = match input {
+                    StageInput::Audio { data, timestamp_ms } => {
+                        ws::SttInput::Audio(wit::AudioFrame {
+                            format: format_to_wit(self.input_format),
+                            data,
+                            timestamp_ms,
+                        })
+                    }
+                    StageInput::EndOfTurn => ws::SttInput::EndOfTurn,
+                    StageInput::Io(e) => ws::SttInput::Io(event_to_wit(e)),
+                    StageInput::Hangup => ws::SttInput::Hangup,
+                    other => return wrong(&other),
+                };
+                i.switchboard_plugin_stt()
+                    .recognizer()
+                    .call_handle(&mut self.store, resource, &input)
+                    .await
+                    .map(|r| {
+                        r.map(|outputs| {
+                            outputs
+                                .into_iter()
+                                .map(|o| match o {
+                                    ws::SttOutput::SpeechStarted => StageOutput::SpeechStarted,
+                                    ws::SttOutput::Transcript(t) => StageOutput::Transcript {
+                                        text: t.text,
+                                        is_final: t.is_final,
+                                    },
+                                    ws::SttOutput::EndOfTurn => StageOutput::EndOfTurn,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            }
+            Instance::Llm(i) => {
+                let input = match input {
+                    StageInput::Reply(history) => wl::LlmInput::Reply(
+                        history
+                            .into_iter()
+                            .map(|(role, content)| wl::Message {
+                                role: match role {
+                                    Role::System => wl::Role::System,
+                                    Role::User => wl::Role::User,
+                                    Role::Assistant => wl::Role::Assistant,
+                                },
+                                content,
+                            })
+                            .collect(),
+                    ),
+                    StageInput::Cancel => wl::LlmInput::Cancel,
+                    StageInput::Io(e) => wl::LlmInput::Io(event_to_wit(e)),
+                    StageInput::Hangup => wl::LlmInput::Hangup,
+                    other => return wrong(&other),
+                };
+                i.switchboard_plugin_llm()
+                    .conversation()
+                    .call_handle(&mut self.store, resource, &input)
+                    .await
+                    .map(|r| {
+                        r.map(|outputs| {
+                            outputs
+                                .into_iter()
+                                .map(|o| match o {
+                                    wl::LlmOutput::TextDelta(t) => StageOutput::TextDelta(t),
+                                    wl::LlmOutput::Done => StageOutput::Done,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            }
+            Instance::Tts(i) => {
+                let input = match input {
+                    StageInput::Text(t) => wt::TtsInput::Text(t),
+                    StageInput::Flush => wt::TtsInput::Flush,
+                    StageInput::Cancel => wt::TtsInput::Cancel,
+                    StageInput::Io(e) => wt::TtsInput::Io(event_to_wit(e)),
+                    StageInput::Hangup => wt::TtsInput::Hangup,
+                    other => return wrong(&other),
+                };
+                i.switchboard_plugin_tts()
+                    .synthesizer()
+                    .call_handle(&mut self.store, resource, &input)
+                    .await
+                    .map(|r| {
+                        r.map(|outputs| {
+                            outputs
+                                .into_iter()
+                                .map(|o| match o {
+                                    wt::TtsOutput::Audio(frame) => StageOutput::Audio {
+                                        format: format_from_wit(frame.format),
+                                        data: frame.data,
+                                    },
+                                    wt::TtsOutput::UtteranceDone => StageOutput::UtteranceDone,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            }
+        };
+        let outputs = match result {
+            Ok(r) => r.map_err(plugin_error)?,
+            Err(e) => {
+                self.resource = None;
+                return Err(trap(&self.store, e));
+            }
+        };
+        if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
+            self.resource = None;
+            return Err(SessionError::Trap(format!(
+                "returned {} outputs from one input (limit {MAX_OUTPUTS_PER_HANDLE})",
+                outputs.len()
+            )));
+        }
+        Ok(outputs)
+    }
+
+    /// Takes the host I/O the plugin queued during its last call.
+    pub fn take_io(&mut self) -> Vec<IoCommand> {
+        self.store.data_mut().io.take_commands()
     }
 }
 
