@@ -6,6 +6,8 @@
 //! that moment, open the plugin session) → `media`/`dtmf`/`mark` → `stop` or socket close or the
 //! plugin's `hang-up` → the session sees `hangup` and is dropped, the socket is closed.
 
+pub mod pipeline;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,646 @@
+//! The pipeline orchestrator's turn-taking, sans I/O: what a pipeline agent (STT → LLM → TTS
+//! plugins) does with each thing that happens on the call. The call task feeds it [`Event`]s and
+//! carries out the [`Action`]s it returns; this module owns no socket, session or clock.
+//!
+//! - **Endpointing.** Caller frames carry the host VAD's verdict. After [`TurnConfig::endpointing`]
+//!   of silence following speech, the STT is told `end-of-turn`; its final transcript and
+//!   `end-of-turn` close the turn. An STT with its own endpointing may close the turn first: it
+//!   wins.
+//! - **History.** The agent's instructions (as `system`), then caller and agent turns. An agent
+//!   turn enters the history once it has played, or, when the caller cut in, cut to what the
+//!   caller heard.
+//! - **Streaming.** LLM text goes to TTS clause by clause (at `.`, `!`, `?`, `;`, `:` or `,`
+//!   followed by a space, once [`MIN_CLAUSE_CHARS`] have gathered), each clause followed by
+//!   `flush`, so the first audio starts before the reply is complete and each clause's audio is
+//!   known (the synthesizer answers each flush with `utterance-done`).
+//! - **Barge-in.** Caller speech while the agent is audible or replying: clear playback, cancel
+//!   LLM and TTS. The call task answers with [`Event::Interrupted`] (the playback clock's heard
+//!   ms), and the history keeps the clauses heard in full plus the heard share of the clause that
+//!   was playing (whole words).
+//! - **Latency.** Each turn records end of caller speech → STT final → LLM first text → TTS first
+//!   audio → first audio sent to the caller ([`TurnLatency`]).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::audio::FRAME_MS;
+use crate::plugin::{AudioEncoding, AudioFormat, Role, StageInput, StageOutput};
+
+/// Default caller silence that ends a turn: long enough for a breath between phrases, short
+/// enough that the agent does not feel slow (the 500–800 ms range usual on the phone).
+pub const DEFAULT_ENDPOINTING: Duration = Duration::from_millis(600);
+
+/// Fewest characters sent to TTS as one clause (very short clauses sound choppy).
+pub const MIN_CLAUSE_CHARS: usize = 12;
+
+/// How a pipeline agent takes turns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// The agent's instructions: the first `system` message of every LLM request.
+    pub instructions: String,
+    /// Caller silence after speech that ends the turn.
+    pub endpointing: Duration,
+    /// Said first, through the TTS, when the call starts.
+    pub greeting: Option<String>,
+}
+
+/// Something that happened on the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The call started (send the greeting).
+    Started,
+    /// One 20 ms caller frame in the STT's input format, with the host VAD's verdict.
+    CallerFrame {
+        /// The VAD heard speech in it.
+        speech: bool,
+        /// Samples for the STT.
+        data: Vec<u8>,
+        /// Milliseconds since the stream started.
+        timestamp_ms: u64,
+    },
+    /// The STT said something.
+    Stt(StageOutput),
+    /// The LLM said something.
+    Llm(StageOutput),
+    /// The TTS said something.
+    Tts(StageOutput),
+    /// Playback was cleared (after [`Action::ClearPlayback`]); the caller had heard this many ms
+    /// of the reply, by the playback clock.
+    Interrupted {
+        /// Heard ms of the reply.
+        heard_ms: u64,
+    },
+    /// Everything queued for the caller has played.
+    PlaybackIdle,
+}
+
+/// What the call task must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Feed the STT session.
+    Stt(StageInput),
+    /// Feed the LLM session.
+    Llm(StageInput),
+    /// Feed the TTS session.
+    Tts(StageInput),
+    /// Queue TTS audio for the caller.
+    Play {
+        /// Format of `data`.
+        format: AudioFormat,
+        /// Samples.
+        data: Vec<u8>,
+    },
+    /// Clear playback now and answer with [`Event::Interrupted`].
+    ClearPlayback,
+}
+
+/// Timings of one turn, from the end of the caller's speech.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnLatency {
+    /// End of caller speech → the STT's final transcript.
+    pub stt_final: Option<Duration>,
+    /// → the LLM's first text.
+    pub llm_first_text: Option<Duration>,
+    /// → the TTS's first audio.
+    pub tts_first_audio: Option<Duration>,
+    /// → the first audio queued for the caller (heard a playback lead later at most).
+    pub first_audio_out: Option<Duration>,
+}
+
+/// One clause of a reply and the audio the TTS returned for it.
+#[derive(Debug, Clone, Default)]
+struct Clause {
+    text: String,
+    audio_ms: u64,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct Reply {
+    clauses: Vec<Clause>,
+    /// LLM text not yet cut into a clause.
+    pending: String,
+    llm_done: bool,
+    /// Cancelled by barge-in: waiting for the heard ms.
+    interrupted: bool,
+    /// The greeting (not an LLM reply).
+    greeting: bool,
+}
+
+/// One call's turn-taking state. See the module docs.
+#[derive(Debug)]
+pub struct Turns {
+    config: TurnConfig,
+    history: Vec<(Role, String)>,
+    in_speech: bool,
+    silence: Duration,
+    /// The caller's final transcripts of the current turn.
+    heard: String,
+    reply: Option<Reply>,
+    /// Agent audio has been queued and has not all played.
+    audible: bool,
+    /// When the caller's current turn ended (for latency).
+    turn_ended: Option<Instant>,
+    latency: TurnLatency,
+    /// Latencies of finished turns.
+    pub latencies: Vec<TurnLatency>,
+}
+
+impl Turns {
+    /// A call's turns under `config`.
+    pub fn new(config: TurnConfig) -> Self {
+        Self {
+            config,
+            history: Vec::new(),
+            in_speech: false,
+            silence: Duration::ZERO,
+            heard: String::new(),
+            reply: None,
+            audible: false,
+            turn_ended: None,
+            latency: TurnLatency::default(),
+            latencies: Vec::new(),
+        }
+    }
+
+    /// The conversation so far (without the instructions).
+    pub fn history(&self) -> &[(Role, String)] {
+        &self.history
+    }
+
+    /// Handles one event at `now`; returns what to do.
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Started => {
+                if let Some(greeting) = self.config.greeting.clone() {
+                    self.reply = Some(Reply {
+                        greeting: true,
+                        ..Reply::default()
+                    });
+                    self.say(greeting, &mut out);
+                }
+            }
+            Event::CallerFrame {
+                speech,
+                data,
+                timestamp_ms,
+            } => self.caller_frame(speech, data, timestamp_ms, now, &mut out),
+            Event::Stt(output) => self.stt(output, now, &mut out),
+            Event::Llm(output) => self.llm(output, now, &mut out),
+            Event::Tts(output) => self.tts(output, now, &mut out),
+            Event::Interrupted { heard_ms } => self.interrupted(heard_ms),
+            Event::PlaybackIdle => {
+                self.audible = false;
+                self.finish_reply_if_played();
+            }
+        }
+        out
+    }
+
+    fn caller_frame(
+        &mut self,
+        speech: bool,
+        data: Vec<u8>,
+        timestamp_ms: u64,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Stt(StageInput::Audio { data, timestamp_ms }));
+        if speech {
+            self.silence = Duration::ZERO;
+            if !self.in_speech {
+                self.in_speech = true;
+                let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
+                if self.audible || replying {
+                    // Barge-in.
+                    out.push(Action::ClearPlayback);
+                    out.push(Action::Llm(StageInput::Cancel));
+                    out.push(Action::Tts(StageInput::Cancel));
+                    if let Some(r) = &mut self.reply {
+                        r.interrupted = true;
+                    }
+                }
+            }
+        } else if self.in_speech {
+            self.silence += Duration::from_millis(FRAME_MS);
+            if self.silence >= self.config.endpointing {
+                self.in_speech = false;
+                self.turn_ended = Some(now - self.silence);
+                self.latency = TurnLatency::default();
+                out.push(Action::Stt(StageInput::EndOfTurn));
+            }
+        }
+    }
+
+    fn stt(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {
+        match output {
+            StageOutput::Transcript {
+                text,
+                is_final: true,
+            } => {
+                if !self.heard.is_empty() {
+                    self.heard.push(' ');
+                }
+                self.heard.push_str(text.trim());
+                if let Some(t) = self.turn_ended {
+                    self.latency.stt_final = Some(now - t);
+                }
+            }
+            StageOutput::EndOfTurn => {
+                let said = std::mem::take(&mut self.heard);
+                if said.is_empty() {
+                    return;
+                }
+                // The recognizer's own endpointing may close the turn before the host's.
+                self.in_speech = false;
+                let ended = *self.turn_ended.get_or_insert(now);
+                if self.latency.stt_final.is_none() {
+                    self.latency.stt_final = Some(now - ended);
+                }
+                self.history.push((Role::User, said));
+                let mut request = vec![(Role::System, self.config.instructions.clone())];
+                request.extend(self.history.iter().cloned());
+                self.reply = Some(Reply::default());
+                out.push(Action::Llm(StageInput::Reply(request)));
+            }
+            _ => {}
+        }
+    }
+
+    fn llm(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {
+        let Some(reply) = self
+            .reply
+            .as_mut()
+            .filter(|r| !r.interrupted && !r.greeting)
+        else {
+            return; // a cancelled reply's late text
+        };
+        match output {
+            StageOutput::TextDelta(text) => {
+                if let (Some(t), None) = (self.turn_ended, self.latency.llm_first_text) {
+                    self.latency.llm_first_text = Some(now - t);
+                }
+                reply.pending.push_str(&text);
+                let mut clauses = Vec::new();
+                while let Some(end) = clause_end(&reply.pending) {
+                    clauses.push(reply.pending.drain(..end).collect::<String>());
+                }
+                for clause in clauses {
+                    self.say(clause, out);
+                }
+            }
+            StageOutput::Done => {
+                let rest = std::mem::take(&mut reply.pending);
+                reply.llm_done = true;
+                if !rest.trim().is_empty() {
+                    self.say(rest, out);
+                }
+                self.finish_reply_if_played();
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends one clause to the TTS, followed by `flush`.
+    fn say(&mut self, text: String, out: &mut Vec<Action>) {
+        if let Some(reply) = &mut self.reply {
+            reply.clauses.push(Clause {
+                text: text.clone(),
+                ..Clause::default()
+            });
+        }
+        out.push(Action::Tts(StageInput::Text(text)));
+        out.push(Action::Tts(StageInput::Flush));
+    }
+
+    fn tts(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {
+        let Some(reply) = self.reply.as_mut().filter(|r| !r.interrupted) else {
+            return; // a cancelled utterance's late audio
+        };
+        match output {
+            StageOutput::Audio { format, data } => {
+                if let Some(clause) = reply.clauses.iter_mut().find(|c| !c.done) {
+                    clause.audio_ms += duration_ms(format, data.len());
+                }
+                if let Some(t) = self.turn_ended {
+                    if self.latency.tts_first_audio.is_none() {
+                        self.latency.tts_first_audio = Some(now - t);
+                    }
+                    if self.latency.first_audio_out.is_none() {
+                        self.latency.first_audio_out = Some(now - t);
+                    }
+                }
+                self.audible = true;
+                out.push(Action::Play { format, data });
+            }
+            StageOutput::UtteranceDone => {
+                if let Some(clause) = reply.clauses.iter_mut().find(|c| !c.done) {
+                    clause.done = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn interrupted(&mut self, heard_ms: u64) {
+        self.audible = false;
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        let heard = heard_text(&reply.clauses, heard_ms);
+        if !heard.is_empty() {
+            self.history.push((Role::Assistant, heard));
+        }
+        self.close_turn();
+    }
+
+    /// Once the LLM is done, every clause synthesized and all audio played, the reply enters
+    /// the history whole.
+    fn finish_reply_if_played(&mut self) {
+        let finished = self.reply.as_ref().is_some_and(|r| {
+            (r.llm_done || r.greeting)
+                && r.pending.is_empty()
+                && r.clauses.iter().all(|c| c.done)
+                && !self.audible
+                && !r.interrupted
+        });
+        if finished && let Some(reply) = self.reply.take() {
+            let text: String = reply.clauses.iter().map(|c| c.text.as_str()).collect();
+            self.history
+                .push((Role::Assistant, text.trim().to_string()));
+            self.close_turn();
+        }
+    }
+
+    fn close_turn(&mut self) {
+        if self.turn_ended.take().is_some() {
+            self.latencies.push(std::mem::take(&mut self.latency));
+        }
+    }
+}
+
+/// Where the first clause of `text` ends (after its punctuation and space), if it has one long
+/// enough.
+fn clause_end(text: &str) -> Option<usize> {
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if matches!(c, '.' | '!' | '?' | ';' | ':' | ',')
+            && let Some(&(j, next)) = chars.peek()
+            && next.is_whitespace()
+            && text[..i].trim().chars().count() + 1 >= MIN_CLAUSE_CHARS
+        {
+            return Some(j + next.len_utf8());
+        }
+    }
+    None
+}
+
+/// Milliseconds of `bytes` of audio in `format`.
+fn duration_ms(format: AudioFormat, bytes: usize) -> u64 {
+    let bytes_per_sample = match format.encoding {
+        AudioEncoding::Pcm16 => 2,
+        AudioEncoding::Mulaw => 1,
+    };
+    let samples = (bytes / bytes_per_sample) as u64;
+    samples * 1000 / u64::from(format.sample_rate.max(1))
+}
+
+/// The text of `clauses` the caller heard in `heard_ms`: whole clauses, then the heard share of
+/// the clause that was playing, cut at a word.
+fn heard_text(clauses: &[Clause], heard_ms: u64) -> String {
+    let mut out = String::new();
+    let mut left = heard_ms;
+    for clause in clauses {
+        if left >= clause.audio_ms {
+            out.push_str(&clause.text);
+            left -= clause.audio_ms;
+            continue;
+        }
+        if clause.audio_ms > 0 && left > 0 {
+            let words: Vec<&str> = clause.text.split_whitespace().collect();
+            let keep = (words.len() as u64 * left / clause.audio_ms) as usize;
+            if keep > 0 {
+                out.push_str(&words[..keep].join(" "));
+            }
+        }
+        break;
+    }
+    out.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PCM8K: AudioFormat = AudioFormat {
+        encoding: AudioEncoding::Pcm16,
+        sample_rate: 8000,
+    };
+
+    fn turns() -> Turns {
+        Turns::new(TurnConfig {
+            instructions: "Be brief.".into(),
+            endpointing: DEFAULT_ENDPOINTING,
+            greeting: None,
+        })
+    }
+
+    fn frame(t: &mut Turns, speech: bool, now: Instant) -> Vec<Action> {
+        t.on(
+            Event::CallerFrame {
+                speech,
+                data: vec![0; 320],
+                timestamp_ms: 0,
+            },
+            now,
+        )
+    }
+
+    /// `ms` of PCM16 audio at 8 kHz.
+    fn audio(ms: usize) -> StageOutput {
+        StageOutput::Audio {
+            format: PCM8K,
+            data: vec![0; ms * 16],
+        }
+    }
+
+    /// The caller speaks for 400 ms then stays quiet until the host ends the turn.
+    fn caller_turn(t: &mut Turns, text: &str, now: &mut Instant) -> Vec<Action> {
+        for _ in 0..20 {
+            let _ = frame(t, true, *now);
+            *now += Duration::from_millis(20);
+        }
+        let mut ended = false;
+        for _ in 0..40 {
+            let out = frame(t, false, *now);
+            *now += Duration::from_millis(20);
+            if out.contains(&Action::Stt(StageInput::EndOfTurn)) {
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended, "the host ended the turn");
+        let mut out = t.on(
+            Event::Stt(StageOutput::Transcript {
+                text: text.into(),
+                is_final: true,
+            }),
+            *now,
+        );
+        out.extend(t.on(Event::Stt(StageOutput::EndOfTurn), *now));
+        out
+    }
+
+    #[test]
+    fn endpointing_after_the_configured_silence_then_history_goes_to_the_llm() {
+        let mut t = turns();
+        let mut now = Instant::now();
+        let start = now;
+        let out = caller_turn(&mut t, "What are your hours?", &mut now);
+        // 400 ms of speech + 600 ms of silence.
+        assert_eq!(now - start, Duration::from_millis(1000));
+        assert_eq!(
+            out,
+            vec![Action::Llm(StageInput::Reply(vec![
+                (Role::System, "Be brief.".into()),
+                (Role::User, "What are your hours?".into()),
+            ]))]
+        );
+    }
+
+    #[test]
+    fn llm_text_streams_to_tts_clause_by_clause_and_enters_history_once_played() {
+        let mut t = turns();
+        let mut now = Instant::now();
+        let _ = caller_turn(&mut t, "hours?", &mut now);
+        let out = t.on(
+            Event::Llm(StageOutput::TextDelta("We are open from nine".into())),
+            now,
+        );
+        assert!(out.is_empty(), "no clause yet: {out:?}");
+        let out = t.on(
+            Event::Llm(StageOutput::TextDelta(
+                " to five, Monday to Friday. Anything".into(),
+            )),
+            now,
+        );
+        assert_eq!(
+            out,
+            vec![
+                Action::Tts(StageInput::Text("We are open from nine to five, ".into())),
+                Action::Tts(StageInput::Flush),
+                Action::Tts(StageInput::Text("Monday to Friday. ".into())),
+                Action::Tts(StageInput::Flush),
+            ]
+        );
+        let out = t.on(Event::Llm(StageOutput::TextDelta(" else?".into())), now);
+        assert!(out.is_empty());
+        let out = t.on(Event::Llm(StageOutput::Done), now);
+        assert_eq!(
+            out,
+            vec![
+                Action::Tts(StageInput::Text("Anything else?".into())),
+                Action::Tts(StageInput::Flush)
+            ]
+        );
+        for _ in 0..3 {
+            let out = t.on(Event::Tts(audio(500)), now);
+            assert!(matches!(out[0], Action::Play { .. }));
+            let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+        }
+        assert_eq!(t.history().len(), 1, "not played yet");
+        let _ = t.on(Event::PlaybackIdle, now);
+        assert_eq!(
+            t.history()[1],
+            (
+                Role::Assistant,
+                "We are open from nine to five, Monday to Friday. Anything else?".into()
+            )
+        );
+        assert_eq!(t.latencies.len(), 1);
+        assert!(t.latencies[0].tts_first_audio.is_some());
+    }
+
+    #[test]
+    fn barge_in_clears_cancels_and_keeps_only_what_was_heard() {
+        let mut t = turns();
+        let mut now = Instant::now();
+        let _ = caller_turn(&mut t, "hours?", &mut now);
+        let _ = t.on(
+            Event::Llm(StageOutput::TextDelta(
+                "We are open from nine to five, Monday to Friday and on Saturday mornings. ".into(),
+            )),
+            now,
+        );
+        let _ = t.on(Event::Llm(StageOutput::Done), now);
+        // Clause 1 (8 words): 1000 ms; clause 2 (8 words): 1000 ms.
+        for _ in 0..2 {
+            let _ = t.on(Event::Tts(audio(1000)), now);
+            let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+        }
+        // The caller talks over the agent.
+        let out = frame(&mut t, true, now);
+        assert_eq!(
+            &out[1..],
+            &[
+                Action::ClearPlayback,
+                Action::Llm(StageInput::Cancel),
+                Action::Tts(StageInput::Cancel)
+            ]
+        );
+        // Late audio of the cancelled utterance is not played.
+        assert!(t.on(Event::Tts(audio(100)), now).is_empty());
+        // The caller heard all of clause 1 and half of clause 2.
+        let _ = t.on(Event::Interrupted { heard_ms: 1500 }, now);
+        assert_eq!(
+            t.history()[1],
+            (
+                Role::Assistant,
+                "We are open from nine to five, Monday to Friday".into()
+            )
+        );
+    }
+
+    #[test]
+    fn greeting_is_spoken_first_and_remembered() {
+        let mut t = Turns::new(TurnConfig {
+            instructions: String::new(),
+            endpointing: DEFAULT_ENDPOINTING,
+            greeting: Some("Hello, how can I help?".into()),
+        });
+        let now = Instant::now();
+        let out = t.on(Event::Started, now);
+        assert_eq!(
+            out,
+            vec![
+                Action::Tts(StageInput::Text("Hello, how can I help?".into())),
+                Action::Tts(StageInput::Flush)
+            ]
+        );
+        let _ = t.on(Event::Tts(audio(800)), now);
+        let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+        let _ = t.on(Event::PlaybackIdle, now);
+        assert_eq!(
+            t.history(),
+            &[(Role::Assistant, "Hello, how can I help?".into())]
+        );
+    }
+
+    #[test]
+    fn the_recognizers_own_end_of_turn_wins() {
+        let mut t = turns();
+        let now = Instant::now();
+        let _ = frame(&mut t, true, now);
+        let _ = t.on(
+            Event::Stt(StageOutput::Transcript {
+                text: "bye".into(),
+                is_final: true,
+            }),
+            now,
+        );
+        let out = t.on(Event::Stt(StageOutput::EndOfTurn), now);
+        assert!(matches!(&out[0], Action::Llm(StageInput::Reply(h)) if h.len() == 2));
+    }
+}
