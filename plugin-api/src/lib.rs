@@ -58,54 +58,38 @@ wit_bindgen::generate!({
 /// Bindings of the pipeline stage worlds (`stt-plugin`, `llm-plugin`, `tts-plugin`), sharing the
 /// `types` and `host` interfaces generated above. Their types are re-exported in [`types`].
 pub mod stages {
-    /// The `stt-plugin` world.
-    pub mod stt {
-        wit_bindgen::generate!({
-            world: "stt-plugin",
-            path: "wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_stt",
-            default_bindings_module: "switchboard_plugin_api::stages::stt",
-            with: {
-                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
-                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
-            },
-            generate_all,
-            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
-        });
+    macro_rules! stage_world {
+        ($(#[$doc:meta])* $module:ident, $world:literal, $macro:literal, $bindings:literal) => {
+            $(#[$doc])*
+            pub mod $module {
+                wit_bindgen::generate!({
+                    world: $world,
+                    path: "wit",
+                    pub_export_macro: true,
+                    export_macro_name: $macro,
+                    default_bindings_module: $bindings,
+                    with: {
+                        "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
+                        "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
+                    },
+                    generate_all,
+                    additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
+                });
+            }
+        };
     }
-    /// The `llm-plugin` world.
-    pub mod llm {
-        wit_bindgen::generate!({
-            world: "llm-plugin",
-            path: "wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_llm",
-            default_bindings_module: "switchboard_plugin_api::stages::llm",
-            with: {
-                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
-                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
-            },
-            generate_all,
-            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
-        });
-    }
-    /// The `tts-plugin` world.
-    pub mod tts {
-        wit_bindgen::generate!({
-            world: "tts-plugin",
-            path: "wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_tts",
-            default_bindings_module: "switchboard_plugin_api::stages::tts",
-            with: {
-                "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
-                "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
-            },
-            generate_all,
-            additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
-        });
-    }
+    stage_world!(
+        /// The `stt-plugin` world.
+        stt, "stt-plugin", "__export_stt", "switchboard_plugin_api::stages::stt"
+    );
+    stage_world!(
+        /// The `llm-plugin` world.
+        llm, "llm-plugin", "__export_llm", "switchboard_plugin_api::stages::llm"
+    );
+    stage_world!(
+        /// The `tts-plugin` world.
+        tts, "tts-plugin", "__export_tts", "switchboard_plugin_api::stages::tts"
+    );
 }
 
 #[cfg(not(target_arch = "wasm32"))]

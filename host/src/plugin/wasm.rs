@@ -39,39 +39,24 @@ mod bindings {
 /// Bindings of the pipeline stage worlds, sharing the `types` and `host` bindings above (so one
 /// `HostState` implements the host for every world).
 mod stage_bindings {
-    pub mod stt {
-        wasmtime::component::bindgen!({
-            world: "stt-plugin",
-            path: "../plugin-api/wit",
-            exports: { default: async },
-            with: {
-                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
-                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
-            },
-        });
+    macro_rules! stage_world {
+        ($module:ident, $world:literal) => {
+            pub mod $module {
+                wasmtime::component::bindgen!({
+                    world: $world,
+                    path: "../plugin-api/wit",
+                    exports: { default: async },
+                    with: {
+                        "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
+                        "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
+                    },
+                });
+            }
+        };
     }
-    pub mod llm {
-        wasmtime::component::bindgen!({
-            world: "llm-plugin",
-            path: "../plugin-api/wit",
-            exports: { default: async },
-            with: {
-                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
-                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
-            },
-        });
-    }
-    pub mod tts {
-        wasmtime::component::bindgen!({
-            world: "tts-plugin",
-            path: "../plugin-api/wit",
-            exports: { default: async },
-            with: {
-                "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
-                "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
-            },
-        });
-    }
+    stage_world!(stt, "stt-plugin");
+    stage_world!(llm, "llm-plugin");
+    stage_world!(tts, "tts-plugin");
 }
 
 use bindings::exports::switchboard::plugin::realtime as wit_rt;
