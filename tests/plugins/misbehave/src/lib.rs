@@ -5,7 +5,7 @@
 //! Settings: `{"behaviour": "spin" | "hog" | "trap" | "slow" | "flood"}` (the settings string is
 //! matched by substring to keep this fixture free of a JSON parser).
 //! - `spin`: loops forever in `handle`.
-//! - `hog`: allocates without bound.
+//! - `hog`: allocates without bound (8 MiB reservations, so it meets the memory cap fast).
 //! - `trap` or `panic`: panics (a WASM `unreachable`; a caught panic when native).
 //! - `slow`: busy-waits 2 s in `handle`, past the host's time budget.
 //! - `flood`: returns 100,000 `mark` outputs from one `handle`.
@@ -59,9 +59,11 @@ impl MisbehaveSession {
                 }
             }
             "hog" => {
+                // Reserve (without writing) 8 MiB at a time: linear memory grows to the host's cap
+                // in a few steps, well inside the time budget even on a loaded machine.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(8 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
