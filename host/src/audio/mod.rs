@@ -6,6 +6,7 @@ pub mod convert;
 pub mod mulaw;
 pub mod playback;
 pub mod resample;
+pub mod vad;
 
 /// Twilio's sample rate (Hz).
 pub const TWILIO_SAMPLE_RATE: u32 = 8000;

@@ -294,6 +294,13 @@ impl Playback {
         heard
     }
 
+    /// Where the next frame queued will sit on the sent-audio timeline (ms): everything sent so
+    /// far plus everything queued. [`heard_ms`](Self::heard_ms) minus this value taken when a
+    /// reply's first frame was queued is how much of that reply the caller heard, across gaps.
+    pub fn end_ms(&self) -> u64 {
+        self.sent_ms + self.queued_frames as u64 * FRAME_MS
+    }
+
     /// Milliseconds of audio sent to Twilio so far (after clears, what was played of it).
     pub fn sent_ms(&self) -> u64 {
         self.sent_ms

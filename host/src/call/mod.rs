@@ -7,6 +7,7 @@
 //! plugin's `hang-up` → the session sees `hangup` and is dropped, the socket is closed.
 
 pub mod pipeline;
+pub mod stages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,17 @@ use tracing::{Instrument, Span};
 
 use crate::audio::convert::{FromPlugin, ToPlugin};
 use crate::audio::playback::{Echo, Outgoing, Playback};
+use crate::audio::vad::Vad;
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
-use crate::config::Config;
+use crate::config::{Agent, AgentMode, Config, PluginUse};
 use crate::plugin::io::{IoDriver, IoEvent, IoPolicy};
-use crate::plugin::{CallInfo, Plugins, Session, SessionConfig, SessionInput, SessionOutput};
+use crate::plugin::{
+    CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionInput, SessionOutput, Stage,
+    StageInput, StageOutput,
+};
+use pipeline::{Action, Event, TurnConfig, TurnLatency, Turns};
+use stages::{REPORT_QUEUE, StageReport, StageWorker};
+use tokio::sync::mpsc;
 use crate::routing::{self, RouteRequest};
 use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
 
@@ -102,6 +110,10 @@ pub struct CallStats {
     pub first_audio: Option<Duration>,
     /// The conversation, turn by turn, as the plugin reported it.
     pub transcript: Vec<Turn>,
+    /// Pipeline agents: each finished turn's latency breakdown, in order.
+    pub turn_latency: Vec<TurnLatency>,
+    /// Pipeline agents: caller frames the STT could not take (it fell behind).
+    pub stt_dropped: u64,
 }
 
 /// Who spoke a turn.
@@ -118,17 +130,57 @@ pub enum Side {
 pub struct Turn {
     /// Who spoke.
     pub side: Side,
-    /// What the plugin reported was said (for the agent: the whole reply as generated).
+    /// What was said. Realtime agents: as the plugin reported it (for the agent, the whole
+    /// reply as generated). Pipeline agents: the history the host keeps, so an agent turn cut
+    /// short by barge-in holds only the words the caller heard.
     pub text: String,
     /// For an agent turn cut short by barge-in: the milliseconds of it the caller heard, by
-    /// the playback clock. The text is not cut: word timings are not known to the host.
+    /// the playback clock.
     pub heard_ms: Option<u64>,
+}
+
+/// What runs the conversation of an active call.
+enum Engine {
+    /// One realtime session and the host I/O it asked for.
+    Realtime { session: Session, io: IoDriver },
+    /// Three stage sessions in their own tasks, and the host's turn-taking.
+    Pipeline(Box<PipelineCall>),
+}
+
+/// A pipeline call's state in the call task.
+struct PipelineCall {
+    turns: Turns,
+    vad: Vad,
+    stt: StageWorker,
+    llm: StageWorker,
+    tts: StageWorker,
+    reports: mpsc::Receiver<StageReport>,
+    /// Plugin names of the STT, LLM and TTS stages, for blame.
+    names: [String; 3],
+    /// Where the current reply's first frame sits on the playback timeline (ms).
+    reply_origin: Option<u64>,
+    /// When everything queued should have played: check then for `PlaybackIdle`.
+    idle_at: Option<Instant>,
+    /// History entries already copied into the call's transcript.
+    history_seen: usize,
+    /// Heard ms of the reply cut by the last barge-in, for its transcript entry.
+    cut_heard: Option<u64>,
+}
+
+impl PipelineCall {
+    fn worker(&mut self, stage: Stage) -> (&mut StageWorker, &str) {
+        match stage {
+            Stage::Stt => (&mut self.stt, &self.names[0]),
+            Stage::Llm => (&mut self.llm, &self.names[1]),
+            _ => (&mut self.tts, &self.names[2]),
+        }
+    }
 }
 
 /// State once `start` has arrived.
 struct Active {
     stream_sid: String,
-    session: Session,
+    engine: Engine,
     to_plugin: ToPlugin,
     from_plugin: FromPlugin,
     next_chunk: Option<u64>,
@@ -136,8 +188,6 @@ struct Active {
     playback: Playback,
     /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
     deferred: Option<SessionInput>,
-    /// Runs the host I/O the plugin asked for.
-    io: IoDriver,
     /// When `start` arrived (for time-to-first-audio).
     started: Instant,
     /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
@@ -157,7 +207,8 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         ws,
         ctx,
         stream_sid: None,
-        plugin: None,
+        plugins: Vec::new(),
+        failed_plugin: None,
         stats: CallStats::default(),
         active: None,
         payload: Vec::with_capacity(FRAME_SAMPLES),
@@ -176,8 +227,10 @@ struct Call {
     ctx: CallContext,
     /// Known from `start` on, even when no session could be opened.
     stream_sid: Option<String>,
-    /// The plugin serving the call, once routed.
-    plugin: Option<String>,
+    /// The plugins serving the call, once routed (one, or a pipeline's three).
+    plugins: Vec<String>,
+    /// The plugin whose failure ended the call.
+    failed_plugin: Option<String>,
     stats: CallStats,
     active: Option<Active>,
     payload: Vec<u8>,
@@ -195,9 +248,16 @@ impl Call {
     async fn run(&mut self) -> EndReason {
         let start_deadline = Instant::now() + START_TIMEOUT;
         let reason = loop {
-            let (deadline, due) = match &self.active {
-                None => (Some(start_deadline), None),
-                Some(a) => (a.hangup_deadline, a.playback.next_due(Instant::now())),
+            let (deadline, due, idle_at) = match &self.active {
+                None => (Some(start_deadline), None, None),
+                Some(a) => (
+                    a.hangup_deadline,
+                    a.playback.next_due(Instant::now()),
+                    match &a.engine {
+                        Engine::Pipeline(p) => p.idle_at,
+                        Engine::Realtime { .. } => None,
+                    },
+                ),
             };
             let msg = tokio::select! {
                 msg = self.ws.recv() => msg,
@@ -210,8 +270,18 @@ impl Call {
                     }
                     continue;
                 }
-                event = next_io(&mut self.active) => {
-                    if let Next::End(reason) = self.feed(SessionInput::Io(event)).await {
+                event = next_engine_event(&mut self.active) => {
+                    let next = match event {
+                        EngineEvent::Io(event) => self.feed(SessionInput::Io(event)).await,
+                        EngineEvent::Report(report) => self.on_report(report).await,
+                    };
+                    if let Next::End(reason) = next {
+                        break reason;
+                    }
+                    continue;
+                }
+                () = sleep_until(idle_at) => {
+                    if let Next::End(reason) = self.check_idle().await {
                         break reason;
                     }
                     continue;
@@ -238,24 +308,32 @@ impl Call {
     }
 
     async fn finish(&mut self, reason: &EndReason) {
-        if let Some(breaker) = self
-            .plugin
-            .as_deref()
-            .and_then(|p| self.ctx.plugins.breaker(p))
-        {
-            match reason {
-                EndReason::PluginFailed(_) if breaker.record_failure() => {
+        match reason {
+            EndReason::PluginFailed(_) => {
+                let blamed = self
+                    .failed_plugin
+                    .clone()
+                    .or_else(|| self.plugins.first().cloned());
+                if let Some(name) = blamed
+                    && let Some(breaker) = self.ctx.plugins.breaker(&name)
+                    && breaker.record_failure()
+                {
                     tracing::error!(
-                        plugin = ?self.plugin,
+                        plugin = %name,
                         failures = breaker.failures(),
                         "plugin circuit breaker opened: new calls go to the fallback"
                     );
                 }
-                EndReason::PluginFailed(_) => {}
-                EndReason::CircuitOpen(_) => {}
-                _ if self.active.is_some() => breaker.record_success(),
-                _ => {}
             }
+            EndReason::CircuitOpen(_) => {}
+            _ if self.active.is_some() => {
+                for name in &self.plugins {
+                    if let Some(breaker) = self.ctx.plugins.breaker(name) {
+                        breaker.record_success();
+                    }
+                }
+            }
+            _ => {}
         }
         if matches!(
             reason,
@@ -265,10 +343,24 @@ impl Call {
             self.active = None;
             self.apologise().await;
         }
-        if let Some(active) = &mut self.active
-            && let Err(e) = active.session.handle(SessionInput::Hangup).await
-        {
-            tracing::debug!(error = %e, "plugin failed on hangup");
+        if let Some(active) = &mut self.active {
+            match &mut active.engine {
+                Engine::Realtime { session, .. } => {
+                    if let Err(e) = session.handle(SessionInput::Hangup).await {
+                        tracing::debug!(error = %e, "plugin failed on hangup");
+                    }
+                }
+                Engine::Pipeline(p) => {
+                    // Each stage task ends after its hangup.
+                    for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
+                        let _ = p.worker(stage).0.send(StageInput::Hangup);
+                    }
+                    self.stats.turn_latency = std::mem::take(&mut p.turns.latencies);
+                    for (n, latency) in self.stats.turn_latency.iter().enumerate() {
+                        tracing::info!(turn = n + 1, ?latency, "turn latency");
+                    }
+                }
+            }
         }
         // Drop the session (and the plugin's store) before the socket closes.
         self.active = None;
@@ -393,77 +485,393 @@ impl Call {
             }
         };
         let mut agent = route.agent;
-        let open = |name: &str| self.ctx.plugins.breaker(name).is_some_and(|b| b.is_open());
-        if open(&agent.realtime.plugin) {
+        let plugins = &self.ctx.plugins;
+        let breaker_open = |a: &Agent| -> Option<String> {
+            a.plugin_uses()
+                .into_iter()
+                .find(|(_, u)| plugins.breaker(&u.plugin).is_some_and(|b| b.is_open()))
+                .map(|(_, u)| u.plugin.clone())
+        };
+        if let Some(failing) = breaker_open(agent) {
             let fallback = agent.fallback.as_deref().and_then(|f| config.agent(f));
             match fallback {
-                Some(f) if !open(&f.realtime.plugin) => {
+                Some(f) if breaker_open(f).is_none() => {
                     tracing::warn!(agent = %agent.name, fallback = %f.name, "plugin circuit open; call goes to the fallback agent");
                     agent = f;
                 }
                 _ => {
-                    tracing::warn!(agent = %agent.name, plugin = %agent.realtime.plugin, "plugin circuit open and no fallback available");
+                    tracing::warn!(agent = %agent.name, plugin = %failing, "plugin circuit open and no fallback available");
                     self.stats.agent = Some(agent.name.clone());
-                    return Next::End(EndReason::CircuitOpen(agent.realtime.plugin.clone()));
+                    return Next::End(EndReason::CircuitOpen(failing));
                 }
             }
         }
         self.span.record("agent", agent.name.as_str());
-        self.plugin = Some(agent.realtime.plugin.clone());
+        self.plugins = agent
+            .plugin_uses()
+            .into_iter()
+            .map(|(_, u)| u.plugin.clone())
+            .collect();
         self.stats.agent = Some(agent.name.clone());
-        self.span.record("plugin", agent.realtime.plugin.as_str());
-        let Some(plugin) = self.ctx.plugins.get(&agent.realtime.plugin).cloned() else {
-            return Next::End(EndReason::PluginFailed(format!(
-                "plugin {} is not loaded",
-                agent.realtime.plugin
-            )));
+        self.span.record("plugin", self.plugins.join("+").as_str());
+        let call = CallInfo {
+            call_sid: start.call_sid.clone(),
+            stream_sid: stream_sid.clone(),
+            from: param("From").unwrap_or_default().to_string(),
+            to: param("To").unwrap_or_default().to_string(),
+            direction: param("Direction").unwrap_or("inbound").to_string(),
+            agent: agent.name.clone(),
+            parameters: params.clone(),
         };
-        let session_config = SessionConfig {
-            call: CallInfo {
-                call_sid: start.call_sid.clone(),
-                stream_sid: stream_sid.clone(),
-                from: param("From").unwrap_or_default().to_string(),
-                to: param("To").unwrap_or_default().to_string(),
-                direction: param("Direction").unwrap_or("inbound").to_string(),
-                agent: agent.name.clone(),
-                parameters: params.clone(),
-            },
-            settings: agent.settings_json.clone(),
+        let opened = match &agent.mode {
+            AgentMode::Realtime(used) => self.open_realtime(agent, used, call.clone()).await,
+            AgentMode::Pipeline(_) => self.open_pipeline(agent, call.clone()).await,
+        };
+        let (engine, input_format) = match opened {
+            Ok(o) => o,
+            Err(next) => return next,
+        };
+        let to_plugin = match ToPlugin::new(input_format) {
+            Ok(c) => c,
+            Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
+        };
+        tracing::info!(reason = ?route.reason, from = %call.from, to = %call.to, "call started");
+        self.active = Some(Active {
+            stream_sid,
+            engine,
+            to_plugin,
+            from_plugin: FromPlugin::new(),
+            next_chunk: None,
+            playback: Playback::new(Instant::now()),
+            deferred: None,
+            started: Instant::now(),
+            hangup_deadline: None,
+        });
+        // A pipeline speaks its greeting through the TTS.
+        self.pipeline_event(Event::Started).await
+    }
+
+    /// The loaded plugin `used` names, or the end of the call.
+    fn loaded(&mut self, used: &PluginUse) -> Result<Arc<Plugin>, Next> {
+        self.ctx.plugins.get(&used.plugin).cloned().ok_or_else(|| {
+            self.failed_plugin = Some(used.plugin.clone());
+            Next::End(EndReason::PluginFailed(format!(
+                "plugin {} is not loaded",
+                used.plugin
+            )))
+        })
+    }
+
+    fn session_config(agent: &Agent, used: &PluginUse, call: CallInfo) -> SessionConfig {
+        SessionConfig {
+            call,
+            settings: used.settings_json.clone(),
             greeting: agent.greeting.clone(),
             io: Arc::new(IoPolicy {
-                allowed_hosts: agent.realtime.allowed_hosts.clone(),
-                secrets: agent.realtime.secrets.clone(),
+                allowed_hosts: used.allowed_hosts.clone(),
+                secrets: used.secrets.clone(),
             }),
-        };
-        let opened = plugin.open(&session_config).await;
-        let mut session = match opened {
+        }
+    }
+
+    async fn open_realtime(
+        &mut self,
+        agent: &Agent,
+        used: &PluginUse,
+        call: CallInfo,
+    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
+        let plugin = self.loaded(used)?;
+        let mut session = match plugin
+            .open(&Self::session_config(agent, used, call))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");
-                return Next::End(EndReason::PluginFailed(e.to_string()));
+                return Err(Next::End(EndReason::PluginFailed(e.to_string())));
             }
         };
         let mut io = IoDriver::new();
         for command in session.take_io() {
             io.execute(command);
         }
-        let to_plugin = match ToPlugin::new(plugin.info().input_format) {
-            Ok(c) => c,
-            Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
+        Ok((Engine::Realtime { session, io }, plugin.info().input_format))
+    }
+
+    async fn open_pipeline(
+        &mut self,
+        agent: &Agent,
+        call: CallInfo,
+    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
+        let Some(pipeline) = agent.pipeline() else {
+            return Err(Next::End(EndReason::PluginFailed(
+                "agent has no pipeline".into(),
+            )));
         };
-        tracing::info!(reason = ?route.reason, from = %session_config.call.from, to = %session_config.call.to, "call started");
-        self.active = Some(Active {
-            stream_sid,
-            session,
-            to_plugin,
-            from_plugin: FromPlugin::new(),
-            next_chunk: None,
-            playback: Playback::new(Instant::now()),
-            deferred: None,
-            io,
-            started: Instant::now(),
-            hangup_deadline: None,
+        let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
+        let mut workers = Vec::with_capacity(3);
+        let mut stt_format = None;
+        for (stage, used) in [
+            (Stage::Stt, &pipeline.stt),
+            (Stage::Llm, &pipeline.llm),
+            (Stage::Tts, &pipeline.tts),
+        ] {
+            let plugin = self.loaded(used)?;
+            if stage == Stage::Stt {
+                stt_format = Some(plugin.info().input_format);
+            }
+            let session = match plugin
+                .open_stage(&Self::session_config(agent, used, call.clone()))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, plugin = %used.plugin, "pipeline stage failed to open");
+                    self.failed_plugin = Some(used.plugin.clone());
+                    return Err(Next::End(EndReason::PluginFailed(format!(
+                        "{} ({}): {e}",
+                        used.plugin,
+                        stage.describe()
+                    ))));
+                }
+            };
+            let blocking = matches!(plugin.as_ref(), Plugin::Native(_));
+            workers.push(StageWorker::spawn(
+                stage,
+                session,
+                blocking,
+                report_tx.clone(),
+            ));
+        }
+        let vad = Vad::new().map_err(|e| Next::End(EndReason::PluginFailed(e.to_string())))?;
+        let mut workers = workers.into_iter();
+        let (Some(stt), Some(llm), Some(tts), Some(format)) =
+            (workers.next(), workers.next(), workers.next(), stt_format)
+        else {
+            return Err(Next::End(EndReason::PluginFailed(
+                "pipeline stages missing".into(),
+            )));
+        };
+        let turns = Turns::new(TurnConfig {
+            instructions: pipeline.instructions.clone(),
+            endpointing: pipeline.endpointing,
+            greeting: agent.greeting.clone(),
         });
+        let call = PipelineCall {
+            turns,
+            vad,
+            stt,
+            llm,
+            tts,
+            reports,
+            names: [
+                pipeline.stt.plugin.clone(),
+                pipeline.llm.plugin.clone(),
+                pipeline.tts.plugin.clone(),
+            ],
+            reply_origin: None,
+            idle_at: None,
+            history_seen: 0,
+            cut_heard: None,
+        };
+        Ok((Engine::Pipeline(Box::new(call)), format))
+    }
+
+    /// Feeds one event to a pipeline call's turn-taking and carries out what it decides.
+    async fn pipeline_event(&mut self, event: Event) -> Next {
+        let Some(Active {
+            engine: Engine::Pipeline(p),
+            ..
+        }) = &mut self.active
+        else {
+            return Next::Continue;
+        };
+        let actions = p.turns.on(event, Instant::now());
+        self.pipeline_actions(actions).await
+    }
+
+    async fn pipeline_actions(&mut self, actions: Vec<Action>) -> Next {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let Some(active) = &mut self.active else {
+                return Next::Continue;
+            };
+            let Engine::Pipeline(p) = &mut active.engine else {
+                return Next::Continue;
+            };
+            let (stage, input) = match action {
+                Action::Stt(input) => (Stage::Stt, input),
+                Action::Llm(input) => (Stage::Llm, input),
+                Action::Tts(input) => (Stage::Tts, input),
+                Action::Play { format, data } => {
+                    if p.reply_origin.is_none() {
+                        p.reply_origin = Some(active.playback.end_ms());
+                    }
+                    if let Err(e) = active.from_plugin.push(format, &data) {
+                        self.failed_plugin = Some(p.names[2].clone());
+                        return Next::End(EndReason::PluginFailed(e.to_string()));
+                    }
+                    if let Next::End(r) = self.queue_frames(false).await {
+                        return Next::End(r);
+                    }
+                    continue;
+                }
+                Action::ClearPlayback => {
+                    let now = Instant::now();
+                    let heard_ms = match p.reply_origin.take() {
+                        Some(origin) => active.playback.heard_ms(now).saturating_sub(origin),
+                        None => 0,
+                    };
+                    active.playback.clear(now);
+                    active.from_plugin.clear();
+                    p.idle_at = None;
+                    p.cut_heard = Some(heard_ms);
+                    self.stats.clears += 1;
+                    tracing::debug!(heard_ms, "barge-in: playback cleared");
+                    queue.extend(p.turns.on(Event::Interrupted { heard_ms }, now));
+                    let msg = Outbound::Clear {
+                        stream_sid: &active.stream_sid,
+                    }
+                    .to_json();
+                    if let Next::End(r) = self.send(msg).await {
+                        return Next::End(r);
+                    }
+                    continue;
+                }
+            };
+            let is_audio = matches!(input, StageInput::Audio { .. });
+            let (worker, name) = p.worker(stage);
+            if let Err(e) = worker.send(input) {
+                if is_audio {
+                    self.stats.stt_dropped += 1;
+                    if self.stats.stt_dropped == 1 {
+                        tracing::warn!(plugin = %name, "{e}: caller audio dropped");
+                    }
+                } else {
+                    tracing::error!(plugin = %name, "{e}");
+                    self.failed_plugin = Some(name.to_string());
+                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                }
+            }
+        }
+        self.sync_transcript();
+        Next::Continue
+    }
+
+    /// Copies new history entries of a pipeline call into the call's transcript.
+    fn sync_transcript(&mut self) {
+        let Some(Active {
+            engine: Engine::Pipeline(p),
+            ..
+        }) = &mut self.active
+        else {
+            return;
+        };
+        let history = p.turns.history();
+        for (role, text) in &history[p.history_seen..] {
+            let (side, heard_ms) = match role {
+                Role::User => (Side::Caller, None),
+                _ => (Side::Agent, p.cut_heard.take()),
+            };
+            tracing::info!(side = ?side, %text, heard_ms, "transcript");
+            self.stats.transcript.push(Turn {
+                side,
+                text: text.clone(),
+                heard_ms,
+            });
+            if side == Side::Agent {
+                p.reply_origin = None;
+            }
+        }
+        p.history_seen = history.len();
+    }
+
+    /// A stage reported outputs (or failed).
+    async fn on_report(&mut self, report: StageReport) -> Next {
+        let Some(Active {
+            engine: Engine::Pipeline(p),
+            ..
+        }) = &mut self.active
+        else {
+            return Next::Continue;
+        };
+        let stage = report.stage;
+        let (worker, name) = p.worker(stage);
+        if !worker.is_current(&report) {
+            return Next::Continue; // cancelled work
+        }
+        let outputs = match report.result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(plugin = %name, stage = stage.describe(), error = %e, "pipeline stage failed");
+                self.failed_plugin = Some(name.to_string());
+                return Next::End(EndReason::PluginFailed(format!(
+                    "{name} ({}): {e}",
+                    stage.describe()
+                )));
+            }
+        };
+        for output in outputs {
+            let flush = matches!(output, StageOutput::UtteranceDone);
+            if let StageOutput::Transcript { text, is_final } = &output {
+                tracing::debug!(is_final, %text, "caller transcript");
+            }
+            let event = match stage {
+                Stage::Stt => Event::Stt(output),
+                Stage::Llm => Event::Llm(output),
+                _ => Event::Tts(output),
+            };
+            if let Next::End(r) = self.pipeline_event(event).await {
+                return Next::End(r);
+            }
+            if flush {
+                // A clause is complete: its last partial frame goes out padded.
+                if let Next::End(r) = self.queue_frames(true).await {
+                    return Next::End(r);
+                }
+            }
+        }
+        self.schedule_idle();
+        Next::Continue
+    }
+
+    /// Sets when a pipeline call should next check whether playback has gone idle.
+    fn schedule_idle(&mut self) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        if let Engine::Pipeline(p) = &mut active.engine {
+            let now = Instant::now();
+            p.idle_at = (p.reply_origin.is_some() || !active.playback.is_idle(now))
+                .then(|| now + active.playback.remaining(now) + Duration::from_millis(FRAME_MS));
+        }
+    }
+
+    /// Playback may have gone idle: tell the turn-taking, or check again later.
+    async fn check_idle(&mut self) -> Next {
+        let Some(active) = &mut self.active else {
+            return Next::Continue;
+        };
+        let now = Instant::now();
+        let idle = active.playback.is_idle(now);
+        if let Engine::Pipeline(p) = &mut active.engine {
+            p.idle_at = None;
+        }
+        if idle {
+            let next = self.pipeline_event(Event::PlaybackIdle).await;
+            self.schedule_idle();
+            if let Some(Active {
+                engine: Engine::Pipeline(p),
+                ..
+            }) = &mut self.active
+                && p.idle_at.is_some()
+                && p.reply_origin.is_none()
+            {
+                p.idle_at = None;
+            }
+            return next;
+        }
+        self.schedule_idle();
         Next::Continue
     }
 
@@ -518,6 +926,19 @@ impl Call {
             return Next::End(EndReason::PluginFailed(e.to_string()));
         }
         let data = self.converted.clone();
+        if let Engine::Pipeline(p) = &mut active.engine {
+            let speech = match p.vad.frame(mulaw_in) {
+                Ok(s) => s,
+                Err(e) => return Next::End(EndReason::PluginFailed(format!("VAD: {e}"))),
+            };
+            return self
+                .pipeline_event(Event::CallerFrame {
+                    speech,
+                    data,
+                    timestamp_ms,
+                })
+                .await;
+        }
         self.feed(SessionInput::Audio { data, timestamp_ms }).await
     }
 
@@ -557,15 +978,21 @@ impl Call {
             let Some(active) = &mut self.active else {
                 return Next::Continue;
             };
-            let outputs = match active.session.handle(input).await {
+            let Engine::Realtime { session, io } = &mut active.engine else {
+                if let SessionInput::Dtmf(digit) = &input {
+                    tracing::info!(%digit, "DTMF on a pipeline call: not used yet");
+                }
+                return Next::Continue;
+            };
+            let outputs = match session.handle(input).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!(error = %e, "plugin failed");
                     return Next::End(EndReason::PluginFailed(e.to_string()));
                 }
             };
-            for command in active.session.take_io() {
-                active.io.execute(command);
+            for command in session.take_io() {
+                io.execute(command);
             }
             for output in outputs {
                 if let Next::End(r) = self.carry_out(output).await {
@@ -733,10 +1160,29 @@ impl Call {
     }
 }
 
-/// The next host I/O completion of the call's session; pending while there is none.
-async fn next_io(active: &mut Option<Active>) -> IoEvent {
+/// Something the conversation engine of an active call produced.
+enum EngineEvent {
+    /// A realtime session's host I/O completed.
+    Io(IoEvent),
+    /// A pipeline stage reported.
+    Report(StageReport),
+}
+
+/// The next event of the call's engine; pending while there is none.
+async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
     match active {
-        Some(a) => a.io.next_event().await,
+        Some(Active {
+            engine: Engine::Realtime { io, .. },
+            ..
+        }) => EngineEvent::Io(io.next_event().await),
+        Some(Active {
+            engine: Engine::Pipeline(p),
+            ..
+        }) => match p.reports.recv().await {
+            Some(r) => EngineEvent::Report(r),
+            // Every stage task has stopped; each reported why first.
+            None => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -137,6 +137,9 @@ pub struct Turns {
     silence: Duration,
     /// The caller's final transcripts of the current turn.
     heard: String,
+    /// The host's endpointing told the STT `end-of-turn`: its next final transcript closes
+    /// the turn (an `end-of-turn` of its own after it is optional).
+    awaiting_final: bool,
     reply: Option<Reply>,
     /// Agent audio has been queued and has not all played.
     audible: bool,
@@ -156,6 +159,7 @@ impl Turns {
             in_speech: false,
             silence: Duration::ZERO,
             heard: String::new(),
+            awaiting_final: false,
             reply: None,
             audible: false,
             turn_ended: None,
@@ -229,6 +233,7 @@ impl Turns {
                 self.in_speech = false;
                 self.turn_ended = Some(now - self.silence);
                 self.latency = TurnLatency::default();
+                self.awaiting_final = true;
                 out.push(Action::Stt(StageInput::EndOfTurn));
             }
         }
@@ -240,33 +245,40 @@ impl Turns {
                 text,
                 is_final: true,
             } => {
-                if !self.heard.is_empty() {
+                if !self.heard.is_empty() && !text.trim().is_empty() {
                     self.heard.push(' ');
                 }
                 self.heard.push_str(text.trim());
                 if let Some(t) = self.turn_ended {
                     self.latency.stt_final = Some(now - t);
                 }
-            }
-            StageOutput::EndOfTurn => {
-                let said = std::mem::take(&mut self.heard);
-                if said.is_empty() {
-                    return;
+                if self.awaiting_final {
+                    self.close_caller_turn(now, out);
                 }
-                // The recognizer's own endpointing may close the turn before the host's.
-                self.in_speech = false;
-                let ended = *self.turn_ended.get_or_insert(now);
-                if self.latency.stt_final.is_none() {
-                    self.latency.stt_final = Some(now - ended);
-                }
-                self.history.push((Role::User, said));
-                let mut request = vec![(Role::System, self.config.instructions.clone())];
-                request.extend(self.history.iter().cloned());
-                self.reply = Some(Reply::default());
-                out.push(Action::Llm(StageInput::Reply(request)));
             }
+            StageOutput::EndOfTurn => self.close_caller_turn(now, out),
             _ => {}
         }
+    }
+
+    /// The caller's turn is over: what they said enters the history and the LLM is asked.
+    fn close_caller_turn(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.awaiting_final = false;
+        let said = std::mem::take(&mut self.heard);
+        if said.is_empty() {
+            return;
+        }
+        // The recognizer's own endpointing may close the turn before the host's.
+        self.in_speech = false;
+        let ended = *self.turn_ended.get_or_insert(now);
+        if self.latency.stt_final.is_none() {
+            self.latency.stt_final = Some(now - ended);
+        }
+        self.history.push((Role::User, said));
+        let mut request = vec![(Role::System, self.config.instructions.clone())];
+        request.extend(self.history.iter().cloned());
+        self.reply = Some(Reply::default());
+        out.push(Action::Llm(StageInput::Reply(request)));
     }
 
     fn llm(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {

@@ -218,6 +218,19 @@ pub enum ConfigErrorKind {
         /// What is wrong with it.
         reason: String,
     },
+    /// An agent has neither or both of `realtime` and `pipeline`.
+    #[error("{0}")]
+    AgentMode(&'static str),
+    /// A duration in ms (`endpointing_ms`, `budget_ms`) is outside its accepted range.
+    #[error("{value} ms is outside {min}..={max} ms")]
+    OutOfRange {
+        /// The value given.
+        value: i64,
+        /// Smallest accepted value (ms).
+        min: u64,
+        /// Largest accepted value (ms).
+        max: u64,
+    },
     /// Two agents have the same name.
     #[error("duplicate agent name {name:?} (first defined on line {first_line})")]
     DuplicateAgent {

@@ -272,17 +272,29 @@ impl RawConfig {
                 }
             }
             it.opt(agent.greeting.as_mut(), &path.key("greeting"));
-            let realtime = agent.realtime.get_mut();
-            let rt_path = path.key("realtime");
-            it.spanned(&mut realtime.plugin, &rt_path.key("plugin"));
-            if let Some(settings) = realtime.settings.as_mut() {
-                it.table(settings.get_mut(), &rt_path.key("settings"));
+            let mut uses = Vec::new();
+            if let Some(realtime) = agent.realtime.as_mut() {
+                uses.push((realtime.get_mut(), path.key("realtime")));
             }
-            for (name, value) in realtime.secrets.iter_mut().flatten() {
-                it.spanned(value, &rt_path.key("secrets").key(name));
+            if let Some(pipeline) = agent.pipeline.as_mut() {
+                let pipeline = pipeline.get_mut();
+                let p_path = path.key("pipeline");
+                it.opt(pipeline.instructions.as_mut(), &p_path.key("instructions"));
+                uses.push((pipeline.stt.get_mut(), p_path.key("stt")));
+                uses.push((pipeline.llm.get_mut(), p_path.key("llm")));
+                uses.push((pipeline.tts.get_mut(), p_path.key("tts")));
             }
-            for (n, host) in realtime.allowed_hosts.iter_mut().flatten().enumerate() {
-                it.spanned(host, &rt_path.key("allowed_hosts").index(n));
+            for (used, use_path) in uses {
+                it.spanned(&mut used.plugin, &use_path.key("plugin"));
+                if let Some(settings) = used.settings.as_mut() {
+                    it.table(settings.get_mut(), &use_path.key("settings"));
+                }
+                for (name, value) in used.secrets.iter_mut().flatten() {
+                    it.spanned(value, &use_path.key("secrets").key(name));
+                }
+                for (n, host) in used.allowed_hosts.iter_mut().flatten().enumerate() {
+                    it.spanned(host, &use_path.key("allowed_hosts").index(n));
+                }
             }
         }
 

@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use interpolate::EnvLookup;
-pub use raw::{RawAgent, RawConfig, RawPlugin, RawRealtime, RawRouting, RawServer, RawTwilio};
+pub use raw::{
+    RawAgent, RawConfig, RawPipeline, RawPlugin, RawPluginUse, RawRouting, RawServer, RawTwilio,
+};
 
 /// Address the gateway listens on when `server.listen` is absent: loopback only, so a
 /// fresh install is not exposed to the network until someone decides it should be.
@@ -266,7 +268,14 @@ pub struct PluginConfig {
     pub kind: PluginKind,
     /// Plugin-wide default settings, a JSON object (`{}` when absent).
     pub settings: serde_json::Value,
+    /// `budget_ms`: how long one `handle` call may run before the plugin's call ends; `None`:
+    /// the host default (200 ms, ten frames). Compute-heavy local plugins (speech
+    /// recognition, synthesis) need more; the host runs their calls off the async workers.
+    pub budget: Option<std::time::Duration>,
 }
+
+/// Accepted `budget_ms` of a plugin (10 ms to 60 s).
+pub const BUDGET_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
 
 /// One `[[agents]]` entry, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,29 +292,81 @@ pub struct Agent {
     /// The agent that takes new calls while this agent's plugin is failing (its circuit breaker
     /// is open); `None`: such calls hear an apology and are hung up.
     pub fallback: Option<String>,
-    /// The plugin that runs the conversation and the agent's own settings.
-    pub realtime: RealtimeConfig,
-    /// [`Agent::effective_settings`] serialized as JSON, ready to hand to the plugin.
-    pub settings_json: String,
-    effective_settings: serde_json::Value,
+    /// What runs the conversation: one realtime plugin, or a pipeline of three.
+    pub mode: AgentMode,
 }
 
 impl Agent {
-    /// The settings the plugin gets for this agent: the plugin's settings with the
-    /// agent's `realtime.settings` laid over them key by key (shallow: an agent key
-    /// replaces the plugin's value for that key wholesale). Always a JSON object.
-    pub fn effective_settings(&self) -> &serde_json::Value {
-        &self.effective_settings
+    /// The realtime plugin, for a realtime agent.
+    pub fn realtime(&self) -> Option<&PluginUse> {
+        match &self.mode {
+            AgentMode::Realtime(r) => Some(r),
+            AgentMode::Pipeline(_) => None,
+        }
+    }
+
+    /// The pipeline, for a pipeline agent.
+    pub fn pipeline(&self) -> Option<&PipelineConfig> {
+        match &self.mode {
+            AgentMode::Pipeline(p) => Some(p),
+            AgentMode::Realtime(_) => None,
+        }
+    }
+
+    /// Every plugin the agent uses, with the role it has (`realtime`, `stt`, `llm`, `tts`).
+    pub fn plugin_uses(&self) -> Vec<(&'static str, &PluginUse)> {
+        match &self.mode {
+            AgentMode::Realtime(r) => vec![("realtime", r)],
+            AgentMode::Pipeline(p) => vec![("stt", &p.stt), ("llm", &p.llm), ("tts", &p.tts)],
+        }
     }
 }
 
-/// An agent's `realtime` table, validated.
+/// What runs an agent's conversation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RealtimeConfig {
+pub enum AgentMode {
+    /// `realtime = { plugin = … }`: a speech-to-speech plugin does everything.
+    Realtime(PluginUse),
+    /// `[agents.pipeline]`: STT → LLM → TTS plugins, with the host taking turns.
+    Pipeline(PipelineConfig),
+}
+
+/// An agent's `pipeline` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Speech to text.
+    pub stt: PluginUse,
+    /// The language model (or the scripted dialogue).
+    pub llm: PluginUse,
+    /// Text to speech.
+    pub tts: PluginUse,
+    /// The system prompt of every LLM request (may be empty).
+    pub instructions: String,
+    /// Caller silence that ends a turn; default [`DEFAULT_ENDPOINTING_MS`], within
+    /// [`ENDPOINTING_RANGE_MS`].
+    pub endpointing: std::time::Duration,
+}
+
+/// Default `endpointing_ms` (the 500–800 ms range usual on the phone).
+pub const DEFAULT_ENDPOINTING_MS: u64 = 600;
+
+/// Accepted `endpointing_ms`: below 100 ms every breath ends a turn; above 5 s the agent
+/// seems dead.
+pub const ENDPOINTING_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=5000;
+
+/// One use of a plugin by an agent (its `realtime` plugin or one pipeline stage), validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginUse {
     /// Name of a plugin in [`Config::plugins`].
     pub plugin: String,
     /// The agent's own settings (before the overlay), a JSON object (`{}` when absent).
     pub settings: serde_json::Value,
+    /// The settings the plugin gets: the plugin's settings with the agent's laid over them
+    /// key by key (shallow: an agent key replaces the plugin's value for that key wholesale).
+    /// Always a JSON object.
+    pub effective_settings: serde_json::Value,
+    /// [`PluginUse::effective_settings`] serialized as JSON, ready to hand to the plugin.
+    pub settings_json: String,
     /// Secrets the plugin may read by name (`host::secret`); nothing else is readable.
     pub secrets: BTreeMap<String, Secret>,
     /// Hosts the plugin may reach through host I/O, lowercase: `host`, `host:port` or

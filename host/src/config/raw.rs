@@ -83,6 +83,9 @@ pub struct RawPlugin {
     /// `settings`: plugin-wide default settings; optional.
     #[serde(default)]
     pub settings: Option<Spanned<toml::Table>>,
+    /// `budget_ms`: time one `handle` call may take; optional.
+    #[serde(default)]
+    pub budget_ms: Option<Spanned<i64>>,
 }
 
 /// One `[[agents]]` entry as written.
@@ -104,14 +107,38 @@ pub struct RawAgent {
     /// breaker is open; optional.
     #[serde(default)]
     pub fallback: Option<Spanned<String>>,
-    /// `realtime`: which plugin runs the conversation.
-    pub realtime: Spanned<RawRealtime>,
+    /// `realtime`: the speech-to-speech plugin that runs the conversation. An agent has
+    /// exactly one of `realtime` and `pipeline`.
+    #[serde(default)]
+    pub realtime: Option<Spanned<RawPluginUse>>,
+    /// `pipeline`: the STT, LLM and TTS plugins that run the conversation, and how the host
+    /// takes turns between caller and agent.
+    #[serde(default)]
+    pub pipeline: Option<Spanned<RawPipeline>>,
 }
 
-/// An agent's `realtime` table as written.
+/// An agent's `pipeline` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRealtime {
+pub struct RawPipeline {
+    /// `stt`: the speech-to-text stage.
+    pub stt: Spanned<RawPluginUse>,
+    /// `llm`: the language-model stage.
+    pub llm: Spanned<RawPluginUse>,
+    /// `tts`: the text-to-speech stage.
+    pub tts: Spanned<RawPluginUse>,
+    /// `instructions`: the system prompt of every LLM request; optional (empty).
+    #[serde(default)]
+    pub instructions: Option<Spanned<String>>,
+    /// `endpointing_ms`: caller silence (ms) that ends a turn; optional.
+    #[serde(default)]
+    pub endpointing_ms: Option<Spanned<i64>>,
+}
+
+/// One use of a plugin by an agent (`realtime`, or a stage of `pipeline`), as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginUse {
     /// `plugin`: a key of `[plugins]`.
     pub plugin: Spanned<String>,
     /// `settings`: overlaid on the plugin's settings; optional.
@@ -312,11 +339,11 @@ mod tests {
     #[test]
     fn missing_key_names_the_key() {
         let e = parse_err(
-            "[[agents]]\nname = \"a\"\nrealtime = { plugin = \"x\" }\n\n[[agents]]\nname = \"b\"\n",
+            "[[agents]]\nname = \"a\"\nrealtime = { plugin = \"x\" }\n\n[[agents]]\nname = \"b\"\npipeline = { stt = { plugin = \"s\" }, llm = { plugin = \"l\" } }\n",
         );
-        assert_at(&e, 5, Some("agents[1].realtime"));
+        assert_at(&e, 7, Some("agents[1].pipeline.tts"));
         assert!(
-            e.to_string().contains("missing required key `realtime`"),
+            e.to_string().contains("missing required key `tts`"),
             "{e}"
         );
         let e = parse_err("[plugins.echo]\nsettings = {}\n");

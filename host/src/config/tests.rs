@@ -95,16 +95,16 @@ fn example_parses_into_typed_config() {
         BTreeMap::from([("merchantId".to_owned(), "m-42".to_owned())])
     );
     assert_eq!(agent.greeting.as_deref(), Some("Thanks for calling."));
-    assert_eq!(agent.realtime.plugin, "echo");
+    assert_eq!(rt(agent).plugin, "echo");
     assert_eq!(
-        agent.realtime.settings,
+        rt(agent).settings,
         serde_json::json!({"mode": "immediate"})
     );
     assert_eq!(
-        agent.effective_settings(),
+        &rt(agent).effective_settings,
         &serde_json::json!({"mode": "immediate"})
     );
-    assert_eq!(agent.settings_json, r#"{"mode":"immediate"}"#);
+    assert_eq!(rt(agent).settings_json, r#"{"mode":"immediate"}"#);
     assert_eq!(config.default_agent.as_deref(), Some("front-desk"));
     assert_eq!(
         config.default_agent().map(|a| a.name.as_str()),
@@ -135,7 +135,7 @@ fn defaults_when_sections_are_absent() {
     let agent = &config.agents[0];
     assert!(agent.numbers.is_empty() && agent.match_params.is_empty());
     assert_eq!(agent.greeting, None);
-    assert_eq!(agent.settings_json, "{}");
+    assert_eq!(rt(agent).settings_json, "{}");
 }
 
 #[test]
@@ -383,7 +383,7 @@ fn env_defaults_and_dollar_escapes_reach_the_config() {
         Some("value")
     );
     assert_eq!(
-        agent.effective_settings(),
+        &rt(agent).effective_settings,
         &serde_json::json!({"price": "$9"})
     );
 }
@@ -511,9 +511,9 @@ realtime = { plugin = "echo", settings = { voice = { name = "verse" }, extra = 7
         "tags": ["a", 1, true],
         "extra": 7,
     });
-    assert_eq!(agent.effective_settings(), &expected);
+    assert_eq!(&rt(agent).effective_settings, &expected);
     let reparsed: serde_json::Value =
-        serde_json::from_str(&agent.settings_json).expect("settings_json is JSON");
+        serde_json::from_str(&rt(agent).settings_json).expect("settings_json is JSON");
     assert_eq!(reparsed, expected);
 }
 
@@ -639,7 +639,7 @@ realtime = { plugin = "rt", secrets = { api_key = "${OPENAI_KEY}" }, allowed_hos
     let env = |name: &str| (name == "OPENAI_KEY").then(|| "sk-very-secret".to_string());
     let config =
         from_source(&Source::new(path.clone(), text), &env).unwrap_or_else(|e| panic!("{e}"));
-    let rt = &config.agents[0].realtime;
+    let rt = rt(&config.agents[0]);
     assert_eq!(rt.secrets["api_key"].expose(), "sk-very-secret");
     assert_eq!(
         rt.allowed_hosts,
@@ -656,4 +656,30 @@ realtime = { plugin = "rt", secrets = { api_key = "${OPENAI_KEY}" }, allowed_hos
     let e = at_key(&errors, "agents[0].realtime.allowed_hosts[1]");
     assert_eq!(e.line(), Some(6), "{e}");
     assert!(e.to_string().contains("not a host name"), "{e}");
+}
+
+fn rt(agent: &super::Agent) -> &super::PluginUse {
+    agent.realtime().expect("a realtime agent")
+}
+
+#[test]
+fn pipeline_agents_validate_every_stage_and_endpointing() {
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\nbudget_ms = 5000\n\n[[agents]]\nname = \"p\"\n\n[agents.pipeline]\ninstructions = \"Be brief.\"\nendpointing_ms = 700\nstt = { plugin = \"echo\" }\nllm = { plugin = \"echo\", settings = { a = 1 } }\ntts = { plugin = \"echo\", allowed_hosts = [\"api.example.com\"] }\n";
+    let (_dir, config) = build_ok(text);
+    let p = config.agents[0].pipeline().expect("a pipeline agent");
+    assert_eq!(p.instructions, "Be brief.");
+    assert_eq!(p.endpointing, std::time::Duration::from_millis(700));
+    assert_eq!(p.llm.settings_json, r#"{"a":1}"#);
+    assert_eq!(p.tts.allowed_hosts, ["api.example.com"]);
+    assert_eq!(
+        config.plugins["echo"].budget,
+        Some(std::time::Duration::from_millis(5000))
+    );
+
+    let bad = "[plugins.echo]\npath = \"echo.wasm\"\nbudget_ms = 0\n\n[[agents]]\nname = \"p\"\n\n[agents.pipeline]\nendpointing_ms = 50\nstt = { plugin = \"echo\" }\nllm = { plugin = \"nope\" }\ntts = { plugin = \"echo\" }\n\n[[agents]]\nname = \"neither\"\n";
+    let errors = build_err(bad, &no_env);
+    at_key(&errors, "plugins.echo.budget_ms");
+    at_key(&errors, "agents[0].pipeline.endpointing_ms");
+    at_key(&errors, "agents[0].pipeline.llm.plugin");
+    at_key(&errors, "agents[1]");
 }

@@ -9,15 +9,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind, ConfigErrors};
-use super::raw::{RawAgent, RawConfig, RawPlugin, RawServer, RawTwilio};
+use super::raw::{RawAgent, RawConfig, RawPlugin, RawPluginUse, RawServer, RawTwilio};
 use super::span::{KeyPath, Locator, line_col};
 use super::{
-    ACCOUNT_SID_PREFIX, Agent, Config, DEFAULT_LISTEN, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
-    MAX_NAMES_SHOWN, PluginConfig, PluginKind, RealtimeConfig, RouteIndex, Secret, ServerConfig,
+    ACCOUNT_SID_PREFIX, Agent, AgentMode, BUDGET_RANGE_MS, DEFAULT_ENDPOINTING_MS, ENDPOINTING_RANGE_MS, PipelineConfig, Config, DEFAULT_LISTEN, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
+    MAX_NAMES_SHOWN, PluginConfig, PluginKind, PluginUse, RouteIndex, Secret, ServerConfig,
     Source, TwilioConfig,
 };
 
@@ -233,6 +234,25 @@ impl<'s> Validator<'s> {
             let path = path.key(&name);
             let plugin = plugin.into_inner();
             let settings = self.settings(plugin.settings, &path.key("settings"));
+            let mut budget = None;
+            if let Some(ms) = plugin.budget_ms {
+                let span = ms.span();
+                let value = ms.into_inner();
+                match u64::try_from(value) {
+                    Ok(v) if BUDGET_RANGE_MS.contains(&v) => {
+                        budget = Some(Duration::from_millis(v));
+                    }
+                    _ => self.err(
+                        Some(span),
+                        &path.key("budget_ms"),
+                        ConfigErrorKind::OutOfRange {
+                            value,
+                            min: *BUDGET_RANGE_MS.start(),
+                            max: *BUDGET_RANGE_MS.end(),
+                        },
+                    ),
+                }
+            }
             let path_span = plugin.path.span();
             let file = resolve_plugin_path(self.source.path(), plugin.path.get_ref());
             let kind = plugin_kind(&file);
@@ -265,6 +285,7 @@ impl<'s> Validator<'s> {
                         path: file,
                         kind,
                         settings,
+                        budget,
                     },
                 );
             }
@@ -280,6 +301,7 @@ impl<'s> Validator<'s> {
         plugins: &BTreeMap<String, PluginConfig>,
         seen: &mut Seen,
     ) -> Agent {
+        let agent_span = raw.span();
         let raw = raw.into_inner();
 
         let name_span = raw.name.span();
@@ -345,52 +367,70 @@ impl<'s> Validator<'s> {
             .map(Spanned::into_inner)
             .filter(|g| !g.is_empty());
 
-        let realtime_path = path.key("realtime");
-        let realtime = raw.realtime.into_inner();
-        let plugin_span = realtime.plugin.span();
-        let plugin = realtime.plugin.into_inner();
-        if !known_plugins.contains(&plugin) {
-            let known = known_list(
-                known_plugins.iter().map(String::as_str),
-                "no [plugins] are defined",
-            );
-            self.err(
-                Some(plugin_span),
-                &realtime_path.key("plugin"),
-                ConfigErrorKind::UnknownPlugin {
-                    name: plugin.clone(),
-                    known,
-                },
-            );
-        }
-        let settings = self.settings(realtime.settings, &realtime_path.key("settings"));
-        let effective_settings = overlay(plugins.get(&plugin).map(|p| &p.settings), &settings);
-        let settings_json = effective_settings.to_string();
-        let secrets = realtime
-            .secrets
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name, Secret::new(value.into_inner())))
-            .collect();
-        let mut allowed_hosts = Vec::new();
-        for (n, host) in realtime
-            .allowed_hosts
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let span = host.span();
-            let host = host.into_inner().to_ascii_lowercase();
-            if is_host_pattern(&host) {
-                allowed_hosts.push(host);
-            } else {
-                self.err(
-                    Some(span),
-                    &realtime_path.key("allowed_hosts").index(n),
-                    ConfigErrorKind::BadHost { host },
-                );
+        let mode = match (raw.realtime, raw.pipeline) {
+            (Some(realtime), None) => AgentMode::Realtime(self.plugin_use(
+                realtime,
+                &path.key("realtime"),
+                known_plugins,
+                plugins,
+            )),
+            (None, Some(pipeline)) => {
+                let pipeline_path = path.key("pipeline");
+                let raw = pipeline.into_inner();
+                let mut stage = |raw, key: &str| {
+                    self.plugin_use(raw, &pipeline_path.key(key), known_plugins, plugins)
+                };
+                let stt = stage(raw.stt, "stt");
+                let llm = stage(raw.llm, "llm");
+                let tts = stage(raw.tts, "tts");
+                let mut endpointing = Duration::from_millis(DEFAULT_ENDPOINTING_MS);
+                if let Some(ms) = raw.endpointing_ms {
+                    let span = ms.span();
+                    let value = ms.into_inner();
+                    match u64::try_from(value) {
+                        Ok(v) if ENDPOINTING_RANGE_MS.contains(&v) => {
+                            endpointing = Duration::from_millis(v);
+                        }
+                        _ => self.err(
+                            Some(span),
+                            &pipeline_path.key("endpointing_ms"),
+                            ConfigErrorKind::OutOfRange {
+                                value,
+                                min: *ENDPOINTING_RANGE_MS.start(),
+                                max: *ENDPOINTING_RANGE_MS.end(),
+                            },
+                        ),
+                    }
+                }
+                AgentMode::Pipeline(PipelineConfig {
+                    stt,
+                    llm,
+                    tts,
+                    instructions: raw.instructions.map(Spanned::into_inner).unwrap_or_default(),
+                    endpointing,
+                })
             }
-        }
+            (realtime, _) => {
+                let both = realtime.is_some();
+                self.err(
+                    Some(agent_span),
+                    path,
+                    ConfigErrorKind::AgentMode(if both {
+                        "an agent has `realtime` or `pipeline`, not both"
+                    } else {
+                        "an agent needs `realtime = { plugin = … }` or a `[agents.pipeline]` table"
+                    }),
+                );
+                AgentMode::Realtime(PluginUse {
+                    plugin: String::new(),
+                    settings: serde_json::Value::Object(serde_json::Map::new()),
+                    effective_settings: serde_json::Value::Object(serde_json::Map::new()),
+                    settings_json: "{}".into(),
+                    secrets: BTreeMap::new(),
+                    allowed_hosts: Vec::new(),
+                })
+            }
+        };
 
         Agent {
             name,
@@ -398,14 +438,65 @@ impl<'s> Validator<'s> {
             match_params,
             greeting,
             fallback: None,
-            realtime: RealtimeConfig {
-                plugin,
-                settings,
-                secrets,
-                allowed_hosts,
-            },
-            settings_json,
+            mode,
+        }
+    }
+
+    /// Validates one `{ plugin, settings, secrets, allowed_hosts }` table of an agent.
+    fn plugin_use(
+        &mut self,
+        raw: Spanned<RawPluginUse>,
+        path: &KeyPath,
+        known_plugins: &BTreeSet<String>,
+        plugins: &BTreeMap<String, PluginConfig>,
+    ) -> PluginUse {
+        let raw = raw.into_inner();
+        let plugin_span = raw.plugin.span();
+        let plugin = raw.plugin.into_inner();
+        if !known_plugins.contains(&plugin) {
+            let known = known_list(
+                known_plugins.iter().map(String::as_str),
+                "no [plugins] are defined",
+            );
+            self.err(
+                Some(plugin_span),
+                &path.key("plugin"),
+                ConfigErrorKind::UnknownPlugin {
+                    name: plugin.clone(),
+                    known,
+                },
+            );
+        }
+        let settings = self.settings(raw.settings, &path.key("settings"));
+        let effective_settings = overlay(plugins.get(&plugin).map(|p| &p.settings), &settings);
+        let settings_json = effective_settings.to_string();
+        let secrets = raw
+            .secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, Secret::new(value.into_inner())))
+            .collect();
+        let mut allowed_hosts = Vec::new();
+        for (n, host) in raw.allowed_hosts.unwrap_or_default().into_iter().enumerate() {
+            let span = host.span();
+            let host = host.into_inner().to_ascii_lowercase();
+            if is_host_pattern(&host) {
+                allowed_hosts.push(host);
+            } else {
+                self.err(
+                    Some(span),
+                    &path.key("allowed_hosts").index(n),
+                    ConfigErrorKind::BadHost { host },
+                );
+            }
+        }
+        PluginUse {
+            plugin,
+            settings,
             effective_settings,
+            settings_json,
+            secrets,
+            allowed_hosts,
         }
     }
 

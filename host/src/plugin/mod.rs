@@ -429,12 +429,22 @@ impl Plugins {
         let mut by_name = BTreeMap::new();
         for (name, plugin) in &config.plugins {
             let loaded = match plugin.kind {
-                PluginKind::Wasm => Plugin::Wasm(engine.load(name, &plugin.path).await?),
-                PluginKind::Native => Plugin::Native(
-                    native::NativeLoader::global()
+                PluginKind::Wasm => {
+                    let mut p = engine.load(name, &plugin.path).await?;
+                    if let Some(budget) = plugin.budget {
+                        p.set_handle_budget(budget);
+                    }
+                    Plugin::Wasm(p)
+                }
+                PluginKind::Native => {
+                    let mut p = native::NativeLoader::global()
                         .load(name, &plugin.path)
-                        .await?,
-                ),
+                        .await?;
+                    if let Some(budget) = plugin.budget {
+                        p.set_handle_budget(budget);
+                    }
+                    Plugin::Native(p)
+                }
             };
             tracing::info!(plugin = %name, info = ?loaded.info(), "plugin loaded");
             by_name.insert(
@@ -445,26 +455,32 @@ impl Plugins {
                 ),
             );
         }
-        // Agents run realtime plugins until pipeline mode lands.
+        // Each agent's plugins must implement the role the agent gives them.
         for agent in &config.agents {
-            let name = &agent.realtime.plugin;
-            if let Some((plugin, _)) = by_name.get(name)
-                && plugin.stage() != Stage::Realtime
-            {
-                return Err(PluginLoadError::Invalid {
-                    name: name.clone(),
-                    path: config
-                        .plugins
-                        .get(name)
-                        .map(|p| p.path.clone())
-                        .unwrap_or_default(),
-                    reason: format!(
-                        "is a {} plugin; agent {} names it as its realtime plugin, and agents run \
-                         realtime plugins only until pipeline mode lands",
-                        plugin.stage().describe(),
-                        agent.name
-                    ),
-                });
+            for (role, used) in agent.plugin_uses() {
+                let want = match role {
+                    "stt" => Stage::Stt,
+                    "llm" => Stage::Llm,
+                    "tts" => Stage::Tts,
+                    _ => Stage::Realtime,
+                };
+                if let Some((plugin, _)) = by_name.get(&used.plugin)
+                    && plugin.stage() != want
+                {
+                    return Err(PluginLoadError::Invalid {
+                        name: used.plugin.clone(),
+                        path: config
+                            .plugins
+                            .get(&used.plugin)
+                            .map(|p| p.path.clone())
+                            .unwrap_or_default(),
+                        reason: format!(
+                            "is a {} plugin, but agent {} uses it as its {role} plugin",
+                            plugin.stage().describe(),
+                            agent.name
+                        ),
+                    });
+                }
             }
         }
         Ok(Self { by_name })

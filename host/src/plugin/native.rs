@@ -249,6 +249,7 @@ impl NativeLoader {
         Ok(NativePlugin {
             name: name.to_string(),
             stage: stage_of(api.stage).unwrap_or(Stage::Realtime),
+            handle_budget: HANDLE_BUDGET,
             api,
             build_info,
             info: PluginInfo {
@@ -485,6 +486,8 @@ fn failure(code: i32, bytes: &[u8]) -> String {
 pub struct NativePlugin {
     name: String,
     stage: Stage,
+    /// Wall-clock budget of one `handle`; [`HANDLE_BUDGET`] unless the config raised it.
+    handle_budget: Duration,
     api: &'static PluginApi,
     build_info: String,
     info: PluginInfo,
@@ -539,10 +542,17 @@ impl NativePlugin {
         self.stage
     }
 
+    /// Sets the wall-clock budget of each `handle` (and of `open`, when larger than
+    /// [`OPEN_BUDGET`]): compute-heavy plugins such as a local speech recognizer need more than
+    /// [`HANDLE_BUDGET`]. From `budget_ms` in the plugin's `[plugins.NAME]` table.
+    pub fn set_handle_budget(&mut self, budget: Duration) {
+        self.handle_budget = budget;
+    }
+
     fn open_any(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
         let api = self.api;
         let bytes = abi::encode(&config_to_sdk(config, self.info.input_format));
-        let watch = Watch::new(&self.name, OPEN_BUDGET);
+        let watch = Watch::new(&self.name, OPEN_BUDGET.max(self.handle_budget));
         let mut session = RawSession {
             api,
             ptr: std::ptr::null_mut(),
@@ -562,7 +572,7 @@ impl NativePlugin {
             status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
                 raw: Some(ptr),
                 input_format: self.info.input_format,
-                watch: Watch::new(&self.name, HANDLE_BUDGET),
+                watch: Watch::new(&self.name, self.handle_budget),
                 io,
             }),
             status::OK => Err(SessionError::Trap("open returned no session".into())),

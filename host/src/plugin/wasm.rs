@@ -245,6 +245,7 @@ impl WasmEngine {
         };
         let mut plugin = WasmPlugin {
             name: name.to_string(),
+            handle_ticks: HANDLE_BUDGET_TICKS,
             engine: self.engine.clone(),
             pre,
             stage,
@@ -354,6 +355,8 @@ enum Instance {
 /// A compiled, linked WASM plugin.
 pub struct WasmPlugin {
     name: String,
+    /// Epoch ticks one `handle` may run; [`HANDLE_BUDGET_TICKS`] unless the config raised it.
+    handle_ticks: u64,
     engine: Engine,
     pre: Pre,
     stage: Stage,
@@ -369,6 +372,19 @@ impl WasmPlugin {
     /// The contract the component implements.
     pub fn stage(&self) -> Stage {
         self.stage
+    }
+
+    /// Sets the budget of each `handle` (rounded up to whole [`EPOCH_TICK`]s), and of `open`
+    /// when larger than its own. From `budget_ms` in the plugin's `[plugins.NAME]` table.
+    pub fn set_handle_budget(&mut self, budget: std::time::Duration) {
+        let tick = EPOCH_TICK.as_millis().max(1);
+        self.handle_ticks = u64::try_from(budget.as_millis().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1);
+    }
+
+    fn open_ticks(&self) -> u64 {
+        OPEN_BUDGET_TICKS.max(self.handle_ticks)
     }
 
     async fn instantiate(
@@ -411,7 +427,7 @@ impl WasmPlugin {
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
-        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
+        let (mut store, instance) = self.instantiate(self.open_ticks()).await?;
         let Instance::Realtime(instance) = instance else {
             return Err(SessionError::Trap(format!(
                 "is a {} plugin, not a realtime plugin",
@@ -434,6 +450,7 @@ impl WasmPlugin {
             instance,
             session: Some(session),
             input_format: self.info.input_format,
+            handle_ticks: self.handle_ticks,
         })
     }
 }
@@ -464,7 +481,7 @@ impl WasmPlugin {
         &self,
         config: &SessionConfig,
     ) -> Result<WasmStageSession, SessionError> {
-        let (mut store, instance) = self.instantiate(OPEN_BUDGET_TICKS).await?;
+        let (mut store, instance) = self.instantiate(self.open_ticks()).await?;
         store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let cfg = config_to_wit(config, self.info.input_format);
         let opened = match &instance {
@@ -501,6 +518,7 @@ impl WasmPlugin {
             instance,
             resource: Some(resource),
             input_format: self.info.input_format,
+            handle_ticks: self.handle_ticks,
         })
     }
 }
@@ -511,6 +529,7 @@ pub struct WasmStageSession {
     instance: Instance,
     resource: Option<ResourceAny>,
     input_format: AudioFormat,
+    handle_ticks: u64,
 }
 
 impl WasmStageSession {
@@ -536,7 +555,7 @@ impl WasmStageSession {
                 "this stage does not take {input:?}"
             )))
         };
-        self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
+        self.store.set_epoch_deadline(self.handle_ticks);
         let result = match &self.instance {
             Instance::Realtime(_) => return wrong(&input),
             Instance::Stt(i) => {
@@ -667,6 +686,7 @@ pub struct WasmSession {
     instance: bindings::RealtimePlugin,
     session: Option<ResourceAny>,
     input_format: AudioFormat,
+    handle_ticks: u64,
 }
 
 impl WasmSession {
@@ -699,7 +719,7 @@ impl WasmSession {
                 wit_rt::SessionInput::Io(event_to_wit(event))
             }
         };
-        self.store.set_epoch_deadline(HANDLE_BUDGET_TICKS);
+        self.store.set_epoch_deadline(self.handle_ticks);
         let result = self
             .instance
             .switchboard_plugin_realtime()
