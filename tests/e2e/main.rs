@@ -2,6 +2,8 @@
 //! from source as a WASM component, real agents.toml files.
 
 mod call;
+mod openai_stages;
+mod pipeline;
 mod realtime;
 mod robustness;
 mod routing;

@@ -3,6 +3,7 @@
 //! port, and measures audio.
 
 pub mod fake_openai;
+pub mod fake_openai_http;
 pub mod phone;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub fn plugin_dirs() -> anyhow::Result<PluginDirs> {
                 .args(["plugins", "--quiet", "--target", &host])
                 .args(["-p", "switchboard-fixture-misbehave"])
                 .args(["-p", "switchboard-fixture-future-version"])
+                .args(["-p", "switchboard-fixture-fixed-stt"])
+                .args(["-p", "switchboard-fixture-tone-tts"])
                 .output()
                 .map_err(|e| format!("running cargo plugins: {e}"))?;
             if !out.status.success() {

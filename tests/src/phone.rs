@@ -189,3 +189,20 @@ pub fn speech(ms: u64) -> Vec<Vec<u8>> {
 pub fn silence(ms: u64) -> Vec<Vec<u8>> {
     vec![vec![0xFF; 160]; (ms / 20) as usize]
 }
+
+/// An 8 kHz PCM16 WAV file as 20 ms μ-law frames (the last one padded with silence): a caller
+/// saying something, as Twilio would carry it.
+///
+/// # Errors
+/// The file could not be read, or is not 8 kHz mono.
+pub fn wav_frames(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let pcm = switchboard::simulate::read_wav(path)?;
+    Ok(pcm
+        .chunks(160)
+        .map(|c| {
+            let mut frame: Vec<u8> = c.iter().map(|&s| switchboard::audio::mulaw::encode(s)).collect();
+            frame.resize(160, 0xFF);
+            frame
+        })
+        .collect())
+}

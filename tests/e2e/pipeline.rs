@@ -1,0 +1,189 @@
+//! Pipeline agents end to end: a real gateway, a caller speaking a real recording over a real
+//! Media Streams socket, and three stage plugins built from source — fixture STT and TTS (so the
+//! test knows exactly what was "said" and how long each clause plays) around the scripted
+//! dialogue plugin.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::audio::vad::Vad;
+use switchboard::call::{EndReason, Side};
+use switchboard_tests::phone::{self, silence, wav_frames};
+use switchboard_tests::{Gateway, fixture, write_config};
+
+/// What the fixture STT reports the caller said.
+const QUESTION: &str = "What are your opening hours?";
+
+/// The reply to it: long enough (≈ 5 s at 50 ms per character) to barge into.
+const REPLY: &str = "We are open from nine in the morning until five in the evening, Monday to \
+                     Friday, and from ten until two on Saturdays. On Sundays we are closed.";
+
+fn config(build: &str, greeting: Option<&str>) -> String {
+    let lib = |name: &str| match build {
+        "wasm" => format!("{{plugins}}/{name}.wasm"),
+        _ => format!("{{native:{name}}}"),
+    };
+    let greeting = greeting.map_or(String::new(), |g| format!("greeting = \"{g}\""));
+    format!(
+        r#"
+[plugins.stt]
+path = "{stt}"
+[plugins.llm]
+path = "{llm}"
+[plugins.tts]
+path = "{tts}"
+
+[[agents]]
+name = "front-desk"
+{greeting}
+
+[agents.pipeline]
+instructions = "You answer questions about the shop."
+endpointing_ms = 600
+stt = {{ plugin = "stt", settings = {{ text = "{QUESTION}" }} }}
+llm = {{ plugin = "llm", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "{{hours}}" }}], slots = {{ hours = "{REPLY}" }}, fallback = "Sorry?" }} }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = 50 }} }}
+
+[routing]
+default = "front-desk"
+"#,
+        stt = lib("fixed_stt"),
+        llm = lib("scripted"),
+        tts = lib("tone_tts"),
+    )
+}
+
+async fn ended(
+    rx: &mut tokio::sync::broadcast::Receiver<switchboard::server::CallEnded>,
+) -> anyhow::Result<switchboard::server::CallEnded> {
+    Ok(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await??)
+}
+
+/// The caller asks; after the endpointing silence the reply streams clause by clause through
+/// the TTS and plays in full; both turns enter the transcript and the turn's latency breakdown
+/// is recorded. The greeting is spoken first. Same for the stages built as WASM components and
+/// as native libraries (which run off the async workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_answered_in_both_builds() -> anyhow::Result<()> {
+    for build in ["wasm", "native"] {
+        let gw = Gateway::start(&write_config(&config(build, Some("Hello.")))?).await?;
+        let mut events = gw.state.subscribe();
+        let mut script = silence(800);
+        script.extend(wav_frames(&fixture("speech/hours-question.wav"))?);
+        let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(12)).await?;
+        let end = ended(&mut events).await?;
+        assert_eq!(end.reason, EndReason::Stop, "{build}");
+        assert!(log.clears.is_empty(), "{build}: nothing to barge into");
+        let turns: Vec<(Side, &str)> = end
+            .stats
+            .transcript
+            .iter()
+            .map(|t| (t.side, t.text.as_str()))
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                (Side::Agent, "Hello."),
+                (Side::Caller, QUESTION),
+                (Side::Agent, REPLY)
+            ],
+            "{build}"
+        );
+        // Greeting (6 chars) + reply, at 50 ms per character, all played.
+        let played_ms = log.media.len() as u64 * 20;
+        let expected_ms = (6 + REPLY.chars().count() as u64) * 50;
+        assert!(
+            played_ms.abs_diff(expected_ms) <= 200,
+            "{build}: played {played_ms} ms, expected about {expected_ms}"
+        );
+        let latency = end.stats.turn_latency.first().copied().unwrap_or_default();
+        println!("{build}: turn latency {latency:?}");
+        let first_audio = latency.first_audio_out.expect("first audio of the reply");
+        assert!(
+            first_audio >= Duration::from_millis(600),
+            "{build}: the reply began {first_audio:?} after the caller stopped, before the endpointing silence"
+        );
+        assert!(latency.stt_final <= latency.llm_first_text);
+        assert!(latency.llm_first_text <= latency.tts_first_audio);
+    }
+    Ok(())
+}
+
+/// The caller cuts in while the reply plays: `clear` goes out within one frame of the VAD's
+/// onset, the LLM and TTS are cancelled (no more reply audio), and the history keeps only what
+/// the playback clock says was heard — within 20 ms of what the caller's phone played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_clears_within_a_frame_and_keeps_what_was_heard() -> anyhow::Result<()> {
+    let gw = Gateway::start(&write_config(&config("wasm", None))?).await?;
+    let mut events = gw.state.subscribe();
+    let question = wav_frames(&fixture("speech/hours-question.wav"))?;
+    let mut script = silence(400);
+    script.extend(question.iter().cloned());
+    // The reply starts ≈ 600 ms after the question ends; cut in 2 s into it.
+    script.extend(silence(2600));
+    let barge_at = script.len();
+    script.extend(question.iter().cloned());
+    let log = phone::call(&gw.url, json!({}), script.clone(), Duration::from_secs(11)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop);
+
+    // Where the host's VAD turns on in the barge-in speech: the same detector, same frames.
+    let mut vad = Vad::new()?;
+    let mut onset = None;
+    let mut was = false;
+    for (i, frame) in script.iter().enumerate() {
+        let now = vad.frame(frame)?;
+        if now && !was && i >= barge_at {
+            onset = Some(i);
+            break;
+        }
+        was = now;
+    }
+    let onset = onset.expect("the VAD hears the barge-in");
+    let clear = log.clears.first().expect("a clear on barge-in");
+    let sent = log.sent_at[onset];
+    let delay = clear.at.saturating_duration_since(sent);
+    println!(
+        "VAD onset {} ms into the barge-in; clear {delay:?} after that frame was sent",
+        (onset - barge_at) * 20
+    );
+    assert!(
+        clear.at >= sent && delay <= Duration::from_millis(20),
+        "clear {delay:?} after the onset frame"
+    );
+
+    // No reply audio after the clear until the caller's new turn is answered (≥ endpointing).
+    if let Some((first, _)) = log.media.iter().find(|(at, _)| *at > clear.at) {
+        assert!(
+            first.saturating_duration_since(clear.at) >= Duration::from_millis(600),
+            "audio of the cancelled reply {:?} after the clear",
+            first.saturating_duration_since(clear.at)
+        );
+    }
+
+    let cut = end
+        .stats
+        .transcript
+        .iter()
+        .find(|t| t.side == Side::Agent && t.heard_ms.is_some())
+        .expect("the interrupted reply in the transcript");
+    let heard_ms = cut.heard_ms.unwrap_or_default();
+    println!(
+        "phone played {} ms, host says heard {heard_ms} ms: {:?}",
+        clear.heard_ms, cut.text
+    );
+    assert!(
+        heard_ms.abs_diff(clear.heard_ms) <= 20,
+        "host heard {heard_ms} ms, phone played {} ms",
+        clear.heard_ms
+    );
+    assert!(REPLY.starts_with(&cut.text), "{:?}", cut.text);
+    assert!(!cut.text.is_empty() && cut.text.len() < REPLY.len());
+    // Whole words of what was heard: at most one word (≤ 12 chars) short of the heard ms.
+    let text_ms = cut.text.chars().count() as u64 * 50;
+    assert!(
+        text_ms <= heard_ms + 20 && text_ms + 12 * 50 >= heard_ms,
+        "kept {text_ms} ms of text for {heard_ms} ms heard"
+    );
+    Ok(())
+}

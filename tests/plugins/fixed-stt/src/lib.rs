@@ -1,0 +1,63 @@
+//! Test fixture: a speech-to-text stage that recognises nothing. Every caller turn that had
+//! audio is reported as the fixed text of its `text` setting when the host's endpointing sends
+//! `end-of-turn`, so pipeline tests control what the "caller said" exactly.
+
+use serde::Deserialize;
+use switchboard_plugin_api::prelude::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    text: String,
+}
+
+/// One call's fixture recognizer.
+pub struct FixedStt {
+    text: String,
+    frames: u32,
+}
+
+impl Stt for FixedStt {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "fixed-stt".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Test fixture: a fixed transcript per caller turn".into(),
+            input_format: AudioFormat {
+                encoding: AudioEncoding::Pcm16,
+                sample_rate: 8000,
+            },
+        }
+    }
+
+    fn open(config: SessionConfig) -> Result<Self, PluginError> {
+        let settings: Settings = serde_json::from_str(&config.settings)
+            .map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
+        Ok(Self {
+            text: settings.text,
+            frames: 0,
+        })
+    }
+
+    fn handle(&mut self, input: SttInput) -> Result<Vec<SttOutput>, PluginError> {
+        Ok(match input {
+            SttInput::Audio(_) => {
+                self.frames += 1;
+                Vec::new()
+            }
+            SttInput::EndOfTurn if self.frames > 0 => {
+                self.frames = 0;
+                vec![
+                    SttOutput::Transcript(SttTranscript {
+                        text: self.text.clone(),
+                        is_final: true,
+                    }),
+                    SttOutput::EndOfTurn,
+                ]
+            }
+            _ => Vec::new(),
+        })
+    }
+}
+
+switchboard_plugin_api::export_plugin!(stt: FixedStt);
