@@ -214,6 +214,12 @@ async fn run_simulate(
             "caller"
         }
     );
+    if !summary.transcript.is_empty() {
+        println!("  transcript");
+        for (side, text) in &summary.transcript {
+            println!("    {side:<7} {text}");
+        }
+    }
     if let Some(out) = out {
         simulate::write_wav(&out, &summary.heard)?;
         println!(

@@ -32,6 +32,9 @@ const CALL_EVENTS_CAPACITY: usize = 1024;
 /// What the caller hears when no agent takes the number.
 pub const NOT_CONFIGURED_MESSAGE: &str = "Sorry, this number is not configured. Goodbye.";
 
+/// Ended calls kept in memory for `GET /calls/{sid}` (oldest dropped first).
+pub const RECENT_CALLS: usize = 256;
+
 /// A call that ended, as published to [`AppState::subscribe`].
 #[derive(Debug, Clone)]
 pub struct CallEnded {
@@ -47,6 +50,9 @@ pub struct AppState {
     current: Arc<ArcSwap<CallContext>>,
     active_calls: Arc<AtomicUsize>,
     ended: broadcast::Sender<CallEnded>,
+    /// The last [`RECENT_CALLS`] ended calls. Locked once per call end and per lookup, never
+    /// on a call's audio path.
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<CallEnded>>>,
 }
 
 impl AppState {
@@ -56,7 +62,18 @@ impl AppState {
             current: Arc::new(ArcSwap::from_pointee(ctx)),
             active_calls: Arc::new(AtomicUsize::new(0)),
             ended: broadcast::channel(CALL_EVENTS_CAPACITY).0,
+            recent: Arc::default(),
         }
+    }
+
+    fn record(&self, ended: CallEnded) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_CALLS {
+                recent.pop_front();
+            }
+            recent.push_back(ended.clone());
+        }
+        let _ = self.ended.send(ended);
     }
 
     /// Calls whose task is running.
@@ -72,12 +89,14 @@ impl AppState {
 
 /// The gateway's routes: `GET|POST /twilio/voice`, `GET /twilio/media-stream` (WebSocket),
 /// `GET /healthz` (JSON: status, active calls, and per plugin its kind, name, version, calls
-/// ended by a plugin failure since start, and circuit-breaker state).
+/// ended by a plugin failure since start, and circuit-breaker state), `GET /calls/{sid}` (JSON:
+/// one of the last [`RECENT_CALLS`] ended calls with its transcript and per-turn latency).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", get(voice).post(voice))
         .route("/twilio/media-stream", get(media_stream))
         .route("/healthz", get(healthz))
+        .route("/calls/{sid}", get(call_record))
         .with_state(state)
 }
 
@@ -200,6 +219,64 @@ async fn media_stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) 
             state.active_calls.fetch_add(1, Ordering::Relaxed);
             let (reason, stats) = call::run(socket, ctx).await;
             state.active_calls.fetch_sub(1, Ordering::Relaxed);
-            let _ = state.ended.send(CallEnded { reason, stats });
+            state.record(CallEnded { reason, stats });
         })
+}
+
+/// `GET /calls/{sid}`: a recently ended call, or 404.
+async fn call_record(
+    State(state): State<AppState>,
+    axum::extract::Path(sid): axum::extract::Path<String>,
+) -> Response {
+    let found = state.recent.lock().ok().and_then(|recent| {
+        recent
+            .iter()
+            .rev()
+            .find(|c| c.stats.call_sid.as_deref() == Some(sid.as_str()))
+            .cloned()
+    });
+    let Some(call) = found else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no recently ended call with this sid", "code": "not_found"})),
+        )
+            .into_response();
+    };
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+    let transcript: Vec<serde_json::Value> = call
+        .stats
+        .transcript
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "side": match t.side { call::Side::Caller => "caller", call::Side::Agent => "agent" },
+                "text": t.text,
+                "heard_ms": t.heard_ms,
+            })
+        })
+        .collect();
+    let latency: Vec<serde_json::Value> = call
+        .stats
+        .turn_latency
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "stt_final_ms": ms(l.stt_final),
+                "llm_first_text_ms": ms(l.llm_first_text),
+                "tts_first_audio_ms": ms(l.tts_first_audio),
+                "first_audio_out_ms": ms(l.first_audio_out),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "call_sid": sid,
+        "agent": call.stats.agent,
+        "reason": format!("{:?}", call.reason),
+        "frames_in": call.stats.frames_in,
+        "frames_out": call.stats.frames_out,
+        "first_audio_ms": ms(call.stats.first_audio),
+        "transcript": transcript,
+        "turn_latency": latency,
+    }))
+    .into_response()
 }

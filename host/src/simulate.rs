@@ -116,6 +116,9 @@ pub struct Summary {
     pub heard: Vec<i16>,
     /// Messages from the gateway that could not be read.
     pub bad_messages: u64,
+    /// The conversation as the gateway recorded it (`GET /calls/{sid}` after the call):
+    /// (`caller` or `agent`, text). Empty when the gateway had no record.
+    pub transcript: Vec<(String, String)>,
 }
 
 /// Why a simulated call failed.
@@ -374,7 +377,39 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
         }
     };
     stream(&opts, &stream_url, &account_sid, &mut summary).await?;
+    summary.transcript = fetch_transcript(&base, &summary.call_sid).await;
     Ok(summary)
+}
+
+/// The gateway's record of the call (it lands just after the socket closes): the transcript
+/// turns, or nothing when the gateway has none within 2 s.
+async fn fetch_transcript(base: &str, call_sid: &str) -> Vec<(String, String)> {
+    let url = format!("{base}/calls/{call_sid}");
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        if let Ok(response) = client.get(&url).send().await
+            && response.status().is_success()
+            && let Ok(body) = response.text().await
+            && let Ok(record) = serde_json::from_str::<serde_json::Value>(&body)
+        {
+            return record["transcript"]
+                .as_array()
+                .map(|turns| {
+                    turns
+                        .iter()
+                        .map(|t| {
+                            (
+                                t["side"].as_str().unwrap_or("?").to_string(),
+                                t["text"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
 }
 
 async fn stream(

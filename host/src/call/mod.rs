@@ -88,6 +88,8 @@ pub enum EndReason {
 /// What one call did, logged when it ends.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CallStats {
+    /// Twilio's `CallSid`, once `start` arrived.
+    pub call_sid: Option<String>,
     /// The agent the call was routed to, once `start` routed it.
     pub agent: Option<String>,
     /// `media` frames received from Twilio.
@@ -464,6 +466,7 @@ impl Call {
             return Next::Continue;
         }
         self.span.record("call_sid", start.call_sid.as_str());
+        self.stats.call_sid = Some(start.call_sid.clone());
         self.span.record("stream_sid", stream_sid.as_str());
         self.stream_sid = Some(stream_sid.clone());
         let params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
