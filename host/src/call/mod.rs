@@ -142,6 +142,10 @@ pub struct Turn {
 }
 
 /// What runs the conversation of an active call.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per call; the realtime session is used on every frame, so it stays inline"
+)]
 enum Engine {
     /// One realtime session and the host I/O it asked for.
     Realtime { session: Session, io: IoDriver },

@@ -328,7 +328,7 @@ pub enum AgentMode {
     /// `realtime = { plugin = … }`: a speech-to-speech plugin does everything.
     Realtime(PluginUse),
     /// `[agents.pipeline]`: STT → LLM → TTS plugins, with the host taking turns.
-    Pipeline(PipelineConfig),
+    Pipeline(Box<PipelineConfig>),
 }
 
 /// An agent's `pipeline` table, validated.

@@ -402,13 +402,13 @@ impl<'s> Validator<'s> {
                         ),
                     }
                 }
-                AgentMode::Pipeline(PipelineConfig {
+                AgentMode::Pipeline(Box::new(PipelineConfig {
                     stt,
                     llm,
                     tts,
                     instructions: raw.instructions.map(Spanned::into_inner).unwrap_or_default(),
                     endpointing,
-                })
+                }))
             }
             (realtime, _) => {
                 let both = realtime.is_some();

