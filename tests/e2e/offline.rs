@@ -132,8 +132,16 @@ async fn the_offline_agent_answers_a_spoken_question() -> anyhow::Result<()> {
     assert!(heard.len() > 50, "only {} frames of reply", heard.len());
     let reply = transcribe(&models, &heard).await?;
     println!("the caller heard: {reply:?}");
+    // Whisper tiny.en on a phone line is not word-perfect ("from eight" has come back as "for
+    // mate"): require most of the configured hours' words, in any case both "morning" and
+    // "evening".
+    let heard = words(&reply);
+    let heard: Vec<&str> = heard.split(' ').collect();
+    let wanted: Vec<&str> = HOURS.split(' ').collect();
+    let found = wanted.iter().filter(|w| heard.contains(w)).count();
+    println!("{found} of {} words of the hours heard", wanted.len());
     assert!(
-        words(&reply).contains("eight in the morning"),
+        found * 4 >= wanted.len() * 3 && heard.contains(&"morning") && heard.contains(&"evening"),
         "the reply heard on the phone was {reply:?}"
     );
     Ok(())
