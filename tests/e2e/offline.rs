@@ -14,41 +14,15 @@ use switchboard::call::{EndReason, Side};
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::{CallInfo, SessionConfig, StageInput, StageOutput};
 use switchboard_tests::phone::{self, silence, wav_frames};
-use switchboard_tests::{Gateway, fixture, plugin_dirs, speech_plugins, write_config};
+use switchboard_tests::{
+    Gateway, fixture, offline_agent_config, plugin_dirs, speech_plugins, write_config,
+};
 
 /// What the agent answers about opening hours (words Whisper writes the same way every time).
 const HOURS: &str = "eight in the morning until eight in the evening";
 
 fn config(models: &Path) -> String {
-    let whisper = models.join("whisper-tiny.en");
-    let piper = models.join("piper");
-    format!(
-        r#"
-[plugins.whisper]
-path = "{{native:whisper}}"
-budget_ms = 15000
-[plugins.piper]
-path = "{{native:piper}}"
-budget_ms = 10000
-[plugins.scripted]
-path = "{{plugins}}/scripted.wasm"
-
-[[agents]]
-name = "front-desk"
-
-[agents.pipeline]
-endpointing_ms = 700
-stt = {{ plugin = "whisper", settings = {{ model_dir = "{whisper}" }} }}
-tts = {{ plugin = "piper", settings = {{ voice = "{voice}", onnxruntime = "{ort}" }} }}
-llm = {{ plugin = "scripted", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "We are open from {{hours}}." }}], slots = {{ hours = "{HOURS}" }}, fallback = "Sorry, I did not get that." }} }}
-
-[routing]
-default = "front-desk"
-"#,
-        whisper = whisper.display(),
-        voice = piper.join("en_US-joe-medium.onnx").display(),
-        ort = piper.join("libonnxruntime.so.1.32.0").display(),
-    )
+    offline_agent_config(models, HOURS)
 }
 
 /// Transcribes 8 kHz μ-law frames with the Whisper plugin, loaded through the host as the

@@ -128,6 +128,42 @@ pub fn speech_plugins() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// An agents.toml template (for [`write_config`]) with one offline pipeline agent, the default:
+/// local Whisper STT and Piper TTS (models under `models`, see [`speech_plugins`]) around the
+/// scripted dialogue, whose `hours` intent answers "We are open from {hours}." and whose
+/// `address` intent answers "We are at 12 Market Street.".
+pub fn offline_agent_config(models: &Path, hours: &str) -> String {
+    let whisper = models.join("whisper-tiny.en");
+    let piper = models.join("piper");
+    format!(
+        r#"
+[plugins.whisper]
+path = "{{native:whisper}}"
+budget_ms = 15000
+[plugins.piper]
+path = "{{native:piper}}"
+budget_ms = 10000
+[plugins.scripted]
+path = "{{plugins}}/scripted.wasm"
+
+[[agents]]
+name = "front-desk"
+
+[agents.pipeline]
+endpointing_ms = 700
+stt = {{ plugin = "whisper", settings = {{ model_dir = "{whisper}" }} }}
+tts = {{ plugin = "piper", settings = {{ voice = "{voice}", onnxruntime = "{ort}" }} }}
+llm = {{ plugin = "scripted", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "We are open from {{hours}}." }}, {{ name = "address", keywords = ["address", "where"], reply = "We are at 12 Market Street." }}], slots = {{ hours = "{hours}" }}, fallback = "Sorry, I did not get that." }} }}
+
+[routing]
+default = "front-desk"
+"#,
+        whisper = whisper.display(),
+        voice = piper.join("en_US-joe-medium.onnx").display(),
+        ort = piper.join("libonnxruntime.so.1.32.0").display(),
+    )
+}
+
 /// The directory holding the `.wasm` plugins built by [`plugin_dirs`].
 ///
 /// # Errors
