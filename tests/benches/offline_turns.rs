@@ -53,7 +53,11 @@ async fn run(config: &str, label: &str) -> anyhow::Result<Vec<TurnLatency>> {
         script.extend(silence(7500));
     }
     let duration = Duration::from_millis(script.len() as u64 * 20);
-    eprintln!("{label}: one call, {} turns, {:.0} s", turns(), duration.as_secs_f64());
+    eprintln!(
+        "{label}: one call, {} turns, {:.0} s",
+        turns(),
+        duration.as_secs_f64()
+    );
     phone::call(&gw.url, json!({}), script, duration).await?;
     let end = tokio::time::timeout(Duration::from_secs(30), events.recv()).await??;
     for t in &end.stats.transcript {
@@ -68,14 +72,16 @@ fn median(mut v: Vec<Duration>) -> Option<Duration> {
 }
 
 fn report(label: &str, turns: &[TurnLatency]) -> [Option<Duration>; 4] {
-    let pick = |f: fn(&TurnLatency) -> Option<Duration>| median(turns.iter().filter_map(f).collect());
+    let pick =
+        |f: fn(&TurnLatency) -> Option<Duration>| median(turns.iter().filter_map(f).collect());
     let m = [
         pick(|t| t.stt_final),
         pick(|t| t.llm_first_text),
         pick(|t| t.tts_first_audio),
         pick(|t| t.first_audio_out),
     ];
-    let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+    let ms =
+        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
     println!(
         "{label:<9} turns {:>2} | STT final {:>8} | LLM first text {:>8} | TTS first audio {:>8} | first audio out {:>8}",
         turns.len(),
@@ -100,7 +106,9 @@ fn main() -> anyhow::Result<()> {
             "offline",
         )
         .await?;
-        println!("median per-turn latency from the end of caller speech (endpointing 700 ms included):");
+        println!(
+            "median per-turn latency from the end of caller speech (endpointing 700 ms included):"
+        );
         let b = report("baseline", &base);
         let o = report("offline", &offline);
         if let (Some(b), Some(o)) = (b[3], o[3]) {

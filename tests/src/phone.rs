@@ -200,7 +200,10 @@ pub fn wav_frames(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(pcm
         .chunks(160)
         .map(|c| {
-            let mut frame: Vec<u8> = c.iter().map(|&s| switchboard::audio::mulaw::encode(s)).collect();
+            let mut frame: Vec<u8> = c
+                .iter()
+                .map(|&s| switchboard::audio::mulaw::encode(s))
+                .collect();
             frame.resize(160, 0xFF);
             frame
         })

@@ -79,7 +79,11 @@ impl Vad {
         }
         self.pending.drain(..start);
         if let Some(score) = best {
-            let threshold = if self.speaking { HOLD_SCORE } else { ONSET_SCORE };
+            let threshold = if self.speaking {
+                HOLD_SCORE
+            } else {
+                ONSET_SCORE
+            };
             self.speaking = score >= threshold;
         }
         Ok(self.speaking)
@@ -127,7 +131,10 @@ mod tests {
             .iter()
             .filter(|f| vad.frame(f).expect("frame"))
             .count();
-        assert!(speech < 3, "line noise scored as speech in {speech} of 100 frames");
+        assert!(
+            speech < 3,
+            "line noise scored as speech in {speech} of 100 frames"
+        );
     }
 
     #[test]
@@ -137,7 +144,10 @@ mod tests {
         let mut reader = hound::WavReader::open(&path).expect("fixture");
         let spec = reader.spec();
         assert_eq!(spec.sample_rate, 8000, "fixture is 8 kHz");
-        let pcm: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("sample")).collect();
+        let pcm: Vec<i16> = reader
+            .samples::<i16>()
+            .map(|s| s.expect("sample"))
+            .collect();
         let mut vad = Vad::new().expect("vad");
         let verdicts: Vec<bool> = frames(&pcm)
             .iter()
@@ -153,6 +163,9 @@ mod tests {
             .iter()
             .map(|f| vad.frame(f).expect("frame"))
             .collect();
-        assert!(!tail[10..].iter().any(|&s| s), "silence after speech stays speech");
+        assert!(
+            !tail[10..].iter().any(|&s| s),
+            "silence after speech stays speech"
+        );
     }
 }

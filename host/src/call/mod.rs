@@ -26,11 +26,11 @@ use crate::plugin::{
     CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionInput, SessionOutput, Stage,
     StageInput, StageOutput,
 };
+use crate::routing::{self, RouteRequest};
+use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
 use pipeline::{Action, Event, TurnConfig, TurnLatency, Turns};
 use stages::{REPORT_QUEUE, StageReport, StageWorker};
 use tokio::sync::mpsc;
-use crate::routing::{self, RouteRequest};
-use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
 
 /// How long a new socket may take to send `start` before it is closed. Twilio sends `connected`
 /// and `start` back to back; a peer silent for this long is not Twilio.
@@ -588,10 +588,7 @@ impl Call {
         call: CallInfo,
     ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
         let plugin = self.loaded(used)?;
-        let mut session = match plugin
-            .open(&Self::session_config(agent, used, call))
-            .await
-        {
+        let mut session = match plugin.open(&Self::session_config(agent, used, call)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");

@@ -60,7 +60,11 @@ impl StageWorker {
     ) -> Self {
         let (tx, rx) = mpsc::channel(STAGE_QUEUE);
         tokio::spawn(run(stage, session, blocking, rx, reports));
-        Self { stage, tx, epoch: 0 }
+        Self {
+            stage,
+            tx,
+            epoch: 0,
+        }
     }
 
     /// Queues `input`. A `cancel` starts a new epoch first, so everything the stage reports for

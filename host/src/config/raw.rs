@@ -342,10 +342,7 @@ mod tests {
             "[[agents]]\nname = \"a\"\nrealtime = { plugin = \"x\" }\n\n[[agents]]\nname = \"b\"\npipeline = { stt = { plugin = \"s\" }, llm = { plugin = \"l\" } }\n",
         );
         assert_at(&e, 7, Some("agents[1].pipeline.tts"));
-        assert!(
-            e.to_string().contains("missing required key `tts`"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("missing required key `tts`"), "{e}");
         let e = parse_err("[plugins.echo]\nsettings = {}\n");
         assert_at(&e, 1, Some("plugins.echo.path"));
     }

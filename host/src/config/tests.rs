@@ -96,10 +96,7 @@ fn example_parses_into_typed_config() {
     );
     assert_eq!(agent.greeting.as_deref(), Some("Thanks for calling."));
     assert_eq!(rt(agent).plugin, "echo");
-    assert_eq!(
-        rt(agent).settings,
-        serde_json::json!({"mode": "immediate"})
-    );
+    assert_eq!(rt(agent).settings, serde_json::json!({"mode": "immediate"}));
     assert_eq!(
         &rt(agent).effective_settings,
         &serde_json::json!({"mode": "immediate"})

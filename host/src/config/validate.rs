@@ -17,9 +17,10 @@ use super::error::{ConfigError, ConfigErrorKind, ConfigErrors};
 use super::raw::{RawAgent, RawConfig, RawPlugin, RawPluginUse, RawServer, RawTwilio};
 use super::span::{KeyPath, Locator, line_col};
 use super::{
-    ACCOUNT_SID_PREFIX, Agent, AgentMode, BUDGET_RANGE_MS, DEFAULT_ENDPOINTING_MS, ENDPOINTING_RANGE_MS, PipelineConfig, Config, DEFAULT_LISTEN, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
-    MAX_NAMES_SHOWN, PluginConfig, PluginKind, PluginUse, RouteIndex, Secret, ServerConfig,
-    Source, TwilioConfig,
+    ACCOUNT_SID_PREFIX, Agent, AgentMode, BUDGET_RANGE_MS, Config, DEFAULT_ENDPOINTING_MS,
+    DEFAULT_LISTEN, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN,
+    PipelineConfig, PluginConfig, PluginKind, PluginUse, RouteIndex, Secret, ServerConfig, Source,
+    TwilioConfig,
 };
 
 impl RawConfig {
@@ -406,7 +407,10 @@ impl<'s> Validator<'s> {
                     stt,
                     llm,
                     tts,
-                    instructions: raw.instructions.map(Spanned::into_inner).unwrap_or_default(),
+                    instructions: raw
+                        .instructions
+                        .map(Spanned::into_inner)
+                        .unwrap_or_default(),
                     endpointing,
                 }))
             }
@@ -477,7 +481,12 @@ impl<'s> Validator<'s> {
             .map(|(name, value)| (name, Secret::new(value.into_inner())))
             .collect();
         let mut allowed_hosts = Vec::new();
-        for (n, host) in raw.allowed_hosts.unwrap_or_default().into_iter().enumerate() {
+        for (n, host) in raw
+            .allowed_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let span = host.span();
             let host = host.into_inner().to_ascii_lowercase();
             if is_host_pattern(&host) {
