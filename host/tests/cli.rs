@@ -15,6 +15,19 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The target triple rustc builds for by default (this machine's).
+fn host_triple() -> String {
+    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV prints the host triple")
+        .to_string()
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("switchboard-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -59,12 +72,28 @@ impl Drop for Server {
 fn serve_shipped_config_and_simulate_a_call() {
     let root = root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
+    let built = Command::new(&cargo)
         .current_dir(&root)
         .args(["plugins", "--quiet"])
         .status()
         .expect("cargo plugins runs");
     assert!(built.success());
+    // The offline agent's local speech plugins and their models (as README's run command does,
+    // but for the explicit host target, which the end-to-end tests share).
+    let triple = host_triple();
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["native-plugins", "--quiet", "--target", &triple])
+        .status()
+        .expect("cargo native-plugins runs");
+    assert!(built.success());
+    for script in ["scripts/fetch-whisper.sh", "scripts/fetch-piper.sh"] {
+        let fetched = Command::new("bash")
+            .arg(root.join(script))
+            .status()
+            .expect("the fetch script runs");
+        assert!(fetched.success(), "{script} failed");
+    }
 
     // The shipped config, on a free port.
     let shipped = std::fs::read_to_string(root.join("agents.toml")).expect("agents.toml");
@@ -75,10 +104,16 @@ fn serve_shipped_config_and_simulate_a_call() {
         &config,
         shipped
             .replace("127.0.0.1:8080", "127.0.0.1:0")
+            .replace(
+                "\"target/plugins/plugin/",
+                &format!("\"{}/{triple}/plugin/", plugins.display()),
+            )
             .replace("\"target/plugins", &format!("\"{}", plugins.display())),
     )
     .expect("write config");
+    // From the repository root, as README says: the speech plugins find `models/` there.
     let mut child = Command::new(BIN)
+        .current_dir(&root)
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
@@ -121,6 +156,11 @@ fn serve_shipped_config_and_simulate_a_call() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("frames received"), "{stdout}");
+    // The offline front-desk agent answered: its greeting and the caller's turn, recognised.
+    assert!(stdout.contains("transcript"), "{stdout}");
+    assert!(stdout.contains("    agent "), "{stdout}");
+    assert!(stdout.contains("    caller "), "{stdout}");
+    println!("{stdout}");
     let bytes = std::fs::metadata(&heard).expect("heard.wav written").len();
     // At least the length of the recording at 8 kHz PCM16.
     assert!(bytes > 10 * 8000 * 2 - 8000, "heard.wav is {bytes} bytes");

@@ -68,12 +68,23 @@ async fn a_turn_is_answered_in_both_builds() -> anyhow::Result<()> {
     for build in ["wasm", "native"] {
         let gw = Gateway::start(&write_config(&config(build, Some("Hello.")))?).await?;
         let mut events = gw.state.subscribe();
-        let mut script = silence(800);
+        // The greeting (300 ms) has long played when the caller speaks, even on a busy machine.
+        let mut script = silence(2000);
         script.extend(wav_frames(&fixture("speech/hours-question.wav"))?);
-        let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(12)).await?;
+        let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(13)).await?;
         let end = ended(&mut events).await?;
         assert_eq!(end.reason, EndReason::Stop, "{build}");
-        assert!(log.clears.is_empty(), "{build}: nothing to barge into");
+        assert!(
+            log.clears.is_empty(),
+            "{build}: nothing to barge into, but cleared at {:?} (first audio at {:?})",
+            log.clears
+                .iter()
+                .map(|c| c.at.saturating_duration_since(log.started.unwrap_or(c.at)))
+                .collect::<Vec<_>>(),
+            log.first_media
+                .zip(log.started)
+                .map(|(f, s)| f.saturating_duration_since(s))
+        );
         let turns: Vec<(Side, &str)> = end
             .stats
             .transcript
@@ -184,6 +195,100 @@ async fn barge_in_clears_within_a_frame_and_keeps_what_was_heard() -> anyhow::Re
     assert!(
         text_ms <= heard_ms + 20 && text_ms + 12 * 50 >= heard_ms,
         "kept {text_ms} ms of text for {heard_ms} ms heard"
+    );
+    Ok(())
+}
+
+/// A stage that computes for a long time (a native recognizer blocking its thread for 1.5 s per
+/// turn) delays only its own call: an echo call beside it keeps its frames' round trip short,
+/// because native stages run off the async workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_native_stage_does_not_delay_other_calls() -> anyhow::Result<()> {
+    let config = format!(
+        r#"
+[plugins.stt]
+path = "{{native:fixed_stt}}"
+budget_ms = 5000
+[plugins.llm]
+path = "{{plugins}}/scripted.wasm"
+[plugins.tts]
+path = "{{plugins}}/tone_tts.wasm"
+[plugins.echo]
+path = "{{plugins}}/echo.wasm"
+
+[[agents]]
+name = "slow"
+[agents.pipeline]
+stt = {{ plugin = "stt", settings = {{ text = "{QUESTION}", delay_ms = 1500 }} }}
+llm = {{ plugin = "llm", settings = {{ intents = [], fallback = "Sorry?" }} }}
+tts = {{ plugin = "tts" }}
+
+[[agents]]
+name = "echo"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+
+[routing]
+default = "slow"
+"#
+    );
+    let gw = Gateway::start(&write_config(&config)?).await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(300);
+    script.extend(wav_frames(&fixture("speech/hours-question.wav"))?);
+    // The slow turn ends ≈ 3.7 s in and computes until ≈ 5.2 s; the echo call spans it.
+    let url = gw.url.clone();
+    let slow =
+        tokio::spawn(
+            async move { phone::call(&url, json!({}), script, Duration::from_secs(7)).await },
+        );
+    let echo = phone::call(
+        &gw.url,
+        json!({"agent": "echo"}),
+        phone::speech(6500),
+        Duration::from_secs(7),
+    )
+    .await?;
+    slow.await??;
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let end = tokio::time::timeout(Duration::from_secs(10), events.recv()).await??;
+        reasons.push((
+            end.stats.agent.clone(),
+            end.reason.clone(),
+            end.stats.transcript.len(),
+        ));
+    }
+    assert!(
+        reasons
+            .iter()
+            .all(|(_, reason, _)| *reason == EndReason::Stop),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(agent, _, turns)| agent.as_deref() == Some("slow") && *turns >= 2),
+        "the slow call answered its turn: {reasons:?}"
+    );
+    // Echo immediate: frame i comes back right after caller frame i was sent.
+    let mut worst = Duration::ZERO;
+    for (i, (at, _)) in echo.media.iter().enumerate() {
+        if let Some(sent) = echo.sent_at.get(i) {
+            worst = worst.max(at.saturating_duration_since(*sent));
+        }
+    }
+    println!(
+        "echo beside a 1.5 s native computation: {} frames, worst round trip {worst:?}",
+        echo.media.len()
+    );
+    assert!(
+        echo.media.len() >= 300,
+        "{} frames echoed",
+        echo.media.len()
+    );
+    assert!(
+        worst < Duration::from_millis(200),
+        "worst echo round trip {worst:?}"
     );
     Ok(())
 }

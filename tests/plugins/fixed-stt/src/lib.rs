@@ -1,6 +1,7 @@
 //! Test fixture: a speech-to-text stage that recognises nothing. Every caller turn that had
 //! audio is reported as the fixed text of its `text` setting when the host's endpointing sends
-//! `end-of-turn`, so pipeline tests control what the "caller said" exactly.
+//! `end-of-turn`, so pipeline tests control what the "caller said" exactly. With `delay_ms`, it
+//! blocks its thread that long before answering, as a local recognizer computing would.
 
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
@@ -9,11 +10,14 @@ use switchboard_plugin_api::prelude::*;
 #[serde(deny_unknown_fields)]
 struct Settings {
     text: String,
+    #[serde(default)]
+    delay_ms: u64,
 }
 
 /// One call's fixture recognizer.
 pub struct FixedStt {
     text: String,
+    delay_ms: u64,
     frames: u32,
 }
 
@@ -35,6 +39,7 @@ impl Stt for FixedStt {
             .map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         Ok(Self {
             text: settings.text,
+            delay_ms: settings.delay_ms,
             frames: 0,
         })
     }
@@ -47,6 +52,9 @@ impl Stt for FixedStt {
             }
             SttInput::EndOfTurn if self.frames > 0 => {
                 self.frames = 0;
+                if self.delay_ms > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
+                }
                 vec![
                     SttOutput::Transcript(SttTranscript {
                         text: self.text.clone(),
