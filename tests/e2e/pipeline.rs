@@ -71,19 +71,20 @@ async fn a_turn_is_answered_in_both_builds() -> anyhow::Result<()> {
         // The greeting (300 ms) has long played when the caller speaks, even on a busy machine.
         let mut script = silence(2000);
         script.extend(wav_frames(&fixture("speech/hours-question.wav"))?);
-        let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(13)).await?;
+        let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(16)).await?;
         let end = ended(&mut events).await?;
         assert_eq!(end.reason, EndReason::Stop, "{build}");
         assert!(
             log.clears.is_empty(),
-            "{build}: nothing to barge into, but cleared at {:?} (first audio at {:?})",
+            "{build}: nothing to barge into, but cleared at {:?} (first audio at {:?}); {:?}",
             log.clears
                 .iter()
                 .map(|c| c.at.saturating_duration_since(log.started.unwrap_or(c.at)))
                 .collect::<Vec<_>>(),
             log.first_media
                 .zip(log.started)
-                .map(|(f, s)| f.saturating_duration_since(s))
+                .map(|(f, s)| f.saturating_duration_since(s)),
+            end.stats
         );
         let turns: Vec<(Side, &str)> = end
             .stats

@@ -357,11 +357,19 @@ impl Call {
                     }
                 }
                 Engine::Pipeline(p) => {
+                    // A reply still playing enters the record as far as the caller heard it.
+                    if let Some(origin) = p.reply_origin {
+                        let now = Instant::now();
+                        let heard_ms = active.playback.heard_ms(now).saturating_sub(origin);
+                        p.cut_heard = Some(heard_ms);
+                        let _ = p.turns.on(Event::Interrupted { heard_ms }, now);
+                    }
                     // Each stage task ends after its hangup.
                     for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
                         let _ = p.worker(stage).0.send(StageInput::Hangup);
                     }
                     self.stats.turn_latency = std::mem::take(&mut p.turns.latencies);
+                    self.sync_transcript();
                     for (n, latency) in self.stats.turn_latency.iter().enumerate() {
                         tracing::info!(turn = n + 1, ?latency, "turn latency");
                     }
@@ -846,8 +854,11 @@ impl Call {
         };
         if let Engine::Pipeline(p) = &mut active.engine {
             let now = Instant::now();
-            p.idle_at = (p.reply_origin.is_some() || !active.playback.is_idle(now))
-                .then(|| now + active.playback.remaining(now) + Duration::from_millis(FRAME_MS));
+            let wanted = p.reply_origin.is_some() || !active.playback.is_idle(now);
+            let at = now + active.playback.remaining(now) + Duration::from_millis(FRAME_MS);
+            // Keep an earlier check: re-arming later on every report would starve it (the STT
+            // reports every 20 ms). A check that comes too early re-arms itself.
+            p.idle_at = wanted.then(|| p.idle_at.map_or(at, |old| old.min(at)));
         }
     }
 

@@ -483,7 +483,56 @@ impl Plugins {
                 }
             }
         }
-        Ok(Self { by_name })
+        let plugins = Self { by_name };
+        plugins.warm_up(config).await;
+        Ok(plugins)
+    }
+
+    /// Opens (and closes) one session of each native pipeline stage with each agent's settings,
+    /// so a local model loads when the gateway starts instead of during the first call (Whisper
+    /// and Piper take 0.2–0.8 s). A failure is only logged: the agent's calls will fail the same
+    /// way, each with its apology, and the error says why.
+    async fn warm_up(&self, config: &Config) {
+        for agent in &config.agents {
+            let Some(pipeline) = agent.pipeline() else {
+                continue;
+            };
+            for used in [&pipeline.stt, &pipeline.llm, &pipeline.tts] {
+                let Some(plugin) = self.get(&used.plugin) else {
+                    continue;
+                };
+                if !matches!(plugin.as_ref(), Plugin::Native(_)) {
+                    continue;
+                }
+                let session_config = SessionConfig {
+                    call: CallInfo {
+                        agent: agent.name.clone(),
+                        ..CallInfo::default()
+                    },
+                    settings: used.settings_json.clone(),
+                    greeting: None,
+                    io: Arc::new(io::IoPolicy {
+                        allowed_hosts: used.allowed_hosts.clone(),
+                        secrets: used.secrets.clone(),
+                    }),
+                };
+                let started = std::time::Instant::now();
+                match plugin.open_stage(&session_config).await {
+                    Ok(_) => tracing::info!(
+                        plugin = %used.plugin,
+                        agent = %agent.name,
+                        ms = started.elapsed().as_millis() as u64,
+                        "plugin warmed up"
+                    ),
+                    Err(e) => tracing::warn!(
+                        plugin = %used.plugin,
+                        agent = %agent.name,
+                        error = %e,
+                        "plugin refused a session at start; this agent's calls will fail"
+                    ),
+                }
+            }
+        }
     }
 
     /// The plugin called `name`.

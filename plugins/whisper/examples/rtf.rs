@@ -1,6 +1,8 @@
 //! Measures model load time and the real-time factor (transcription time / audio duration) of
 //! the phone path: 8 kHz μ-law fixtures → 16 kHz → Whisper, plus the 10 s human recording in
-//! `../shared/fixtures/speech/beckett.wav` when it is there.
+//! `../shared/fixtures/speech/beckett.wav` when it is there — each with Whisper's full 30 s
+//! encoder window (the baseline) and with the window fitted to the clip plus 1 s (`window_ms`
+//! setting), and their ratio.
 //!
 //! ```sh
 //! cargo run -p switchboard-plugin-whisper --profile plugin --example rtf
@@ -48,22 +50,30 @@ fn main() {
     for (name, pcm) in clips {
         let samples: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32_768.0).collect();
         let seconds = samples.len() as f64 / 16_000.0;
-        let mut times = Vec::new();
-        let mut text = String::new();
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            text = model.transcribe(&samples).expect("transcribes").text;
-            times.push(t.elapsed().as_secs_f64());
+        let mut medians = Vec::new();
+        for (label, window) in [("full 30 s", 30 * 16_000), ("fitted", 16_000)] {
+            let mut times = Vec::new();
+            let mut text = String::new();
+            for _ in 0..RUNS {
+                let t = Instant::now();
+                text = model
+                    .transcribe(&samples, window)
+                    .expect("transcribes")
+                    .text;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[RUNS / 2];
+            medians.push(median);
+            println!(
+                "{name}, {label} window: {seconds:.2} s audio, median {:.0} ms (min {:.0}, max {:.0}) → RTF {:.3}\n    {:?}",
+                median * 1000.0,
+                times[0] * 1000.0,
+                times[RUNS - 1] * 1000.0,
+                median / seconds,
+                text.trim()
+            );
         }
-        times.sort_by(f64::total_cmp);
-        let median = times[RUNS / 2];
-        println!(
-            "{name}: {seconds:.2} s audio, median {:.0} ms (min {:.0}, max {:.0}) → RTF {:.3}\n    {:?}",
-            median * 1000.0,
-            times[0] * 1000.0,
-            times[RUNS - 1] * 1000.0,
-            median / seconds,
-            text.trim()
-        );
+        println!("    fitted / full = {:.2}", medians[1] / medians[0]);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use candle_core::{D, IndexOp, Tensor};
 
-use crate::mel::WINDOW_SAMPLES;
+use crate::mel::{HOP, N_FRAMES, SAMPLE_RATE, WINDOW_SAMPLES};
 use crate::model::{MAX_TOKENS, Model};
 
 /// Threads inference runs on, for the whole process: 2, the cores of the machines the gateway
@@ -76,13 +76,28 @@ impl Model {
     ///
     /// # Errors
     /// [`DecodeError`] when candle fails or the pool cannot start.
-    pub fn transcribe(&self, samples: &[f32]) -> Result<Transcription, DecodeError> {
+    /// `min_window` (samples): encode only the audio plus 1 s, but at least this much (the full
+    /// 30 s window when it is [`WINDOW_SAMPLES`]); the encoder's cost is linear in it.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        min_window: usize,
+    ) -> Result<Transcription, DecodeError> {
         let samples = &samples[..samples.len().min(WINDOW_SAMPLES)];
-        pool()?.install(|| self.decode(samples))
+        let window = (samples.len() + SAMPLE_RATE as usize)
+            .clamp(min_window.min(WINDOW_SAMPLES), WINDOW_SAMPLES);
+        pool()?.install(|| self.decode(samples, window))
     }
 
-    fn decode(&self, samples: &[f32]) -> Result<Transcription, DecodeError> {
+    fn decode(&self, samples: &[f32], window: usize) -> Result<Transcription, DecodeError> {
         let mel = self.mel.compute(samples)?;
+        // Mel frames of the window, even (the encoder's stride-2 convolution halves them).
+        let frames = (window / HOP).div_ceil(2) * 2;
+        let mel = if frames < N_FRAMES {
+            mel.narrow(2, 0, frames)?
+        } else {
+            mel
+        };
         let mut whisper = self.whisper.clone();
         let audio = whisper.encoder.forward(&mel, true)?;
         let eot = self.vocab.tokens.end_of_text;

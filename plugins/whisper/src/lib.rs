@@ -10,25 +10,28 @@
 //!
 //! Settings (the agent's `pipeline.stt.settings` in agents.toml), all optional:
 //! ```json
-//! { "model_dir": "models/whisper-tiny.en" }
+//! { "model_dir": "models/whisper-tiny.en", "window_ms": 1000 }
 //! ```
 //! `model_dir` holds `model.bin` (CTranslate2, fp16), `tokenizer.json` and `config.json`, as
 //! `scripts/fetch-whisper.sh` fetches them. A relative path is taken from the gateway's current
 //! directory. Default: `$SWITCHBOARD_MODELS/whisper-tiny.en` when `SWITCHBOARD_MODELS` is set,
 //! else `models/whisper-tiny.en`. A missing or malformed model is refused at `open`.
+//! `window_ms` is the smallest encoder window ([`DEFAULT_WINDOW_MS`]); 30000 encodes Whisper's
+//! full window every time.
 //!
 //! Cost (2-core x86-64, `plugin` profile): the first `open` in a process loads the model in
-//! 0.25–0.6 s (~0.7 s in a debug build); later `open`s share it (a map lookup, tens of µs). A
-//! turn costs ~0.9 s for 2–3 s of speech, 1.2 s for 10 s and 1.9 s for a wordy 12 s (RTF
-//! 0.3 / 0.12 / 0.16; about 1.5× that on a busy machine): Whisper always encodes a full 30 s
-//! window, and each token adds a decoder step. Inference runs on [`INFERENCE_THREADS`] threads
+//! 0.25–0.6 s (~0.7 s in a debug build); later `open`s share it (a map lookup, tens of µs). With
+//! the encoder window fitted to the turn, a turn costs ~0.35–0.45 s for 2–3 s of speech (RTF
+//! ~0.16), 0.8 s for 10 s (0.08) and 2.8 s for a wordy 12 s (0.23), on a machine busy with a
+//! build; with Whisper's full 30 s window, 1.8 s / 2.6 s / 3.9 s. Each token adds a decoder step. Inference runs on [`INFERENCE_THREADS`] threads
 //! for the whole process. Candle also keeps a small element-wise helper pool sized by
 //! `CANDLE_NUM_THREADS` (default: physical cores); set that in the gateway's environment to bound
 //! it too.
 //!
-//! **Budget.** The host budgets a native `handle` at 200 ms and ends a call that overruns; the
-//! `end-of-turn` transcription takes longer, so this stage needs the host to exempt (or widen the
-//! budget of) an STT's `end-of-turn`.
+//! **Budget.** The host budgets a `handle` at 200 ms by default and ends a call that overruns;
+//! the `end-of-turn` transcription takes longer, so give this plugin a `budget_ms` of several
+//! seconds in its `[plugins.NAME]` table (the shipped agents.toml uses 15000). The host runs
+//! native stages off its async workers, so the wait delays only this call.
 
 #![forbid(unsafe_code)]
 
@@ -63,6 +66,12 @@ pub const MAX_TURN_SAMPLES: usize = mel::WINDOW_SAMPLES;
 /// otherwise sometimes "hear" a word in nothing.
 pub const SILENCE_RMS: f32 = 0.001;
 
+/// Default smallest encoder window (ms): the encoder sees the turn plus 1 s of silence rather
+/// than Whisper's full 30 s. Measured with `examples/rtf.rs` (phone path, 2 cores): 3–5× faster
+/// on 2–3 s turns (a 3 s turn: 0.46 s instead of 1.8 s), 1.4× on a 12 s one, and the same or
+/// better words on every fixture.
+pub const DEFAULT_WINDOW_MS: u32 = 1000;
+
 /// Model directory under `SWITCHBOARD_MODELS` (or `models/`) when the settings name none.
 pub const DEFAULT_MODEL_SUBDIR: &str = "whisper-tiny.en";
 
@@ -75,6 +84,11 @@ struct Settings {
     /// Directory of the model files; see the crate docs for the default.
     #[serde(default)]
     model_dir: Option<PathBuf>,
+    /// Smallest encoder window (ms): the turn plus 1 s is encoded, but at least this much.
+    /// Default [`DEFAULT_WINDOW_MS`]; 30000 always encodes Whisper's full window, as Whisper
+    /// does (3–5× slower on short turns, no more accurate on our fixtures; `examples/rtf.rs`).
+    #[serde(default)]
+    window_ms: Option<u32>,
 }
 
 impl Settings {
@@ -99,6 +113,8 @@ impl Settings {
 /// One call's recognizer: the caller's current turn, waiting for `end-of-turn`.
 pub struct Whisper {
     model: Arc<Model>,
+    /// Smallest encoder window (samples); [`MAX_TURN_SAMPLES`] encodes Whisper's full 30 s.
+    min_window: usize,
     /// The current turn's audio not yet transcribed: mono, [`SAMPLE_RATE`] Hz, full scale ±1.0.
     samples: Vec<f32>,
     /// Text of this turn's earlier 30 s pieces, when it outgrew [`MAX_TURN_SAMPLES`].
@@ -119,7 +135,17 @@ impl Stt for Whisper {
     }
 
     fn open(config: SessionConfig) -> Result<Self, PluginError> {
-        let dir = Settings::parse(&config.settings)?.model_dir();
+        let settings = Settings::parse(&config.settings)?;
+        let dir = settings.model_dir();
+        let min_window = match settings.window_ms.or(Some(DEFAULT_WINDOW_MS)) {
+            None => MAX_TURN_SAMPLES,
+            Some(ms) if (1000..=30_000).contains(&ms) => ms as usize * SAMPLE_RATE as usize / 1000,
+            Some(ms) => {
+                return Err(PluginError::InvalidConfig(format!(
+                    "whisper window_ms {ms} is outside 1000..=30000"
+                )));
+            }
+        };
         let model = model::cached(&dir).map_err(|e| {
             PluginError::InvalidConfig(format!(
                 "whisper model_dir {}: {e}; fetch the model with {FETCH_SCRIPT} or set \
@@ -129,6 +155,7 @@ impl Stt for Whisper {
         })?;
         Ok(Self {
             model,
+            min_window,
             samples: Vec::with_capacity(MAX_TURN_SAMPLES),
             earlier: String::new(),
         })
@@ -191,7 +218,7 @@ impl Whisper {
         let started = Instant::now();
         let result = self
             .model
-            .transcribe(&samples)
+            .transcribe(&samples, self.min_window)
             .map_err(|e| PluginError::Internal(format!("whisper: {e}")))?;
         host::log(
             LogLevel::Debug,
