@@ -104,7 +104,10 @@ impl Model {
         let mut tokens = self.prompt.clone();
         let mut no_speech_prob = 0.0;
         let mut sum_logprob = 0.0;
-        for step in 0..MAX_TOKENS {
+        // Speech runs at 2–4 tokens a second; far more is the decoder repeating itself, which
+        // would cost ~35 ms a token.
+        let max_tokens = (16 + samples.len() * 8 / SAMPLE_RATE as usize).min(MAX_TOKENS);
+        for step in 0..max_tokens {
             let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
             // The cross-attention keys and values of `audio` are computed on the first step and
             // cached; self-attention runs over the whole prefix each step (candle's decoder has

@@ -210,9 +210,12 @@ impl Stt for Whisper {
 impl Whisper {
     /// Transcribes and clears the buffered audio; trimmed text, empty for silence.
     fn transcribe(&mut self) -> Result<String, PluginError> {
-        let samples = std::mem::take(&mut self.samples);
+        let all = std::mem::take(&mut self.samples);
         self.samples = Vec::with_capacity(MAX_TURN_SAMPLES);
-        if rms(&samples) < SILENCE_RMS {
+        // The host feeds every caller frame, so a turn starts with whatever silence the caller
+        // kept while the agent spoke: encode only the sound, with a margin.
+        let samples = trim_silence(&all);
+        if rms(samples) < SILENCE_RMS {
             return Ok(String::new());
         }
         let started = Instant::now();
@@ -232,6 +235,28 @@ impl Whisper {
         );
         Ok(result.text.trim().to_string())
     }
+}
+
+/// Blocks of 20 ms (samples) scanned by [`trim_silence`].
+const TRIM_BLOCK: usize = SAMPLE_RATE as usize / 50;
+
+/// Margin of quiet kept before and after the sound (samples, 300 ms).
+const TRIM_MARGIN: usize = SAMPLE_RATE as usize * 3 / 10;
+
+/// `samples` without their leading and trailing blocks quieter than [`SILENCE_RMS`] × 3
+/// (−50 dBFS), keeping [`TRIM_MARGIN`] on each side; all of it when nothing is louder.
+fn trim_silence(samples: &[f32]) -> &[f32] {
+    let loud = |block: &[f32]| rms(block) >= SILENCE_RMS * 3.0;
+    let blocks: Vec<&[f32]> = samples.chunks(TRIM_BLOCK).collect();
+    let (Some(first), Some(last)) = (
+        blocks.iter().position(|b| loud(b)),
+        blocks.iter().rposition(|b| loud(b)),
+    ) else {
+        return samples;
+    };
+    let start = (first * TRIM_BLOCK).saturating_sub(TRIM_MARGIN);
+    let end = ((last + 1) * TRIM_BLOCK + TRIM_MARGIN).min(samples.len());
+    &samples[start..end]
 }
 
 /// Appends `piece` to `text` with one space between non-empty parts.
@@ -278,6 +303,18 @@ mod tests {
         join(&mut t, "");
         join(&mut t, "two");
         assert_eq!(t, "one two");
+    }
+
+    #[test]
+    fn silence_around_the_sound_is_trimmed_to_a_margin() {
+        let mut samples = vec![0.0f32; 5 * TRIM_BLOCK * 50];
+        let sound = 100 * TRIM_BLOCK..110 * TRIM_BLOCK;
+        for s in &mut samples[sound.clone()] {
+            *s = 0.1;
+        }
+        let trimmed = trim_silence(&samples);
+        assert_eq!(trimmed.len(), sound.len() + 2 * TRIM_MARGIN);
+        assert_eq!(trim_silence(&samples[..TRIM_BLOCK * 10]).len(), TRIM_BLOCK * 10);
     }
 
     #[test]
