@@ -221,7 +221,7 @@ impl Whisper {
         let started = Instant::now();
         let result = self
             .model
-            .transcribe(&samples, self.min_window)
+            .transcribe(samples, self.min_window)
             .map_err(|e| PluginError::Internal(format!("whisper: {e}")))?;
         host::log(
             LogLevel::Debug,
@@ -314,7 +314,10 @@ mod tests {
         }
         let trimmed = trim_silence(&samples);
         assert_eq!(trimmed.len(), sound.len() + 2 * TRIM_MARGIN);
-        assert_eq!(trim_silence(&samples[..TRIM_BLOCK * 10]).len(), TRIM_BLOCK * 10);
+        assert_eq!(
+            trim_silence(&samples[..TRIM_BLOCK * 10]).len(),
+            TRIM_BLOCK * 10
+        );
     }
 
     #[test]
