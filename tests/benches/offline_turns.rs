@@ -62,7 +62,11 @@ async fn run(config: &str, label: &str) -> anyhow::Result<Vec<TurnLatency>> {
     let end = tokio::time::timeout(Duration::from_secs(30), events.recv()).await??;
     eprintln!(
         "  ended: {:?}; frames in {} out {}; clears {}; STT frames dropped {}",
-        end.reason, end.stats.frames_in, end.stats.frames_out, end.stats.clears, end.stats.stt_dropped
+        end.reason,
+        end.stats.frames_in,
+        end.stats.frames_out,
+        end.stats.clears,
+        end.stats.stt_dropped
     );
     for t in &end.stats.transcript {
         eprintln!("  {:?}: {}", t.side, t.text);
