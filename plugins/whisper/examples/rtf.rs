@@ -1,8 +1,8 @@
 //! Measures model load time and the real-time factor (transcription time / audio duration) of
 //! the phone path: 8 kHz μ-law fixtures → 16 kHz → Whisper, plus the 10 s human recording in
 //! `../shared/fixtures/speech/beckett.wav` when it is there — each with Whisper's full 30 s
-//! encoder window (the baseline) and with the window fitted to the clip plus 1 s (`window_ms`
-//! setting), and their ratio.
+//! encoder window (the baseline), the plugin's default (the clip plus 1 s, at least 10 s) and the
+//! window fitted to the clip plus 1 s (`window_ms` setting), with ratios to the baseline.
 //!
 //! ```sh
 //! cargo run -p switchboard-plugin-whisper --profile plugin --example rtf
@@ -51,7 +51,11 @@ fn main() {
         let samples: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32_768.0).collect();
         let seconds = samples.len() as f64 / 16_000.0;
         let mut medians = Vec::new();
-        for (label, window) in [("full 30 s", 30 * 16_000), ("fitted", 16_000)] {
+        for (label, window) in [
+            ("full 30 s", 30 * 16_000),
+            ("default (≥ 10 s)", 10 * 16_000),
+            ("fitted (≥ 1 s)", 16_000),
+        ] {
             let mut times = Vec::new();
             let mut text = String::new();
             for _ in 0..RUNS {
@@ -74,6 +78,10 @@ fn main() {
                 text.trim()
             );
         }
-        println!("    fitted / full = {:.2}", medians[1] / medians[0]);
+        println!(
+            "    default / full = {:.2}; fitted / full = {:.2}",
+            medians[1] / medians[0],
+            medians[2] / medians[0]
+        );
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Settings (the agent's `pipeline.stt.settings` in agents.toml), all optional:
 //! ```json
-//! { "model_dir": "models/whisper-tiny.en", "window_ms": 1000 }
+//! { "model_dir": "models/whisper-tiny.en", "window_ms": 30000 }
 //! ```
 //! `model_dir` holds `model.bin` (CTranslate2, fp16), `tokenizer.json` and `config.json`, as
 //! `scripts/fetch-whisper.sh` fetches them. A relative path is taken from the gateway's current
@@ -21,9 +21,10 @@
 //!
 //! Cost (2-core x86-64, `plugin` profile): the first `open` in a process loads the model in
 //! 0.25–0.6 s (~0.7 s in a debug build); later `open`s share it (a map lookup, tens of µs). With
-//! the encoder window fitted to the turn, a turn costs ~0.35–0.45 s for 2–3 s of speech (RTF
-//! ~0.16), 0.8 s for 10 s (0.08) and 2.8 s for a wordy 12 s (0.23), on a machine busy with a
-//! build; with Whisper's full 30 s window, 1.8 s / 2.6 s / 3.9 s. Each token adds a decoder step. Inference runs on [`INFERENCE_THREADS`] threads
+//! Whisper's full 30 s window (the default) a turn costs 1.8 s for 3 s of speech, 2.6 s for 10 s
+//! and 3.9 s for a wordy 12 s on a machine busy with a build (about half that idle); a smaller
+//! `window_ms` is faster but less safe (see [`DEFAULT_WINDOW_MS`]). Each token adds a decoder
+//! step. Inference runs on [`INFERENCE_THREADS`] threads
 //! for the whole process. Candle also keeps a small element-wise helper pool sized by
 //! `CANDLE_NUM_THREADS` (default: physical cores); set that in the gateway's environment to bound
 //! it too.
@@ -66,11 +67,13 @@ pub const MAX_TURN_SAMPLES: usize = mel::WINDOW_SAMPLES;
 /// otherwise sometimes "hear" a word in nothing.
 pub const SILENCE_RMS: f32 = 0.001;
 
-/// Default smallest encoder window (ms): the encoder sees the turn plus 1 s of silence rather
-/// than Whisper's full 30 s. Measured with `examples/rtf.rs` (phone path, 2 cores): 3–5× faster
-/// on 2–3 s turns (a 3 s turn: 0.46 s instead of 1.8 s), 1.4× on a 12 s one, and the same or
-/// better words on every fixture.
-pub const DEFAULT_WINDOW_MS: u32 = 1000;
+/// Default smallest encoder window (ms): Whisper's full 30 s, as Whisper itself (and the
+/// CTranslate2 reference this port matches token for token) encodes every turn. Smaller windows
+/// are faster (`examples/rtf.rs`: a 3 s turn 3–5× faster at 1 s) but not safe with tiny.en:
+/// through the gateway a 2.8 s question came back at a 1 s window as a loop ("So what are your
+/// opening hours? Well, you're opening hours. So what…"), and at 10 s one fixture lost a word
+/// the full window keeps. Opt in with `window_ms` only after checking on your own audio.
+pub const DEFAULT_WINDOW_MS: u32 = 30_000;
 
 /// Model directory under `SWITCHBOARD_MODELS` (or `models/`) when the settings name none.
 pub const DEFAULT_MODEL_SUBDIR: &str = "whisper-tiny.en";
@@ -85,8 +88,7 @@ struct Settings {
     #[serde(default)]
     model_dir: Option<PathBuf>,
     /// Smallest encoder window (ms): the turn plus 1 s is encoded, but at least this much.
-    /// Default [`DEFAULT_WINDOW_MS`]; 30000 always encodes Whisper's full window, as Whisper
-    /// does (3–5× slower on short turns, no more accurate on our fixtures; `examples/rtf.rs`).
+    /// Default [`DEFAULT_WINDOW_MS`] (Whisper's full window).
     #[serde(default)]
     window_ms: Option<u32>,
 }
