@@ -875,15 +875,6 @@ impl Call {
         if idle {
             let next = self.pipeline_event(Event::PlaybackIdle).await;
             self.schedule_idle();
-            if let Some(Active {
-                engine: Engine::Pipeline(p),
-                ..
-            }) = &mut self.active
-                && p.idle_at.is_some()
-                && p.reply_origin.is_none()
-            {
-                p.idle_at = None;
-            }
             return next;
         }
         self.schedule_idle();
