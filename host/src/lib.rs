@@ -4,7 +4,8 @@
 //! Twilio POSTs the voice webhook ([`server`]), which routes the call ([`routing`], from
 //! [`config`]) and answers TwiML ([`twiml`]) that opens a Media Streams WebSocket
 //! ([`twilio::media_stream`]). One task per call ([`call`]) converts audio ([`audio`]) and drives
-//! the agent's plugin session ([`plugin`]). [`simulate`] plays Twilio's part for tests and demos.
+//! the agent's plugin session ([`plugin`]). [`records`] keeps one durable row per call in SQLite.
+//! [`simulate`] plays Twilio's part for tests and demos.
 // Unsafe code is allowed in one module only, `plugin::native`, which calls native plugins
 // through their C ABI.
 #![deny(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod audio;
 pub mod call;
 pub mod config;
 pub mod plugin;
+pub mod records;
 pub mod routing;
 pub mod server;
 pub mod simulate;

@@ -63,6 +63,12 @@ enum Command {
         /// Seconds of quiet after the WAV (nothing queued, nothing arriving) before hanging up.
         #[arg(long, default_value_t = 2.0)]
         idle_hangup: f64,
+        /// The gateway's agents file: its `[twilio]` auth token signs the simulated requests as
+        /// Twilio would, and its first `[api]` token reads the call's transcript afterwards. Only
+        /// those keys are read (with `${VAR}` from the environment); a missing file means
+        /// unsigned requests.
+        #[arg(long, default_value = "agents.toml")]
+        config: PathBuf,
     },
 }
 
@@ -111,7 +117,15 @@ fn main() -> ExitCode {
             stream_only,
             dtmf,
             idle_hangup,
+            config,
         } => {
+            let keys = match simulate_keys(&config) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
             let opts = |audio| {
                 let mut o = simulate::Options::new(url, audio);
                 o.to = to;
@@ -121,6 +135,9 @@ fn main() -> ExitCode {
                 o.dtmf = dtmf;
                 o.idle_hangup = Duration::from_secs_f64(idle_hangup.max(0.0));
                 o.progress = true;
+                o.auth_token = keys.auth_token;
+                o.account_sid = keys.account_sid;
+                o.api_token = keys.api_token;
                 o
             };
             runtime.block_on(run_simulate(&wav, out, opts))
@@ -133,6 +150,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `simulate` reads from the gateway's config.
+#[derive(Default)]
+struct SimulateKeys {
+    auth_token: Option<String>,
+    account_sid: Option<String>,
+    api_token: Option<String>,
+}
+
+/// The Twilio and API keys of the config at `path` (parsed and interpolated, not validated:
+/// plugin files need not exist here). A missing file yields no keys.
+fn simulate_keys(path: &std::path::Path) -> Result<SimulateKeys, String> {
+    if !path.exists() {
+        return Ok(SimulateKeys::default());
+    }
+    let source = config::load(path).map_err(|e| e.to_string())?;
+    let raw = source
+        .parse()
+        .map_err(|e| e.to_string())?
+        .interpolate(&source, &|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    let non_empty =
+        |v: Option<toml::Spanned<String>>| v.map(|v| v.into_inner()).filter(|v| !v.is_empty());
+    Ok(SimulateKeys {
+        auth_token: non_empty(raw.twilio.auth_token),
+        account_sid: non_empty(raw.twilio.account_sid),
+        api_token: raw
+            .api
+            .tokens
+            .into_iter()
+            .flatten()
+            .map(|t| t.into_inner())
+            .find(|t| !t.is_empty()),
+    })
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
@@ -161,15 +213,35 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         agents = config.agents.len(),
         "switchboard listening; point Twilio's voice webhook at /twilio/voice"
     );
-    let state = AppState::new(CallContext {
-        config: std::sync::Arc::new(config),
-        plugins,
-    });
+    let (records, recovery) = server::open_records(&config).context("opening call records")?;
+    if let Some(recovery) = recovery {
+        tracing::info!(
+            path = %config.records.path.as_deref().unwrap_or(std::path::Path::new("")).display(),
+            schema_version = recovery.schema_version,
+            interrupted = recovery.interrupted,
+            "call records open"
+        );
+        if recovery.interrupted > 0 {
+            tracing::warn!(
+                calls = recovery.interrupted,
+                "calls in flight when the gateway last stopped are marked interrupted"
+            );
+        }
+    } else {
+        tracing::warn!("[records] path is empty: call records are kept in memory and lost on exit");
+    }
+    let mut ctx = CallContext::new(std::sync::Arc::new(config), plugins)
+        .context("setting up Twilio's REST client")?;
+    ctx.records = Some(records.clone());
+    let state = AppState::new(ctx);
     server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })
     .await?;
+    if let Err(e) = records.flush().await {
+        tracing::error!(error = %e, "call records not flushed");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

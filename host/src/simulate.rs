@@ -22,9 +22,11 @@ use rand::Rng as _;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::audio::resample::{self, ResampleError};
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, TWILIO_SAMPLE_RATE, mulaw};
+use crate::twilio::signature;
 
 /// How long the caller stays on the line after the WAV ends, waiting for the reply: the call is
 /// ended once nothing audible is queued and, since the WAV ended, no audible (non-silent) audio
@@ -62,6 +64,20 @@ pub struct Options {
     pub max_tail: Duration,
     /// Print a progress line on stderr while the call runs.
     pub progress: bool,
+    /// Twilio auth token: when set, the webhook and the WebSocket upgrade carry
+    /// `X-Twilio-Signature` computed with it, as Twilio's own requests do.
+    pub auth_token: Option<String>,
+    /// The `AccountSid` the call comes from; a made-up one when `None`.
+    pub account_sid: Option<String>,
+    /// The `CallSid`; a made-up one when `None`.
+    pub call_sid: Option<String>,
+    /// `Direction` sent to the webhook (`inbound`, or `outbound-api` for a call the API placed).
+    pub direction: String,
+    /// The full webhook URL to POST, instead of `{url}/twilio/voice` with `params` (an outbound
+    /// call's `Url`).
+    pub voice_url: Option<String>,
+    /// Bearer token of the operator API, to read the call's record (transcript) afterwards.
+    pub api_token: Option<String>,
 }
 
 impl Options {
@@ -78,6 +94,12 @@ impl Options {
             idle_hangup: DEFAULT_IDLE_HANGUP,
             max_tail: DEFAULT_MAX_TAIL,
             progress: false,
+            auth_token: None,
+            account_sid: None,
+            call_sid: None,
+            direction: "inbound".into(),
+            voice_url: None,
+            api_token: None,
         }
     }
 }
@@ -317,11 +339,11 @@ enum Queued {
 pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
     let base = opts.url.trim_end_matches('/').to_string();
     let mut summary = Summary {
-        call_sid: sid("CA"),
+        call_sid: opts.call_sid.clone().unwrap_or_else(|| sid("CA")),
         stream_sid: sid("MZ"),
         ..Summary::default()
     };
-    let account_sid = sid("AC");
+    let account_sid = opts.account_sid.clone().unwrap_or_else(|| sid("AC"));
     let stream_url = if opts.stream_only {
         summary.parameters = opts.params.clone();
         summary.parameters.push(("From".into(), opts.from.clone()));
@@ -329,7 +351,9 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
         crate::twilio::webhook::media_stream_url(&base)
     } else {
         let mut url = format!("{base}/twilio/voice");
-        if !opts.params.is_empty() {
+        if let Some(voice_url) = &opts.voice_url {
+            url.clone_from(voice_url);
+        } else if !opts.params.is_empty() {
             let query: String = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(&opts.params)
                 .finish();
@@ -343,16 +367,24 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
             ("Caller", opts.from.as_str()),
             ("Called", opts.to.as_str()),
             ("CallStatus", "ringing"),
-            ("Direction", "inbound"),
+            ("Direction", opts.direction.as_str()),
             ("ApiVersion", "2010-04-01"),
         ];
         let webhook_err = |message: String| SimulateError::Webhook {
             url: url.clone(),
             message,
         };
-        let response = reqwest::Client::new()
-            .post(&url)
-            .form(&form)
+        let mut request = reqwest::Client::new().post(&url).form(&form);
+        if let Some(token) = &opts.auth_token {
+            let params: Vec<(String, String)> = form
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let signature =
+                signature::compute(token, &url, &params, signature::Algorithm::HmacSha1);
+            request = request.header(signature::SIGNATURE_HEADER, signature);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| webhook_err(e.to_string()))?;
@@ -377,20 +409,30 @@ pub async fn run(opts: Options) -> Result<Summary, SimulateError> {
         }
     };
     stream(&opts, &stream_url, &account_sid, &mut summary).await?;
-    summary.transcript = fetch_transcript(&base, &summary.call_sid).await;
+    summary.transcript =
+        fetch_transcript(&base, &summary.call_sid, opts.api_token.as_deref()).await;
     Ok(summary)
 }
 
 /// The gateway's record of the call (it lands just after the socket closes): the transcript
-/// turns, or nothing when the gateway has none within 2 s.
-async fn fetch_transcript(base: &str, call_sid: &str) -> Vec<(String, String)> {
+/// turns, or nothing when there is no API token or the gateway has no finished record within
+/// 3 s.
+async fn fetch_transcript(
+    base: &str,
+    call_sid: &str,
+    api_token: Option<&str>,
+) -> Vec<(String, String)> {
+    let Some(api_token) = api_token else {
+        return Vec::new();
+    };
     let url = format!("{base}/calls/{call_sid}");
     let client = reqwest::Client::new();
-    for _ in 0..20 {
-        if let Ok(response) = client.get(&url).send().await
+    for _ in 0..30 {
+        if let Ok(response) = client.get(&url).bearer_auth(api_token).send().await
             && response.status().is_success()
             && let Ok(body) = response.text().await
             && let Ok(record) = serde_json::from_str::<serde_json::Value>(&body)
+            && record["ended_at_ms"].is_i64()
         {
             return record["transcript"]
                 .as_array()
@@ -422,7 +464,19 @@ async fn stream(
         url: url.to_string(),
         message,
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| stream_err(e.to_string()))?;
+    if let Some(token) = &opts.auth_token {
+        let signature = signature::compute(token, url, &[], signature::Algorithm::HmacSha1);
+        let value = signature
+            .parse()
+            .map_err(|_| stream_err("signature is not a header value".into()))?;
+        request
+            .headers_mut()
+            .insert(signature::SIGNATURE_HEADER, value);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .map_err(|e| stream_err(e.to_string()))?;
     let custom: serde_json::Map<String, serde_json::Value> = summary

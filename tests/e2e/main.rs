@@ -4,8 +4,11 @@
 mod call;
 mod offline;
 mod openai_stages;
+mod outbound;
 mod pipeline;
 mod realtime;
 mod robustness;
 mod routing;
+mod signatures;
 mod stages;
+mod twilio_rest;

@@ -8,6 +8,7 @@
 
 pub mod pipeline;
 pub mod stages;
+pub mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +27,13 @@ use crate::plugin::{
     CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionInput, SessionOutput, Stage,
     StageInput, StageOutput,
 };
+use crate::records::{self, Records};
 use crate::routing::{self, RouteRequest};
 use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
+use crate::twilio::rest::{RestClient, RestError, UpdateCall};
 use pipeline::{Action, Event, TurnConfig, TurnLatency, Turns};
 use stages::{REPORT_QUEUE, StageReport, StageWorker};
+use task::PendingTasks;
 use tokio::sync::mpsc;
 
 /// How long a new socket may take to send `start` before it is closed. Twilio sends `connected`
@@ -61,6 +65,36 @@ pub struct CallContext {
     pub config: Arc<Config>,
     /// The plugins loaded for that config.
     pub plugins: Plugins,
+    /// Twilio's REST API for call control (hang-up, transfer), when `[twilio]` has an account
+    /// SID and auth token.
+    pub rest: Option<RestClient>,
+    /// Where the call's record is written; `None`: not recorded.
+    pub records: Option<Records>,
+    /// Tasks of outbound calls, taken by the call whose stream carries their id.
+    pub tasks: PendingTasks,
+}
+
+impl CallContext {
+    /// A context for `config` and its `plugins`, with a REST client when the config has Twilio
+    /// credentials, no records and no pending tasks.
+    ///
+    /// # Errors
+    /// The REST client could not be built (a bad `api_base_url`).
+    pub fn new(config: Arc<Config>, plugins: Plugins) -> Result<Self, RestError> {
+        let rest = match (&config.twilio.account_sid, &config.twilio.auth_token) {
+            (Some(sid), Some(token)) => {
+                Some(RestClient::new(&config.twilio.api_base_url, sid, token)?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            plugins,
+            rest,
+            records: None,
+            tasks: PendingTasks::default(),
+        })
+    }
 }
 
 /// How a call ended.
@@ -80,9 +114,43 @@ pub enum EndReason {
     PluginFailed(String),
     /// The plugin asked to hang up.
     HungUp,
+    /// The plugin asked to transfer the call to this number, and Twilio took the redirect.
+    Transferred(String),
     /// The agent's plugin is failing (its circuit breaker is open) and no fallback agent could
     /// take the call.
     CircuitOpen(String),
+}
+
+impl EndReason {
+    /// The call record's outcome: `completed` (Twilio ended the stream), `disconnected`,
+    /// `failed`, `not-routed`, `plugin-failed`, `hung-up` (the agent hung up) or `transferred`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Stop => "completed",
+            Self::SocketClosed => "disconnected",
+            Self::SocketError(_) | Self::NoStart => "failed",
+            Self::NotRouted(_) => "not-routed",
+            Self::PluginFailed(_) | Self::CircuitOpen(_) => "plugin-failed",
+            Self::HungUp => "hung-up",
+            Self::Transferred(_) => "transferred",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stop => f.write_str("Twilio ended the stream"),
+            Self::SocketClosed => f.write_str("the socket closed without a stop message"),
+            Self::SocketError(e) => write!(f, "socket error: {e}"),
+            Self::NoStart => f.write_str("no start message arrived"),
+            Self::NotRouted(e) => write!(f, "not routed: {e}"),
+            Self::PluginFailed(e) => write!(f, "plugin failed: {e}"),
+            Self::HungUp => f.write_str("the agent hung up"),
+            Self::Transferred(n) => write!(f, "transferred to {n}"),
+            Self::CircuitOpen(p) => write!(f, "plugin {p} is failing (circuit open)"),
+        }
+    }
 }
 
 /// What one call did, logged when it ends.
@@ -198,6 +266,19 @@ struct Active {
     started: Instant,
     /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
     hangup_deadline: Option<Instant>,
+    /// Set when the plugin asked for a transfer: once the queued audio has played (as for a
+    /// hang-up), the call is redirected to this number.
+    transfer_to: Option<String>,
+}
+
+impl Active {
+    /// How the call ends once the plugin's last audio has played.
+    fn ending(&self) -> EndReason {
+        match &self.transfer_to {
+            Some(number) => EndReason::Transferred(number.clone()),
+            None => EndReason::HungUp,
+        }
+    }
 }
 
 /// Runs one call on an upgraded Media Streams socket until it ends.
@@ -215,6 +296,7 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         stream_sid: None,
         plugins: Vec::new(),
         failed_plugin: None,
+        task: None,
         stats: CallStats::default(),
         active: None,
         payload: Vec::with_capacity(FRAME_SAMPLES),
@@ -225,7 +307,50 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
     span.in_scope(|| {
         tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
     });
+    if let (Some(records), Some(call_sid)) = (&call.ctx.records, &call.stats.call_sid) {
+        let ended = call_end_record(call_sid, &reason, &call.stats);
+        if let Err(e) = records.call_ended(ended).await {
+            span.in_scope(|| tracing::error!(error = %e, "call record not written"));
+        }
+    }
     (reason, call.stats)
+}
+
+/// The record of a call that ended for `reason`.
+fn call_end_record(call_sid: &str, reason: &EndReason, stats: &CallStats) -> records::CallEnd {
+    let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    records::CallEnd {
+        call_sid: call_sid.to_string(),
+        ended_at_ms: records::now_ms(),
+        outcome: reason.outcome().to_string(),
+        reason: reason.to_string(),
+        transcript: stats
+            .transcript
+            .iter()
+            .map(|t| records::TranscriptTurn {
+                side: match t.side {
+                    Side::Caller => "caller",
+                    Side::Agent => "agent",
+                }
+                .to_string(),
+                text: t.text.clone(),
+                heard_ms: t.heard_ms,
+            })
+            .collect(),
+        turn_latency: stats
+            .turn_latency
+            .iter()
+            .map(|l| records::TurnLatency {
+                stt_final_ms: ms(l.stt_final),
+                llm_first_text_ms: ms(l.llm_first_text),
+                tts_first_audio_ms: ms(l.tts_first_audio),
+                first_audio_out_ms: ms(l.first_audio_out),
+            })
+            .collect(),
+        frames_in: stats.frames_in,
+        frames_out: stats.frames_out,
+        first_audio_ms: ms(stats.first_audio),
+    }
 }
 
 struct Call {
@@ -237,6 +362,8 @@ struct Call {
     plugins: Vec<String>,
     /// The plugin whose failure ended the call.
     failed_plugin: Option<String>,
+    /// The outbound call's task, once `start` named it.
+    task: Option<task::Task>,
     stats: CallStats,
     active: Option<Active>,
     payload: Vec<u8>,
@@ -268,7 +395,7 @@ impl Call {
             let msg = tokio::select! {
                 msg = self.ws.recv() => msg,
                 () = sleep_until(deadline) => {
-                    break if self.active.is_none() { EndReason::NoStart } else { EndReason::HungUp };
+                    break match &self.active { None => EndReason::NoStart, Some(a) => a.ending() };
                 }
                 () = sleep_until(due) => {
                     if let Next::End(reason) = self.pump().await {
@@ -378,12 +505,45 @@ impl Call {
         }
         // Drop the session (and the plugin's store) before the socket closes.
         self.active = None;
+        if !self.call_control(reason).await {
+            self.apologise().await;
+        }
         if !matches!(reason, EndReason::SocketClosed | EndReason::SocketError(_)) {
             let frame = CloseFrame {
                 code: axum::extract::ws::close_code::NORMAL,
                 reason: "call ended".into(),
             };
             let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// Carries out a plugin's hang-up or transfer through Twilio's REST API, before the socket
+    /// closes (closing a `<Connect><Stream>` first would let Twilio go on to the end of the
+    /// TwiML and end the call before a transfer could redirect it). Returns false when a
+    /// transfer failed, so the caller hears the apology.
+    async fn call_control(&mut self, reason: &EndReason) -> bool {
+        let update = match reason {
+            EndReason::HungUp => UpdateCall::Complete,
+            EndReason::Transferred(number) => UpdateCall::Twiml(
+                crate::twiml::Response::new()
+                    .dial(crate::twiml::Dial::new(number.as_str()))
+                    .to_xml(),
+            ),
+            _ => return true,
+        };
+        let (Some(rest), Some(call_sid)) = (&self.ctx.rest, &self.stats.call_sid) else {
+            // Without the REST API, closing the stream ends a `<Connect><Stream>` call anyway.
+            return true;
+        };
+        match rest.update_call(call_sid, &update).await {
+            Ok(call) => {
+                tracing::info!(status = ?call.status, ?reason, "call updated through Twilio's REST API");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ?reason, "Twilio refused the call update");
+                !matches!(reason, EndReason::Transferred(_))
+            }
         }
     }
 
@@ -481,7 +641,22 @@ impl Call {
         self.stats.call_sid = Some(start.call_sid.clone());
         self.span.record("stream_sid", stream_sid.as_str());
         self.stream_sid = Some(stream_sid.clone());
-        let params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
+        let mut params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
+        // An outbound call's task travels as an id; its prompt and context reach the plugins as
+        // parameters (and fill the instructions template below).
+        let task_id = params
+            .iter()
+            .find(|(n, _)| n == task::TASK_PARAMETER)
+            .map(|(_, v)| v.clone());
+        if let Some(id) = task_id {
+            self.task = self.ctx.tasks.take(&id);
+            match &self.task {
+                Some(t) => params.extend(t.parameters()),
+                None => {
+                    tracing::warn!(task = %id, "the call's task is unknown or expired; the agent runs without it")
+                }
+            }
+        }
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let config = self.ctx.config.clone();
         let route = routing::route(
@@ -551,6 +726,19 @@ impl Call {
             Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
         };
         tracing::info!(reason = ?route.reason, from = %call.from, to = %call.to, "call started");
+        if let Some(records) = &self.ctx.records {
+            // Enqueued in call order, ahead of the end-of-call record; a crash from here on
+            // leaves the call marked as in progress, which the next start reports as interrupted.
+            records.stream_started_nowait(records::StreamStarted {
+                call_sid: call.call_sid.clone(),
+                stream_sid: call.stream_sid.clone(),
+                agent: Some(call.agent.clone()),
+                plugin: Some(self.plugins.join("+")),
+                from: Some(call.from.clone()).filter(|f| !f.is_empty()),
+                to: Some(call.to.clone()).filter(|t| !t.is_empty()),
+                started_at_ms: records::now_ms(),
+            });
+        }
         self.active = Some(Active {
             stream_sid,
             engine,
@@ -561,6 +749,7 @@ impl Call {
             deferred: None,
             started: Instant::now(),
             hangup_deadline: None,
+            transfer_to: None,
         });
         // A pipeline speaks its greeting through the TTS.
         self.pipeline_event(Event::Started).await
@@ -577,10 +766,24 @@ impl Call {
         })
     }
 
-    fn session_config(agent: &Agent, used: &PluginUse, call: CallInfo) -> SessionConfig {
+    fn session_config(
+        agent: &Agent,
+        used: &PluginUse,
+        call: CallInfo,
+        task: Option<&task::Task>,
+    ) -> SessionConfig {
+        // A task fills the realtime plugin's `instructions` setting for this call only.
+        let settings = match (task, used.effective_settings.get("instructions")) {
+            (Some(task), Some(serde_json::Value::String(template))) => {
+                let mut settings = used.effective_settings.clone();
+                settings["instructions"] = serde_json::Value::String(task.render(template));
+                settings.to_string()
+            }
+            _ => used.settings_json.clone(),
+        };
         SessionConfig {
             call,
-            settings: used.settings_json.clone(),
+            settings,
             greeting: agent.greeting.clone(),
             io: Arc::new(IoPolicy {
                 allowed_hosts: used.allowed_hosts.clone(),
@@ -596,7 +799,8 @@ impl Call {
         call: CallInfo,
     ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
         let plugin = self.loaded(used)?;
-        let mut session = match plugin.open(&Self::session_config(agent, used, call)).await {
+        let config = Self::session_config(agent, used, call, self.task.as_ref());
+        let mut session = match plugin.open(&config).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");
@@ -633,7 +837,7 @@ impl Call {
                 stt_format = Some(plugin.info().input_format);
             }
             let session = match plugin
-                .open_stage(&Self::session_config(agent, used, call.clone()))
+                .open_stage(&Self::session_config(agent, used, call.clone(), None))
                 .await
             {
                 Ok(s) => s,
@@ -664,8 +868,12 @@ impl Call {
                 "pipeline stages missing".into(),
             )));
         };
+        let instructions = match &self.task {
+            Some(task) => task.render(&pipeline.instructions),
+            None => pipeline.instructions.clone(),
+        };
         let turns = Turns::new(TurnConfig {
-            instructions: pipeline.instructions.clone(),
+            instructions,
             endpointing: pipeline.endpointing,
             greeting: agent.greeting.clone(),
         });
@@ -954,7 +1162,7 @@ impl Call {
             return Next::Continue;
         };
         match active.playback.on_echo(&name, Instant::now()) {
-            Echo::Played(name) if name == HANGUP_MARK => Next::End(EndReason::HungUp),
+            Echo::Played(name) if name == HANGUP_MARK => Next::End(active.ending()),
             Echo::Played(name) => self.feed(SessionInput::MarkPlayed(name)).await,
             Echo::Cleared(name) => {
                 tracing::debug!(mark = %name, "mark returned by clear: not played");
@@ -1096,8 +1304,26 @@ impl Call {
                 Next::Continue
             }
             SessionOutput::Transfer(number) => {
-                tracing::warn!(%number, "transfer requested, but call control is not available yet; ignored");
-                Next::Continue
+                if !crate::config::is_e164(&number) {
+                    tracing::warn!(%number, "transfer to a number that is not E.164; ignored");
+                    return Next::Continue;
+                }
+                if self.ctx.rest.is_none() {
+                    tracing::error!(%number, "transfer needs Twilio's REST API: set [twilio] account_sid and auth_token; ignored");
+                    return Next::Continue;
+                }
+                if let Next::End(r) = self.queue_frames(true).await {
+                    return Next::End(r);
+                }
+                let Some(active) = &mut self.active else {
+                    return Next::Continue;
+                };
+                active.transfer_to = Some(number.clone());
+                active.playback.push_mark(HANGUP_MARK.to_string());
+                let now = Instant::now();
+                active.hangup_deadline = Some(now + active.playback.remaining(now) + HANGUP_GRACE);
+                tracing::info!(%number, "plugin asked for a transfer; redirecting after queued audio plays");
+                self.pump().await
             }
         }
     }

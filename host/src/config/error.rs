@@ -315,6 +315,33 @@ pub enum ConfigErrorKind {
         /// The value, as written by Rust (`NaN`, `inf`, `-inf`).
         value: f64,
     },
+    /// `twilio.api_base_url` is not an `http(s)://host[:port]` URL.
+    #[error("invalid URL {value:?}: {reason}")]
+    InvalidUrl {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A count (`rate_per_minute`, `burst`) is outside its accepted range.
+    #[error("{value} is outside {min}..={max}")]
+    CountOutOfRange {
+        /// The value given.
+        value: i64,
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+    /// A secret that must have a value is empty (e.g. an unset `${VAR:-}`).
+    #[error("empty secret: set a value (or remove the entry)")]
+    EmptySecret,
+    /// The same API token is listed twice; the value is not shown.
+    #[error("duplicate API token (same as tokens[{first}])")]
+    DuplicateToken {
+        /// Index of the first occurrence.
+        first: usize,
+    },
     /// No `[[agents]]` at all.
     #[error("no agents defined; add at least one [[agents]] section")]
     NoAgents,

@@ -248,6 +248,20 @@ impl RawConfig {
         let twilio = root.key("twilio");
         it.opt(self.twilio.account_sid.as_mut(), &twilio.key("account_sid"));
         it.opt(self.twilio.auth_token.as_mut(), &twilio.key("auth_token"));
+        it.opt(
+            self.twilio.api_base_url.as_mut(),
+            &twilio.key("api_base_url"),
+        );
+        it.opt(self.twilio.caller_id.as_mut(), &twilio.key("caller_id"));
+        for (sid, account) in &mut self.twilio.accounts {
+            let path = twilio.key("accounts").key(sid);
+            it.spanned(&mut account.get_mut().auth_token, &path.key("auth_token"));
+        }
+        let api = root.key("api");
+        for (i, token) in self.api.tokens.iter_mut().flatten().enumerate() {
+            it.spanned(token, &api.key("tokens").index(i));
+        }
+        it.opt(self.records.path.as_mut(), &root.key("records").key("path"));
 
         for (name, plugin) in &mut self.plugins {
             let path = root.key("plugins").key(name);

@@ -34,8 +34,10 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use interpolate::EnvLookup;
 pub use raw::{
-    RawAgent, RawConfig, RawPipeline, RawPlugin, RawPluginUse, RawRouting, RawServer, RawTwilio,
+    RawAgent, RawApi, RawConfig, RawPipeline, RawPlugin, RawPluginUse, RawRecords, RawRouting,
+    RawServer, RawTwilio, RawTwilioAccount,
 };
+pub use validate::is_e164;
 
 /// Address the gateway listens on when `server.listen` is absent: loopback only, so a
 /// fresh install is not exposed to the network until someone decides it should be.
@@ -176,6 +178,10 @@ pub struct Config {
     /// `routing.default`: the agent for calls nothing else routed; always names an
     /// agent in [`Config::agents`].
     pub default_agent: Option<String>,
+    /// `[api]`: the operator API.
+    pub api: ApiConfig,
+    /// `[records]`: durable call records.
+    pub records: RecordsConfig,
     /// Lookup tables for [`crate::routing`], built during validation.
     pub(crate) routes: RouteIndex,
 }
@@ -210,13 +216,52 @@ pub struct ServerConfig {
 }
 
 /// `[twilio]`, validated. Empty strings (e.g. from `${VAR:-}`) count as absent. `Debug`
-/// never prints the auth token.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// never prints a token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TwilioConfig {
-    /// Account SID (`AC...`), if configured.
+    /// Account SID (`AC...`), if configured: the account outbound calls and call control use.
     pub account_sid: Option<String>,
-    /// Auth token (secret), if configured; used to check webhook signatures.
+    /// Auth token (secret), if configured: signs Twilio's requests to the gateway and
+    /// authenticates the gateway's REST requests.
     pub auth_token: Option<String>,
+    /// `validate_signatures` (default `true`): refuse Twilio requests without a valid
+    /// `X-Twilio-Signature`. Only an explicit `false` turns it off.
+    pub validate_signatures: bool,
+    /// `api_base_url`: the REST API's base (`scheme://host[:port]`), default
+    /// [`DEFAULT_TWILIO_API_BASE_URL`]; tests point it at a fake.
+    pub api_base_url: String,
+    /// `caller_id`: the default `From` (E.164) of outbound calls.
+    pub caller_id: Option<String>,
+    /// `[twilio.accounts.AC…]`: per-account (tenant) auth tokens that override
+    /// [`TwilioConfig::auth_token`] for requests from that account (Twilio subaccounts).
+    pub accounts: BTreeMap<String, Secret>,
+}
+
+/// Twilio's REST API.
+pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: None,
+            auth_token: None,
+            validate_signatures: true,
+            api_base_url: DEFAULT_TWILIO_API_BASE_URL.to_string(),
+            caller_id: None,
+            accounts: BTreeMap::new(),
+        }
+    }
+}
+
+impl TwilioConfig {
+    /// The auth token that signs requests from `account` (an `AccountSid`): the account's own
+    /// token from `[twilio.accounts]`, else the global one.
+    pub fn token_for(&self, account: Option<&str>) -> Option<&str> {
+        account
+            .and_then(|sid| self.accounts.get(sid))
+            .map(Secret::expose)
+            .or(self.auth_token.as_deref())
+    }
 }
 
 impl fmt::Debug for TwilioConfig {
@@ -227,9 +272,54 @@ impl fmt::Debug for TwilioConfig {
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("validate_signatures", &self.validate_signatures)
+            .field("api_base_url", &self.api_base_url)
+            .field("caller_id", &self.caller_id)
+            .field("accounts", &self.accounts.keys().collect::<Vec<_>>())
             .finish()
     }
 }
+
+/// `[api]`, validated: who may use the operator API (`POST /calls`, `GET /calls`, …) and how
+/// fast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Bearer tokens (secrets); empty: the operator API answers 401 to everyone.
+    pub tokens: Vec<Secret>,
+    /// Sustained requests per minute allowed per token (token-bucket refill rate).
+    pub rate_per_minute: u32,
+    /// Requests a token may make at once (token-bucket size).
+    pub burst: u32,
+}
+
+/// Default `[api] rate_per_minute`.
+pub const DEFAULT_API_RATE_PER_MINUTE: u32 = 60;
+/// Default `[api] burst`.
+pub const DEFAULT_API_BURST: u32 = 10;
+/// Accepted `rate_per_minute` and `burst`.
+pub const API_RATE_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            rate_per_minute: DEFAULT_API_RATE_PER_MINUTE,
+            burst: DEFAULT_API_BURST,
+        }
+    }
+}
+
+/// `[records]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsConfig {
+    /// The SQLite file (absolute, or joined to the config file's directory); default
+    /// [`DEFAULT_RECORDS_FILE`] beside the config file. `None` (`path = ""`): records are kept
+    /// in memory only and lost on restart.
+    pub path: Option<PathBuf>,
+}
+
+/// Default call-records file name, beside the config file.
+pub const DEFAULT_RECORDS_FILE: &str = "switchboard-calls.db";
 
 /// How a plugin file is loaded, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

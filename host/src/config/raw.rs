@@ -36,6 +36,46 @@ pub struct RawConfig {
     /// `[routing]`; optional.
     #[serde(default)]
     pub routing: RawRouting,
+    /// `[api]`: the operator API (`/calls`); optional.
+    #[serde(default)]
+    pub api: RawApi,
+    /// `[records]`: where call records are kept; optional.
+    #[serde(default)]
+    pub records: RawRecords,
+}
+
+/// `[api]` as written. `Debug` hides the tokens.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// `tokens`: bearer tokens accepted by the operator API; empty strings are ignored.
+    #[serde(default)]
+    pub tokens: Option<Vec<Spanned<String>>>,
+    /// `rate_per_minute`: sustained requests per minute per token; optional.
+    #[serde(default)]
+    pub rate_per_minute: Option<Spanned<i64>>,
+    /// `burst`: requests a token may make at once; optional.
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
+}
+
+impl fmt::Debug for RawApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawApi")
+            .field("tokens", &self.tokens.as_ref().map(Vec::len))
+            .field("rate_per_minute", &self.rate_per_minute)
+            .field("burst", &self.burst)
+            .finish()
+    }
+}
+
+/// `[records]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecords {
+    /// `path`: the SQLite file; relative to the config file's directory; `""` turns records off.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[server]` as written.
@@ -60,6 +100,34 @@ pub struct RawTwilio {
     /// `auth_token`; optional, secret.
     #[serde(default)]
     pub auth_token: Option<Spanned<String>>,
+    /// `validate_signatures`: check `X-Twilio-Signature`; optional (default true).
+    #[serde(default)]
+    pub validate_signatures: Option<Spanned<bool>>,
+    /// `api_base_url`: the REST API's base URL; optional.
+    #[serde(default)]
+    pub api_base_url: Option<Spanned<String>>,
+    /// `caller_id`: the default `From` of outbound calls; optional.
+    #[serde(default)]
+    pub caller_id: Option<Spanned<String>>,
+    /// `[twilio.accounts.AC…]`: per-account (tenant) settings; optional.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Spanned<RawTwilioAccount>>,
+}
+
+/// `[twilio.accounts.AC…]` as written. `Debug` hides the token.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTwilioAccount {
+    /// `auth_token`: this account's token, used instead of `twilio.auth_token` for its requests.
+    pub auth_token: Spanned<String>,
+}
+
+impl fmt::Debug for RawTwilioAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawTwilioAccount")
+            .field("auth_token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl fmt::Debug for RawTwilio {
@@ -70,6 +138,10 @@ impl fmt::Debug for RawTwilio {
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("validate_signatures", &self.validate_signatures)
+            .field("api_base_url", &self.api_base_url)
+            .field("caller_id", &self.caller_id)
+            .field("accounts", &self.accounts)
             .finish()
     }
 }

@@ -14,13 +14,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind, ConfigErrors};
-use super::raw::{RawAgent, RawConfig, RawPlugin, RawPluginUse, RawServer, RawTwilio};
+use super::raw::{
+    RawAgent, RawApi, RawConfig, RawPlugin, RawPluginUse, RawRecords, RawServer, RawTwilio,
+};
 use super::span::{KeyPath, Locator, line_col};
 use super::{
-    ACCOUNT_SID_PREFIX, Agent, AgentMode, BUDGET_RANGE_MS, Config, DEFAULT_ENDPOINTING_MS,
-    DEFAULT_LISTEN, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN,
-    PipelineConfig, PluginConfig, PluginKind, PluginUse, RouteIndex, Secret, ServerConfig, Source,
-    TwilioConfig,
+    ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
+    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN,
+    DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN,
+    MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind, PluginUse,
+    RecordsConfig, RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
 };
 
 impl RawConfig {
@@ -47,6 +50,8 @@ impl RawConfig {
 
         let server = v.server(self.server, &root.key("server"));
         let twilio = v.twilio(self.twilio, &root.key("twilio"));
+        let api = v.api(self.api, &root.key("api"));
+        let records = v.records(self.records, &root.key("records"));
         let known_plugins: BTreeSet<String> = self.plugins.keys().cloned().collect();
         let plugins = v.plugins(self.plugins, &root.key("plugins"));
 
@@ -119,6 +124,8 @@ impl RawConfig {
             plugins,
             agents,
             default_agent,
+            api,
+            records,
             routes: index,
         })
     }
@@ -218,10 +225,141 @@ impl<'s> Validator<'s> {
             .auth_token
             .map(Spanned::into_inner)
             .filter(|token| !token.is_empty());
+        let validate_signatures = raw.validate_signatures.is_none_or(Spanned::into_inner);
+        let api_base_url = match raw.api_base_url {
+            Some(url) if !url.get_ref().is_empty() => {
+                let span = url.span();
+                let value = url.into_inner();
+                match check_public_url(&value) {
+                    Ok(url) => url,
+                    Err(reason) => {
+                        self.err(
+                            Some(span),
+                            &path.key("api_base_url"),
+                            ConfigErrorKind::InvalidUrl { value, reason },
+                        );
+                        String::new()
+                    }
+                }
+            }
+            _ => DEFAULT_TWILIO_API_BASE_URL.to_string(),
+        };
+        let caller_id = raw.caller_id.and_then(|number| {
+            let span = number.span();
+            let number = number.into_inner();
+            if number.is_empty() {
+                None
+            } else if is_e164(&number) {
+                Some(number)
+            } else {
+                self.err(
+                    Some(span),
+                    &path.key("caller_id"),
+                    ConfigErrorKind::InvalidNumber { number },
+                );
+                None
+            }
+        });
+        let mut accounts = BTreeMap::new();
+        for (sid, account) in raw.accounts {
+            let account_path = path.key("accounts").key(&sid);
+            let span = account.span();
+            if !sid.starts_with(ACCOUNT_SID_PREFIX) {
+                self.err(
+                    Some(span),
+                    &account_path,
+                    ConfigErrorKind::InvalidAccountSid,
+                );
+                continue;
+            }
+            let token = account.into_inner().auth_token;
+            let token_span = token.span();
+            let token = token.into_inner();
+            if token.is_empty() {
+                self.err(
+                    Some(token_span),
+                    &account_path.key("auth_token"),
+                    ConfigErrorKind::EmptySecret,
+                );
+                continue;
+            }
+            accounts.insert(sid, Secret::new(token));
+        }
         TwilioConfig {
             account_sid,
             auth_token,
+            validate_signatures,
+            api_base_url,
+            caller_id,
+            accounts,
         }
+    }
+
+    fn api(&mut self, raw: RawApi, path: &KeyPath) -> ApiConfig {
+        let mut tokens: Vec<Secret> = Vec::new();
+        let mut first_index: HashMap<String, usize> = HashMap::new();
+        for (i, token) in raw.tokens.into_iter().flatten().enumerate() {
+            let span = token.span();
+            let token = token.into_inner();
+            if token.is_empty() {
+                continue;
+            }
+            if let Some(&first) = first_index.get(&token) {
+                self.err(
+                    Some(span),
+                    &path.key("tokens").index(i),
+                    ConfigErrorKind::DuplicateToken { first },
+                );
+                continue;
+            }
+            first_index.insert(token.clone(), i);
+            tokens.push(Secret::new(token));
+        }
+        let mut count = |value: Option<Spanned<i64>>, key: &str, default: u32| -> u32 {
+            let Some(value) = value else {
+                return default;
+            };
+            let span = value.span();
+            let value = value.into_inner();
+            match u64::try_from(value) {
+                Ok(v) if API_RATE_RANGE.contains(&v) => u32::try_from(v).unwrap_or(default),
+                _ => {
+                    self.err(
+                        Some(span),
+                        &path.key(key),
+                        ConfigErrorKind::CountOutOfRange {
+                            value,
+                            min: *API_RATE_RANGE.start(),
+                            max: *API_RATE_RANGE.end(),
+                        },
+                    );
+                    default
+                }
+            }
+        };
+        let rate_per_minute = count(
+            raw.rate_per_minute,
+            "rate_per_minute",
+            DEFAULT_API_RATE_PER_MINUTE,
+        );
+        let burst = count(raw.burst, "burst", DEFAULT_API_BURST);
+        ApiConfig {
+            tokens,
+            rate_per_minute,
+            burst,
+        }
+    }
+
+    fn records(&mut self, raw: RawRecords, _path: &KeyPath) -> RecordsConfig {
+        let path = match raw.path.map(Spanned::into_inner) {
+            Some(path) if path.is_empty() => None,
+            Some(path) => Some(resolve_plugin_path(self.source.path(), &path)),
+            None => Some(resolve_plugin_path(
+                self.source.path(),
+                DEFAULT_RECORDS_FILE,
+            )),
+        };
+        RecordsConfig { path }
     }
 
     /// Validates every plugin; returns the valid ones.
@@ -679,7 +817,7 @@ fn check_agent_name(name: &str) -> Result<(), String> {
 
 /// Whether `number` is E.164: `+` then 1 to [`MAX_E164_DIGITS`] ASCII digits, nothing
 /// else (no spaces or dashes).
-pub(crate) fn is_e164(number: &str) -> bool {
+pub fn is_e164(number: &str) -> bool {
     number.strip_prefix('+').is_some_and(|digits| {
         (1..=MAX_E164_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
     })

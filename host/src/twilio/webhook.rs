@@ -36,6 +36,11 @@ impl WebhookParams {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Pairs from the form body: what Twilio's signature covers besides the URL.
+    pub fn form(&self) -> &[(String, String)] {
+        &self.pairs[self.query_len..]
+    }
+
     /// Pairs from the URL's query string: routing hints an operator put in the Voice URL, such
     /// as `?merchantId=m-42` or `?agent=sales`.
     pub fn query(&self) -> &[(String, String)] {
@@ -64,16 +69,20 @@ pub fn public_base(
     Some(format!("{scheme}://{host}"))
 }
 
-/// The Media Streams URL for a public base URL: `https` becomes `wss`, `http` becomes `ws`.
-pub fn media_stream_url(public_base: &str) -> String {
-    let ws = if let Some(rest) = public_base.strip_prefix("https://") {
+/// The WebSocket form of a public base URL: `https` becomes `wss`, `http` becomes `ws`.
+pub fn ws_base(public_base: &str) -> String {
+    if let Some(rest) = public_base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = public_base.strip_prefix("http://") {
         format!("ws://{rest}")
     } else {
         public_base.to_string()
-    };
-    format!("{ws}/twilio/media-stream")
+    }
+}
+
+/// The Media Streams URL for a public base URL: `https` becomes `wss`, `http` becomes `ws`.
+pub fn media_stream_url(public_base: &str) -> String {
+    format!("{}/twilio/media-stream", ws_base(public_base))
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@
 //! - `slow`: busy-waits 2 s in `handle`, past the host's time budget.
 //! - `flood`: returns 100,000 `mark` outputs from one `handle`.
 //!
+//! Two well-behaved endings, for the call-control tests:
+//! - `hangup`: asks the host to hang up (`hang-up`).
+//! - `transfer`: asks the host to transfer the call to +15005550123 (`transfer`).
+//!
 //! It builds both ways, like every plugin: as a WASM component and as a native library.
 
 use switchboard_plugin_api::prelude::*;
@@ -32,11 +36,13 @@ impl Realtime for MisbehaveSession {
     }
 
     fn open(config: SessionConfig) -> Result<Self, PluginError> {
-        let behaviour = ["spin", "hog", "trap", "panic", "slow", "flood"]
-            .into_iter()
-            .find(|b| config.settings.contains(b))
-            .unwrap_or("none")
-            .to_string();
+        let behaviour = [
+            "spin", "hog", "trap", "panic", "slow", "flood", "hangup", "transfer",
+        ]
+        .into_iter()
+        .find(|b| config.settings.contains(b))
+        .unwrap_or("none")
+        .to_string();
         Ok(MisbehaveSession { behaviour })
     }
 
@@ -75,6 +81,8 @@ impl MisbehaveSession {
                 }
                 Vec::new()
             }
+            "hangup" => vec![SessionOutput::HangUp],
+            "transfer" => vec![SessionOutput::Transfer("+15005550123".into())],
             "flood" => (0..100_000)
                 .map(|i| SessionOutput::Mark(format!("flood-{i}")))
                 .collect(),

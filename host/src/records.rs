@@ -1,0 +1,2026 @@
+//! Call records: one durable row per call, keyed by Twilio's `CallSid`, in SQLite.
+//!
+//! The gateway writes a call's row when the voice webhook creates the call
+//! ([`Records::call_created`]), when its Media Stream starts ([`Records::stream_started`]), on
+//! each Twilio status callback ([`Records::status`]) and when the call ends
+//! ([`Records::call_ended`]). The operator API reads rows back ([`Records::get`],
+//! [`Records::list`]).
+//!
+//! - **Order does not matter.** Every write is an upsert keyed by `call_sid` that fills in only
+//!   what it knows: a missing value never overwrites a known one. Events may arrive in any order
+//!   (a status callback before or after the call ended; a stream for a call this process never saw
+//!   a webhook for, which then creates the row). Twilio's status is derived from the call's whole
+//!   status history, never from whichever callback arrived last (see [`Records::status`]).
+//! - **Durability.** The database runs in WAL mode with `synchronous=NORMAL`: once a write's future
+//!   resolves `Ok`, the write is committed and survives a crash of this process, SIGKILL included.
+//!   A power loss or OS crash may roll back the last few commits; the file stays consistent.
+//! - **Restart.** A row whose outcome is still `in-progress` belongs to a call that was live when
+//!   the previous process stopped; [`Records::open`] marks it `interrupted`. This assumes one
+//!   gateway process per database file.
+//! - **One writer.** A single thread owns the `rusqlite::Connection` and serves every command,
+//!   reads included, in the order sent, from a bounded queue ([`RECORDS_QUEUE`]). Each command
+//!   answers on its own oneshot channel, so callers learn about failures.
+//! - **Schema.** [`MIGRATIONS`] run in order, each in one transaction, and `PRAGMA user_version`
+//!   counts the ones applied. A database from a newer build is refused, never touched.
+//!
+//! Times are unix epoch milliseconds (`i64`) in fields named `*_at_ms`.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::ToSql;
+use rusqlite::{
+    Connection, OptionalExtension, Row, Statement, Transaction, TransactionBehavior, named_params,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands that may wait for the writer thread. A call sends about four, so this absorbs a burst
+/// of a few hundred calls changing state at once (while the disk syncs) without holding them up;
+/// beyond it senders wait, which bounds memory instead of letting a slow disk grow a queue.
+pub const RECORDS_QUEUE: usize = 1024;
+
+/// How long a statement waits for a lock held by another connection (a backup, an operator's
+/// `sqlite3` shell) before failing. Long enough to ride out a checkpoint or a short read
+/// transaction; short enough that a stuck lock shows up as an error rather than a silent stall.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most rows one [`Records::list`] returns; larger limits are clamped. Bounds the response
+/// and the time the single writer thread spends on one read. Page with [`ListFilter::before`].
+pub const MAX_LIST: u32 = 500;
+
+/// Rows returned by [`Records::list`] when the filter does not say: one screen of an operator UI.
+pub const DEFAULT_LIST: u32 = 50;
+
+/// Entries kept in a call's status history. Twilio's call lifecycle has nine distinct statuses and
+/// the history keeps each once, so this only bounds a row against a flood of made-up statuses.
+pub const MAX_STATUS_HISTORY: usize = 32;
+
+/// The outcome of a call whose stream has started and not yet ended: live in this process.
+pub const OUTCOME_IN_PROGRESS: &str = "in-progress";
+
+/// The outcome [`Records::open`] gives calls that were live when the previous process stopped.
+pub const OUTCOME_INTERRUPTED: &str = "interrupted";
+
+/// The reason [`Records::open`] gives calls that were live when the previous process stopped.
+pub const INTERRUPTED_REASON: &str = "gateway stopped during the call (found on restart)";
+
+/// Twilio `CallStatus` values after which the call is over.
+pub const TERMINAL_STATUSES: &[&str] = &["completed", "busy", "failed", "no-answer", "canceled"];
+
+/// The schema, one migration per entry, applied in order; migration `n` (1-based) brings
+/// `PRAGMA user_version` to `n`, in the same transaction as its statements.
+///
+/// To change the schema, **append** a migration (say, `ALTER TABLE calls ADD COLUMN ...` or a new
+/// index) and update the code that reads and writes the columns. Never edit or remove a shipped
+/// entry: databases in the field have already run it and will not run it again. A database whose
+/// `user_version` is above `MIGRATIONS.len()` was written by a newer build and is refused with
+/// [`RecordsError::NewerSchema`].
+///
+/// Migration 1: the `calls` table. `created_at_ms` is the first time any event saw the call (the
+/// webhook's creation time when there was one); the list order and its indexes use it. JSON
+/// columns are TEXT: `task` (an object), `transcript`, `turn_latency` and `status_history`
+/// (arrays). `from_addr`/`to_addr` hold Twilio's `From`/`To` (E.164 numbers, or `client:`/`sip:`
+/// addresses).
+pub const MIGRATIONS: &[&str] = &["
+    CREATE TABLE calls (
+        call_sid           TEXT PRIMARY KEY NOT NULL,
+        direction          TEXT,
+        from_addr          TEXT,
+        to_addr            TEXT,
+        agent              TEXT,
+        plugin             TEXT,
+        stream_sid         TEXT,
+        status             TEXT,
+        outcome            TEXT,
+        reason             TEXT,
+        task               TEXT,
+        created_at_ms      INTEGER NOT NULL,
+        started_at_ms      INTEGER,
+        answered_at_ms     INTEGER,
+        ended_at_ms        INTEGER,
+        status_ended_at_ms INTEGER,
+        duration_s         INTEGER,
+        frames_in          INTEGER,
+        frames_out         INTEGER,
+        first_audio_ms     INTEGER,
+        transcript         TEXT NOT NULL DEFAULT '[]',
+        turn_latency       TEXT NOT NULL DEFAULT '[]',
+        status_history     TEXT NOT NULL DEFAULT '[]',
+        updated_at_ms      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX calls_by_created ON calls (created_at_ms DESC, call_sid DESC);
+    CREATE INDEX calls_by_agent ON calls (agent, created_at_ms DESC, call_sid DESC);
+"];
+
+/// Why a call records operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// The database could not be opened or set up (WAL, busy timeout, recovery).
+    #[error("cannot open call records database {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A migration failed; it was rolled back and the schema is at `version - 1`.
+    #[error("call records database {}: migration {version} failed: {source}", path.display())]
+    Migrate {
+        /// The database file.
+        path: PathBuf,
+        /// The migration that failed (1-based, the `user_version` it would have set).
+        version: u32,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A statement failed while serving a command.
+    #[error("call records database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer build (its `user_version` is above the migrations
+    /// this build knows); it was left untouched.
+    #[error(
+        "call records database has schema version {found}, newer than this build knows ({known}); \
+         refusing to touch it"
+    )]
+    NewerSchema {
+        /// The database's `user_version`.
+        found: u32,
+        /// `MIGRATIONS.len()`.
+        known: u32,
+    },
+    /// The writer thread is gone (it stopped or panicked); nothing more can be recorded.
+    #[error("call records writer has stopped")]
+    Closed,
+    /// The writer thread could not be started.
+    #[error("cannot start the call records writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A list filter is malformed: an unknown key, a bad number, an unknown cursor.
+    #[error("bad call list filter: {0}")]
+    BadFilter(String),
+    /// A value could not be encoded as JSON for a JSON column.
+    #[error("cannot encode a call record column as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A call the voice webhook (or the outbound-call API) created.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewCall {
+    /// Twilio's `CallSid`.
+    pub call_sid: String,
+    /// Twilio's `Direction`: `inbound`, `outbound-api`, `outbound-dial`.
+    pub direction: Option<String>,
+    /// Twilio's `From`: an E.164 number, or a `client:`/`sip:` address.
+    pub from: Option<String>,
+    /// Twilio's `To`, same forms as `from`.
+    pub to: Option<String>,
+    /// The agent routing chose. A stream's agent, when it names one, takes precedence.
+    pub agent: Option<String>,
+    /// Twilio's `CallStatus` at the webhook (`ringing`, `queued`, ...); recorded in the history
+    /// at `created_at_ms`.
+    pub status: Option<String>,
+    /// The task of an outbound call, as given to the API (any JSON).
+    pub task: Option<serde_json::Value>,
+    /// When the call was created, unix epoch milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A Media Stream started for a call: the call is live in this process.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamStarted {
+    /// Twilio's `CallSid`.
+    pub call_sid: String,
+    /// Twilio's `StreamSid`.
+    pub stream_sid: String,
+    /// The agent answering the call.
+    pub agent: Option<String>,
+    /// The plugin running the agent.
+    pub plugin: Option<String>,
+    /// Twilio's `From`, if the stream's parameters carried it.
+    pub from: Option<String>,
+    /// Twilio's `To`, if the stream's parameters carried it.
+    pub to: Option<String>,
+    /// When the stream's `start` message arrived, unix epoch milliseconds.
+    pub started_at_ms: i64,
+}
+
+/// A call's stream ended, with what the gateway saw of it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallEnd {
+    /// Twilio's `CallSid`.
+    pub call_sid: String,
+    /// When the stream ended, unix epoch milliseconds.
+    pub ended_at_ms: i64,
+    /// How the call ended: `completed`, `hung-up`, `transferred`, `failed`, `interrupted`, ...
+    pub outcome: String,
+    /// Why, in free text for operators.
+    pub reason: String,
+    /// The conversation, turn by turn.
+    pub transcript: Vec<TranscriptTurn>,
+    /// Timings of each agent turn.
+    pub turn_latency: Vec<TurnLatency>,
+    /// `media` frames received from Twilio (20 ms of audio each).
+    pub frames_in: u64,
+    /// `media` frames sent to Twilio.
+    pub frames_out: u64,
+    /// Milliseconds from the stream's start to the first audio sent to the caller.
+    pub first_audio_ms: Option<u64>,
+}
+
+/// One turn of a call's conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptTurn {
+    /// Who spoke: `caller` or `agent`.
+    pub side: String,
+    /// What was said (for an interrupted agent turn, what the caller heard).
+    pub text: String,
+    /// For an agent turn cut short by barge-in: milliseconds of it the caller heard.
+    pub heard_ms: Option<u64>,
+}
+
+/// Timings of one agent turn, in milliseconds from the end of the caller's speech.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnLatency {
+    /// → the STT's final transcript.
+    pub stt_final_ms: Option<u64>,
+    /// → the LLM's first text.
+    pub llm_first_text_ms: Option<u64>,
+    /// → the TTS's first audio.
+    pub tts_first_audio_ms: Option<u64>,
+    /// → the first audio queued for the caller.
+    pub first_audio_out_ms: Option<u64>,
+}
+
+/// A Twilio status callback.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusUpdate {
+    /// Twilio's `CallSid`.
+    pub call_sid: String,
+    /// Twilio's `CallStatus`: `queued`, `initiated`, `ringing`, `in-progress`, `completed`,
+    /// `busy`, `failed`, `no-answer`, `canceled`.
+    pub status: String,
+    /// Twilio's `CallDuration`, seconds; kept only with a terminal status.
+    pub duration_s: Option<u64>,
+    /// When the callback arrived, unix epoch milliseconds.
+    pub at_ms: i64,
+    /// Twilio's `Direction`; fills the record only if it has none.
+    pub direction: Option<String>,
+    /// Twilio's `From`; fills the record only if it has none.
+    pub from: Option<String>,
+    /// Twilio's `To`; fills the record only if it has none.
+    pub to: Option<String>,
+}
+
+/// One entry of a call's status history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    /// Twilio's `CallStatus`.
+    pub status: String,
+    /// When it was first reported, unix epoch milliseconds.
+    pub at_ms: i64,
+}
+
+/// A call as recorded. `None` means no event has told us yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallRecord {
+    /// Twilio's `CallSid`.
+    pub call_sid: String,
+    /// Twilio's `Direction`.
+    pub direction: Option<String>,
+    /// Twilio's `From`.
+    pub from: Option<String>,
+    /// Twilio's `To`.
+    pub to: Option<String>,
+    /// The agent that answered (or that routing chose, if no stream started).
+    pub agent: Option<String>,
+    /// The plugin that ran the agent.
+    pub plugin: Option<String>,
+    /// Twilio's `StreamSid` of the call's (latest) Media Stream.
+    pub stream_sid: Option<String>,
+    /// Twilio's `CallStatus`: the furthest status in the call's life reported so far.
+    pub status: Option<String>,
+    /// The gateway's view: `in-progress` while the stream runs, then [`CallEnd::outcome`].
+    pub outcome: Option<String>,
+    /// Why the call ended, free text.
+    pub reason: Option<String>,
+    /// The outbound call's task.
+    pub task: Option<serde_json::Value>,
+    /// First time any event saw the call, unix epoch milliseconds.
+    pub created_at_ms: i64,
+    /// When the (first) stream started, unix epoch milliseconds.
+    pub started_at_ms: Option<i64>,
+    /// When Twilio first reported `in-progress`, unix epoch milliseconds.
+    pub answered_at_ms: Option<i64>,
+    /// When the stream ended, unix epoch milliseconds.
+    pub ended_at_ms: Option<i64>,
+    /// When Twilio first reported a terminal status, unix epoch milliseconds.
+    pub status_ended_at_ms: Option<i64>,
+    /// Twilio's `CallDuration`, seconds.
+    pub duration_s: Option<u64>,
+    /// `media` frames received from Twilio; known once the call ended.
+    pub frames_in: Option<u64>,
+    /// `media` frames sent to Twilio; known once the call ended.
+    pub frames_out: Option<u64>,
+    /// Milliseconds from the stream's start to the first audio sent to the caller.
+    pub first_audio_ms: Option<u64>,
+    /// The conversation, turn by turn.
+    pub transcript: Vec<TranscriptTurn>,
+    /// Timings of each agent turn.
+    pub turn_latency: Vec<TurnLatency>,
+    /// Each status Twilio reported, once, oldest first.
+    pub status_history: Vec<StatusChange>,
+    /// Last write to the row (by this gateway's clock), unix epoch milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// Which calls [`Records::list`] returns: all given conditions hold. Newest first (by
+/// `created_at_ms`, ties by `call_sid`, descending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only calls answered by this agent.
+    pub agent: Option<String>,
+    /// Only calls whose Twilio status is this.
+    pub status: Option<String>,
+    /// Only calls with this outcome.
+    pub outcome: Option<String>,
+    /// Only calls with this Twilio direction.
+    pub direction: Option<String>,
+    /// Only calls created at or after this time, unix epoch milliseconds.
+    pub since_ms: Option<i64>,
+    /// Only calls created before this time, unix epoch milliseconds.
+    pub until_ms: Option<i64>,
+    /// At most this many rows; clamped to `1..=MAX_LIST`. Default [`DEFAULT_LIST`].
+    pub limit: u32,
+    /// A `call_sid` from a previous page: only calls listed after it (older ones).
+    pub before: Option<String>,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        Self {
+            agent: None,
+            status: None,
+            outcome: None,
+            direction: None,
+            since_ms: None,
+            until_ms: None,
+            limit: DEFAULT_LIST,
+            before: None,
+        }
+    }
+}
+
+/// The query keys [`ListFilter::from_query`] accepts.
+const FILTER_KEYS: &str = "agent, status, outcome, direction, since, until, limit, before";
+
+impl ListFilter {
+    /// Parses an operator API query string's pairs: `agent`, `status`, `outcome`, `direction`,
+    /// `since` and `until` (unix epoch milliseconds), `limit`, `before` (a `call_sid`). A key with
+    /// an empty value is ignored, as if absent.
+    ///
+    /// # Errors
+    /// [`RecordsError::BadFilter`] on an unknown or repeated key, a value that is not a whole
+    /// number where one is needed, or `since` not before `until`.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<ListFilter, RecordsError> {
+        let mut filter = ListFilter::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in pairs {
+            if seen.contains(&key.as_str()) {
+                return Err(RecordsError::BadFilter(format!(
+                    "{key:?} given more than once"
+                )));
+            }
+            seen.push(key);
+            let value = value.trim();
+            let text = || (!value.is_empty()).then(|| value.to_owned());
+            match key.as_str() {
+                "agent" => filter.agent = text(),
+                "status" => filter.status = text(),
+                "outcome" => filter.outcome = text(),
+                "direction" => filter.direction = text(),
+                "before" => filter.before = text(),
+                "since" => filter.since_ms = parse_ms(key, value)?,
+                "until" => filter.until_ms = parse_ms(key, value)?,
+                "limit" if value.is_empty() => {}
+                "limit" => {
+                    let limit: u64 = value.parse().map_err(|_| {
+                        RecordsError::BadFilter(format!(
+                            "limit: expected a whole number of rows, got {value:?}"
+                        ))
+                    })?;
+                    filter.limit = u32::try_from(limit).unwrap_or(u32::MAX);
+                }
+                _ => {
+                    return Err(RecordsError::BadFilter(format!(
+                        "unknown key {key:?}; expected one of {FILTER_KEYS}"
+                    )));
+                }
+            }
+        }
+        filter.validate()?;
+        Ok(filter)
+    }
+
+    /// The number of rows a list returns at most: `limit` clamped to `1..=MAX_LIST`.
+    pub fn effective_limit(&self) -> u32 {
+        self.limit.clamp(1, MAX_LIST)
+    }
+
+    fn validate(&self) -> Result<(), RecordsError> {
+        if let (Some(since), Some(until)) = (self.since_ms, self.until_ms)
+            && since >= until
+        {
+            return Err(RecordsError::BadFilter(format!(
+                "since ({since}) must be before until ({until})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_ms(key: &str, value: &str) -> Result<Option<i64>, RecordsError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        RecordsError::BadFilter(format!(
+            "{key}: expected unix epoch milliseconds, got {value:?}"
+        ))
+    })
+}
+
+/// What [`Records::open`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Calls that were live when the previous process stopped, now marked `interrupted`.
+    pub interrupted: u64,
+    /// The schema version (`user_version`) after migrations.
+    pub schema_version: u32,
+}
+
+/// A command's answer channel.
+type Reply<T> = oneshot::Sender<Result<T, RecordsError>>;
+
+/// What the writer thread serves.
+enum Command {
+    Created(NewCall, Reply<()>),
+    Started(StreamStarted, Reply<()>),
+    Ended(CallEnd, Reply<()>),
+    Status(StatusUpdate, Reply<()>),
+    Get(String, Reply<Option<CallRecord>>),
+    List(ListFilter, Reply<Vec<CallRecord>>),
+    Flush(Reply<()>),
+}
+
+/// The call records store: a handle to its writer thread. Cheap to clone; the thread (and the
+/// database connection) stops when the last clone is dropped, after serving what was sent.
+#[derive(Debug, Clone)]
+pub struct Records {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Records {
+    /// Opens (creating if needed; the parent directory must exist) the database at `path`, sets
+    /// WAL mode, applies pending [`MIGRATIONS`], then marks every call that was live when the
+    /// previous process stopped as `interrupted` (ended now). Spawns the writer thread.
+    ///
+    /// Blocks on disk I/O: call it at startup (or from `spawn_blocking`).
+    ///
+    /// # Errors
+    /// [`RecordsError::NewerSchema`] if the database is from a newer build (left untouched);
+    /// [`RecordsError::Open`] if it cannot be opened, is not a database, or cannot be set up;
+    /// [`RecordsError::Migrate`] if a migration fails; [`RecordsError::Thread`] if the writer
+    /// thread cannot be spawned.
+    pub fn open(path: &Path) -> Result<(Records, Recovery), RecordsError> {
+        let at = |source| RecordsError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(at)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(at)?;
+        check_version(user_version(&conn).map_err(at)?)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(at)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), %mode, "call records database is not in WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(at)?;
+        let schema_version = migrate(&mut conn, path)?;
+        let interrupted = recover(&conn, now_ms()).map_err(at)?;
+        check_statements(&conn).map_err(at)?;
+        tracing::info!(path = %path.display(), schema_version, interrupted, "call records opened");
+        let records = spawn(conn)?;
+        Ok((
+            records,
+            Recovery {
+                interrupted,
+                schema_version,
+            },
+        ))
+    }
+
+    /// Opens a fresh in-memory database (for tests): migrated, empty, gone when dropped.
+    ///
+    /// # Errors
+    /// As [`Records::open`], except that there is nothing to refuse or recover.
+    pub fn open_in_memory() -> Result<Records, RecordsError> {
+        let path = Path::new(":memory:");
+        let at = |source| RecordsError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open_in_memory().map_err(at)?;
+        migrate(&mut conn, path)?;
+        check_statements(&conn).map_err(at)?;
+        spawn(conn)
+    }
+
+    /// Records a call created by the voice webhook or the outbound-call API.
+    ///
+    /// `direction`, `from`, `to` and `task`, when given, replace earlier values (a status
+    /// callback's); `agent` fills the record only if no stream has named one; `status`, if given,
+    /// joins the status history at `created_at_ms`.
+    ///
+    /// # Errors
+    /// [`RecordsError::Closed`] if the writer is gone; [`RecordsError::Sqlite`] or
+    /// [`RecordsError::Json`] if the write failed (nothing was written).
+    pub async fn call_created(&self, call: NewCall) -> Result<(), RecordsError> {
+        self.request(|reply| Command::Created(call, reply)).await
+    }
+
+    /// Records that a call's Media Stream started: the outcome becomes `in-progress` (live in this
+    /// process) unless the call already ended after this start. Creates the row if no other event
+    /// has. The stream's `agent`, `plugin`, `from` and `to` replace earlier values when given.
+    ///
+    /// A stream that starts after the call's recorded end (a second stream for the same call)
+    /// makes the call live again: its end and reason are cleared until that stream ends.
+    ///
+    /// # Errors
+    /// As [`Records::call_created`].
+    pub async fn stream_started(&self, started: StreamStarted) -> Result<(), RecordsError> {
+        self.request(|reply| Command::Started(started, reply)).await
+    }
+
+    /// Like [`Records::stream_started`], but queues the write without waiting, for a caller that
+    /// must not stall (a call's media loop). A failed write is logged, not returned.
+    ///
+    /// Writes queued from one task are served in order. If the queue is full, a spawned task sends
+    /// this one when there is room, possibly behind that call's later writes: harmless, since a
+    /// start older than the call's recorded end does not make the call live again. Outside a
+    /// tokio runtime a write that finds the queue full is dropped, with a warning.
+    pub fn stream_started_nowait(&self, started: StreamStarted) {
+        // Nobody waits for the answer; `answer` logs a failure instead.
+        let (reply, _) = oneshot::channel();
+        let call_sid = started.call_sid.clone();
+        match self.commands.try_send(Command::Started(started, reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let commands = self.commands.clone();
+                        runtime.spawn(async move {
+                            if commands.send(command).await.is_err() {
+                                tracing::warn!(%call_sid, "call records writer has stopped; stream start not recorded");
+                            }
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%call_sid, "call records queue is full; stream start not recorded");
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!(%call_sid, "call records writer has stopped; stream start not recorded");
+            }
+        }
+    }
+
+    /// Records that a call's stream ended, with its outcome, transcript, latencies and counts. If
+    /// the row already has a later end, this one is stale and ignored.
+    ///
+    /// # Errors
+    /// As [`Records::call_created`].
+    pub async fn call_ended(&self, ended: CallEnd) -> Result<(), RecordsError> {
+        self.request(|reply| Command::Ended(ended, reply)).await
+    }
+
+    /// Records a Twilio status callback.
+    ///
+    /// The status joins the call's history (each status once, at its earliest time, oldest
+    /// first). The record's `status` is the furthest one in the call's life (`queued` <
+    /// `initiated` < `ringing` < `in-progress` < terminal; an unknown status ranks with
+    /// `initiated`), so a late `ringing` never replaces `completed`. `answered_at_ms` is the time
+    /// of `in-progress`; `status_ended_at_ms` that of the first terminal status, which also sets
+    /// `duration_s` when the callback carries it.
+    ///
+    /// # Errors
+    /// As [`Records::call_created`].
+    pub async fn status(&self, update: StatusUpdate) -> Result<(), RecordsError> {
+        self.request(|reply| Command::Status(update, reply)).await
+    }
+
+    /// The record of `call_sid`, if any event has seen the call.
+    ///
+    /// # Errors
+    /// [`RecordsError::Closed`] if the writer is gone; [`RecordsError::Sqlite`] if the read failed.
+    pub async fn get(&self, call_sid: &str) -> Result<Option<CallRecord>, RecordsError> {
+        let call_sid = call_sid.to_owned();
+        self.request(|reply| Command::Get(call_sid, reply)).await
+    }
+
+    /// The calls matching `filter`, newest first, at most [`ListFilter::effective_limit`].
+    ///
+    /// # Errors
+    /// [`RecordsError::BadFilter`] if `since` is not before `until` or `before` names no call;
+    /// [`RecordsError::Closed`] if the writer is gone; [`RecordsError::Sqlite`] if the read failed.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<CallRecord>, RecordsError> {
+        filter.validate()?;
+        let filter = filter.clone();
+        self.request(|reply| Command::List(filter, reply)).await
+    }
+
+    /// Waits until every command sent before it (from any clone) has been served, so every
+    /// write sent before it is committed.
+    ///
+    /// # Errors
+    /// [`RecordsError::Closed`] if the writer is gone.
+    pub async fn flush(&self) -> Result<(), RecordsError> {
+        self.request(Command::Flush).await
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, RecordsError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| RecordsError::Closed)?;
+        answer.await.map_err(|_| RecordsError::Closed)?
+    }
+}
+
+/// The current time as unix epoch milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Whether `status` (a Twilio `CallStatus`) means the call is over.
+pub fn is_terminal_status(status: &str) -> bool {
+    TERMINAL_STATUSES.contains(&status)
+}
+
+/// How far into a call's life `status` is; see [`Records::status`].
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "queued" => 0,
+        "ringing" => 2,
+        "in-progress" => 3,
+        s if is_terminal_status(s) => 4,
+        // "initiated", and anything Twilio adds later.
+        _ => 1,
+    }
+}
+
+/// Adds `status` at `at_ms` to `history`: each status once, at its earliest time, oldest first.
+fn merge_status(history: &mut Vec<StatusChange>, status: &str, at_ms: i64) {
+    if let Some(known) = history.iter_mut().find(|c| c.status == status) {
+        known.at_ms = known.at_ms.min(at_ms);
+    } else if history.len() < MAX_STATUS_HISTORY {
+        history.push(StatusChange {
+            status: status.to_owned(),
+            at_ms,
+        });
+    } else {
+        tracing::warn!(%status, "call status history is full; status not recorded");
+    }
+    history.sort_by_key(|c| (c.at_ms, status_rank(&c.status)));
+}
+
+/// The furthest status in `history` (ties: the later one).
+fn current_status(history: &[StatusChange]) -> Option<&StatusChange> {
+    history
+        .iter()
+        .max_by_key(|c| (status_rank(&c.status), c.at_ms))
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn known_version() -> u32 {
+    u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
+}
+
+/// Refuses a database from a newer build (or with a negative `user_version`: not ours).
+fn check_version(found: i64) -> Result<u32, RecordsError> {
+    let known = known_version();
+    match u32::try_from(found) {
+        Ok(found) if found <= known => Ok(found),
+        Ok(found) => Err(RecordsError::NewerSchema { found, known }),
+        Err(_) => Err(RecordsError::NewerSchema {
+            found: u32::MAX,
+            known,
+        }),
+    }
+}
+
+/// Applies pending migrations, each in one `IMMEDIATE` transaction that re-reads the version (so
+/// two processes opening the same file at once apply each migration once). Returns the version.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<u32, RecordsError> {
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let failed = |source| RecordsError::Migrate {
+            path: path.to_owned(),
+            version,
+            source,
+        };
+        if check_version(user_version(conn).map_err(failed)?)? >= version {
+            continue;
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        if check_version(user_version(&tx).map_err(failed)?)? >= version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        tracing::info!(path = %path.display(), version, "applied call records migration");
+    }
+    Ok(known_version())
+}
+
+/// Marks calls still `in-progress` (live when the previous process stopped) as interrupted.
+fn recover(conn: &Connection, now_ms: i64) -> rusqlite::Result<u64> {
+    let marked = conn.execute(
+        "UPDATE calls SET outcome = :interrupted, reason = :reason, ended_at_ms = :now,
+             updated_at_ms = :now
+         WHERE outcome = :in_progress",
+        named_params! {
+            ":interrupted": OUTCOME_INTERRUPTED,
+            ":reason": INTERRUPTED_REASON,
+            ":now": now_ms,
+            ":in_progress": OUTCOME_IN_PROGRESS,
+        },
+    )?;
+    Ok(u64::try_from(marked).unwrap_or(u64::MAX))
+}
+
+/// Prepares every fixed statement once, so a statement the schema cannot serve fails `open`
+/// rather than the first call.
+fn check_statements(conn: &Connection) -> rusqlite::Result<()> {
+    for sql in [
+        SQL_CREATED,
+        SQL_STARTED,
+        SQL_ENDED,
+        SQL_STATUS,
+        SQL_HISTORY,
+        SQL_GET,
+        SQL_CURSOR,
+    ] {
+        conn.prepare(sql)?;
+    }
+    Ok(())
+}
+
+fn spawn(conn: Connection) -> Result<Records, RecordsError> {
+    let (commands, receiver) = mpsc::channel(RECORDS_QUEUE);
+    std::thread::Builder::new()
+        .name("call-records".to_owned())
+        .spawn(move || serve(conn, receiver))
+        .map_err(RecordsError::Thread)?;
+    Ok(Records { commands })
+}
+
+/// The writer thread: serves commands in order until every [`Records`] is dropped.
+fn serve(conn: Connection, mut commands: mpsc::Receiver<Command>) {
+    let mut db = Db {
+        conn: &conn,
+        statements: HashMap::new(),
+    };
+    while let Some(command) = commands.blocking_recv() {
+        db.serve(command);
+    }
+    tracing::debug!("call records writer stopped");
+}
+
+/// Sends `result` to the caller; a failure nobody is waiting for is logged instead.
+fn answer<T>(reply: Reply<T>, result: Result<T, RecordsError>, call_sid: &str) {
+    if let Err(Err(error)) = reply.send(result) {
+        tracing::warn!(%call_sid, %error, "call record write failed");
+    }
+}
+
+/// The columns [`read_record`] reads, as a literal for `concat!`.
+macro_rules! columns {
+    () => {
+        "call_sid, direction, from_addr, to_addr, agent, plugin, stream_sid, status, outcome,
+        reason, task, created_at_ms, started_at_ms, answered_at_ms, ended_at_ms,
+        status_ended_at_ms, duration_s, frames_in, frames_out, first_audio_ms, transcript,
+        turn_latency, status_history, updated_at_ms"
+    };
+}
+
+/// Bare column names in `DO UPDATE` refer to the row already stored, `excluded.*` to this event.
+const SQL_CREATED: &str = "
+    INSERT INTO calls (call_sid, direction, from_addr, to_addr, agent, task, created_at_ms,
+        updated_at_ms)
+    VALUES (:call_sid, :direction, :from, :to, :agent, :task, :created_at_ms, :now)
+    ON CONFLICT (call_sid) DO UPDATE SET
+        direction = COALESCE(excluded.direction, direction),
+        from_addr = COALESCE(excluded.from_addr, from_addr),
+        to_addr = COALESCE(excluded.to_addr, to_addr),
+        agent = COALESCE(agent, excluded.agent),
+        task = COALESCE(excluded.task, task),
+        created_at_ms = MIN(created_at_ms, excluded.created_at_ms),
+        updated_at_ms = excluded.updated_at_ms";
+
+const SQL_STARTED: &str = "
+    INSERT INTO calls (call_sid, stream_sid, agent, plugin, from_addr, to_addr, started_at_ms,
+        outcome, created_at_ms, updated_at_ms)
+    VALUES (:call_sid, :stream_sid, :agent, :plugin, :from, :to, :started_at_ms, :in_progress,
+        :started_at_ms, :now)
+    ON CONFLICT (call_sid) DO UPDATE SET
+        stream_sid = excluded.stream_sid,
+        agent = COALESCE(excluded.agent, agent),
+        plugin = COALESCE(excluded.plugin, plugin),
+        from_addr = COALESCE(excluded.from_addr, from_addr),
+        to_addr = COALESCE(excluded.to_addr, to_addr),
+        started_at_ms = MIN(COALESCE(started_at_ms, excluded.started_at_ms),
+            excluded.started_at_ms),
+        outcome = CASE WHEN ended_at_ms IS NULL OR ended_at_ms < excluded.started_at_ms
+            THEN excluded.outcome ELSE outcome END,
+        reason = CASE WHEN ended_at_ms < excluded.started_at_ms THEN NULL ELSE reason END,
+        ended_at_ms = CASE WHEN ended_at_ms < excluded.started_at_ms THEN NULL
+            ELSE ended_at_ms END,
+        created_at_ms = MIN(created_at_ms, excluded.created_at_ms),
+        updated_at_ms = excluded.updated_at_ms";
+
+const SQL_ENDED: &str = "
+    INSERT INTO calls (call_sid, outcome, reason, ended_at_ms, transcript, turn_latency, frames_in,
+        frames_out, first_audio_ms, created_at_ms, updated_at_ms)
+    VALUES (:call_sid, :outcome, :reason, :ended_at_ms, :transcript, :turn_latency, :frames_in,
+        :frames_out, :first_audio_ms, :ended_at_ms, :now)
+    ON CONFLICT (call_sid) DO UPDATE SET
+        outcome = excluded.outcome,
+        reason = excluded.reason,
+        ended_at_ms = excluded.ended_at_ms,
+        transcript = excluded.transcript,
+        turn_latency = excluded.turn_latency,
+        frames_in = excluded.frames_in,
+        frames_out = excluded.frames_out,
+        first_audio_ms = COALESCE(excluded.first_audio_ms, first_audio_ms),
+        created_at_ms = MIN(created_at_ms, excluded.created_at_ms),
+        updated_at_ms = excluded.updated_at_ms
+    WHERE calls.ended_at_ms IS NULL OR excluded.ended_at_ms >= calls.ended_at_ms";
+
+/// `status`, `status_history`, `answered_at_ms` and `status_ended_at_ms` are computed from the
+/// merged history (read in the same transaction); `direction`, `from` and `to` only fill gaps.
+const SQL_STATUS: &str = "
+    INSERT INTO calls (call_sid, direction, from_addr, to_addr, status, status_history,
+        answered_at_ms, status_ended_at_ms, duration_s, created_at_ms, updated_at_ms)
+    VALUES (:call_sid, :direction, :from, :to, :status, :status_history, :answered_at_ms,
+        :status_ended_at_ms, :duration_s, :at_ms, :now)
+    ON CONFLICT (call_sid) DO UPDATE SET
+        direction = COALESCE(direction, excluded.direction),
+        from_addr = COALESCE(from_addr, excluded.from_addr),
+        to_addr = COALESCE(to_addr, excluded.to_addr),
+        status = excluded.status,
+        status_history = excluded.status_history,
+        answered_at_ms = COALESCE(excluded.answered_at_ms, answered_at_ms),
+        status_ended_at_ms = COALESCE(excluded.status_ended_at_ms, status_ended_at_ms),
+        duration_s = COALESCE(excluded.duration_s, duration_s),
+        created_at_ms = MIN(created_at_ms, excluded.created_at_ms),
+        updated_at_ms = excluded.updated_at_ms";
+
+const SQL_HISTORY: &str = "SELECT status_history FROM calls WHERE call_sid = :call_sid";
+
+const SQL_GET: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM calls WHERE call_sid = :call_sid"
+);
+
+const SQL_CURSOR: &str = "SELECT created_at_ms FROM calls WHERE call_sid = :call_sid";
+
+/// The writer thread's view of the database.
+struct Db<'c> {
+    conn: &'c Connection,
+    /// Prepared statements by SQL text: the fixed ones, and one per combination of list filters
+    /// (at most 2^7). rusqlite's `prepare_cached` sits behind its `cache` feature, which this
+    /// workspace does not enable.
+    statements: HashMap<String, Statement<'c>>,
+}
+
+impl<'c> Db<'c> {
+    fn serve(&mut self, command: Command) {
+        match command {
+            Command::Created(call, reply) => {
+                let result = self.call_created(&call);
+                answer(reply, result, &call.call_sid);
+            }
+            Command::Started(started, reply) => {
+                let result = self.stream_started(&started);
+                answer(reply, result, &started.call_sid);
+            }
+            Command::Ended(ended, reply) => {
+                let result = self.call_ended(&ended);
+                answer(reply, result, &ended.call_sid);
+            }
+            Command::Status(update, reply) => {
+                let result = self.status(&update);
+                answer(reply, result, &update.call_sid);
+            }
+            Command::Get(call_sid, reply) => {
+                // A read nobody waits for needs no log.
+                let _ = reply.send(self.get(&call_sid));
+            }
+            Command::List(filter, reply) => {
+                let _ = reply.send(self.list(&filter));
+            }
+            Command::Flush(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn statement(&mut self, sql: &str) -> rusqlite::Result<&mut Statement<'c>> {
+        match self.statements.entry(sql.to_owned()) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(entry) => Ok(entry.insert(self.conn.prepare(sql)?)),
+        }
+    }
+
+    fn call_created(&mut self, call: &NewCall) -> Result<(), RecordsError> {
+        let task = call.task.as_ref().map(serde_json::to_string).transpose()?;
+        let tx = Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)?;
+        self.statement(SQL_CREATED)?.execute(named_params! {
+            ":call_sid": call.call_sid,
+            ":direction": call.direction,
+            ":from": call.from,
+            ":to": call.to,
+            ":agent": call.agent,
+            ":task": task,
+            ":created_at_ms": call.created_at_ms,
+            ":now": now_ms(),
+        })?;
+        if let Some(status) = &call.status {
+            self.apply_status(&StatusUpdate {
+                call_sid: call.call_sid.clone(),
+                status: status.clone(),
+                duration_s: None,
+                at_ms: call.created_at_ms,
+                direction: None,
+                from: None,
+                to: None,
+            })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn stream_started(&mut self, started: &StreamStarted) -> Result<(), RecordsError> {
+        self.statement(SQL_STARTED)?.execute(named_params! {
+            ":call_sid": started.call_sid,
+            ":stream_sid": started.stream_sid,
+            ":agent": started.agent,
+            ":plugin": started.plugin,
+            ":from": started.from,
+            ":to": started.to,
+            ":started_at_ms": started.started_at_ms,
+            ":in_progress": OUTCOME_IN_PROGRESS,
+            ":now": now_ms(),
+        })?;
+        Ok(())
+    }
+
+    fn call_ended(&mut self, ended: &CallEnd) -> Result<(), RecordsError> {
+        let transcript = serde_json::to_string(&ended.transcript)?;
+        let turn_latency = serde_json::to_string(&ended.turn_latency)?;
+        self.statement(SQL_ENDED)?.execute(named_params! {
+            ":call_sid": ended.call_sid,
+            ":outcome": ended.outcome,
+            ":reason": ended.reason,
+            ":ended_at_ms": ended.ended_at_ms,
+            ":transcript": transcript,
+            ":turn_latency": turn_latency,
+            ":frames_in": to_sql_int(ended.frames_in),
+            ":frames_out": to_sql_int(ended.frames_out),
+            ":first_audio_ms": ended.first_audio_ms.map(to_sql_int),
+            ":now": now_ms(),
+        })?;
+        Ok(())
+    }
+
+    fn status(&mut self, update: &StatusUpdate) -> Result<(), RecordsError> {
+        let tx = Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)?;
+        self.apply_status(update)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads the history, merges `update` into it and writes the result. Runs inside the
+    /// caller's transaction.
+    fn apply_status(&mut self, update: &StatusUpdate) -> Result<(), RecordsError> {
+        let stored: Option<String> = self
+            .statement(SQL_HISTORY)?
+            .query_row(named_params! {":call_sid": update.call_sid}, |row| {
+                row.get(0)
+            })
+            .optional()?;
+        let mut history: Vec<StatusChange> = stored
+            .map(|json| parse_list(&json, &update.call_sid, "status_history"))
+            .unwrap_or_default();
+        merge_status(&mut history, &update.status, update.at_ms);
+        let status = current_status(&history).map(|c| c.status.clone());
+        let answered_at_ms = history
+            .iter()
+            .find(|c| c.status == "in-progress")
+            .map(|c| c.at_ms);
+        let status_ended_at_ms = history
+            .iter()
+            .find(|c| is_terminal_status(&c.status))
+            .map(|c| c.at_ms);
+        let duration_s = update
+            .duration_s
+            .filter(|_| is_terminal_status(&update.status))
+            .map(to_sql_int);
+        let status_history = serde_json::to_string(&history)?;
+        self.statement(SQL_STATUS)?.execute(named_params! {
+            ":call_sid": update.call_sid,
+            ":direction": update.direction,
+            ":from": update.from,
+            ":to": update.to,
+            ":status": status,
+            ":status_history": status_history,
+            ":answered_at_ms": answered_at_ms,
+            ":status_ended_at_ms": status_ended_at_ms,
+            ":duration_s": duration_s,
+            ":at_ms": update.at_ms,
+            ":now": now_ms(),
+        })?;
+        Ok(())
+    }
+
+    fn get(&mut self, call_sid: &str) -> Result<Option<CallRecord>, RecordsError> {
+        let record = self
+            .statement(SQL_GET)?
+            .query_row(named_params! {":call_sid": call_sid}, read_record)
+            .optional()?;
+        Ok(record)
+    }
+
+    fn list(&mut self, filter: &ListFilter) -> Result<Vec<CallRecord>, RecordsError> {
+        let cursor: Option<(i64, &String)> = match &filter.before {
+            None => None,
+            Some(before) => {
+                let created: Option<i64> = self
+                    .statement(SQL_CURSOR)?
+                    .query_row(named_params! {":call_sid": before}, |row| row.get(0))
+                    .optional()?;
+                let created = created.ok_or_else(|| {
+                    RecordsError::BadFilter(format!("before: no call {before:?}"))
+                })?;
+                Some((created, before))
+            }
+        };
+        let limit = filter.effective_limit();
+        let mut sql = concat!("SELECT ", columns!(), " FROM calls WHERE 1 = 1").to_owned();
+        let mut params: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
+        let equal = [
+            ("agent", ":agent", &filter.agent),
+            ("status", ":status", &filter.status),
+            ("outcome", ":outcome", &filter.outcome),
+            ("direction", ":direction", &filter.direction),
+        ];
+        for (column, name, value) in equal {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = {name}"));
+                params.push((name, value));
+            }
+        }
+        if let Some(since) = &filter.since_ms {
+            sql.push_str(" AND created_at_ms >= :since");
+            params.push((":since", since));
+        }
+        if let Some(until) = &filter.until_ms {
+            sql.push_str(" AND created_at_ms < :until");
+            params.push((":until", until));
+        }
+        if let Some((created, before)) = &cursor {
+            sql.push_str(" AND (created_at_ms, call_sid) < (:before_at, :before)");
+            params.push((":before_at", created));
+            params.push((":before", before));
+        }
+        sql.push_str(" ORDER BY created_at_ms DESC, call_sid DESC LIMIT :limit");
+        let rows = self.statement(&sql)?.query_map(&*params, read_record)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// `value` as an SQLite integer; counts beyond `i64::MAX` (never in practice) saturate.
+fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An SQLite integer as a count; a negative one (a corrupt row) reads as unknown.
+fn from_sql_int(value: Option<i64>) -> Option<u64> {
+    value.and_then(|v| u64::try_from(v).ok())
+}
+
+/// Parses a JSON array column; a corrupt one reads as empty, with a warning, so one bad row
+/// does not fail a whole list.
+fn parse_list<T: serde::de::DeserializeOwned>(json: &str, call_sid: &str, column: &str) -> Vec<T> {
+    serde_json::from_str(json).unwrap_or_else(|error| {
+        tracing::warn!(%call_sid, column, %error, "corrupt JSON in call record; reading it as empty");
+        Vec::new()
+    })
+}
+
+fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let call_sid: String = row.get("call_sid")?;
+    let list = |column: &str| -> rusqlite::Result<String> {
+        Ok(row.get::<_, Option<String>>(column)?.unwrap_or_default())
+    };
+    let task = row
+        .get::<_, Option<String>>("task")?
+        .and_then(|json| match serde_json::from_str(&json) {
+            Ok(task) => Some(task),
+            Err(error) => {
+                tracing::warn!(%call_sid, column = "task", %error, "corrupt JSON in call record; reading it as absent");
+                None
+            }
+        });
+    Ok(CallRecord {
+        direction: row.get("direction")?,
+        from: row.get("from_addr")?,
+        to: row.get("to_addr")?,
+        agent: row.get("agent")?,
+        plugin: row.get("plugin")?,
+        stream_sid: row.get("stream_sid")?,
+        status: row.get("status")?,
+        outcome: row.get("outcome")?,
+        reason: row.get("reason")?,
+        task,
+        created_at_ms: row.get("created_at_ms")?,
+        started_at_ms: row.get("started_at_ms")?,
+        answered_at_ms: row.get("answered_at_ms")?,
+        ended_at_ms: row.get("ended_at_ms")?,
+        status_ended_at_ms: row.get("status_ended_at_ms")?,
+        duration_s: from_sql_int(row.get("duration_s")?),
+        frames_in: from_sql_int(row.get("frames_in")?),
+        frames_out: from_sql_int(row.get("frames_out")?),
+        first_audio_ms: from_sql_int(row.get("first_audio_ms")?),
+        transcript: parse_list(&list("transcript")?, &call_sid, "transcript"),
+        turn_latency: parse_list(&list("turn_latency")?, &call_sid, "turn_latency"),
+        status_history: parse_list(&list("status_history")?, &call_sid, "status_history"),
+        updated_at_ms: row.get("updated_at_ms")?,
+        call_sid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "switchboard-records-{name}-{}-{}-{}",
+                std::process::id(),
+                now_ms(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join("calls.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn new_call(sid: &str, agent: &str, created_at_ms: i64) -> NewCall {
+        NewCall {
+            call_sid: sid.to_owned(),
+            direction: Some("inbound".to_owned()),
+            from: Some("+15550001111".to_owned()),
+            to: Some("+15550002222".to_owned()),
+            agent: Some(agent.to_owned()),
+            status: Some("ringing".to_owned()),
+            task: None,
+            created_at_ms,
+        }
+    }
+
+    fn started(sid: &str, at: i64) -> StreamStarted {
+        StreamStarted {
+            call_sid: sid.to_owned(),
+            stream_sid: format!("MZ{sid}"),
+            agent: Some("front-desk".to_owned()),
+            plugin: Some("echo".to_owned()),
+            from: None,
+            to: None,
+            started_at_ms: at,
+        }
+    }
+
+    fn ended(sid: &str, at: i64) -> CallEnd {
+        CallEnd {
+            call_sid: sid.to_owned(),
+            ended_at_ms: at,
+            outcome: "hung-up".to_owned(),
+            reason: "caller hung up".to_owned(),
+            transcript: vec![
+                TranscriptTurn {
+                    side: "agent".to_owned(),
+                    text: "Hello, front desk.".to_owned(),
+                    heard_ms: None,
+                },
+                TranscriptTurn {
+                    side: "caller".to_owned(),
+                    text: "Hi, I'd like a room.".to_owned(),
+                    heard_ms: None,
+                },
+                TranscriptTurn {
+                    side: "agent".to_owned(),
+                    text: "Of course".to_owned(),
+                    heard_ms: Some(640),
+                },
+            ],
+            turn_latency: vec![TurnLatency {
+                stt_final_ms: Some(310),
+                llm_first_text_ms: Some(420),
+                tts_first_audio_ms: Some(515),
+                first_audio_out_ms: None,
+            }],
+            frames_in: 1500,
+            frames_out: 1234,
+            first_audio_ms: Some(180),
+        }
+    }
+
+    fn status(sid: &str, status: &str, at_ms: i64, duration_s: Option<u64>) -> StatusUpdate {
+        StatusUpdate {
+            call_sid: sid.to_owned(),
+            status: status.to_owned(),
+            duration_s,
+            at_ms,
+            ..StatusUpdate::default()
+        }
+    }
+
+    fn history(record: &CallRecord) -> Vec<(&str, i64)> {
+        record
+            .status_history
+            .iter()
+            .map(|c| (c.status.as_str(), c.at_ms))
+            .collect()
+    }
+
+    fn sids(records: &[CallRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.call_sid.as_str()).collect()
+    }
+
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_start_end_round_trip() {
+        let dir = TempDir::new("round-trip");
+        let (records, recovery) = Records::open(&dir.db()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                interrupted: 0,
+                schema_version: 1
+            }
+        );
+        let mut call = new_call("CA1", "router-choice", 1_000);
+        call.direction = Some("outbound-api".to_owned());
+        call.task = Some(serde_json::json!({"goal": "confirm booking", "room": 12}));
+        records.call_created(call).await.unwrap();
+        records.stream_started(started("CA1", 1_200)).await.unwrap();
+
+        let live = records.get("CA1").await.unwrap().unwrap();
+        assert_eq!(live.outcome.as_deref(), Some(OUTCOME_IN_PROGRESS));
+        assert_eq!(live.ended_at_ms, None);
+
+        records.call_ended(ended("CA1", 9_000)).await.unwrap();
+        let r = records.get("CA1").await.unwrap().unwrap();
+        assert_eq!(r.call_sid, "CA1");
+        assert_eq!(r.direction.as_deref(), Some("outbound-api"));
+        assert_eq!(r.from.as_deref(), Some("+15550001111"));
+        assert_eq!(r.to.as_deref(), Some("+15550002222"));
+        // The stream's agent (what actually ran) wins over routing's.
+        assert_eq!(r.agent.as_deref(), Some("front-desk"));
+        assert_eq!(r.plugin.as_deref(), Some("echo"));
+        assert_eq!(r.stream_sid.as_deref(), Some("MZCA1"));
+        assert_eq!(r.status.as_deref(), Some("ringing"));
+        assert_eq!(history(&r), vec![("ringing", 1_000)]);
+        assert_eq!(r.outcome.as_deref(), Some("hung-up"));
+        assert_eq!(r.reason.as_deref(), Some("caller hung up"));
+        assert_eq!(
+            r.task,
+            Some(serde_json::json!({"goal": "confirm booking", "room": 12}))
+        );
+        assert_eq!(r.created_at_ms, 1_000);
+        assert_eq!(r.started_at_ms, Some(1_200));
+        assert_eq!(r.ended_at_ms, Some(9_000));
+        assert_eq!(r.frames_in, Some(1500));
+        assert_eq!(r.frames_out, Some(1234));
+        assert_eq!(r.first_audio_ms, Some(180));
+        assert_eq!(r.transcript, ended("CA1", 0).transcript);
+        assert_eq!(r.turn_latency, ended("CA1", 0).turn_latency);
+        assert!(r.updated_at_ms > 0);
+        assert_eq!(records.get("CA-unknown").await.unwrap(), None);
+
+        // Serializes with the documented field names.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["transcript"][2]["heard_ms"], 640);
+        assert_eq!(json["turn_latency"][0]["tts_first_audio_ms"], 515);
+        assert_eq!(json["status_history"][0]["status"], "ringing");
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_a_webhook_creates_the_row() {
+        let records = Records::open_in_memory().unwrap();
+        records.stream_started(started("CA2", 5_000)).await.unwrap();
+        let r = records.get("CA2").await.unwrap().unwrap();
+        assert_eq!(r.created_at_ms, 5_000);
+        assert_eq!(r.started_at_ms, Some(5_000));
+        assert_eq!(r.outcome.as_deref(), Some(OUTCOME_IN_PROGRESS));
+        assert_eq!(r.direction, None);
+        assert_eq!(r.transcript, Vec::new());
+
+        // A webhook arriving late fills gaps, moves the first-seen time back and does not
+        // replace the stream's agent.
+        records
+            .call_created(new_call("CA2", "router-choice", 4_900))
+            .await
+            .unwrap();
+        let r = records.get("CA2").await.unwrap().unwrap();
+        assert_eq!(r.created_at_ms, 4_900);
+        assert_eq!(r.direction.as_deref(), Some("inbound"));
+        assert_eq!(r.agent.as_deref(), Some("front-desk"));
+        assert_eq!(r.outcome.as_deref(), Some(OUTCOME_IN_PROGRESS));
+    }
+
+    #[tokio::test]
+    async fn status_updates_agree_in_any_order() {
+        let records = Records::open_in_memory().unwrap();
+
+        // In order: webhook, in-progress, stream, end, completed.
+        records
+            .call_created(new_call("CA-A", "front-desk", 1_000))
+            .await
+            .unwrap();
+        records
+            .status(status("CA-A", "in-progress", 2_000, None))
+            .await
+            .unwrap();
+        records
+            .stream_started(started("CA-A", 2_100))
+            .await
+            .unwrap();
+        records.call_ended(ended("CA-A", 60_000)).await.unwrap();
+        records
+            .status(status("CA-A", "completed", 60_500, Some(58)))
+            .await
+            .unwrap();
+
+        // Reversed, with a duplicate and a late ringing callback.
+        records
+            .status(status("CA-B", "completed", 60_500, Some(58)))
+            .await
+            .unwrap();
+        records.call_ended(ended("CA-B", 60_000)).await.unwrap();
+        records
+            .stream_started(started("CA-B", 2_100))
+            .await
+            .unwrap();
+        records
+            .status(status("CA-B", "in-progress", 2_000, None))
+            .await
+            .unwrap();
+        records
+            .status(status("CA-B", "in-progress", 2_050, None))
+            .await
+            .unwrap();
+        records
+            .call_created(new_call("CA-B", "front-desk", 1_000))
+            .await
+            .unwrap();
+
+        let a = records.get("CA-A").await.unwrap().unwrap();
+        let b = records.get("CA-B").await.unwrap().unwrap();
+        for r in [&a, &b] {
+            assert_eq!(r.status.as_deref(), Some("completed"), "{}", r.call_sid);
+            assert_eq!(r.answered_at_ms, Some(2_000), "{}", r.call_sid);
+            assert_eq!(r.status_ended_at_ms, Some(60_500), "{}", r.call_sid);
+            assert_eq!(r.duration_s, Some(58), "{}", r.call_sid);
+            assert_eq!(
+                history(r),
+                vec![
+                    ("ringing", 1_000),
+                    ("in-progress", 2_000),
+                    ("completed", 60_500)
+                ],
+                "{}",
+                r.call_sid
+            );
+            assert_eq!(r.outcome.as_deref(), Some("hung-up"), "{}", r.call_sid);
+            assert_eq!(r.ended_at_ms, Some(60_000), "{}", r.call_sid);
+            assert_eq!(r.created_at_ms, 1_000, "{}", r.call_sid);
+            assert_eq!(r.started_at_ms, Some(2_100), "{}", r.call_sid);
+            assert_eq!(r.transcript.len(), 3, "{}", r.call_sid);
+        }
+        let strip = |r: &CallRecord| CallRecord {
+            call_sid: String::new(),
+            stream_sid: None,
+            updated_at_ms: 0,
+            ..r.clone()
+        };
+        assert_eq!(strip(&a), strip(&b));
+
+        // A late non-terminal status does not replace the terminal one, and a duration on a
+        // non-terminal status is not kept.
+        records
+            .status(status("CA-A", "ringing", 70_000, Some(999)))
+            .await
+            .unwrap();
+        let a = records.get("CA-A").await.unwrap().unwrap();
+        assert_eq!(a.status.as_deref(), Some("completed"));
+        assert_eq!(a.duration_s, Some(58));
+        assert_eq!(history(&a)[0], ("ringing", 1_000));
+
+        // Callbacks delivered late, each seen for the first time after a later status: the
+        // furthest status wins, not the last to arrive.
+        records
+            .status(status("CA-C", "completed", 5_000, Some(3)))
+            .await
+            .unwrap();
+        records
+            .status(status("CA-C", "in-progress", 6_000, None))
+            .await
+            .unwrap();
+        records
+            .status(status("CA-C", "ringing", 7_000, None))
+            .await
+            .unwrap();
+        let c = records.get("CA-C").await.unwrap().unwrap();
+        assert_eq!(c.status.as_deref(), Some("completed"));
+        assert_eq!(c.answered_at_ms, Some(6_000));
+        assert_eq!(c.status_ended_at_ms, Some(5_000));
+    }
+
+    #[tokio::test]
+    async fn status_alone_fills_direction_and_numbers_without_replacing() {
+        let records = Records::open_in_memory().unwrap();
+        let mut update = status("CA3", "busy", 3_000, Some(0));
+        update.direction = Some("outbound-api".to_owned());
+        update.from = Some("+15550009999".to_owned());
+        records.status(update).await.unwrap();
+        records
+            .call_created(new_call("CA3", "front-desk", 2_000))
+            .await
+            .unwrap();
+        let mut update = status("CA3", "busy", 3_100, None);
+        update.from = Some("+10000000000".to_owned());
+        records.status(update).await.unwrap();
+
+        let r = records.get("CA3").await.unwrap().unwrap();
+        // The webhook's values replace the callback's; a later callback only fills gaps.
+        assert_eq!(r.direction.as_deref(), Some("inbound"));
+        assert_eq!(r.from.as_deref(), Some("+15550001111"));
+        assert_eq!(r.status.as_deref(), Some("busy"));
+        assert_eq!(r.answered_at_ms, None);
+        assert_eq!(r.status_ended_at_ms, Some(3_000));
+        assert_eq!(r.duration_s, Some(0));
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.created_at_ms, 2_000);
+        assert_eq!(history(&r), vec![("ringing", 2_000), ("busy", 3_000)]);
+    }
+
+    #[tokio::test]
+    async fn a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored() {
+        let records = Records::open_in_memory().unwrap();
+        records.stream_started(started("CA4", 1_000)).await.unwrap();
+        records.call_ended(ended("CA4", 2_000)).await.unwrap();
+        let mut second = started("CA4", 3_000);
+        second.stream_sid = "MZ-second".to_owned();
+        records.stream_started(second).await.unwrap();
+        let r = records.get("CA4").await.unwrap().unwrap();
+        assert_eq!(r.outcome.as_deref(), Some(OUTCOME_IN_PROGRESS));
+        assert_eq!(r.ended_at_ms, None);
+        assert_eq!(r.reason, None);
+        assert_eq!(r.started_at_ms, Some(1_000));
+        assert_eq!(r.stream_sid.as_deref(), Some("MZ-second"));
+
+        let mut last = ended("CA4", 4_000);
+        last.outcome = "completed".to_owned();
+        records.call_ended(last).await.unwrap();
+        let mut stale = ended("CA4", 2_500);
+        stale.outcome = "failed".to_owned();
+        records.call_ended(stale).await.unwrap();
+        // A start older than the recorded end does not make the call live again.
+        records.stream_started(started("CA4", 1_000)).await.unwrap();
+        let r = records.get("CA4").await.unwrap().unwrap();
+        assert_eq!(r.outcome.as_deref(), Some("completed"));
+        assert_eq!(r.ended_at_ms, Some(4_000));
+    }
+
+    /// Seven calls over three agents (CA01 oldest); CA05 and CA07 live, CA01, CA03, CA06 ended.
+    async fn seed(records: &Records) {
+        let calls = [
+            ("CA01", "front-desk", "inbound", 1_000),
+            ("CA02", "sales", "outbound-api", 2_000),
+            ("CA03", "front-desk", "inbound", 3_000),
+            ("CA04", "support", "inbound", 4_000),
+            ("CA05", "front-desk", "outbound-api", 5_000),
+            // Two calls at the same millisecond: ties go by call_sid, descending.
+            ("CA06", "sales", "inbound", 6_000),
+            ("CA07", "front-desk", "inbound", 6_000),
+        ];
+        for (sid, agent, direction, at) in calls {
+            let mut call = new_call(sid, agent, at);
+            call.direction = Some(direction.to_owned());
+            records.call_created(call).await.unwrap();
+        }
+        // CA06's stream names another agent than routing chose: the stream wins.
+        records
+            .stream_started(started("CA06", 6_100))
+            .await
+            .unwrap();
+        for sid in ["CA01", "CA03", "CA06"] {
+            records
+                .status(status(sid, "completed", 9_000, Some(10)))
+                .await
+                .unwrap();
+            records.call_ended(ended(sid, 8_000)).await.unwrap();
+        }
+        records
+            .stream_started(started("CA05", 5_100))
+            .await
+            .unwrap();
+        records
+            .stream_started(started("CA07", 6_100))
+            .await
+            .unwrap();
+    }
+
+    fn filter() -> ListFilter {
+        ListFilter::default()
+    }
+
+    #[tokio::test]
+    async fn list_filters() {
+        let dir = TempDir::new("list");
+        let (records, _) = Records::open(&dir.db()).unwrap();
+        seed(&records).await;
+
+        let all = records.list(&filter()).await.unwrap();
+        assert_eq!(
+            sids(&all),
+            ["CA07", "CA06", "CA05", "CA04", "CA03", "CA02", "CA01"]
+        );
+        // CA06's stream named front-desk, so it moved agents.
+        let by_agent = |agent: &str| ListFilter {
+            agent: Some(agent.to_owned()),
+            ..filter()
+        };
+        let front = records.list(&by_agent("front-desk")).await.unwrap();
+        assert_eq!(sids(&front), ["CA07", "CA06", "CA05", "CA03", "CA01"]);
+        let sales = records.list(&by_agent("sales")).await.unwrap();
+        assert_eq!(sids(&sales), ["CA02"]);
+        let none = records.list(&by_agent("nobody")).await.unwrap();
+        assert!(none.is_empty());
+
+        let completed = ListFilter {
+            status: Some("completed".to_owned()),
+            ..filter()
+        };
+        assert_eq!(
+            sids(&records.list(&completed).await.unwrap()),
+            ["CA06", "CA03", "CA01"]
+        );
+        let live = ListFilter {
+            outcome: Some(OUTCOME_IN_PROGRESS.to_owned()),
+            ..filter()
+        };
+        assert_eq!(sids(&records.list(&live).await.unwrap()), ["CA07", "CA05"]);
+        let outbound = ListFilter {
+            direction: Some("outbound-api".to_owned()),
+            ..filter()
+        };
+        assert_eq!(
+            sids(&records.list(&outbound).await.unwrap()),
+            ["CA05", "CA02"]
+        );
+        // since is inclusive, until exclusive.
+        let window = ListFilter {
+            since_ms: Some(2_000),
+            until_ms: Some(5_000),
+            ..filter()
+        };
+        assert_eq!(
+            sids(&records.list(&window).await.unwrap()),
+            ["CA04", "CA03", "CA02"]
+        );
+        let combined = ListFilter {
+            agent: Some("front-desk".to_owned()),
+            direction: Some("inbound".to_owned()),
+            since_ms: Some(3_000),
+            ..filter()
+        };
+        assert_eq!(
+            sids(&records.list(&combined).await.unwrap()),
+            ["CA07", "CA06", "CA03"]
+        );
+        let backwards = ListFilter {
+            since_ms: Some(5_000),
+            until_ms: Some(5_000),
+            ..filter()
+        };
+        assert!(matches!(
+            records.list(&backwards).await,
+            Err(RecordsError::BadFilter(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_limit_is_clamped() {
+        assert_eq!(ListFilter::default().limit, DEFAULT_LIST);
+        let limited = |limit| ListFilter { limit, ..filter() };
+        assert_eq!(limited(0).effective_limit(), 1);
+        assert_eq!(limited(7).effective_limit(), 7);
+        assert_eq!(limited(MAX_LIST + 1).effective_limit(), MAX_LIST);
+        assert_eq!(limited(u32::MAX).effective_limit(), MAX_LIST);
+
+        let records = Records::open_in_memory().unwrap();
+        seed(&records).await;
+        assert_eq!(records.list(&limited(0)).await.unwrap().len(), 1);
+        assert_eq!(
+            sids(&records.list(&limited(2)).await.unwrap()),
+            ["CA07", "CA06"]
+        );
+        assert_eq!(records.list(&limited(u32::MAX)).await.unwrap().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn list_pages_with_a_cursor() {
+        let records = Records::open_in_memory().unwrap();
+        seed(&records).await;
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let page = records
+                .list(&ListFilter {
+                    limit: 3,
+                    before: before.clone(),
+                    ..filter()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|r| r.call_sid.clone());
+            pages.push(sids(&page).join(","));
+            assert!(pages.len() < 10, "paging does not end: {pages:?}");
+        }
+        assert_eq!(pages, ["CA07,CA06,CA05", "CA04,CA03,CA02", "CA01"]);
+
+        // The cursor combines with filters.
+        let front = records
+            .list(&ListFilter {
+                agent: Some("front-desk".to_owned()),
+                limit: 2,
+                before: Some("CA06".to_owned()),
+                ..filter()
+            })
+            .await
+            .unwrap();
+        assert_eq!(sids(&front), ["CA05", "CA03"]);
+
+        let unknown = records
+            .list(&ListFilter {
+                before: Some("CA-nope".to_owned()),
+                ..filter()
+            })
+            .await;
+        match unknown {
+            Err(RecordsError::BadFilter(message)) => assert!(message.contains("CA-nope")),
+            other => panic!("expected BadFilter, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reopen_marks_live_calls_interrupted() {
+        let dir = TempDir::new("reopen");
+        {
+            let (records, _) = Records::open(&dir.db()).unwrap();
+            // Live: stream started, never ended.
+            records
+                .call_created(new_call("CA-live", "front-desk", 1_000))
+                .await
+                .unwrap();
+            // Queued without waiting, as the call loop does; flush below waits for it.
+            records.stream_started_nowait(started("CA-live", 1_100));
+            records.call_ended(end_only("CA-end-only")).await.unwrap();
+            // Ended.
+            records
+                .call_created(new_call("CA-done", "front-desk", 2_000))
+                .await
+                .unwrap();
+            records
+                .stream_started(started("CA-done", 2_100))
+                .await
+                .unwrap();
+            records.call_ended(ended("CA-done", 3_000)).await.unwrap();
+            // Created only (webhook answered, stream never came): left alone.
+            records
+                .call_created(new_call("CA-ringing", "front-desk", 4_000))
+                .await
+                .unwrap();
+            records.flush().await.unwrap();
+        }
+        let before = now_ms();
+        let (records, recovery) = Records::open(&dir.db()).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                interrupted: 1,
+                schema_version: 1
+            }
+        );
+        let live = records.get("CA-live").await.unwrap().unwrap();
+        assert_eq!(live.outcome.as_deref(), Some(OUTCOME_INTERRUPTED));
+        assert_eq!(live.reason.as_deref(), Some(INTERRUPTED_REASON));
+        let at = live.ended_at_ms.expect("ended_at_ms set");
+        assert!(
+            at >= before && at <= now_ms(),
+            "{at} not in [{before}, now]"
+        );
+        assert_eq!(live.stream_sid.as_deref(), Some("MZCA-live"));
+
+        let done = records.get("CA-done").await.unwrap().unwrap();
+        assert_eq!(done.outcome.as_deref(), Some("hung-up"));
+        assert_eq!(done.reason.as_deref(), Some("caller hung up"));
+        assert_eq!(done.ended_at_ms, Some(3_000));
+        assert_eq!(done.transcript, ended("x", 0).transcript);
+        assert_eq!(done.frames_out, Some(1234));
+
+        let ringing = records.get("CA-ringing").await.unwrap().unwrap();
+        assert_eq!(ringing.outcome, None);
+        assert_eq!(ringing.ended_at_ms, None);
+        assert_eq!(ringing.status.as_deref(), Some("ringing"));
+
+        let end_only = records.get("CA-end-only").await.unwrap().unwrap();
+        assert_eq!(end_only.outcome.as_deref(), Some("failed"));
+        assert_eq!(end_only.ended_at_ms, Some(500));
+        assert_eq!(end_only.created_at_ms, 500);
+        drop(records);
+
+        // Nothing is live any more.
+        let (_records, recovery) = Records::open(&dir.db()).unwrap();
+        assert_eq!(recovery.interrupted, 0);
+    }
+
+    /// A call seen only by its end (never created nor streamed here).
+    fn end_only(sid: &str) -> CallEnd {
+        CallEnd {
+            call_sid: sid.to_owned(),
+            ended_at_ms: 500,
+            outcome: "failed".to_owned(),
+            reason: "plugin failed to load".to_owned(),
+            ..CallEnd::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn open_migrates_and_sets_wal() {
+        let dir = TempDir::new("schema");
+        let (records, recovery) = Records::open(&dir.db()).unwrap();
+        assert_eq!(recovery.schema_version, known_version());
+        records
+            .call_created(new_call("CA1", "front-desk", 1_000))
+            .await
+            .unwrap();
+        records.flush().await.unwrap();
+
+        // Another connection sees the committed row while the writer still runs: it is in the
+        // file (WAL), not in this process's memory.
+        let conn = raw(&dir.db());
+        let version: i64 = user_version(&conn).unwrap();
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let agent: String = conn
+            .query_row(
+                "SELECT agent FROM calls WHERE call_sid = 'CA1'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(agent, "front-desk");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'calls' AND name LIKE 'calls_by_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["calls_by_agent", "calls_by_created"]);
+
+        // Reopening applies nothing and keeps the data.
+        drop(records);
+        let (records, recovery) = Records::open(&dir.db()).unwrap();
+        assert_eq!(recovery.schema_version, 1);
+        assert!(records.get("CA1").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = TempDir::new("newer");
+        {
+            let conn = raw(&dir.db());
+            conn.execute_batch("CREATE TABLE future (x INTEGER); PRAGMA user_version = 99;")
+                .unwrap();
+        }
+        match Records::open(&dir.db()) {
+            Err(RecordsError::NewerSchema { found, known }) => {
+                assert_eq!(found, 99);
+                assert_eq!(known, known_version());
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+        let conn = raw(&dir.db());
+        assert_eq!(user_version(&conn).unwrap(), 99);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "journal mode was changed");
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'calls'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn open_names_the_path_when_the_directory_is_missing() {
+        let dir = TempDir::new("missing");
+        let path = dir.0.join("no-such-dir").join("calls.db");
+        match Records::open(&path) {
+            Err(error @ RecordsError::Open { .. }) => {
+                assert!(error.to_string().contains("no-such-dir"), "{error}");
+            }
+            other => panic!("expected Open error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_json_reads_as_empty() {
+        let dir = TempDir::new("corrupt");
+        let (records, _) = Records::open(&dir.db()).unwrap();
+        records.call_ended(ended("CA-bad", 2_000)).await.unwrap();
+        records.call_ended(ended("CA-good", 1_000)).await.unwrap();
+        records.flush().await.unwrap();
+        raw(&dir.db())
+            .execute_batch(
+                "UPDATE calls SET transcript = '[{not json', task = '{', frames_in = -3
+                 WHERE call_sid = 'CA-bad'",
+            )
+            .unwrap();
+
+        let bad = records.get("CA-bad").await.unwrap().unwrap();
+        assert!(bad.transcript.is_empty());
+        assert_eq!(bad.task, None);
+        assert_eq!(bad.frames_in, None);
+        assert_eq!(bad.turn_latency.len(), 1);
+        assert_eq!(bad.outcome.as_deref(), Some("hung-up"));
+        let all = records.list(&filter()).await.unwrap();
+        assert_eq!(sids(&all), ["CA-bad", "CA-good"]);
+        assert_eq!(all[1].transcript.len(), 3);
+
+        // A status update on the row still works (history is intact JSON here).
+        records
+            .status(status("CA-bad", "completed", 2_100, Some(5)))
+            .await
+            .unwrap();
+        let bad = records.get("CA-bad").await.unwrap().unwrap();
+        assert_eq!(bad.status.as_deref(), Some("completed"));
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn from_query_parses_every_key() {
+        let f = ListFilter::from_query(&pairs(&[
+            ("agent", "front-desk"),
+            ("status", "completed"),
+            ("outcome", "hung-up"),
+            ("direction", "inbound"),
+            ("since", "1000"),
+            ("until", "2000"),
+            ("limit", "20"),
+            ("before", "CA123"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            f,
+            ListFilter {
+                agent: Some("front-desk".to_owned()),
+                status: Some("completed".to_owned()),
+                outcome: Some("hung-up".to_owned()),
+                direction: Some("inbound".to_owned()),
+                since_ms: Some(1000),
+                until_ms: Some(2000),
+                limit: 20,
+                before: Some("CA123".to_owned()),
+            }
+        );
+        assert_eq!(ListFilter::from_query(&[]).unwrap(), ListFilter::default());
+        let blank = ListFilter::from_query(&pairs(&[("agent", ""), ("since", " "), ("limit", "")]))
+            .unwrap();
+        assert_eq!(blank, ListFilter::default());
+        let huge = ListFilter::from_query(&pairs(&[("limit", "99999999999")])).unwrap();
+        assert_eq!(huge.effective_limit(), MAX_LIST);
+    }
+
+    #[test]
+    fn from_query_rejects_bad_input() {
+        let error = |list: &[(&str, &str)]| match ListFilter::from_query(&pairs(list)) {
+            Err(RecordsError::BadFilter(message)) => message,
+            other => panic!("expected BadFilter for {list:?}, got {other:?}"),
+        };
+        assert!(error(&[("agnet", "x")]).contains("unknown key \"agnet\""));
+        assert!(error(&[("agnet", "x")]).contains("expected one of agent"));
+        assert!(error(&[("limit", "ten")]).contains("limit"));
+        assert!(error(&[("limit", "-1")]).contains("\"-1\""));
+        assert!(
+            error(&[("since", "yesterday")]).contains("since: expected unix epoch milliseconds")
+        );
+        assert!(error(&[("until", "1.5")]).contains("until"));
+        assert!(error(&[("agent", "a"), ("agent", "b")]).contains("more than once"));
+        assert!(error(&[("since", "10"), ("until", "5")]).contains("before until"));
+    }
+
+    #[test]
+    fn status_ranks_and_history_merge() {
+        let mut h = Vec::new();
+        merge_status(&mut h, "completed", 30);
+        merge_status(&mut h, "ringing", 10);
+        merge_status(&mut h, "ringing", 5);
+        merge_status(&mut h, "in-progress", 20);
+        let got: Vec<(&str, i64)> = h.iter().map(|c| (c.status.as_str(), c.at_ms)).collect();
+        assert_eq!(
+            got,
+            [("ringing", 5), ("in-progress", 20), ("completed", 30)]
+        );
+        assert_eq!(
+            current_status(&h).map(|c| c.status.as_str()),
+            Some("completed")
+        );
+        for i in 0..(MAX_STATUS_HISTORY + 5) {
+            merge_status(&mut h, &format!("made-up-{i}"), 40);
+        }
+        assert_eq!(h.len(), MAX_STATUS_HISTORY);
+        assert!(is_terminal_status("no-answer"));
+        assert!(!is_terminal_status("in-progress"));
+    }
+}

@@ -1,0 +1,461 @@
+//! The operator API: place outbound calls, read call records, hang up a live call.
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /calls` | JSON `{to, agent, from?, task?: {type?, prompt, context?}}` → places the call through Twilio's REST API; 201 `{call_sid, status, agent, to, from}` |
+//! | `GET /calls?agent=&status=&outcome=&direction=&since=&until=&limit=&before=` | call records, newest first |
+//! | `GET /calls/{sid}` | one call record, with transcript and per-turn latency |
+//! | `POST /calls/{sid}/hangup` | ends the call through Twilio's REST API (`Status=completed`) |
+//!
+//! Every request needs `Authorization: Bearer <token>` with one of `[api] tokens` (else 401),
+//! and each token has its own token bucket (`rate_per_minute`, `burst`; over it: 429 with
+//! `Retry-After`). Errors are JSON `{"error": "<message>", "code": "<code>"}`; errors from
+//! Twilio add `twilio_code` and `twilio_status`, and their `code` is `twilio_<code>`.
+
+use std::num::NonZeroU32;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::call::task::Task;
+use crate::config::{ApiConfig, is_e164};
+use crate::records::{self, ListFilter, NewCall};
+use crate::twilio::rest::{CallTarget, CreateCall, RestError, UpdateCall, is_sid};
+use crate::twilio::webhook;
+
+/// Status callback events requested for outbound calls.
+pub const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
+
+/// Largest `POST /calls` body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The bearer tokens and their rate limiters.
+pub struct ApiGuard {
+    /// SHA-256 of each token, compared in constant time, with the token's bucket.
+    tokens: Vec<([u8; 32], DefaultDirectRateLimiter)>,
+}
+
+impl std::fmt::Debug for ApiGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiGuard")
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl ApiGuard {
+    /// The guard for `[api]`.
+    pub fn new(config: &ApiConfig) -> Self {
+        let rate = NonZeroU32::new(config.rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(rate).allow_burst(burst);
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| (digest(t.expose()), RateLimiter::direct(quota)))
+            .collect();
+        Self { tokens }
+    }
+
+    /// Checks the `Authorization` header and takes one request from the token's bucket.
+    ///
+    /// # Errors
+    /// 401 for a missing or unknown token (or when no tokens are configured), 429 with
+    /// `Retry-After` when the token's bucket is empty.
+    #[allow(clippy::result_large_err)]
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(given) = given.filter(|g| !g.is_empty()) else {
+            return Err(unauthorized(if self.tokens.is_empty() {
+                "the operator API is off: no [api] tokens are configured"
+            } else {
+                "missing bearer token (Authorization: Bearer <token>)"
+            }));
+        };
+        let given = digest(given);
+        // Every token is compared, each in constant time, so timing reveals nothing.
+        let mut found = None;
+        for (i, (token, _)) in self.tokens.iter().enumerate() {
+            let diff = token
+                .iter()
+                .zip(given.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(i);
+            }
+        }
+        let Some(i) = found else {
+            tracing::warn!("operator API: wrong bearer token");
+            return Err(unauthorized("wrong bearer token"));
+        };
+        match self.tokens[i].1.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                tracing::warn!(
+                    token = i,
+                    retry_after_s = secs,
+                    "operator API: rate limited"
+                );
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!("too many requests; retry in {secs} s"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Err(response)
+            }
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": message, "code": code})),
+    )
+        .into_response()
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// A Twilio REST failure as the API's answer: Twilio's client errors (4xx: a bad number, a
+/// number the account cannot call) are the request's fault (400, or 404 for an unknown call);
+/// Twilio refusing our credentials, failing or being unreachable is a bad gateway (502).
+fn twilio_error(e: &RestError) -> Response {
+    match e {
+        RestError::Api {
+            status,
+            code,
+            message,
+            more_info,
+        } => {
+            let http = match *status {
+                401 | 403 => StatusCode::BAD_GATEWAY,
+                404 => StatusCode::NOT_FOUND,
+                429 => StatusCode::SERVICE_UNAVAILABLE,
+                400..=499 => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let message = if *status == 401 {
+                format!("Twilio refused the gateway's credentials: {message}")
+            } else {
+                message.clone()
+            };
+            (
+                http,
+                Json(serde_json::json!({
+                    "error": message,
+                    "code": format!("twilio_{code}"),
+                    "twilio_code": code,
+                    "twilio_status": status,
+                    "more_info": more_info,
+                })),
+            )
+                .into_response()
+        }
+        RestError::InvalidSid(_) => error(StatusCode::BAD_REQUEST, "invalid_sid", &e.to_string()),
+        RestError::Transport(_) | RestError::Decode { .. } | RestError::InvalidBaseUrl(_) => error(
+            StatusCode::BAD_GATEWAY,
+            "twilio_unreachable",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `POST /calls`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceCall {
+    to: String,
+    agent: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    task: Option<Task>,
+}
+
+/// `POST /calls`: place an outbound call to `to` answered by `agent`.
+pub async fn place_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(response) = state.api.authorize(&headers) {
+        return response;
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "body over 64 KiB",
+        );
+    }
+    let request: PlaceCall = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("invalid JSON body: {e}"),
+            );
+        }
+    };
+    let ctx = state.context();
+    let config = &ctx.config;
+    if !is_e164(&request.to) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            &format!(
+                "\"to\" must be an E.164 number such as +14155550100, got {:?}",
+                request.to
+            ),
+        );
+    }
+    let Some(agent) = config.agent(&request.agent) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "unknown_agent",
+            &format!("no agent named {:?}", request.agent),
+        );
+    };
+    let from = request
+        .from
+        .clone()
+        .or_else(|| config.twilio.caller_id.clone())
+        .or_else(|| agent.numbers.first().cloned());
+    let Some(from) = from else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no_caller_id",
+            "no \"from\": give one, or set [twilio] caller_id, or give the agent a number",
+        );
+    };
+    if !is_e164(&from) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            &format!("\"from\" must be an E.164 number, got {from:?}"),
+        );
+    }
+    if let Some(task) = &request.task
+        && let Err(why) = task.check()
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid_task", &why);
+    }
+    let Some(rest) = ctx.rest.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "twilio_not_configured",
+            "outbound calls need [twilio] account_sid and auth_token",
+        );
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(base) = webhook::public_base(
+        config.server.public_url.as_deref(),
+        header("host"),
+        header("x-forwarded-proto"),
+    ) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_public_url",
+            "set [server] public_url so Twilio can reach the gateway",
+        );
+    };
+    let task_id = match &request.task {
+        Some(task) => match state.tasks.insert(task.clone()) {
+            Ok(id) => Some(id),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "busy", &e.to_string()),
+        },
+        None => None,
+    };
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("agent", &agent.name);
+        if let Some(id) = &task_id {
+            query.append_pair(crate::call::task::TASK_PARAMETER, id);
+        }
+        query.finish()
+    };
+    let mut create = CreateCall::new(
+        request.to.clone(),
+        from.clone(),
+        CallTarget::Url {
+            url: format!("{base}/twilio/voice?{query}"),
+            method: Some("POST".into()),
+        },
+    );
+    create.status_callback = Some(format!("{base}/twilio/status"));
+    create.status_callback_events = STATUS_EVENTS.iter().map(|s| s.to_string()).collect();
+    create.status_callback_method = Some("POST".into());
+    let call = match rest.create_call(&create).await {
+        Ok(call) => call,
+        Err(e) => {
+            if let Some(id) = &task_id {
+                let _ = state.tasks.take(id);
+            }
+            tracing::warn!(error = %e, to = %request.to, agent = %agent.name, "outbound call not placed");
+            return twilio_error(&e);
+        }
+    };
+    tracing::info!(call_sid = %call.sid, to = %request.to, agent = %agent.name, "outbound call placed");
+    if let Some(records) = &ctx.records {
+        let task = request
+            .task
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok());
+        let created = NewCall {
+            call_sid: call.sid.clone(),
+            direction: Some(
+                call.direction
+                    .clone()
+                    .unwrap_or_else(|| "outbound-api".into()),
+            ),
+            from: Some(from.clone()),
+            to: Some(request.to.clone()),
+            agent: Some(agent.name.clone()),
+            status: call.status.clone(),
+            task,
+            created_at_ms: records::now_ms(),
+        };
+        if let Err(e) = records.call_created(created).await {
+            tracing::error!(error = %e, call_sid = %call.sid, "outbound call not recorded");
+        }
+    }
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "call_sid": call.sid,
+            "status": call.status,
+            "agent": agent.name,
+            "to": request.to,
+            "from": from,
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /calls`: call records, filtered, newest first.
+pub async fn list_calls(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(response) = state.api.authorize(&headers) {
+        return response;
+    }
+    let pairs: Vec<(String, String)> = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let filter = match ListFilter::from_query(&pairs) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_filter", &e.to_string()),
+    };
+    let Some(records) = state.context().records.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "records_off",
+            "call records are off",
+        );
+    };
+    match records.list(&filter).await {
+        Ok(calls) => Json(serde_json::json!({ "calls": calls })).into_response(),
+        Err(e) => records_error(&e),
+    }
+}
+
+/// `GET /calls/{sid}`: one call record.
+pub async fn get_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> Response {
+    if let Err(response) = state.api.authorize(&headers) {
+        return response;
+    }
+    let Some(records) = state.context().records.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "records_off",
+            "call records are off",
+        );
+    };
+    match records.get(&sid).await {
+        Ok(Some(call)) => Json(call).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no call with this sid"),
+        Err(e) => records_error(&e),
+    }
+}
+
+/// `POST /calls/{sid}/hangup`: end a call through Twilio.
+pub async fn hang_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(sid): Path<String>,
+) -> Response {
+    if let Err(response) = state.api.authorize(&headers) {
+        return response;
+    }
+    if !is_sid("CA", &sid) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_sid",
+            "a call sid is CA + 32 hex digits",
+        );
+    }
+    let Some(rest) = state.context().rest.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "twilio_not_configured",
+            "hanging up needs [twilio] account_sid and auth_token",
+        );
+    };
+    match rest.update_call(&sid, &UpdateCall::Complete).await {
+        Ok(call) => {
+            tracing::info!(call_sid = %sid, "call hung up by the operator");
+            Json(serde_json::json!({"call_sid": call.sid, "status": call.status})).into_response()
+        }
+        Err(e) => twilio_error(&e),
+    }
+}
+
+fn records_error(e: &records::RecordsError) -> Response {
+    if let records::RecordsError::BadFilter(why) = e {
+        return error(StatusCode::BAD_REQUEST, "bad_filter", why);
+    }
+    tracing::error!(error = %e, "call records unavailable");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "records_error",
+        &e.to_string(),
+    )
+}

@@ -1,0 +1,430 @@
+//! The HTTP side of the gateway: the axum [`Router`] with Twilio's voice webhook, status
+//! callback and Media Streams WebSocket endpoint (each checks Twilio's signature first,
+//! [`twilio_auth`]), the operator API ([`api`]) and the health check, and [`serve`] to run it
+//! on a listener.
+
+pub mod api;
+pub mod twilio_auth;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::call::task::PendingTasks;
+use crate::call::{self, CallContext, CallStats, EndReason};
+use crate::config::Config;
+use crate::records::{self, NewCall, Records, RecordsError, Recovery, StatusUpdate};
+use crate::routing::{self, RouteRequest};
+use crate::twilio::signature::Body;
+use crate::twilio::webhook::{self, WebhookParams};
+use crate::twiml::{self, Response as TwimlResponse, Say};
+use api::ApiGuard;
+use twilio_auth::{Scheme, SignatureCounters};
+
+/// Largest WebSocket message accepted on the Media Streams socket (bytes). A 20 ms media message
+/// is about 300 bytes of JSON; 64 KiB covers any legitimate message with a wide margin, and a
+/// larger one ends that call with a socket error instead of buffering without bound.
+pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Capacity of the call-ended event channel; slow subscribers miss events rather than hold memory.
+const CALL_EVENTS_CAPACITY: usize = 1024;
+
+/// What the caller hears when no agent takes the number.
+pub const NOT_CONFIGURED_MESSAGE: &str = "Sorry, this number is not configured. Goodbye.";
+
+/// The query parameter of the Media Streams URL that names the account whose token signs the
+/// upgrade, for accounts with their own token (`[twilio.accounts]`).
+pub const ACCOUNT_PARAMETER: &str = "AccountSid";
+
+/// A call that ended, as published to [`AppState::subscribe`].
+#[derive(Debug, Clone)]
+pub struct CallEnded {
+    /// Why it ended.
+    pub reason: EndReason,
+    /// Its counters.
+    pub stats: CallStats,
+}
+
+/// Shared state of the gateway: the current config and plugins, live-call accounting, the
+/// operator API's guard and the signature counters.
+#[derive(Clone)]
+pub struct AppState {
+    current: Arc<ArcSwap<CallContext>>,
+    active_calls: Arc<AtomicUsize>,
+    ended: broadcast::Sender<CallEnded>,
+    api: Arc<ApiGuard>,
+    tasks: PendingTasks,
+    signatures: Arc<SignatureCounters>,
+}
+
+/// Opens the call records `config` asks for: its SQLite file (reporting calls the previous
+/// process left in flight), or an in-memory database when `[records] path = ""`.
+///
+/// # Errors
+/// The database could not be opened, migrated or recovered.
+pub fn open_records(config: &Config) -> Result<(Records, Option<Recovery>), RecordsError> {
+    match &config.records.path {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let (records, recovery) = Records::open(path)?;
+            Ok((records, Some(recovery)))
+        }
+        None => Ok((Records::open_in_memory()?, None)),
+    }
+}
+
+impl AppState {
+    /// State serving `ctx`. Outbound-call tasks are shared with `ctx` (and every later
+    /// context), so a task placed now reaches the call that streams later.
+    pub fn new(ctx: CallContext) -> Self {
+        let api = Arc::new(ApiGuard::new(&ctx.config.api));
+        let tasks = ctx.tasks.clone();
+        if !ctx.config.twilio.validate_signatures {
+            tracing::warn!(
+                "!!! twilio.validate_signatures = false: Twilio request signatures are NOT checked; \
+                 anyone who can reach this gateway can place calls into its agents !!!"
+            );
+        } else if ctx.config.twilio.auth_token.is_none() && ctx.config.twilio.accounts.is_empty() {
+            tracing::error!(
+                "no Twilio auth token configured ([twilio] auth_token, e.g. TWILIO_AUTH_TOKEN): \
+                 every Twilio request will be refused with 403 until one is set"
+            );
+        }
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(ctx)),
+            active_calls: Arc::new(AtomicUsize::new(0)),
+            ended: broadcast::channel(CALL_EVENTS_CAPACITY).0,
+            api,
+            tasks,
+            signatures: Arc::default(),
+        }
+    }
+
+    /// The context new calls get.
+    pub fn context(&self) -> Arc<CallContext> {
+        self.current.load_full()
+    }
+
+    /// Calls whose task is running.
+    pub fn active_calls(&self) -> usize {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+
+    /// Twilio requests refused for a missing or wrong signature since start.
+    pub fn signatures_rejected(&self) -> u64 {
+        self.signatures.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Receives an event for every call that ends from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<CallEnded> {
+        self.ended.subscribe()
+    }
+}
+
+/// The gateway's routes: `GET|POST /twilio/voice`, `POST /twilio/status`,
+/// `GET /twilio/media-stream` (WebSocket), `GET /healthz` (JSON: status, active calls,
+/// signature counters, and per plugin its kind, name, version, calls ended by a plugin failure
+/// since start, and circuit-breaker state), and the operator API under `/calls` ([`api`]).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/twilio/voice", get(voice).post(voice))
+        .route("/twilio/status", post(status_callback))
+        .route("/twilio/media-stream", get(media_stream))
+        .route("/healthz", get(healthz))
+        .route("/calls", get(api::list_calls).post(api::place_call))
+        .route("/calls/{sid}", get(api::get_call))
+        .route("/calls/{sid}/hangup", post(api::hang_up))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Media frames and marks are small writes 20 ms apart: without TCP_NODELAY, Nagle's
+    // algorithm and delayed ACKs can hold a mark behind its frame for tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let ctx = state.current.load_full();
+    let plugins: serde_json::Map<String, serde_json::Value> = ctx
+        .plugins
+        .iter()
+        .map(|(name, plugin, breaker)| {
+            let info = plugin.info();
+            let status = serde_json::json!({
+                "kind": plugin.kind(),
+                "name": info.name,
+                "version": info.version,
+                "failed_calls": breaker.failures(),
+                "circuit": if breaker.is_open() { "open" } else { "closed" },
+            });
+            (name.to_string(), status)
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "active_calls": state.active_calls(),
+        "signatures": {
+            "checked": ctx.config.twilio.validate_signatures,
+            "accepted": state.signatures.accepted.load(Ordering::Relaxed),
+            "rejected": state.signatures_rejected(),
+        },
+        "plugins": plugins,
+    }))
+}
+
+/// Twilio's voice webhook: route the call and answer TwiML that opens a bidirectional stream.
+async fn voice(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = WebhookParams::parse(uri.query(), &body);
+    let ctx = state.current.load_full();
+    if let Err(refused) = twilio_auth::check(
+        &ctx.config,
+        &state.signatures,
+        &headers,
+        &uri,
+        Scheme::Http,
+        Body::Form(params.form()),
+        params.get("AccountSid"),
+    ) {
+        return refused;
+    }
+    let call_sid = params.get("CallSid").unwrap_or_default();
+    let route = routing::route(
+        &ctx.config,
+        &RouteRequest {
+            agent: params.get("agent"),
+            to: params.get("To"),
+            params: params.query(),
+        },
+    );
+    let response = match route {
+        Ok(route) => {
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let Some(base) = webhook::public_base(
+                ctx.config.server.public_url.as_deref(),
+                header("host"),
+                header("x-forwarded-proto"),
+            ) else {
+                tracing::warn!(%call_sid, "webhook without a usable Host header and no public_url");
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "no public_url configured and no Host header",
+                )
+                    .into_response();
+            };
+            tracing::info!(%call_sid, agent = %route.agent.name, reason = ?route.reason, "webhook routed");
+            // The routing decision and the caller data travel with the stream, so any instance
+            // can serve it; operator hints from the Voice URL's query string come along too.
+            let mut parameters = vec![("agent".to_string(), route.agent.name.clone())];
+            for key in ["From", "To", "CallSid", "Direction"] {
+                if let Some(v) = params.get(key) {
+                    parameters.push((key.to_string(), v.to_string()));
+                }
+            }
+            for (k, v) in params.query() {
+                if !parameters.iter().any(|(n, _)| n == k) {
+                    parameters.push((k.clone(), v.clone()));
+                }
+            }
+            if let Some(records) = &ctx.records
+                && !call_sid.is_empty()
+            {
+                let created = NewCall {
+                    call_sid: call_sid.to_string(),
+                    direction: params.get("Direction").map(str::to_string),
+                    from: params.get("From").map(str::to_string),
+                    to: params.get("To").map(str::to_string),
+                    agent: Some(route.agent.name.clone()),
+                    status: params.get("CallStatus").map(str::to_string),
+                    task: None,
+                    created_at_ms: records::now_ms(),
+                };
+                if let Err(e) = records.call_created(created).await {
+                    tracing::error!(%call_sid, error = %e, "call not recorded");
+                }
+            }
+            // An account with its own token signs the upgrade with it: name the account in the
+            // (signed) stream URL so the upgrade is checked against the right token.
+            let mut stream_url = webhook::media_stream_url(&base);
+            if let Some(account) = params.get("AccountSid")
+                && ctx.config.twilio.accounts.contains_key(account)
+            {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(ACCOUNT_PARAMETER, account)
+                    .finish();
+                stream_url = format!("{stream_url}?{query}");
+            }
+            twiml::connect_stream(&stream_url, &parameters)
+        }
+        Err(e) => {
+            tracing::warn!(%call_sid, to = ?params.get("To"), error = %e, "webhook not routed");
+            TwimlResponse::new()
+                .say(Say::new(NOT_CONFIGURED_MESSAGE))
+                .hangup()
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        response.to_xml(),
+    )
+        .into_response()
+}
+
+/// `POST /twilio/status`: Twilio's call status callback (queued, initiated, ringing,
+/// in-progress, completed, busy, failed, no-answer, canceled, with `CallDuration` at the end),
+/// recorded on the call.
+async fn status_callback(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ctx = state.current.load_full();
+    // Twilio's callbacks are form-encoded; a JSON body (as Twilio's newer webhooks send) is
+    // covered by `bodySHA256` in the URL instead of by the signature's parameters.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let params = if json {
+        let Some(pairs) = json_pairs(&body) else {
+            return (StatusCode::BAD_REQUEST, "body is not a JSON object\n").into_response();
+        };
+        WebhookParams {
+            pairs,
+            query_len: 0,
+        }
+    } else {
+        WebhookParams::parse(uri.query(), &body)
+    };
+    let signed = if json {
+        Body::Raw(&body)
+    } else {
+        Body::Form(params.form())
+    };
+    if let Err(refused) = twilio_auth::check(
+        &ctx.config,
+        &state.signatures,
+        &headers,
+        &uri,
+        Scheme::Http,
+        signed,
+        params.get("AccountSid"),
+    ) {
+        return refused;
+    }
+    let (Some(call_sid), Some(status)) = (params.get("CallSid"), params.get("CallStatus")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "CallSid and CallStatus are required\n",
+        )
+            .into_response();
+    };
+    if status.is_empty()
+        || status.len() > 32
+        || !status.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    {
+        return (StatusCode::BAD_REQUEST, "bad CallStatus\n").into_response();
+    }
+    tracing::info!(%call_sid, %status, duration_s = ?params.get("CallDuration"), "call status");
+    if let Some(records) = &ctx.records {
+        let update = StatusUpdate {
+            call_sid: call_sid.to_string(),
+            status: status.to_string(),
+            duration_s: params.get("CallDuration").and_then(|d| d.parse().ok()),
+            at_ms: records::now_ms(),
+            direction: params.get("Direction").map(str::to_string),
+            from: params.get("From").map(str::to_string),
+            to: params.get("To").map(str::to_string),
+        };
+        if let Err(e) = records.status(update).await {
+            tracing::error!(%call_sid, error = %e, "call status not recorded");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A JSON object's members as `(name, value)` pairs: strings as they are, numbers and booleans
+/// as written; `None` for anything but an object.
+fn json_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    let serde_json::Value::Object(map) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    Some(
+        map.into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                serde_json::Value::Number(n) => Some((k, n.to_string())),
+                serde_json::Value::Bool(b) => Some((k, b.to_string())),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The Media Streams WebSocket: one call task per socket, once Twilio's signature on the
+/// upgrade request checks out.
+async fn media_stream(
+    State(state): State<AppState>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ctx = (*state.current.load_full()).clone();
+    let query = WebhookParams::parse(query.as_deref(), b"");
+    if let Err(refused) = twilio_auth::check(
+        &ctx.config,
+        &state.signatures,
+        &headers,
+        &uri,
+        Scheme::WebSocket,
+        Body::Form(&[]),
+        query.get(ACCOUNT_PARAMETER),
+    ) {
+        return refused;
+    }
+    upgrade
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            state.active_calls.fetch_add(1, Ordering::Relaxed);
+            let (reason, stats) = call::run(socket, ctx).await;
+            state.active_calls.fetch_sub(1, Ordering::Relaxed);
+            let _ = state.ended.send(CallEnded { reason, stats });
+        })
+}
