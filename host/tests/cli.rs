@@ -58,6 +58,48 @@ fn bad_config_exits_64_naming_file_line_and_key() {
     assert!(line.contains("nope"), "{line}");
 }
 
+/// The environment the README's try-it flow exports in both terminals: the token Twilio (here,
+/// `simulate`) signs with, and the operator API's token (`simulate` reads the transcript).
+const KEYS: [(&str, &str); 2] = [
+    ("TWILIO_AUTH_TOKEN", "local-test-token"),
+    ("SWITCHBOARD_API_TOKEN", "local-api-token"),
+];
+
+/// Starts `switchboard serve --config CONFIG` from the repository root with [`KEYS`], and
+/// returns it with the address it logged.
+fn serve(config: &Path) -> (Server, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(root())
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(KEYS)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Server(child);
+    // Read the log on a thread: the address line, then keep draining so the server never
+    // blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs its listening address");
+    (server, address)
+}
+
 struct Server(Child);
 
 impl Drop for Server {
@@ -112,34 +154,7 @@ fn serve_shipped_config_and_simulate_a_call() {
     )
     .expect("write config");
     // From the repository root, as README says: the speech plugins find `models/` there.
-    let mut child = Command::new(BIN)
-        .current_dir(&root)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let server = Server(child);
-    // Read the log on a thread: the address line, then keep draining so the server never
-    // blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server logs its listening address");
+    let (server, address) = serve(&config);
     let heard = dir.join("heard.wav");
     let out = Command::new(BIN)
         .args(["simulate", "--wav"])
@@ -147,6 +162,9 @@ fn serve_shipped_config_and_simulate_a_call() {
         .arg("--out")
         .arg(&heard)
         .args(["--url", &format!("http://{address}")])
+        .arg("--config")
+        .arg(&config)
+        .envs(KEYS)
         .output()
         .expect("simulate runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -165,4 +183,161 @@ fn serve_shipped_config_and_simulate_a_call() {
     // At least the length of the recording at 8 kHz PCM16.
     assert!(bytes > 10 * 8000 * 2 - 8000, "heard.wav is {bytes} bytes");
     drop(server);
+}
+
+/// The operator API's view of every call: `GET /calls` with the API token.
+fn calls(address: &str) -> Vec<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let body = reqwest::Client::new()
+            .get(format!("http://{address}/calls?limit=50"))
+            .bearer_auth(KEYS[1].1)
+            .send()
+            .await
+            .expect("GET /calls")
+            .text()
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        json["calls"].as_array().cloned().unwrap_or_default()
+    })
+}
+
+/// SIGKILL during calls: the records of the calls that finished are intact after the restart,
+/// and the calls that were live are marked interrupted.
+#[test]
+fn killed_gateway_keeps_finished_records_and_marks_live_calls_interrupted() {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
+        .status()
+        .expect("cargo plugins runs");
+    assert!(built.success());
+    let dir = temp("kill");
+    let _ = std::fs::remove_file(dir.join("calls.db"));
+    let config = dir.join("agents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+
+[twilio]
+auth_token = "${{TWILIO_AUTH_TOKEN}}"
+
+[api]
+tokens = ["${{SWITCHBOARD_API_TOKEN}}"]
+
+[records]
+path = "calls.db"
+
+[plugins.echo]
+path = "{}/target/plugins/wasm32-wasip2/plugin/echo.wasm"
+
+[[agents]]
+name = "echo"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+
+[routing]
+default = "echo"
+"#,
+            root.display()
+        ),
+    )
+    .expect("write config");
+    // A short call (1 s of tone) and a long one (a minute).
+    let tone = |seconds: usize| -> Vec<i16> {
+        (0..8000 * seconds)
+            .map(|i| ((i as f64 * 0.2).sin() * 8000.0) as i16)
+            .collect()
+    };
+    let short = dir.join("short.wav");
+    let long = dir.join("long.wav");
+    switchboard::simulate::write_wav(&short, &tone(1)).expect("short.wav");
+    switchboard::simulate::write_wav(&long, &tone(60)).expect("long.wav");
+    let simulate = |wav: &Path, address: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["simulate", "--idle-hangup", "0.2", "--wav"])
+            .arg(wav)
+            .args(["--url", &format!("http://{address}")])
+            .arg("--config")
+            .arg(&config)
+            .envs(KEYS)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        cmd
+    };
+
+    let (server, address) = serve(&config);
+    let mut finished = Vec::new();
+    for _ in 0..2 {
+        let out = simulate(&short, &address).output().expect("simulate runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let sid = stdout
+            .split_whitespace()
+            .skip_while(|w| *w != "call")
+            .nth(1)
+            .expect("call sid printed")
+            .to_string();
+        finished.push(sid);
+    }
+    let mut live: Vec<Child> = (0..2)
+        .map(|_| simulate(&long, &address).spawn().expect("simulate starts"))
+        .collect();
+    // Wait until both long calls are live in the records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let in_progress = calls(&address)
+            .iter()
+            .filter(|c| c["outcome"] == "in-progress")
+            .count();
+        if in_progress == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long calls never went live"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGKILL: no shutdown code runs.
+    drop(server);
+    for child in &mut live {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let (_server, address) = serve(&config);
+    let records = calls(&address);
+    assert_eq!(records.len(), 4, "{records:#?}");
+    for sid in &finished {
+        let r = records
+            .iter()
+            .find(|r| r["call_sid"] == sid.as_str())
+            .unwrap_or_else(|| panic!("finished call {sid} lost: {records:#?}"));
+        assert_eq!(r["outcome"], "completed", "{r}");
+        assert_eq!(r["agent"], "echo", "{r}");
+        assert!(r["ended_at_ms"].is_i64(), "{r}");
+        // 1 s of audio is 50 frames of 20 ms, all echoed back.
+        assert!(r["frames_in"].as_u64().unwrap_or(0) >= 50, "{r}");
+        assert!(r["frames_out"].as_u64().unwrap_or(0) >= 50, "{r}");
+    }
+    let interrupted: Vec<_> = records
+        .iter()
+        .filter(|r| !finished.iter().any(|f| r["call_sid"] == f.as_str()))
+        .collect();
+    assert_eq!(interrupted.len(), 2);
+    for r in interrupted {
+        assert_eq!(r["outcome"], "interrupted", "{r}");
+        assert!(r["started_at_ms"].is_i64(), "{r}");
+        assert!(r["ended_at_ms"].is_i64(), "{r}");
+    }
 }
