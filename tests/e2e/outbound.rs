@@ -136,6 +136,16 @@ async fn api(
     })
 }
 
+/// `GET path` with the operator's token.
+async fn get(gateway: &Gateway, path: &str) -> anyhow::Result<Answer> {
+    api(gateway, "GET", path, Some(OPERATOR), None).await
+}
+
+/// `POST /calls` with the operator's token.
+async fn place(gateway: &Gateway, body: Value) -> anyhow::Result<Answer> {
+    api(gateway, "POST", "/calls", Some(OPERATOR), Some(body)).await
+}
+
 /// Twilio's status callback for `sid`, signed with the account's token.
 async fn status_callback(
     gateway: &Gateway,
@@ -198,12 +208,9 @@ async fn outbound_call_with_a_task_reaches_the_agent_and_is_recorded() -> anyhow
         "prompt": "Remind Ana of her dentist appointment tomorrow at 3 pm.",
         "context": {"patient": "Ana", "time": "15:00"},
     });
-    let placed = api(
+    let placed = place(
         &s.gateway,
-        "POST",
-        "/calls",
-        Some(OPERATOR),
-        Some(json!({"to": "+15551230002", "agent": "reminder", "task": task})),
+        json!({"to": "+15551230002", "agent": "reminder", "task": task}),
     )
     .await?;
     assert_eq!(placed.status, 201, "{}", placed.json);
@@ -250,14 +257,7 @@ async fn outbound_call_with_a_task_reaches_the_agent_and_is_recorded() -> anyhow
         ["initiated", "ringing", "answered", "completed"]
     );
     // The record exists before anyone answers.
-    let record = api(
-        &s.gateway,
-        "GET",
-        &format!("/calls/{sid}"),
-        Some(OPERATOR),
-        None,
-    )
-    .await?;
+    let record = get(&s.gateway, &format!("/calls/{sid}")).await?;
     assert_eq!(record.status, 200, "{}", record.json);
     assert_eq!(record.json["direction"], "outbound-api");
     assert_eq!(record.json["task"]["prompt"], task["prompt"]);
@@ -302,14 +302,7 @@ async fn outbound_call_with_a_task_reaches_the_agent_and_is_recorded() -> anyhow
         status_callback(&s.gateway, &sid, "completed", Some("17")).await?,
         204
     );
-    let record = api(
-        &s.gateway,
-        "GET",
-        &format!("/calls/{sid}"),
-        Some(OPERATOR),
-        None,
-    )
-    .await?;
+    let record = get(&s.gateway, &format!("/calls/{sid}")).await?;
     let r = &record.json;
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(r["duration_s"], 17);
@@ -339,28 +332,14 @@ async fn outbound_call_with_a_task_reaches_the_agent_and_is_recorded() -> anyhow
     );
 
     // The list, filtered.
-    let list = api(
-        &s.gateway,
-        "GET",
-        "/calls?agent=reminder&limit=5",
-        Some(OPERATOR),
-        None,
-    )
-    .await?;
+    let list = get(&s.gateway, "/calls?agent=reminder&limit=5").await?;
     assert_eq!(list.status, 200);
     let calls = list.json["calls"].as_array().expect("calls");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["call_sid"], sid.as_str());
-    let none = api(
-        &s.gateway,
-        "GET",
-        "/calls?agent=hanger",
-        Some(OPERATOR),
-        None,
-    )
-    .await?;
+    let none = get(&s.gateway, "/calls?agent=hanger").await?;
     assert_eq!(none.json["calls"].as_array().map(Vec::len), Some(0));
-    let bad = api(&s.gateway, "GET", "/calls?limit=lots", Some(OPERATOR), None).await?;
+    let bad = get(&s.gateway, "/calls?limit=lots").await?;
     assert_eq!(bad.status, 400);
     Ok(())
 }
@@ -368,28 +347,28 @@ async fn outbound_call_with_a_task_reaches_the_agent_and_is_recorded() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_call_errors_are_clear_json() -> anyhow::Result<()> {
     let s = setup(TOKEN, 20).await?;
-    let place = |body: Value| api(&s.gateway, "POST", "/calls", Some(OPERATOR), Some(body));
+    let call = |body: Value| place(&s.gateway, body);
 
     // Refused by the gateway, before Twilio is asked.
-    let r = place(json!({"to": "555-0100", "agent": "reminder"})).await?;
+    let r = call(json!({"to": "555-0100", "agent": "reminder"})).await?;
     assert_eq!(
         (r.status, r.json["code"].as_str()),
         (400, Some("invalid_number")),
         "{}",
         r.json
     );
-    let r = place(json!({"to": "+15551230002", "agent": "nobody"})).await?;
+    let r = call(json!({"to": "+15551230002", "agent": "nobody"})).await?;
     assert_eq!(
         (r.status, r.json["code"].as_str()),
         (400, Some("unknown_agent"))
     );
     let r =
-        place(json!({"to": "+15551230002", "agent": "reminder", "task": {"prompt": ""}})).await?;
+        call(json!({"to": "+15551230002", "agent": "reminder", "task": {"prompt": ""}})).await?;
     assert_eq!(
         (r.status, r.json["code"].as_str()),
         (400, Some("invalid_task"))
     );
-    let r = place(json!({"to": "+15551230002"})).await?;
+    let r = call(json!({"to": "+15551230002"})).await?;
     assert_eq!(
         (r.status, r.json["code"].as_str()),
         (400, Some("bad_request"))
@@ -397,7 +376,7 @@ async fn outbound_call_errors_are_clear_json() -> anyhow::Result<()> {
     assert!(s.twilio.requests().is_empty(), "Twilio was asked anyway");
 
     // Refused by Twilio: its error code comes through.
-    let r = place(json!({"to": "+1234567", "agent": "reminder"})).await?;
+    let r = call(json!({"to": "+1234567", "agent": "reminder"})).await?;
     assert_eq!(r.status, 400, "{}", r.json);
     assert_eq!(r.json["code"], "twilio_21211");
     assert_eq!(r.json["twilio_code"], 21211);
@@ -412,19 +391,16 @@ async fn outbound_call_errors_are_clear_json() -> anyhow::Result<()> {
 
     s.twilio
         .fail_next(500, 20500, "An internal server error has occurred");
-    let r = place(json!({"to": "+15551230002", "agent": "reminder"})).await?;
+    let r = call(json!({"to": "+15551230002", "agent": "reminder"})).await?;
     assert_eq!(r.status, 502, "{}", r.json);
     assert_eq!(r.json["code"], "twilio_20500");
     assert_eq!(r.json["twilio_status"], 500);
 
     // A gateway whose Twilio credentials are wrong.
     let wrong = setup("not-the-token", 20).await?;
-    let r = api(
+    let r = place(
         &wrong.gateway,
-        "POST",
-        "/calls",
-        Some(OPERATOR),
-        Some(json!({"to": "+15551230002", "agent": "reminder"})),
+        json!({"to": "+15551230002", "agent": "reminder"}),
     )
     .await?;
     assert_eq!(r.status, 502, "{}", r.json);
@@ -453,20 +429,17 @@ async fn operator_api_needs_a_bearer_token_and_is_rate_limited() -> anyhow::Resu
     // A burst of 3, then the bucket refills at 1 a minute: the 4th request is refused with a
     // Retry-After, and another token's bucket is untouched.
     for i in 0..3 {
-        let r = api(&s.gateway, "GET", "/calls", Some(OPERATOR), None).await?;
+        let r = get(&s.gateway, "/calls").await?;
         assert_eq!(r.status, 200, "request {i}: {}", r.json);
     }
-    let r = api(&s.gateway, "GET", "/calls", Some(OPERATOR), None).await?;
+    let r = get(&s.gateway, "/calls").await?;
     assert_eq!(r.status, 429, "{}", r.json);
     assert_eq!(r.json["code"], "rate_limited");
     let retry: u64 = r.retry_after.expect("Retry-After").parse()?;
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
-    let r = api(
+    let r = place(
         &s.gateway,
-        "POST",
-        "/calls",
-        Some(OPERATOR),
-        Some(json!({"to": "+15551230002", "agent": "reminder"})),
+        json!({"to": "+15551230002", "agent": "reminder"}),
     )
     .await?;
     assert_eq!(r.status, 429, "a limited token placed a call");
@@ -477,14 +450,7 @@ async fn operator_api_needs_a_bearer_token_and_is_rate_limited() -> anyhow::Resu
 
 /// Places a call through the API and answers it: the plugin acts on DTMF `1`.
 async fn place_and_answer(s: &Setup, agent: &str) -> anyhow::Result<(String, simulate::Summary)> {
-    let placed = api(
-        &s.gateway,
-        "POST",
-        "/calls",
-        Some(OPERATOR),
-        Some(json!({"to": "+15551230002", "agent": agent})),
-    )
-    .await?;
+    let placed = place(&s.gateway, json!({"to": "+15551230002", "agent": agent})).await?;
     anyhow::ensure!(placed.status == 201, "{}", placed.json);
     let created = s.twilio.next_created().await?;
     let url = created.url.clone().expect("Url");
@@ -523,14 +489,7 @@ async fn plugin_hang_up_and_transfer_go_through_the_rest_api() -> anyhow::Result
     );
     let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
     assert_eq!(end.reason, EndReason::Transferred("+15005550123".into()));
-    let record = api(
-        &s.gateway,
-        "GET",
-        &format!("/calls/{sid}"),
-        Some(OPERATOR),
-        None,
-    )
-    .await?;
+    let record = get(&s.gateway, &format!("/calls/{sid}")).await?;
     assert_eq!(record.json["outcome"], "transferred", "{}", record.json);
     Ok(())
 }
@@ -538,14 +497,7 @@ async fn plugin_hang_up_and_transfer_go_through_the_rest_api() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_hangs_up_a_call() -> anyhow::Result<()> {
     let s = setup(TOKEN, 20).await?;
-    let placed = api(
-        &s.gateway,
-        "POST",
-        "/calls",
-        Some(OPERATOR),
-        Some(json!({"to": "+15551230002", "agent": "hanger"})),
-    )
-    .await?;
+    let placed = place(&s.gateway, json!({"to": "+15551230002", "agent": "hanger"})).await?;
     let sid = placed.json["call_sid"].as_str().expect("sid").to_string();
     let r = api(
         &s.gateway,

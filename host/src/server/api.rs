@@ -380,12 +380,9 @@ pub async fn list_calls(
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_filter", &e.to_string()),
     };
-    let Some(records) = state.context().records.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "records_off",
-            "call records are off",
-        );
+    let records = match records_of(&state) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     match records.list(&filter).await {
         Ok(calls) => Json(serde_json::json!({ "calls": calls })).into_response(),
@@ -402,12 +399,9 @@ pub async fn get_call(
     if let Err(response) = state.api.authorize(&headers) {
         return response;
     }
-    let Some(records) = state.context().records.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "records_off",
-            "call records are off",
-        );
+    let records = match records_of(&state) {
+        Ok(r) => r,
+        Err(response) => return response,
     };
     match records.get(&sid).await {
         Ok(Some(call)) => Json(call).into_response(),
@@ -446,6 +440,18 @@ pub async fn hang_up(
         }
         Err(e) => twilio_error(&e),
     }
+}
+
+/// The call records, or 503 when they are off.
+#[allow(clippy::result_large_err)]
+fn records_of(state: &AppState) -> Result<records::Records, Response> {
+    state.context().records.clone().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "records_off",
+            "call records are off",
+        )
+    })
 }
 
 fn records_error(e: &records::RecordsError) -> Response {
