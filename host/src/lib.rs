@@ -13,6 +13,7 @@
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod metrics;
 pub mod plugin;
 pub mod records;
 pub mod routing;

@@ -234,14 +234,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         .context("setting up Twilio's REST client")?;
     ctx.records = Some(records.clone());
     let state = AppState::new(ctx);
-    server::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await?;
-    if let Err(e) = records.flush().await {
-        tracing::error!(error = %e, "call records not flushed");
-    }
+    server::run(listener, state).await?;
+    drop(records);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,7 +34,7 @@ use crate::twilio::rest::{RestClient, RestError, UpdateCall};
 use pipeline::{Action, Event, TurnConfig, TurnLatency, Turns};
 use stages::{REPORT_QUEUE, StageReport, StageWorker};
 use task::PendingTasks;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How long a new socket may take to send `start` before it is closed. Twilio sends `connected`
 /// and `start` back to back; a peer silent for this long is not Twilio.
@@ -72,6 +72,8 @@ pub struct CallContext {
     pub records: Option<Records>,
     /// Tasks of outbound calls, taken by the call whose stream carries their id.
     pub tasks: PendingTasks,
+    /// Becomes `true` when the gateway's drain deadline passes: the call ends politely.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl CallContext {
@@ -93,6 +95,7 @@ impl CallContext {
             rest,
             records: None,
             tasks: PendingTasks::default(),
+            shutdown: watch::channel(false).1,
         })
     }
 }
@@ -119,6 +122,8 @@ pub enum EndReason {
     /// The agent's plugin is failing (its circuit breaker is open) and no fallback agent could
     /// take the call.
     CircuitOpen(String),
+    /// The gateway was draining and its deadline passed: the caller heard the apology.
+    Shutdown,
 }
 
 impl EndReason {
@@ -133,6 +138,7 @@ impl EndReason {
             Self::PluginFailed(_) | Self::CircuitOpen(_) => "plugin-failed",
             Self::HungUp => "hung-up",
             Self::Transferred(_) => "transferred",
+            Self::Shutdown => "shutdown",
         }
     }
 }
@@ -149,6 +155,7 @@ impl std::fmt::Display for EndReason {
             Self::HungUp => f.write_str("the agent hung up"),
             Self::Transferred(n) => write!(f, "transferred to {n}"),
             Self::CircuitOpen(p) => write!(f, "plugin {p} is failing (circuit open)"),
+            Self::Shutdown => f.write_str("the gateway shut down (drain deadline)"),
         }
     }
 }
@@ -297,6 +304,7 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         plugins: Vec::new(),
         failed_plugin: None,
         task: None,
+        metrics: CallMetrics::new(),
         stats: CallStats::default(),
         active: None,
         payload: Vec::with_capacity(FRAME_SAMPLES),
@@ -307,6 +315,8 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
     span.in_scope(|| {
         tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
     });
+    let blamed = call.failed_plugin.clone().or_else(|| call.plugins.first().cloned());
+    record_call_metrics(&reason, &call.stats, blamed.as_deref());
     if let (Some(records), Some(call_sid)) = (&call.ctx.records, &call.stats.call_sid) {
         let ended = call_end_record(call_sid, &reason, &call.stats);
         if let Err(e) = records.call_ended(ended).await {
@@ -314,6 +324,64 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         }
     }
     (reason, call.stats)
+}
+
+/// Metric handles a call records into on its hot path (see [`crate::metrics`]).
+struct CallMetrics {
+    frame: metrics::Histogram,
+    lead: metrics::Histogram,
+    gaps: metrics::Counter,
+}
+
+impl CallMetrics {
+    fn new() -> Self {
+        Self {
+            frame: metrics::histogram!(crate::metrics::FRAME_SECONDS),
+            lead: metrics::histogram!(crate::metrics::PLAYBACK_LEAD_SECONDS),
+            gaps: metrics::counter!(crate::metrics::INBOUND_GAP_FRAMES),
+        }
+    }
+}
+
+/// Counts an ended call by agent and outcome, its plugin failure if any, and its pipeline turn
+/// latencies.
+fn record_call_metrics(reason: &EndReason, stats: &CallStats, failed_plugin: Option<&str>) {
+    let agent = stats.agent.clone().unwrap_or_else(|| "none".into());
+    metrics::counter!(
+        crate::metrics::CALLS,
+        "agent" => agent.clone(),
+        "outcome" => reason.outcome()
+    )
+    .increment(1);
+    if let EndReason::PluginFailed(why) = reason {
+        let kind = if why.starts_with("plugin trapped") {
+            "trap"
+        } else if why.starts_with("plugin error") {
+            "error"
+        } else {
+            "open"
+        };
+        let plugin = failed_plugin.unwrap_or("unknown").to_string();
+        metrics::counter!(crate::metrics::PLUGIN_FAILURES, "plugin" => plugin, "kind" => kind)
+            .increment(1);
+    }
+    for latency in &stats.turn_latency {
+        for (stage, value) in [
+            ("stt_final", latency.stt_final),
+            ("llm_first_text", latency.llm_first_text),
+            ("tts_first_audio", latency.tts_first_audio),
+            ("first_audio_out", latency.first_audio_out),
+        ] {
+            if let Some(d) = value {
+                metrics::histogram!(
+                    crate::metrics::TURN_SECONDS,
+                    "agent" => agent.clone(),
+                    "stage" => stage
+                )
+                .record(d.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// The record of a call that ended for `reason`.
@@ -364,6 +432,8 @@ struct Call {
     failed_plugin: Option<String>,
     /// The outbound call's task, once `start` named it.
     task: Option<task::Task>,
+    /// Hot-path metric handles, fetched once per call.
+    metrics: CallMetrics,
     stats: CallStats,
     active: Option<Active>,
     payload: Vec<u8>,
@@ -419,6 +489,7 @@ impl Call {
                     }
                     continue;
                 }
+                () = shutdown_signalled(&mut self.ctx.shutdown) => break EndReason::Shutdown,
             };
             let next = match msg {
                 None => Next::End(EndReason::SocketClosed),
@@ -505,7 +576,7 @@ impl Call {
         }
         // Drop the session (and the plugin's store) before the socket closes.
         self.active = None;
-        if !self.call_control(reason).await {
+        if !self.call_control(reason).await || *reason == EndReason::Shutdown {
             self.apologise().await;
         }
         if !matches!(reason, EndReason::SocketClosed | EndReason::SocketError(_)) {
@@ -616,7 +687,12 @@ impl Call {
             } => self.on_start(start, stream_sid).await,
             Inbound::Media {
                 media, stream_sid, ..
-            } => self.on_media(&media, &stream_sid).await,
+            } => {
+                let started = std::time::Instant::now();
+                let next = self.on_media(&media, &stream_sid).await;
+                self.metrics.frame.record(started.elapsed().as_secs_f64());
+                next
+            }
             Inbound::Dtmf { dtmf, .. } => {
                 self.stats.dtmf += 1;
                 self.feed(SessionInput::Dtmf(dtmf.digit)).await
@@ -1117,6 +1193,7 @@ impl Call {
         active.next_chunk = Some(media.chunk + 1);
         if gap > 0 {
             self.stats.gap_frames += gap;
+            self.metrics.gaps.increment(gap);
             tracing::debug!(frames = gap, "gap in inbound audio filled with silence");
             let silence = [mulaw::SILENCE; FRAME_SAMPLES];
             for i in (1..=gap).rev() {
@@ -1356,7 +1433,15 @@ impl Call {
         let Some(active) = &mut self.active else {
             return Next::Continue;
         };
-        let due = active.playback.due(Instant::now());
+        let now = Instant::now();
+        let due = active.playback.due(now);
+        if due.iter().any(|o| matches!(o, Outgoing::Media(_))) {
+            let lead_ms = active
+                .playback
+                .sent_ms()
+                .saturating_sub(active.playback.position_ms(now));
+            self.metrics.lead.record(lead_ms as f64 / 1000.0);
+        }
         let stream_sid = active.stream_sid.clone();
         let since_start = active.started.elapsed();
         for item in due {
@@ -1388,6 +1473,18 @@ impl Call {
         match self.ws.send(Message::Text(text.into())).await {
             Ok(()) => Next::Continue,
             Err(e) => Next::End(EndReason::SocketError(e.to_string())),
+        }
+    }
+}
+
+/// Resolves once `shutdown` holds `true`; never, if its sender is gone.
+async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

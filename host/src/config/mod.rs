@@ -213,7 +213,16 @@ pub struct ServerConfig {
     /// Base URL Twilio uses to reach the gateway (`http(s)://host[:port]`, no trailing
     /// slash). `None` (absent or empty): derive it from each request's `Host` header.
     pub public_url: Option<String>,
+    /// `drain_seconds`: after SIGTERM, how long live calls may go on before they are ended
+    /// politely; default [`DEFAULT_DRAIN_SECONDS`], within [`DRAIN_RANGE_SECONDS`].
+    pub drain: std::time::Duration,
 }
+
+/// Default `drain_seconds`.
+pub const DEFAULT_DRAIN_SECONDS: u64 = 30;
+
+/// Accepted `drain_seconds` (0: end live calls at once).
+pub const DRAIN_RANGE_SECONDS: std::ops::RangeInclusive<u64> = 0..=3600;
 
 /// `[twilio]`, validated. Empty strings (e.g. from `${VAR:-}`) count as absent. `Debug`
 /// never prints a token.

@@ -88,6 +88,9 @@ pub struct RawServer {
     /// `public_url`: base URL Twilio uses to reach the gateway; optional.
     #[serde(default)]
     pub public_url: Option<Spanned<String>>,
+    /// `drain_seconds`: how long live calls may go on after SIGTERM; optional.
+    #[serde(default)]
+    pub drain_seconds: Option<Spanned<i64>>,
 }
 
 /// `[twilio]` as written. `Debug` hides the auth token.

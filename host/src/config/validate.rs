@@ -20,7 +20,7 @@ use super::raw::{
 use super::span::{KeyPath, Locator, line_col};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
-    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN,
+    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DRAIN_RANGE_SECONDS, DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN,
     DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN,
     MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind, PluginUse,
     RecordsConfig, RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
@@ -201,7 +201,33 @@ impl<'s> Validator<'s> {
                 }
             }
         });
-        ServerConfig { listen, public_url }
+        let drain = match raw.drain_seconds {
+            None => Duration::from_secs(DEFAULT_DRAIN_SECONDS),
+            Some(value) => {
+                let span = value.span();
+                let value = value.into_inner();
+                match u64::try_from(value) {
+                    Ok(v) if DRAIN_RANGE_SECONDS.contains(&v) => Duration::from_secs(v),
+                    _ => {
+                        self.err(
+                            Some(span),
+                            &path.key("drain_seconds"),
+                            ConfigErrorKind::CountOutOfRange {
+                                value,
+                                min: *DRAIN_RANGE_SECONDS.start(),
+                                max: *DRAIN_RANGE_SECONDS.end(),
+                            },
+                        );
+                        Duration::from_secs(DEFAULT_DRAIN_SECONDS)
+                    }
+                }
+            }
+        };
+        ServerConfig {
+            listen,
+            public_url,
+            drain,
+        }
     }
 
     fn twilio(&mut self, raw: RawTwilio, path: &KeyPath) -> TwilioConfig {

@@ -80,6 +80,7 @@ impl ApiGuard {
             })
             .map(str::trim);
         let Some(given) = given.filter(|g| !g.is_empty()) else {
+            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized").increment(1);
             return Err(unauthorized(if self.tokens.is_empty() {
                 "the operator API is off: no [api] tokens are configured"
             } else {
@@ -100,11 +101,17 @@ impl ApiGuard {
         }
         let Some(i) = found else {
             tracing::warn!("operator API: wrong bearer token");
+            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized").increment(1);
             return Err(unauthorized("wrong bearer token"));
         };
         match self.tokens[i].1.check() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "ok").increment(1);
+                Ok(())
+            }
             Err(not_until) => {
+                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "rate_limited")
+                    .increment(1);
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 tracing::warn!(
@@ -209,7 +216,7 @@ pub async fn place_call(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = state.api.authorize(&headers) {
+    if let Err(response) = state.api.load().authorize(&headers) {
         return response;
     }
     if body.len() > MAX_BODY_BYTES {
@@ -370,7 +377,7 @@ pub async fn list_calls(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(response) = state.api.authorize(&headers) {
+    if let Err(response) = state.api.load().authorize(&headers) {
         return response;
     }
     let pairs: Vec<(String, String)> = query
@@ -396,7 +403,7 @@ pub async fn get_call(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    if let Err(response) = state.api.authorize(&headers) {
+    if let Err(response) = state.api.load().authorize(&headers) {
         return response;
     }
     let records = match records_of(&state) {
@@ -416,7 +423,7 @@ pub async fn hang_up(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    if let Err(response) = state.api.authorize(&headers) {
+    if let Err(response) = state.api.load().authorize(&headers) {
         return response;
     }
     if !is_sid("CA", &sid) {

@@ -8,7 +8,7 @@ pub mod twilio_auth;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -19,7 +19,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{broadcast, watch};
 
 use crate::call::task::PendingTasks;
 use crate::call::{self, CallContext, CallStats, EndReason};
@@ -63,9 +64,15 @@ pub struct AppState {
     current: Arc<ArcSwap<CallContext>>,
     active_calls: Arc<AtomicUsize>,
     ended: broadcast::Sender<CallEnded>,
-    api: Arc<ApiGuard>,
+    api: Arc<ArcSwap<ApiGuard>>,
     tasks: PendingTasks,
     signatures: Arc<SignatureCounters>,
+    /// Set on SIGTERM: `/readyz` answers 503 and new webhooks are refused.
+    draining: Arc<AtomicBool>,
+    /// Ends every live call (politely) when the drain deadline passes.
+    shutdown: Arc<watch::Sender<bool>>,
+    /// Renders `/metrics`; `None` when no recorder could be installed.
+    metrics: Option<PrometheusHandle>,
 }
 
 /// Opens the call records `config` asks for: its SQLite file (reporting calls the previous
@@ -89,9 +96,18 @@ pub fn open_records(config: &Config) -> Result<(Records, Option<Recovery>), Reco
 impl AppState {
     /// State serving `ctx`. Outbound-call tasks are shared with `ctx` (and every later
     /// context), so a task placed now reaches the call that streams later.
-    pub fn new(ctx: CallContext) -> Self {
-        let api = Arc::new(ApiGuard::new(&ctx.config.api));
+    pub fn new(mut ctx: CallContext) -> Self {
+        let api = Arc::new(ArcSwap::from_pointee(ApiGuard::new(&ctx.config.api)));
         let tasks = ctx.tasks.clone();
+        let (shutdown, _) = watch::channel(false);
+        ctx.shutdown = shutdown.subscribe();
+        let metrics = match crate::metrics::install() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics are off");
+                None
+            }
+        };
         if !ctx.config.twilio.validate_signatures {
             tracing::warn!(
                 "!!! twilio.validate_signatures = false: Twilio request signatures are NOT checked; \
@@ -110,7 +126,39 @@ impl AppState {
             api,
             tasks,
             signatures: Arc::default(),
+            draining: Arc::default(),
+            shutdown: Arc::new(shutdown),
+            metrics,
         }
+    }
+
+    /// Serves `ctx` to new calls from now on (a configuration reload). Calls in flight keep the
+    /// context they started with, to their end. The call records, pending outbound-call tasks
+    /// and the shutdown signal carry over; the operator API's tokens are replaced (their rate
+    /// buckets start full).
+    pub fn replace(&self, mut ctx: CallContext) {
+        let old = self.current.load_full();
+        ctx.records.clone_from(&old.records);
+        ctx.tasks = self.tasks.clone();
+        ctx.shutdown = self.shutdown.subscribe();
+        self.api.store(Arc::new(ApiGuard::new(&ctx.config.api)));
+        self.current.store(Arc::new(ctx));
+    }
+
+    /// Starts draining: `/readyz` turns unready at once and new webhooks are answered 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::DRAINING).set(1.0);
+    }
+
+    /// Whether the gateway is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Ends every live call politely (the apology, then the stream closes).
+    pub fn end_all_calls(&self) {
+        let _ = self.shutdown.send(true);
     }
 
     /// The context new calls get.
@@ -144,10 +192,84 @@ pub fn app(state: AppState) -> Router {
         .route("/twilio/status", post(status_callback))
         .route("/twilio/media-stream", get(media_stream))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/calls", get(api::list_calls).post(api::place_call))
         .route("/calls/{sid}", get(api::get_call))
         .route("/calls/{sid}/hangup", post(api::hang_up))
         .with_state(state)
+}
+
+/// How long calls get, after the drain deadline ends them, to play the apology and close.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Serves until SIGTERM or SIGINT, then drains: `/readyz` turns unready and new webhooks get 503
+/// at once; live calls go on for up to `[server] drain_seconds`, then are ended politely (the
+/// apology, then the stream closes); the call records are flushed and the server stops.
+///
+/// # Errors
+/// The listener failed, or the signal handlers could not be installed.
+pub async fn run(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let signal_name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    drain(&state, signal_name).await;
+    let _ = stop.send(());
+    match server.await {
+        Ok(result) => result,
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+/// The drain after `signal_name`: see [`run`].
+pub async fn drain(state: &AppState, signal_name: &str) {
+    let deadline = state.context().config.server.drain;
+    state.start_draining();
+    tracing::info!(
+        signal = signal_name,
+        active_calls = state.active_calls(),
+        deadline_s = deadline.as_secs(),
+        "draining: not ready, new calls refused, live calls may finish"
+    );
+    if !wait_for_calls(state, deadline).await {
+        tracing::warn!(
+            active_calls = state.active_calls(),
+            "drain deadline passed: ending live calls"
+        );
+        state.end_all_calls();
+        if !wait_for_calls(state, SHUTDOWN_GRACE).await {
+            tracing::error!(
+                active_calls = state.active_calls(),
+                "calls still open after the shutdown grace"
+            );
+        }
+    }
+    if let Some(records) = &state.context().records
+        && let Err(e) = records.flush().await
+    {
+        tracing::error!(error = %e, "call records not flushed");
+    }
+    tracing::info!("drained");
+}
+
+/// Waits until no call is live, at most `limit`; whether none is.
+async fn wait_for_calls(state: &AppState, limit: std::time::Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while state.active_calls() > 0 {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` completes.
@@ -170,6 +292,39 @@ pub async fn serve(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `GET /readyz`: 200 while the gateway takes new calls, 503 once it drains, so a load
+/// balancer stops sending at once.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ready": false, "reason": "draining"})),
+        )
+            .into_response()
+    } else {
+        axum::Json(serde_json::json!({"ready": true})).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "metrics are off\n").into_response();
+    };
+    // Circuit-breaker state is read when scraped, not pushed on every change.
+    let ctx = state.current.load_full();
+    for (name, _, breaker) in ctx.plugins.iter() {
+        metrics::gauge!(crate::metrics::CIRCUIT_OPEN, "plugin" => name.to_string())
+            .set(if breaker.is_open() { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!(crate::metrics::ACTIVE_CALLS).set(state.active_calls() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -208,18 +363,37 @@ async fn voice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = WebhookParams::parse(uri.query(), &body);
+    let started = std::time::Instant::now();
+    let response = voice_response(&state, &uri, &headers, &body).await;
+    metrics::histogram!(crate::metrics::WEBHOOK_SECONDS, "route" => "voice")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn voice_response(state: &AppState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    let params = WebhookParams::parse(uri.query(), body);
     let ctx = state.current.load_full();
     if let Err(refused) = twilio_auth::check(
         &ctx.config,
         &state.signatures,
-        &headers,
-        &uri,
+        headers,
+        uri,
         Scheme::Http,
         Body::Form(params.form()),
         params.get("AccountSid"),
     ) {
         return refused;
+    }
+    if state.is_draining() {
+        // Twilio answers a 5xx by trying the number's Fallback URL (another instance), else
+        // tells the caller the application failed.
+        tracing::info!(call_sid = ?params.get("CallSid"), "webhook refused: draining");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            "draining\n",
+        )
+            .into_response();
     }
     let call_sid = params.get("CallSid").unwrap_or_default();
     let route = routing::route(

@@ -66,10 +66,12 @@ pub fn check(
     match result {
         Ok(()) => {
             counters.accepted.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::SIGNATURES, "result" => "accepted").increment(1);
             Ok(())
         }
         Err(refusal) => {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::metrics::SIGNATURES, "result" => "rejected").increment(1);
             tracing::warn!(
                 path = %uri.path(),
                 url = url.as_deref().unwrap_or("?"),

@@ -1,0 +1,120 @@
+//! The gateway's Prometheus metrics: their names, labels and buckets, and the recorder that
+//! `GET /metrics` renders (Prometheus text exposition format).
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). Hot-path
+//! metrics (per frame) are recorded through handles a call fetches once at its start, so a
+//! frame costs one lock-free histogram push, never a registry lookup.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Gauge: calls whose task is running.
+pub const ACTIVE_CALLS: &str = "switchboard_active_calls";
+/// Counter `{agent, outcome}`: calls ended, by agent and outcome (`completed`, `hung-up`,
+/// `transferred`, `plugin-failed`, …; see `EndReason::outcome`).
+pub const CALLS: &str = "switchboard_calls_total";
+/// Histogram `{route}`: time to answer a Twilio webhook (`voice`, `status`), seconds.
+pub const WEBHOOK_SECONDS: &str = "switchboard_webhook_duration_seconds";
+/// Histogram: host time per inbound Media Streams frame — parse, convert, hand to the plugin,
+/// carry out its outputs, send the frames due — seconds.
+pub const FRAME_SECONDS: &str = "switchboard_frame_host_seconds";
+/// Histogram: how far the audio sent to Twilio runs ahead of what the caller has heard, sampled
+/// when frames are sent, seconds.
+pub const PLAYBACK_LEAD_SECONDS: &str = "switchboard_playback_lead_seconds";
+/// Counter: silent frames inserted for gaps in Twilio's `media.chunk` numbering.
+pub const INBOUND_GAP_FRAMES: &str = "switchboard_inbound_gap_frames_total";
+/// Counter `{plugin, kind}`: plugin failures that ended a call; `kind` is `error` (the plugin
+/// returned one), `trap` (panic, time or memory limit) or `open` (the session did not open).
+pub const PLUGIN_FAILURES: &str = "switchboard_plugin_failures_total";
+/// Gauge `{plugin}`: 1 while the plugin's circuit breaker is open, else 0.
+pub const CIRCUIT_OPEN: &str = "switchboard_plugin_circuit_open";
+/// Counter `{result}`: configuration reloads, `ok` or `failed`.
+pub const RELOADS: &str = "switchboard_config_reloads_total";
+/// Histogram `{agent, stage}`: pipeline turn latency from the end of the caller's speech to
+/// `stt_final`, `llm_first_text`, `tts_first_audio` and `first_audio_out`, seconds.
+pub const TURN_SECONDS: &str = "switchboard_turn_latency_seconds";
+/// Counter `{result}`: Twilio request signatures, `accepted` or `rejected`.
+pub const SIGNATURES: &str = "switchboard_twilio_signatures_total";
+/// Counter `{result}`: operator API requests, `ok`, `unauthorized` or `rate_limited`.
+pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+/// Gauge: 1 while the gateway drains (SIGTERM received), else 0.
+pub const DRAINING: &str = "switchboard_draining";
+
+/// Histogram buckets for `_seconds` metrics: 100 µs to 10 s, covering a frame's host time
+/// (tens of µs) up to a slow pipeline turn.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How often histogram samples are folded into their buckets (bounds their memory between
+/// scrapes).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct MetricsError(String);
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle) and
+/// starts its upkeep task on the current tokio runtime.
+///
+/// # Errors
+/// Another recorder is already installed in this process.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    let handle = HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+            describe();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let upkeep = handle.clone();
+                runtime.spawn(async move {
+                    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+                    loop {
+                        tick.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
+            }
+            Ok(handle)
+        })
+        .clone();
+    handle.map_err(MetricsError)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(ACTIVE_CALLS, "Calls whose task is running.");
+    describe_counter!(CALLS, "Calls ended, by agent and outcome.");
+    describe_histogram!(WEBHOOK_SECONDS, Unit::Seconds, "Time to answer a Twilio webhook.");
+    describe_histogram!(
+        FRAME_SECONDS,
+        Unit::Seconds,
+        "Host time per inbound Media Streams frame: Twilio frame in, plugin, frames out."
+    );
+    describe_histogram!(
+        PLAYBACK_LEAD_SECONDS,
+        Unit::Seconds,
+        "Audio sent to Twilio ahead of what the caller has heard."
+    );
+    describe_counter!(INBOUND_GAP_FRAMES, "Silent frames inserted for gaps in media.chunk.");
+    describe_counter!(PLUGIN_FAILURES, "Plugin failures that ended a call.");
+    describe_gauge!(CIRCUIT_OPEN, "1 while the plugin's circuit breaker is open.");
+    describe_counter!(RELOADS, "Configuration reloads, ok or failed.");
+    describe_histogram!(
+        TURN_SECONDS,
+        Unit::Seconds,
+        "Pipeline turn latency from the end of the caller's speech, by stage."
+    );
+    describe_counter!(SIGNATURES, "Twilio request signatures, accepted or rejected.");
+    describe_counter!(API_REQUESTS, "Operator API requests, by result.");
+    describe_gauge!(DRAINING, "1 while the gateway drains.");
+}

@@ -1,0 +1,984 @@
+//! Capacity of one gateway process: how many concurrent calls `switchboard serve` (release
+//! build, its own process) carries with every echoed frame back in time.
+//!
+//! The gateway serves the echo plugin (WASM, `mode = "immediate"`) with signatures checked and
+//! call records on. For each N, one client process (this one, on a tokio runtime of 2 workers)
+//! opens N Media Streams WebSockets, each signed as Twilio signs the upgrade, sends `connected` and
+//! `start`, then one `media` frame every 20 ms at real time for `--duration` seconds, then `stop`.
+//! Like Twilio it plays what comes back at real time and echoes each mark once the audio before
+//! it has played. Every frame carries its number in its first bytes (μ-law codes whose
+//! decode → encode round trip is exact), so each echoed frame is matched to the moment it was sent.
+//!
+//! Reported per N: calls completed (closed by the gateway after `stop`), frames sent and echoed,
+//! frames the client sent more than 20 ms behind schedule (the client itself was overloaded: the
+//! row is invalid), echoes later than 20 ms, round-trip p50/p99/max, the gateway's CPU (from
+//! `/proc/PID/stat`) and resident memory (`/proc/PID/status`: idle before any call, peak during the
+//! row), and this client's CPU. Ratios are against the smallest N of the same run. The capacity is
+//! the largest valid N with every call completed, every frame echoed, none late and p99 < 5 ms.
+//!
+//! Run: `cargo bench -p switchboard-tests --bench capacity -- [--calls 100,250,500]
+//! [--duration 15] [--perf] [--log FILTER]`. `--perf` records the gateway with
+//! `perf record -g` during each row's media phase into `target/capacity/perf-N.data`; `--log`
+//! replaces the gateway's `RUST_LOG` (the default logs warnings only, plus the line that gives
+//! the listening address: per-call info lines are a cost of their own at a thousand calls).
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt as _, StreamExt as _};
+use switchboard::audio::mulaw;
+use switchboard::twilio::signature::{self, Algorithm};
+use switchboard_tests::{plugin_dirs, temp_dir, workspace_root};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+/// Calls per row when `--calls` is not given: far enough past the 1,000-call goal to find the
+/// knee on a 2-core machine.
+const DEFAULT_CALLS: [usize; 7] = [100, 250, 500, 750, 1000, 1250, 1500];
+
+/// Seconds of media per call when `--duration` is not given: seven rows in about three minutes.
+const DEFAULT_DURATION_S: u64 = 15;
+
+/// One frame of audio: 20 ms.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// A frame sent this far behind its schedule means the client was overloaded; an echo this late
+/// after its frame was sent is late (a frame's own length).
+const LATE: Duration = FRAME;
+
+/// The capacity criterion's round-trip p99 bound.
+const P99_LIMIT: Duration = Duration::from_millis(5);
+
+/// WebSocket handshakes in flight at once while a row opens its calls (well inside the listen
+/// backlog).
+const CONCURRENT_HANDSHAKES: usize = 64;
+
+/// Longest a row may take to open its calls, and to close them after `stop`.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between the last call opening and the first media frame, so the gateway has opened every
+/// session before the measured window starts.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// How often the gateway's resident memory is sampled during a row.
+const RSS_SAMPLE: Duration = Duration::from_millis(100);
+
+/// The Twilio auth token the gateway checks and the client signs with.
+const AUTH_TOKEN: &str = "capacity-bench-token";
+
+/// Bytes of the frame tag: the call index (16 bits) and frame number (16 bits), a nibble per byte.
+const TAG_BYTES: usize = 8;
+
+/// The gateway's log filter: warnings, plus `switchboard`'s own (main.rs) info lines, among them
+/// the `address=` line; every module of the library stays at warn.
+const GATEWAY_LOG: &str = "warn,switchboard=info,switchboard::audio=warn,switchboard::call=warn,\
+switchboard::config=warn,switchboard::plugin=warn,switchboard::records=warn,\
+switchboard::routing=warn,switchboard::server=warn,switchboard::simulate=warn,\
+switchboard::twilio=warn,switchboard::twiml=warn";
+
+struct Args {
+    calls: Vec<usize>,
+    duration: Duration,
+    perf: bool,
+    log: String,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut out = Args {
+        calls: DEFAULT_CALLS.to_vec(),
+        duration: Duration::from_secs(DEFAULT_DURATION_S),
+        perf: false,
+        log: GATEWAY_LOG.to_string(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--calls" => {
+                let list = it.next().context("--calls needs a list, e.g. 100,250")?;
+                out.calls = list
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("--calls {list}: not a list of numbers"))?;
+                out.calls.sort_unstable();
+                out.calls.dedup();
+                if out.calls.first() == Some(&0) || out.calls.iter().any(|n| *n > 0xFFFF) {
+                    bail!("--calls: each N must be 1–65535");
+                }
+            }
+            "--duration" => {
+                let s = it.next().context("--duration needs seconds")?;
+                let secs: u64 = s.parse().with_context(|| format!("--duration {s}"))?;
+                if !(1..=1200).contains(&secs) {
+                    bail!("--duration: 1–1200 s (frame numbers are 16 bits)");
+                }
+                out.duration = Duration::from_secs(secs);
+            }
+            "--perf" => out.perf = true,
+            "--log" => out.log = it.next().context("--log needs a RUST_LOG filter")?,
+            other => bail!(
+                "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] [--perf] [--log FILTER]"
+            ),
+        }
+    }
+    if out.calls.is_empty() {
+        bail!("--calls: empty list");
+    }
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    check_round_trip();
+    let clk_tck = clk_tck();
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release gateway and the plugins…");
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "-p", "switchboard"])
+        .status()
+        .context("running cargo build")?;
+    if !built.success() {
+        bail!("cargo build --release -p switchboard failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target.join("release/switchboard");
+    let plugins = plugin_dirs()?;
+
+    let dir = temp_dir()?;
+    let config = dir.join("agents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+
+[records]
+path = "{records}"
+
+[plugins.echo]
+path = "{echo}"
+
+[[agents]]
+name = "echo"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+
+[routing]
+default = "echo"
+"#,
+            records = dir.join("calls.db").display(),
+            echo = plugins.wasm.join("echo.wasm").display(),
+        ),
+    )?;
+    let gateway = GatewayProcess::start(&binary, &config, &args.log)?;
+    let pid = gateway.pid;
+    let perf_dir = target.join("capacity");
+    if args.perf {
+        std::fs::create_dir_all(&perf_dir)?;
+    }
+    eprintln!("gateway pid {pid} at {}", gateway.address);
+
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    // Idle baseline: after start-up, before any call.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
+    let nofile = open_file_limits(pid);
+    let nonce = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+
+    let mut rows = Vec::new();
+    for &n in &args.calls {
+        eprintln!("{n} calls…");
+        let level = Level {
+            n,
+            duration: args.duration,
+            address: gateway.address.clone(),
+            pid,
+            clk_tck,
+            nonce,
+            perf: args.perf.then(|| perf_dir.join(format!("perf-{n}.data"))),
+        };
+        let row = client.block_on(run_level(&level))?;
+        eprintln!("  {}", row.summary());
+        rows.push(row);
+    }
+    let hwm_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+    let warnings = gateway.warnings();
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    print_report(&args, &rows, idle_rss_kib, hwm_kib, clk_tck, &nofile);
+    if !warnings.is_empty() {
+        println!(
+            "\nGateway warnings and errors ({} lines; first ones):",
+            warnings.len()
+        );
+        for w in warnings.iter().take(5) {
+            println!("    {w}");
+        }
+    }
+    Ok(())
+}
+
+/// The gateway as its own process, killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    pid: u32,
+    address: String,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl GatewayProcess {
+    /// Starts `binary serve --config CONFIG` through `sh` (to raise its open-file limit) and
+    /// waits for the `address=` line of its log.
+    fn start(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; \
+                 exec \"$0\" serve --config \"$1\"",
+            )
+            .arg(binary)
+            .arg(config)
+            .env("RUST_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().context("the gateway's stderr")?;
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let kept = warnings.clone();
+        // Read the log on a thread: the address, then warnings, draining the pipe so the gateway
+        // never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("address=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                } else if (line.contains("WARN") || line.contains("ERROR"))
+                    && let Ok(mut w) = kept.lock()
+                {
+                    w.push(line);
+                }
+            }
+        });
+        let mut gateway = Self {
+            child,
+            pid,
+            address: String::new(),
+            warnings,
+        };
+        gateway.address = rx
+            .recv_timeout(Duration::from_secs(120))
+            .context("the gateway did not log its listening address (is `switchboard=info` in --log?)")?;
+        Ok(gateway)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything one row needs.
+struct Level {
+    n: usize,
+    duration: Duration,
+    address: String,
+    pid: u32,
+    clk_tck: u64,
+    nonce: u64,
+    perf: Option<PathBuf>,
+}
+
+/// One row of the report.
+struct Row {
+    n: usize,
+    opened: usize,
+    completed: usize,
+    sent: u64,
+    received: u64,
+    corrupt: u64,
+    client_late: u64,
+    client_max_lag: Duration,
+    late: u64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    open_time: Duration,
+    gateway_cpu: Duration,
+    client_cpu: Duration,
+    wall: Duration,
+    peak_rss_kib: u64,
+    errors: Vec<String>,
+}
+
+impl Row {
+    fn valid(&self) -> bool {
+        self.client_late == 0
+    }
+
+    fn passes(&self) -> bool {
+        self.valid()
+            && self.opened == self.n
+            && self.completed == self.n
+            && self.received == self.sent
+            && self.corrupt == 0
+            && self.late == 0
+            && self.p99 < P99_LIMIT
+    }
+
+    fn verdict(&self) -> String {
+        if !self.valid() {
+            return format!(
+                "invalid: client late ×{} (max {:.0} ms)",
+                self.client_late,
+                ms(self.client_max_lag)
+            );
+        }
+        let mut why = Vec::new();
+        if self.completed < self.n {
+            why.push(format!("{} calls not completed", self.n - self.completed));
+        }
+        if self.received < self.sent {
+            why.push(format!("{} echoes lost", self.sent - self.received));
+        }
+        if self.corrupt > 0 {
+            why.push(format!("{} corrupt", self.corrupt));
+        }
+        if self.late > 0 {
+            why.push(format!("{} late", self.late));
+        }
+        if self.p99 >= P99_LIMIT {
+            why.push("p99 ≥ 5 ms".into());
+        }
+        if why.is_empty() {
+            "pass".into()
+        } else {
+            format!("fail: {}", why.join(", "))
+        }
+    }
+
+    /// Gateway CPU ms per call-second of media.
+    fn cpu_per_call_s(&self) -> f64 {
+        ms(self.gateway_cpu) / (self.n as f64 * self.wall.as_secs_f64())
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{}/{} completed, {} of {} echoed, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, gateway {:.0} % core, client {:.0} % core: {}",
+            self.completed,
+            self.n,
+            self.received,
+            self.sent,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            pct(self.gateway_cpu, self.wall),
+            pct(self.client_cpu, self.wall),
+            self.verdict()
+        )
+    }
+}
+
+/// What one call saw.
+#[derive(Default)]
+struct CallLog {
+    opened: bool,
+    completed: bool,
+    sent: u64,
+    received: u64,
+    corrupt: u64,
+    late_sends: u64,
+    max_lag: Duration,
+    /// Round trips of echoed frames, µs.
+    rtt_us: Vec<u32>,
+    error: Option<String>,
+}
+
+async fn run_level(level: &Level) -> anyhow::Result<Row> {
+    let http = format!("http://{}", level.address);
+    wait_idle(&http).await?;
+    let url = format!("ws://{}/twilio/media-stream", level.address);
+    // Every call opens the same URL with no parameters: one signature serves them all.
+    let sig = signature::compute(AUTH_TOKEN, &url, &[], Algorithm::HmacSha1);
+    let handshakes = Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (t0_tx, t0_rx) = watch::channel(None::<Instant>);
+    let tone = Arc::new(tone());
+    let frames = (level.duration.as_millis() / FRAME.as_millis()) as usize;
+    let opening = Instant::now();
+    let mut tasks = Vec::with_capacity(level.n);
+    for i in 0..level.n {
+        let call = CallSpec {
+            index: i,
+            n: level.n,
+            frames,
+            url: url.clone(),
+            signature: sig.clone(),
+            call_sid: format!("CA{:016x}{:08x}{:08x}", level.nonce, level.n, i),
+            stream_sid: format!("MZ{:016x}{:08x}{:08x}", level.nonce, level.n, i),
+            tone: tone.clone(),
+        };
+        let (handshakes, ready, t0_rx) = (handshakes.clone(), ready.clone(), t0_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut log = CallLog::default();
+            if let Err(e) = call.run(&handshakes, &ready, t0_rx, &mut log).await {
+                log.error = Some(format!("{e:#}"));
+            }
+            log
+        }));
+    }
+    // Peak memory covers opening as well as the media phase.
+    let mut peak_rss_kib = proc_status_kib(level.pid, "VmRSS")?;
+    while ready.load(Ordering::Acquire) < level.n {
+        if opening.elapsed() > OPEN_TIMEOUT {
+            bail!("{} calls took more than {OPEN_TIMEOUT:?} to open", level.n);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
+    }
+    let open_time = opening.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let t0 = Instant::now() + Duration::from_millis(100);
+    let _ = t0_tx.send(Some(t0));
+    tokio::time::sleep_until(t0.into()).await;
+    let perf = match &level.perf {
+        Some(out) => Some(start_perf(level.pid, out, level.duration)?),
+        None => None,
+    };
+    let (gw0, cl0) = (proc_cpu_ticks(level.pid)?, self_cpu_ticks()?);
+    let started = Instant::now();
+    let end = t0 + level.duration;
+    while Instant::now() < end {
+        tokio::time::sleep(RSS_SAMPLE.min(end.saturating_duration_since(Instant::now()))).await;
+        peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
+    }
+    let (gw1, cl1) = (proc_cpu_ticks(level.pid)?, self_cpu_ticks()?);
+    let wall = started.elapsed();
+    let mut logs = Vec::with_capacity(level.n);
+    for t in tasks {
+        logs.push(t.await.context("call task panicked")?);
+    }
+    if let Some(mut perf) = perf {
+        let _ = perf.wait();
+    }
+    let tick = |t: u64| Duration::from_millis(t * 1000 / level.clk_tck);
+    let mut rtt: Vec<u32> = logs.iter().flat_map(|l| l.rtt_us.iter().copied()).collect();
+    rtt.sort_unstable();
+    let at = |p: f64| -> Duration {
+        rtt.get(((rtt.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(Duration::ZERO, |us| Duration::from_micros(u64::from(*us)))
+    };
+    let mut errors: Vec<String> = logs.iter().filter_map(|l| l.error.clone()).collect();
+    errors.dedup();
+    Ok(Row {
+        n: level.n,
+        opened: logs.iter().filter(|l| l.opened).count(),
+        completed: logs.iter().filter(|l| l.completed).count(),
+        sent: logs.iter().map(|l| l.sent).sum(),
+        received: logs.iter().map(|l| l.received).sum(),
+        corrupt: logs.iter().map(|l| l.corrupt).sum(),
+        client_late: logs.iter().map(|l| l.late_sends).sum(),
+        client_max_lag: logs.iter().map(|l| l.max_lag).max().unwrap_or_default(),
+        late: rtt
+            .iter()
+            .filter(|us| u128::from(**us) > LATE.as_micros())
+            .count() as u64,
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
+        open_time,
+        gateway_cpu: tick(gw1 - gw0),
+        client_cpu: tick(cl1 - cl0),
+        wall,
+        peak_rss_kib,
+        errors,
+    })
+}
+
+/// Waits until the gateway reports no active call (the previous row's calls have ended).
+async fn wait_idle(http: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: serde_json::Value = client
+            .get(format!("{http}/healthz"))
+            .send()
+            .await
+            .context("GET /healthz")?
+            .json()
+            .await
+            .context("GET /healthz: not JSON")?;
+        if body["active_calls"].as_u64() == Some(0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway still has {} active calls", body["active_calls"]);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One simulated Twilio call.
+struct CallSpec {
+    index: usize,
+    n: usize,
+    frames: usize,
+    url: String,
+    signature: String,
+    call_sid: String,
+    stream_sid: String,
+    tone: Arc<[u8; 160]>,
+}
+
+/// An item of the simulated Twilio playback buffer.
+enum Queued {
+    Frame,
+    Mark(String),
+}
+
+impl CallSpec {
+    async fn run(
+        &self,
+        handshakes: &Semaphore,
+        ready: &AtomicUsize,
+        mut t0: watch::Receiver<Option<Instant>>,
+        log: &mut CallLog,
+    ) -> anyhow::Result<()> {
+        // Counted as ready whatever happens, so the row does not wait for a failed call.
+        struct Ready<'a>(&'a AtomicUsize);
+        impl Drop for Ready<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
+        let mut ws = {
+            let _ready = Ready(ready);
+            let _permit = handshakes.acquire().await?;
+            let mut request = self.url.as_str().into_client_request()?;
+            request
+                .headers_mut()
+                .insert(signature::SIGNATURE_HEADER, self.signature.parse()?);
+            let (mut ws, _) =
+                tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+            ws.send(text(
+                r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
+            ))
+            .await?;
+            ws.send(text(format!(
+                r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call}","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#,
+                sid = self.stream_sid,
+                call = self.call_sid
+            )))
+            .await?;
+            log.opened = true;
+            ws
+        };
+        let t0 = *t0.wait_for(Option::is_some).await?;
+        let t0 = t0.unwrap_or_else(Instant::now);
+        // Starts spread over the first frame so the calls do not all send at once.
+        let offset = FRAME * self.index as u32 / self.n as u32;
+        let mut tick = tokio::time::interval_at((t0 + offset).into(), FRAME);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut sent_at: Vec<Option<Instant>> = vec![None; self.frames];
+        let mut echoed = vec![false; self.frames];
+        let mut playback: VecDeque<Queued> = VecDeque::new();
+        let mut seq = 1u64;
+        let mut frame = [0u8; 160];
+        let mut message = String::with_capacity(512);
+        let mut payload = String::with_capacity(256);
+        let mut stop_deadline: Option<Instant> = None;
+        let mut decoded = [0u8; 256];
+        loop {
+            tokio::select! {
+                biased;
+                msg = ws.next() => {
+                    let msg = match msg {
+                        None => break,
+                        Some(Err(e)) => {
+                            if stop_deadline.is_none() {
+                                bail!("socket failed during the call: {e}");
+                            }
+                            break;
+                        }
+                        Some(Ok(m)) => m,
+                    };
+                    let text = match msg {
+                        Message::Text(t) => t,
+                        Message::Close(_) => {
+                            if stop_deadline.is_some() {
+                                log.completed = true;
+                            } else {
+                                bail!("the gateway closed the call before stop");
+                            }
+                            continue; // tungstenite answers the close; the stream then ends
+                        }
+                        _ => continue,
+                    };
+                    let now = Instant::now();
+                    match str_field(text.as_str(), "\"event\":\"") {
+                        Some("media") => {
+                            playback.push_back(Queued::Frame);
+                            let Some(p) = str_field(text.as_str(), "\"payload\":\"") else {
+                                log.corrupt += 1;
+                                continue;
+                            };
+                            let len = BASE64.decode_slice(p, &mut decoded).unwrap_or(0);
+                            match untag(&decoded[..len]) {
+                                Some((call, n))
+                                    if call == self.index
+                                        && n < self.frames
+                                        && !echoed[n]
+                                        && decoded[TAG_BYTES..len] == self.tone[TAG_BYTES..] =>
+                                {
+                                    echoed[n] = true;
+                                    log.received += 1;
+                                    if let Some(sent) = sent_at[n] {
+                                        let rtt = now.saturating_duration_since(sent);
+                                        log.rtt_us.push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+                                    }
+                                }
+                                _ => log.corrupt += 1,
+                            }
+                        }
+                        Some("mark") => {
+                            let name = str_field(text.as_str(), "\"name\":\"").unwrap_or("");
+                            playback.push_back(Queued::Mark(name.to_string()));
+                        }
+                        Some("clear") => {
+                            // The echo plugin never clears; Twilio would return pending marks.
+                            playback.clear();
+                        }
+                        _ => log.corrupt += 1,
+                    }
+                }
+                scheduled = tick.tick(), if stop_deadline.is_none() => {
+                    let lag = Instant::now().saturating_duration_since(scheduled.into_std());
+                    log.max_lag = log.max_lag.max(lag);
+                    if lag > LATE {
+                        log.late_sends += 1;
+                    }
+                    // Twilio's buffer: marks whose audio has played are echoed, the next frame
+                    // starts playing.
+                    while let Some(Queued::Mark(_)) = playback.front() {
+                        if let Some(Queued::Mark(name)) = playback.pop_front() {
+                            seq += 1;
+                            message.clear();
+                            let _ = write!(
+                                message,
+                                r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{}","mark":{{"name":"{name}"}}}}"#,
+                                self.stream_sid
+                            );
+                            ws.send(text(message.clone())).await?;
+                        }
+                    }
+                    if let Some(Queued::Frame) = playback.front() {
+                        playback.pop_front();
+                    }
+                    let n = log.sent as usize;
+                    seq += 1;
+                    message.clear();
+                    if n < self.frames {
+                        frame.copy_from_slice(&self.tone[..]);
+                        tag(self.index, n, &mut frame);
+                        payload.clear();
+                        BASE64.encode_string(frame, &mut payload);
+                        let _ = write!(
+                            message,
+                            r#"{{"event":"media","sequenceNumber":"{seq}","streamSid":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":"{payload}"}}}}"#,
+                            self.stream_sid,
+                            n + 1,
+                            n * 20
+                        );
+                        sent_at[n] = Some(Instant::now());
+                        ws.send(text(message.clone())).await?;
+                        log.sent += 1;
+                    } else {
+                        let _ = write!(
+                            message,
+                            r#"{{"event":"stop","sequenceNumber":"{seq}","streamSid":"{}","stop":{{"accountSid":"AC00000000000000000000000000000001","callSid":"{}"}}}}"#,
+                            self.stream_sid, self.call_sid
+                        );
+                        ws.send(text(message.clone())).await?;
+                        stop_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                    }
+                }
+                () = sleep_until(stop_deadline) => break,
+            }
+        }
+        if stop_deadline.is_none() {
+            bail!("the socket ended before stop");
+        }
+        Ok(())
+    }
+}
+
+fn text(s: String) -> Message {
+    Message::Text(s.into())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The string value after `key` (which ends with the opening quote), up to the closing quote.
+/// The gateway's base64 payloads, event names and mark names carry no escapes.
+fn str_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let start = json.find(key)? + key.len();
+    let len = json[start..].find('"')?;
+    Some(&json[start..start + len])
+}
+
+/// The rest of every frame: a quiet 500 Hz tone (audible, so nothing treats it as silence),
+/// free of the codes 0x7F and 0xFF (both zero: the round trip turns 0x7F into 0xFF).
+fn tone() -> [u8; 160] {
+    let mut frame = [0u8; 160];
+    for (i, b) in frame.iter_mut().enumerate() {
+        let t = i as f64 / 8000.0;
+        let s = (300.0 * (2.0 * std::f64::consts::PI * 500.0 * t).sin()) as i16;
+        *b = match mulaw::encode(s) {
+            0xFF => 0xFE,
+            0x7F => 0x7E,
+            c => c,
+        };
+    }
+    frame
+}
+
+/// Writes call `call` and frame `n` into the first [`TAG_BYTES`] as codes 0xE0–0xEF (quiet
+/// positive samples), a nibble each.
+fn tag(call: usize, n: usize, frame: &mut [u8; 160]) {
+    let v = ((call as u32 & 0xFFFF) << 16) | (n as u32 & 0xFFFF);
+    for (i, b) in frame[..TAG_BYTES].iter_mut().enumerate() {
+        *b = 0xE0 | ((v >> (4 * (TAG_BYTES - 1 - i))) & 0xF) as u8;
+    }
+}
+
+fn untag(bytes: &[u8]) -> Option<(usize, usize)> {
+    if bytes.len() != 160 || bytes[..TAG_BYTES].iter().any(|b| b & 0xF0 != 0xE0) {
+        return None;
+    }
+    let v = bytes[..TAG_BYTES]
+        .iter()
+        .fold(0u32, |v, b| (v << 4) | u32::from(b & 0xF));
+    Some(((v >> 16) as usize, (v & 0xFFFF) as usize))
+}
+
+/// The echo path decodes μ-law to PCM16 and encodes it back: every code a frame uses must
+/// survive that unchanged, or echoes could not be matched.
+fn check_round_trip() {
+    let tone = tone();
+    for code in tone.iter().copied().chain(0xE0..=0xEF) {
+        assert_eq!(
+            mulaw::encode(mulaw::decode(code)),
+            code,
+            "μ-law code {code:#04x} does not survive decode → encode"
+        );
+    }
+    let mut frame = tone;
+    tag(1234, 567, &mut frame);
+    assert_eq!(untag(&frame), Some((1234, 567)));
+}
+
+/// `perf record -g` of the gateway for most of the media phase.
+fn start_perf(pid: u32, out: &Path, duration: Duration) -> anyhow::Result<Child> {
+    let secs = duration.as_secs().saturating_sub(2).max(1);
+    Command::new("perf")
+        .args(["record", "-g", "-F", "999", "-o"])
+        .arg(out)
+        .args(["-p", &pid.to_string(), "--", "sleep", &secs.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")
+}
+
+/// Clock ticks per second of `/proc/*/stat` CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// utime + stime of process `pid`, in clock ticks (fields 14 and 15 of `/proc/PID/stat`).
+fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+fn self_cpu_ticks() -> anyhow::Result<u64> {
+    stat_ticks("/proc/self/stat")
+}
+
+fn stat_ticks(path: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // The fields after `(comm)` start at field 3 (state): utime is field 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short stat")?.parse()?)
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// The soft open-file limits of the gateway and this client.
+fn open_file_limits(pid: u32) -> String {
+    let soft = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "gateway {}, client {}",
+        soft(format!("/proc/{pid}/limits")),
+        soft("/proc/self/limits".into())
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(cpu: Duration, wall: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+}
+
+fn print_report(
+    args: &Args,
+    rows: &[Row],
+    idle_rss_kib: u64,
+    hwm_kib: u64,
+    clk_tck: u64,
+    nofile: &str,
+) {
+    let Some(base) = rows.first() else { return };
+    let rss_per_call = |r: &Row| (r.peak_rss_kib.saturating_sub(idle_rss_kib)) as f64 / r.n as f64;
+    println!(
+        "\n# Capacity: echo (WASM, immediate), {} s of media per call, 20 ms frames\n",
+        args.duration.as_secs()
+    );
+    println!(
+        "Gateway idle RSS {:.1} MiB; peak (VmHWM) {:.1} MiB; CLK_TCK {clk_tck}; open files: {nofile}. \
+         Ratios (×) are against {} calls.\n",
+        idle_rss_kib as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0,
+        base.n
+    );
+    println!(
+        "| calls | completed | frames sent | echoed | client late | late > 20 ms | RTT p50 | p99 | max | gateway CPU (% core) | CPU ms / call-s | × | µs / frame | peak RSS | RSS / call | × | client CPU (% core) | open | verdict |"
+    );
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {:.3} | {:.2} | {:.1} | {:.1} MiB | {:.1} KiB | {:.2} | {:.0} | {:.1} s | {} |",
+            r.n,
+            r.completed,
+            r.sent,
+            r.received,
+            r.client_late,
+            r.late,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            pct(r.gateway_cpu, r.wall),
+            r.cpu_per_call_s(),
+            r.cpu_per_call_s() / base.cpu_per_call_s().max(1e-9),
+            // Per echoed frame: one media in, one media out (plus the clock's marks).
+            r.gateway_cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64,
+            r.peak_rss_kib as f64 / 1024.0,
+            rss_per_call(r),
+            rss_per_call(r) / rss_per_call(base).max(1e-9),
+            pct(r.client_cpu, r.wall),
+            r.open_time.as_secs_f64(),
+            r.verdict()
+        );
+    }
+    for r in rows.iter().filter(|r| !r.errors.is_empty()) {
+        println!(
+            "\n{} calls: {} call errors, e.g. {}",
+            r.n,
+            r.errors.len(),
+            r.errors[0]
+        );
+    }
+    let capacity = rows.iter().filter(|r| r.passes()).map(|r| r.n).max();
+    let invalid_above = rows
+        .iter()
+        .any(|r| !r.valid() && capacity.is_none_or(|c| r.n > c));
+    println!();
+    match capacity {
+        Some(c) => {
+            let r = rows.iter().find(|r| r.n == c).unwrap_or(base);
+            println!(
+                "Capacity: {c} concurrent calls (0 late echoes, p99 {:.2} ms < 5 ms){}; at {c}: gateway {:.0} % of a core, {:.3} CPU-ms per call-second, {:.1} KiB RSS per call.",
+                ms(r.p99),
+                if invalid_above {
+                    ", at least: a larger N was invalid (client overloaded)"
+                } else {
+                    ""
+                },
+                pct(r.gateway_cpu, r.wall),
+                r.cpu_per_call_s(),
+                rss_per_call(r)
+            );
+        }
+        None => println!("Capacity: no N met the criterion (0 late echoes, p99 < 5 ms)."),
+    }
+}
