@@ -94,7 +94,11 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(ACTIVE_CALLS, "Calls whose task is running.");
     describe_counter!(CALLS, "Calls ended, by agent and outcome.");
-    describe_histogram!(WEBHOOK_SECONDS, Unit::Seconds, "Time to answer a Twilio webhook.");
+    describe_histogram!(
+        WEBHOOK_SECONDS,
+        Unit::Seconds,
+        "Time to answer a Twilio webhook."
+    );
     describe_histogram!(
         FRAME_SECONDS,
         Unit::Seconds,
@@ -105,16 +109,25 @@ fn describe() {
         Unit::Seconds,
         "Audio sent to Twilio ahead of what the caller has heard."
     );
-    describe_counter!(INBOUND_GAP_FRAMES, "Silent frames inserted for gaps in media.chunk.");
+    describe_counter!(
+        INBOUND_GAP_FRAMES,
+        "Silent frames inserted for gaps in media.chunk."
+    );
     describe_counter!(PLUGIN_FAILURES, "Plugin failures that ended a call.");
-    describe_gauge!(CIRCUIT_OPEN, "1 while the plugin's circuit breaker is open.");
+    describe_gauge!(
+        CIRCUIT_OPEN,
+        "1 while the plugin's circuit breaker is open."
+    );
     describe_counter!(RELOADS, "Configuration reloads, ok or failed.");
     describe_histogram!(
         TURN_SECONDS,
         Unit::Seconds,
         "Pipeline turn latency from the end of the caller's speech, by stage."
     );
-    describe_counter!(SIGNATURES, "Twilio request signatures, accepted or rejected.");
+    describe_counter!(
+        SIGNATURES,
+        "Twilio request signatures, accepted or rejected."
+    );
     describe_counter!(API_REQUESTS, "Operator API requests, by result.");
     describe_gauge!(DRAINING, "1 while the gateway drains.");
 }

@@ -315,7 +315,10 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
     span.in_scope(|| {
         tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
     });
-    let blamed = call.failed_plugin.clone().or_else(|| call.plugins.first().cloned());
+    let blamed = call
+        .failed_plugin
+        .clone()
+        .or_else(|| call.plugins.first().cloned());
     record_call_metrics(&reason, &call.stats, blamed.as_deref());
     if let (Some(records), Some(call_sid)) = (&call.ctx.records, &call.stats.call_sid) {
         let ended = call_end_record(call_sid, &reason, &call.stats);

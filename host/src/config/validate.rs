@@ -20,10 +20,11 @@ use super::raw::{
 use super::span::{KeyPath, Locator, line_col};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
-    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DRAIN_RANGE_SECONDS, DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN,
-    DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN,
-    MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind, PluginUse,
-    RecordsConfig, RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
+    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DEFAULT_ENDPOINTING_MS,
+    DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS,
+    ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig,
+    PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
+    TwilioConfig,
 };
 
 impl RawConfig {

@@ -80,7 +80,8 @@ impl ApiGuard {
             })
             .map(str::trim);
         let Some(given) = given.filter(|g| !g.is_empty()) else {
-            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized").increment(1);
+            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized")
+                .increment(1);
             return Err(unauthorized(if self.tokens.is_empty() {
                 "the operator API is off: no [api] tokens are configured"
             } else {
@@ -101,7 +102,8 @@ impl ApiGuard {
         }
         let Some(i) = found else {
             tracing::warn!("operator API: wrong bearer token");
-            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized").increment(1);
+            metrics::counter!(crate::metrics::API_REQUESTS, "result" => "unauthorized")
+                .increment(1);
             return Err(unauthorized("wrong bearer token"));
         };
         match self.tokens[i].1.check() {

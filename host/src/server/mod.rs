@@ -18,8 +18,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
 use crate::call::task::PendingTasks;
@@ -321,7 +321,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
     metrics::gauge!(crate::metrics::ACTIVE_CALLS).set(state.active_calls() as f64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response()

@@ -1,0 +1,104 @@
+//! Helpers shared by the binary-level tests: run `switchboard serve` as an operator would and
+//! talk to it over HTTP.
+// Each test binary uses a different subset.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `switchboard` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// The environment the README's try-it flow exports in both terminals: the token Twilio (here,
+/// `simulate`) signs with, and the operator API's token (`simulate` reads the transcript).
+pub const KEYS: [(&str, &str); 2] = [
+    ("TWILIO_AUTH_TOKEN", "local-test-token"),
+    ("SWITCHBOARD_API_TOKEN", "local-api-token"),
+];
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A directory for one test, under the system temp dir.
+pub fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A running gateway process; SIGKILLed when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `switchboard serve --config CONFIG` from the repository root with [`KEYS`], and
+/// returns it with the address it logged.
+pub fn serve(config: &Path) -> (Server, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(root())
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(KEYS)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let server = Server(child);
+    // Read the log on a thread: the address line, then keep draining so the server never
+    // blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs its listening address");
+    (server, address)
+}
+
+/// Runs `future` to completion on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// `GET path` on the operator API with the API token, as JSON.
+pub fn api_get(address: &str, path: &str) -> serde_json::Value {
+    block_on(async {
+        let body = reqwest::Client::new()
+            .get(format!("http://{address}{path}"))
+            .bearer_auth(KEYS[1].1)
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        serde_json::from_str(&body).expect("JSON")
+    })
+}
