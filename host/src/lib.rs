@@ -5,17 +5,20 @@
 //! [`config`]) and answers TwiML ([`twiml`]) that opens a Media Streams WebSocket
 //! ([`twilio::media_stream`]). One task per call ([`call`]) converts audio ([`audio`]) and drives
 //! the agent's plugin session ([`plugin`]). [`records`] keeps one durable row per call in SQLite.
-//! [`simulate`] plays Twilio's part for tests and demos.
+//! [`simulate`] plays Twilio's part for tests and demos. [`reload`] swaps in an edited config
+//! for new calls while live calls keep theirs; [`check`] vets a config without serving it.
 // Unsafe code is allowed in one module only, `plugin::native`, which calls native plugins
 // through their C ABI.
 #![deny(unsafe_code)]
 
 pub mod audio;
 pub mod call;
+pub mod check;
 pub mod config;
 pub mod metrics;
 pub mod plugin;
 pub mod records;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod simulate;

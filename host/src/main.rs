@@ -1,4 +1,6 @@
-//! The `switchboard` binary: `serve` runs the gateway, `simulate` places a call against one.
+//! The `switchboard` binary: `serve` runs the gateway (reloading its agents file on edits and
+//! SIGHUP), `check` vets an agents file without serving it, `simulate` places a call against
+//! a running gateway.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchboard::call::CallContext;
-use switchboard::plugin::{Plugins, wasm::WasmEngine};
+use switchboard::plugin::Plugins;
+use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::server::{self, AppState};
-use switchboard::{config, simulate};
+use switchboard::{check, config, reload, simulate};
 
 /// Exit status for a bad config or bad arguments (`EX_USAGE` from sysexits.h).
 const EX_USAGE: u8 = 64;
@@ -27,11 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway. Edits to the agents file (or SIGHUP) reload it for new calls.
     Serve {
         /// The agents file.
         #[arg(long, default_value = "agents.toml")]
         config: PathBuf,
+    },
+    /// Check an agents file as `serve` would load it, without serving: every problem on one
+    /// line naming file:line:key (exit status 64), or a one-line summary (exit status 0).
+    Check {
+        /// The agents file.
+        #[arg(default_value = "agents.toml")]
+        file: PathBuf,
     },
     /// Place a simulated Twilio call against a running gateway.
     Simulate {
@@ -90,10 +100,15 @@ fn parse_dtmf(s: &str) -> Result<(Duration, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `check` prints a report; the plugin loader's progress would only clutter it.
+    let default_filter = match cli.command {
+        Command::Check { .. } => "warn",
+        _ => "info,wasmtime=warn,cranelift=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -107,6 +122,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Check { file } => runtime.block_on(run_check(&file)),
         Command::Simulate {
             wav,
             out,
@@ -234,9 +250,46 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         .context("setting up Twilio's REST client")?;
     ctx.records = Some(records.clone());
     let state = AppState::new(ctx);
+    // Keeps the engine: reloads compile plugins with it.
+    let reloader = match reload::spawn(state.clone(), engine, path.clone()) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(error = %e, "configuration reloads are off; restart to apply edits");
+            None
+        }
+    };
     server::run(listener, state).await?;
+    if let Some(task) = reloader {
+        task.abort();
+    }
     drop(records);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `switchboard check FILE`: the problems on stderr, one per line, then the summary on stdout.
+async fn run_check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    // A check opens one session per agent at most: no pool to reserve.
+    let engine =
+        WasmEngine::with_allocator(Allocator::OnDemand).context("starting the WASM engine")?;
+    let report = check::run(&engine, path).await;
+    for line in report.lines() {
+        eprintln!("{line}");
+    }
+    match report.ok_line() {
+        Some(ok) => {
+            println!("{ok}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "{}: {} problem{}",
+                path.display(),
+                report.errors.len(),
+                if report.errors.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::from(EX_USAGE))
+        }
+    }
 }
 
 async fn run_simulate(

@@ -68,6 +68,12 @@ const KEYS: [(&str, &str); 2] = [
 /// Starts `switchboard serve --config CONFIG` from the repository root with [`KEYS`], and
 /// returns it with the address it logged.
 fn serve(config: &Path) -> (Server, String) {
+    let (server, address, _log) = serve_logged(config);
+    (server, address)
+}
+
+/// As [`serve`], with every line the server logs from then on.
+fn serve_logged(config: &Path) -> (Server, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .current_dir(root())
         .args(["serve", "--config"])
@@ -82,6 +88,7 @@ fn serve(config: &Path) -> (Server, String) {
     // Read the log on a thread: the address line, then keep draining so the server never
     // blocks on a full pipe.
     let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("address=").nth(1) {
@@ -92,12 +99,13 @@ fn serve(config: &Path) -> (Server, String) {
                         .to_string(),
                 );
             }
+            let _ = log_tx.send(line);
         }
     });
     let address = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the server logs its listening address");
-    (server, address)
+    (server, address, log)
 }
 
 struct Server(Child);
@@ -185,6 +193,16 @@ fn serve_shipped_config_and_simulate_a_call() {
     drop(server);
 }
 
+/// The `CallSid` `simulate` printed (`call CA… (stream MZ…)`).
+fn call_sid(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "call")
+        .nth(1)
+        .expect("call sid printed")
+        .to_string()
+}
+
 /// The operator API's view of every call: `GET /calls` with the API token.
 fn calls(address: &str) -> Vec<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -210,14 +228,7 @@ fn calls(address: &str) -> Vec<serde_json::Value> {
 /// and the calls that were live are marked interrupted.
 #[test]
 fn killed_gateway_keeps_finished_records_and_marks_live_calls_interrupted() {
-    let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
-        .status()
-        .expect("cargo plugins runs");
-    assert!(built.success());
+    let echo = echo_wasm();
     let dir = temp("kill");
     let _ = std::fs::remove_file(dir.join("calls.db"));
     let config = dir.join("agents.toml");
@@ -238,7 +249,7 @@ tokens = ["${{SWITCHBOARD_API_TOKEN}}"]
 path = "calls.db"
 
 [plugins.echo]
-path = "{}/target/plugins/wasm32-wasip2/plugin/echo.wasm"
+path = "{}"
 
 [[agents]]
 name = "echo"
@@ -247,7 +258,7 @@ realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
 [routing]
 default = "echo"
 "#,
-            root.display()
+            echo.display()
         ),
     )
     .expect("write config");
@@ -280,13 +291,7 @@ default = "echo"
         let out = simulate(&short, &address).output().expect("simulate runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");
-        let sid = stdout
-            .split_whitespace()
-            .skip_while(|w| *w != "call")
-            .nth(1)
-            .expect("call sid printed")
-            .to_string();
-        finished.push(sid);
+        finished.push(call_sid(&stdout));
     }
     let mut live: Vec<Child> = (0..2)
         .map(|_| simulate(&long, &address).spawn().expect("simulate starts"))
@@ -340,4 +345,339 @@ default = "echo"
         assert!(r["started_at_ms"].is_i64(), "{r}");
         assert!(r["ended_at_ms"].is_i64(), "{r}");
     }
+}
+
+/// Builds the echo plugin (`cargo plugins`) and returns its component.
+fn echo_wasm() -> PathBuf {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
+        .status()
+        .expect("cargo plugins runs");
+    assert!(built.success());
+    root.join("target/plugins/wasm32-wasip2/plugin/echo.wasm")
+}
+
+/// `switchboard check FILE`: exit status, stdout, stderr.
+fn check(path: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(path)
+        .env_remove("SWITCHBOARD_CHECK_UNSET")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("check runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The one line of `output` that names `file_line` (`agents.toml:15:`) and `key`.
+fn line_naming<'o>(output: &'o str, file_line: &str, key: &str) -> &'o str {
+    let found: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains(file_line) && l.contains(&format!(": {key}: ")))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one line at {file_line} {key} in:\n{output}"
+    );
+    found[0]
+}
+
+/// `check` reports what `serve` would refuse, each problem on a line naming file:line:key, and
+/// exits 64: the file's own problems (an unset variable; an unknown plugin and a duplicate
+/// number), then, in a file that validates, a plugin that does not load, settings the echo
+/// plugin refuses when a session opens, and a realtime plugin used as pipeline stages.
+#[test]
+fn check_reports_each_problem_at_its_line_and_key_and_exits_64() {
+    let echo = echo_wasm();
+    let dir = temp("check-bad");
+    let path = dir.join("agents.toml");
+
+    std::fs::write(
+        &path,
+        format!(
+            "[twilio]\nauth_token = \"${{SWITCHBOARD_CHECK_UNSET}}\"\n\n[plugins.echo]\npath = \"{}\"\n\n[[agents]]\nname = \"a\"\nrealtime = {{ plugin = \"echo\" }}\n",
+            echo.display()
+        ),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    let line = line_naming(&stderr, "agents.toml:2:", "twilio.auth_token");
+    assert!(
+        line.contains("SWITCHBOARD_CHECK_UNSET is not set"),
+        "{line}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+
+    let numbered = format!(
+        r#"[twilio]
+validate_signatures = false
+
+[plugins.echo]
+path = "{}"
+
+[[agents]]
+name = "a"
+numbers = ["+15005550100"]
+realtime = {{ plugin = "echo" }}
+
+[[agents]]
+name = "b"
+numbers = ["+15005550100"]
+realtime = {{ plugin = "nope" }}
+"#,
+        echo.display()
+    );
+    std::fs::write(&path, &numbered).expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    let line = line_naming(&stderr, "agents.toml:14:", "agents[1].numbers[0]");
+    assert!(
+        line.contains("already routed to agent \"a\" (line 9)"),
+        "{line}"
+    );
+    let line = line_naming(&stderr, "agents.toml:15:", "agents[1].realtime.plugin");
+    assert!(line.contains("unknown plugin \"nope\""), "{line}");
+    assert!(stderr.contains("agents.toml: 2 problems"), "{stderr}");
+
+    std::fs::write(dir.join("broken.wasm"), b"not a component").expect("write");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[twilio]
+auth_token = "t"
+
+[api]
+tokens = ["k"]
+
+[plugins.echo]
+path = "{}"
+
+[plugins.broken]
+path = "broken.wasm"
+
+[[agents]]
+name = "loud"
+realtime = {{ plugin = "echo", settings = {{ mode = "loud" }} }}
+
+[[agents]]
+name = "piped"
+
+[agents.pipeline]
+stt = {{ plugin = "echo" }}
+llm = {{ plugin = "echo" }}
+tts = {{ plugin = "echo" }}
+"#,
+            echo.display()
+        ),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    let line = line_naming(&stderr, "agents.toml:11:8:", "plugins.broken.path");
+    assert!(
+        line.contains("plugin broken does not load: not a valid WASM component"),
+        "{line}"
+    );
+    let line = line_naming(&stderr, "agents.toml:15:", "agents[0].realtime.settings");
+    assert!(
+        line.contains("plugin echo refused this agent's settings"),
+        "{line}"
+    );
+    assert!(line.contains("loud"), "the plugin's own reason: {line}");
+    for (n, stage) in [(21, "stt"), (22, "llm"), (23, "tts")] {
+        let line = line_naming(
+            &stderr,
+            &format!("agents.toml:{n}:"),
+            &format!("agents[1].pipeline.{stage}.plugin"),
+        );
+        assert!(line.contains("echo is a realtime plugin"), "{line}");
+    }
+    assert!(stderr.contains("agents.toml: 5 problems"), "{stderr}");
+    // Nothing else: no warnings (token and API are set), no log lines.
+    assert_eq!(stderr.lines().count(), 6, "{stderr}");
+}
+
+/// A file the gateway would serve: exit 0 and the one-line summary, warnings on stderr.
+#[test]
+fn check_passes_a_good_file_with_a_summary_and_warnings() {
+    let echo = echo_wasm();
+    let dir = temp("check-good");
+    let path = dir.join("agents.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[twilio]
+validate_signatures = false
+
+[plugins.echo]
+path = "{}"
+
+[[agents]]
+name = "echo"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate", greeting_tone = true }} }}
+
+[[agents]]
+name = "utterance"
+numbers = ["+15005550100"]
+realtime = {{ plugin = "echo", settings = {{ silence_ms = 400 }} }}
+
+[routing]
+default = "echo"
+"#,
+            echo.display()
+        ),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: OK — 2 agents, 1 plugin, default agent echo\n",
+            path.display()
+        )
+    );
+    line_naming(&stderr, "agents.toml:2:23:", "twilio.validate_signatures");
+    assert!(stderr.contains(": api.tokens: warning: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+}
+
+/// Waits (at most a minute) for a log line that satisfies `wanted`; returns it.
+fn wait_for_log(
+    log: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "no log line {what}; the server logged:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// `serve` reloads its agents file: an edit reaches the next call, a broken edit is refused
+/// with its file:line:key on the log while the last good config keeps serving, and SIGHUP
+/// reloads too.
+#[test]
+fn serve_reloads_edits_and_sighup_and_refuses_a_broken_edit() {
+    let echo = echo_wasm();
+    let dir = temp("reload");
+    let path = dir.join("agents.toml");
+    let config = |default: &str, plugin: &str| {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+
+[twilio]
+auth_token = "${{TWILIO_AUTH_TOKEN}}"
+
+[api]
+tokens = ["${{SWITCHBOARD_API_TOKEN}}"]
+
+[records]
+path = ""
+
+[plugins.echo]
+path = "{}"
+
+[[agents]]
+name = "first"
+realtime = {{ plugin = "{plugin}", settings = {{ mode = "immediate" }} }}
+
+[[agents]]
+name = "second"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+
+[routing]
+default = "{default}"
+"#,
+            echo.display()
+        )
+    };
+    // Saved as an editor saves: a new file renamed over the old one.
+    let save = |text: String| {
+        let tmp = dir.join("agents.toml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    };
+    save(config("first", "echo"));
+    let (server, address, log) = serve_logged(&path);
+    let wav = dir.join("short.wav");
+    switchboard::simulate::write_wav(&wav, &[1000; 8000]).expect("short.wav");
+    let call = || {
+        let out = Command::new(BIN)
+            .args(["simulate", "--idle-hangup", "0.3", "--wav"])
+            .arg(&wav)
+            .args(["--url", &format!("http://{address}")])
+            .arg("--config")
+            .arg(&path)
+            .envs(KEYS)
+            .output()
+            .expect("simulate runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let sid = call_sid(&stdout);
+        let records = calls(&address);
+        let record = records
+            .iter()
+            .find(|r| r["call_sid"] == sid.as_str())
+            .unwrap_or_else(|| panic!("call {sid} recorded: {records:#?}"));
+        record["agent"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(call(), "first");
+
+    save(config("second", "echo"));
+    let line = wait_for_log(&log, "saying the edit was reloaded", |l| {
+        l.contains("configuration reloaded")
+    });
+    assert!(line.contains("agents=2"), "{line}");
+    assert!(line.contains("file"), "{line}");
+    assert_eq!(call(), "second", "the edit reached the next call");
+
+    // Line 18: an unknown plugin.
+    save(config("first", "nope"));
+    let line = wait_for_log(&log, "naming the broken key", |l| {
+        l.contains("agents file rejected")
+    });
+    assert!(line.contains("agents.toml:18:"), "{line}");
+    assert!(line.contains("agents[0].realtime.plugin"), "{line}");
+    assert!(line.contains("ERROR"), "{line}");
+    wait_for_log(&log, "saying the old config still serves", |l| {
+        l.contains("configuration not reloaded")
+    });
+    assert_eq!(call(), "second", "the last good config serves");
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(hup.success());
+    let line = wait_for_log(&log, "refusing the file again on SIGHUP", |l| {
+        l.contains("agents file rejected") && l.contains("SIGHUP")
+    });
+    assert!(line.contains("agents.toml:18:"), "{line}");
+
+    save(config("first", "echo"));
+    wait_for_log(&log, "saying the fixed file was reloaded", |l| {
+        l.contains("configuration reloaded")
+    });
+    assert_eq!(call(), "first");
+    drop(server);
 }

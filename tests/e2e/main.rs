@@ -8,6 +8,7 @@ mod openai_stages;
 mod outbound;
 mod pipeline;
 mod realtime;
+mod reload;
 mod robustness;
 mod routing;
 mod signatures;

@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use switchboard::call::CallContext;
 use switchboard::plugin::Plugins;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard::reload::{ReloadError, ReloadSummary};
 use switchboard::server::{self, AppState};
 
 /// The workspace root.
@@ -195,6 +196,18 @@ fn host_triple() -> Result<String, String> {
 /// The plugins could not be built or the file could not be written.
 pub fn write_config(body: &str) -> anyhow::Result<PathBuf> {
     let dir = temp_dir()?;
+    let text = render_config(body)?;
+    let path = dir.join("agents.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// `body` with `{plugins}` and `{native:NAME}` replaced as [`write_config`] does, for tests
+/// that rewrite an agents file in place.
+///
+/// # Errors
+/// The plugins could not be built, or a `{native:` is not closed.
+pub fn render_config(body: &str) -> anyhow::Result<String> {
     let plugins = plugin_dirs()?;
     let mut text = body.replace("{plugins}", &plugins.wasm.display().to_string());
     while let Some(start) = text.find("{native:") {
@@ -205,9 +218,7 @@ pub fn write_config(body: &str) -> anyhow::Result<PathBuf> {
         let lib = plugins.native_lib(name).display().to_string();
         text.replace_range(start..=start + len, &lib);
     }
-    let path = dir.join("agents.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
+    Ok(text)
 }
 
 /// A fresh, uniquely named directory under the system temp dir.
@@ -233,6 +244,12 @@ pub struct Gateway {
     /// Its state, for counters and call-ended events.
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The agents file it was started with, for reloads.
+    config_path: PathBuf,
+    /// The engine its plugins were compiled with, for reloads.
+    engine: WasmEngine,
+    /// The reload task of [`Gateway::start_watching`].
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -278,12 +295,45 @@ impl Gateway {
             url,
             state,
             shutdown: Some(tx),
+            config_path: config_path.to_path_buf(),
+            engine,
+            watcher: None,
         })
+    }
+
+    /// As [`Gateway::start`], and reloads `config_path` as `switchboard serve` does: when it (or
+    /// a plugin file it names) changes, and on SIGHUP ([`switchboard::reload::spawn`]).
+    ///
+    /// A reload reads the file as `serve` does, without [`Gateway::start`]'s test default: a
+    /// file without an auth token must say `validate_signatures = false` for unsigned calls.
+    ///
+    /// # Errors
+    /// As [`Gateway::start`], or the SIGHUP handler could not be installed.
+    pub async fn start_watching(config_path: &Path) -> anyhow::Result<Self> {
+        let mut gateway = Self::start(config_path).await?;
+        gateway.watcher = Some(switchboard::reload::spawn(
+            gateway.state.clone(),
+            gateway.engine.clone(),
+            config_path.to_path_buf(),
+        )?);
+        Ok(gateway)
+    }
+
+    /// Reloads the agents file now, as an edit or SIGHUP would ([`switchboard::reload::reload`]),
+    /// with the same caveat as [`Gateway::start_watching`].
+    ///
+    /// # Errors
+    /// The new file was refused; the gateway still serves the old one.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        switchboard::reload::reload(&self.state, &self.engine, &self.config_path).await
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

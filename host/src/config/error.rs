@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::Source;
-use super::span::{KeyPath, line_col};
+use super::span::{KeyPath, Locator, line_col};
 
 /// One problem with the configuration, with where it is.
 ///
@@ -50,6 +50,15 @@ impl ConfigError {
             key: key.filter(|k| !k.is_root()).map(ToString::to_string),
             kind,
         }))
+    }
+
+    /// An error about `source` at key `key`, positioned where the file spells that key out
+    /// (or, if it does not, its nearest ancestor that it does). For problems found after
+    /// validation, which have a key path but no span: a plugin that does not load, or
+    /// refuses an agent's settings.
+    pub(crate) fn at_key(source: &Source, key: &KeyPath, kind: ConfigErrorKind) -> Self {
+        let span = Locator::new(source.text()).span_of_nearest(key);
+        Self::at(source, span, Some(key), kind)
     }
 
     /// An error about the file as a whole, at a 1-based line/column if known, with no
@@ -345,6 +354,38 @@ pub enum ConfigErrorKind {
     /// No `[[agents]]` at all.
     #[error("no agents defined; add at least one [[agents]] section")]
     NoAgents,
+    /// The plugin file exists but does not load: not a component or library the host can
+    /// run, built for another contract version, or asking for audio the host cannot
+    /// produce. Found when plugins are loaded (startup, reload, `switchboard check`), not by
+    /// validation.
+    #[error("plugin {name} does not load: {reason}")]
+    PluginLoad {
+        /// The plugin's name in `[plugins]`.
+        name: String,
+        /// What the loader said.
+        reason: String,
+    },
+    /// An agent gives a plugin a role its contract does not implement (a realtime plugin
+    /// as a pipeline's `stt`, say).
+    #[error("plugin {name} is a {is} plugin; it cannot be this agent's {role} plugin")]
+    PluginRole {
+        /// The plugin's name in `[plugins]`.
+        name: String,
+        /// What the plugin is: `realtime`, `speech-to-text`, `language-model` or
+        /// `text-to-speech`.
+        is: &'static str,
+        /// The role the agent gives it: `realtime`, `stt`, `llm` or `tts`.
+        role: &'static str,
+    },
+    /// A plugin would not open a session with an agent's settings (plugins refuse unknown
+    /// or bad settings when a session opens). Found by `switchboard check`.
+    #[error("plugin {name} refused this agent's settings: {message}")]
+    PluginRefused {
+        /// The plugin's name in `[plugins]`.
+        name: String,
+        /// What the plugin said (`invalid-config: …`), or how it failed.
+        message: String,
+    },
 }
 
 /// Every problem found in a configuration. Renders one error per line.
@@ -440,6 +481,42 @@ mod tests {
             e.to_string(),
             r#"agents.toml:4:3: agents[1].realtime.plugin: unknown plugin "foo" (known: echo)"#
         );
+    }
+
+    #[test]
+    fn at_key_positions_absent_keys_at_their_nearest_ancestor() {
+        let source = Source::new(
+            "agents.toml",
+            "[plugins.echo]\npath = \"echo.wasm\"\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n",
+        );
+        let key = KeyPath::root()
+            .key("agents")
+            .index(0)
+            .key("realtime")
+            .key("settings");
+        let e = ConfigError::at_key(
+            &source,
+            &key,
+            ConfigErrorKind::PluginRefused {
+                name: "echo".into(),
+                message: "invalid-config: bad mode".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "agents.toml:6:12: agents[0].realtime.settings: plugin echo refused this agent's \
+             settings: invalid-config: bad mode"
+        );
+        let path = KeyPath::root().key("plugins").key("echo").key("path");
+        let e = ConfigError::at_key(
+            &source,
+            &path,
+            ConfigErrorKind::PluginLoad {
+                name: "echo".into(),
+                reason: "not a valid WASM component".into(),
+            },
+        );
+        assert_eq!((e.line(), e.key()), (Some(2), Some("plugins.echo.path")));
     }
 
     #[test]

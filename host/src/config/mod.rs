@@ -37,6 +37,7 @@ pub use raw::{
     RawAgent, RawApi, RawConfig, RawPipeline, RawPlugin, RawPluginUse, RawRecords, RawRouting,
     RawServer, RawTwilio, RawTwilioAccount,
 };
+pub(crate) use span::KeyPath;
 pub use validate::is_e164;
 
 /// Address the gateway listens on when `server.listen` is absent: loopback only, so a
@@ -90,6 +91,15 @@ impl Source {
     /// The file's text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// 1-based line and column (in characters) where the file spells out the value at
+    /// `path` (e.g. `agents[0].realtime.settings`) or, when it does not (an absent key), its
+    /// nearest ancestor; `None` when not even the top-level key is in the file.
+    pub(crate) fn locate(&self, path: &KeyPath) -> Option<(usize, usize)> {
+        span::Locator::new(&self.text)
+            .span_of_nearest(path)
+            .map(|span| span::line_col(&self.text, span.start))
     }
 }
 

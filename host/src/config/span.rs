@@ -53,6 +53,13 @@ impl KeyPath {
     pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The path one step up (`agents[1].realtime` for `agents[1].realtime.settings`), or
+    /// `None` for the root.
+    pub(crate) fn parent(&self) -> Option<Self> {
+        let (_, up) = self.0.split_last()?;
+        Some(Self(up.to_vec()))
+    }
 }
 
 impl fmt::Display for KeyPath {
@@ -210,6 +217,19 @@ impl<'t> Locator<'t> {
         Some(current.span())
     }
 
+    /// The span of the value at `path`, or, when the document does not spell that key
+    /// out (a default, an absent `settings` table), of its nearest ancestor that it does.
+    /// `None` when not even the top-level key is in the document.
+    pub(crate) fn span_of_nearest(&self, path: &KeyPath) -> Option<Range<usize>> {
+        let mut path = path.clone();
+        loop {
+            if let Some(span) = self.span_of(&path) {
+                return Some(span);
+            }
+            path = path.parent().filter(|p| !p.is_root())?;
+        }
+    }
+
     /// The source text this locator was built from.
     pub(crate) fn text(&self) -> &'t str {
         self.text
@@ -311,6 +331,19 @@ mod tests {
             .index(1);
         let span = loc.span_of(&path).unwrap_or(0..0);
         assert_eq!(&text[span], "\"b\"");
+        let absent = KeyPath::root()
+            .key("agents")
+            .index(0)
+            .key("realtime")
+            .key("settings");
+        let span = loc.span_of_nearest(&absent).unwrap_or(0..0);
+        assert_eq!(line_col(text, span.start).0, 4, "falls back to agents[0]");
+        assert_eq!(loc.span_of_nearest(&KeyPath::root().key("routing")), None);
+        assert_eq!(
+            absent.parent().map(|p| p.to_string()).as_deref(),
+            Some("agents[0].realtime")
+        );
+        assert_eq!(KeyPath::root().parent(), None);
         assert_eq!(
             loc.enclosing_header_table(text.len())
                 .map(|p| p.to_string())
