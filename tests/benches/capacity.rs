@@ -42,6 +42,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Calls per row when `--calls` is not given: far enough past the 1,000-call goal to find the
 /// knee on a 2-core machine.
@@ -78,6 +79,9 @@ const RSS_SAMPLE: Duration = Duration::from_millis(100);
 /// The Twilio auth token the gateway checks and the client signs with.
 const AUTH_TOKEN: &str = "capacity-bench-token";
 
+/// The client's WebSocket read buffer (bytes): a few messages of a few hundred bytes.
+const CLIENT_READ_BUFFER: usize = 4096;
+
 /// Bytes of the frame tag: the call index (16 bits) and frame number (16 bits), a nibble per byte.
 const TAG_BYTES: usize = 8;
 
@@ -93,6 +97,9 @@ struct Args {
     duration: Duration,
     perf: bool,
     log: String,
+    /// Gateways to compare against the one built from this workspace: (label, binary, echo
+    /// component).
+    baselines: Vec<(String, PathBuf, Option<PathBuf>)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -101,6 +108,7 @@ fn args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(DEFAULT_DURATION_S),
         perf: false,
         log: GATEWAY_LOG.to_string(),
+        baselines: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -130,8 +138,23 @@ fn args() -> anyhow::Result<Args> {
             }
             "--perf" => out.perf = true,
             "--log" => out.log = it.next().context("--log needs a RUST_LOG filter")?,
+            "--gateway" => {
+                let spec = it
+                    .next()
+                    .context("--gateway needs LABEL=BINARY[,ECHO.wasm]")?;
+                let (label, paths) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--gateway {spec}: expected LABEL=BINARY"))?;
+                let (binary, echo) = match paths.split_once(',') {
+                    Some((b, e)) => (b, Some(PathBuf::from(e))),
+                    None => (paths, None),
+                };
+                out.baselines
+                    .push((label.to_string(), PathBuf::from(binary), echo));
+            }
             other => bail!(
-                "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] [--perf] [--log FILTER]"
+                "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] \
+                 [--perf] [--log FILTER] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
             ),
         }
     }
@@ -162,7 +185,95 @@ fn main() -> anyhow::Result<()> {
     let binary = target.join("release/switchboard");
     let plugins = plugin_dirs()?;
 
-    let dir = temp_dir()?;
+    let mut gateways: Vec<(String, PathBuf, PathBuf)> = args
+        .baselines
+        .iter()
+        .map(|(label, binary, echo)| {
+            let echo = echo
+                .clone()
+                .unwrap_or_else(|| plugins.wasm.join("echo.wasm"));
+            (label.clone(), binary.clone(), echo)
+        })
+        .collect();
+    // Copies, so that a build elsewhere in the workspace cannot swap them in the middle of a run.
+    let pinned = temp_dir()?;
+    let (binary_copy, echo_copy) = (pinned.join("switchboard"), pinned.join("echo.wasm"));
+    std::fs::copy(&binary, &binary_copy).context("copying the gateway binary")?;
+    std::fs::copy(plugins.wasm.join("echo.wasm"), &echo_copy).context("copying echo.wasm")?;
+    gateways.push(("current".into(), binary_copy, echo_copy));
+    let perf_dir = target.join("capacity");
+    if args.perf {
+        std::fs::create_dir_all(&perf_dir)?;
+    }
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    let nonce = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let started = SystemTime::now();
+
+    // Every row gets a fresh gateway process; with several gateways, their rows alternate per N
+    // so that they share the machine's moods alike.
+    let mut rows = Vec::new();
+    let mut nofile = String::new();
+    let mut warnings = Vec::new();
+    for &n in &args.calls {
+        for (label, binary, echo) in &gateways {
+            let dir = temp_dir()?;
+            let config = write_gateway_config(&dir, echo)?;
+            let gateway = GatewayProcess::start(binary, &config, &args.log)?;
+            let pid = gateway.pid;
+            // Idle baseline: after start-up, before any call.
+            std::thread::sleep(Duration::from_secs(1));
+            let idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
+            nofile = open_file_limits(pid);
+            eprintln!(
+                "{label}: {n} calls (gateway pid {pid} at {})…",
+                gateway.address
+            );
+            let level = Level {
+                n,
+                duration: args.duration,
+                address: gateway.address.clone(),
+                pid,
+                clk_tck,
+                nonce,
+                perf: args
+                    .perf
+                    .then(|| perf_dir.join(format!("perf-{label}-{n}.data"))),
+            };
+            let mut row = client.block_on(run_level(&level))?;
+            row.gateway = label.clone();
+            row.idle_rss_kib = idle_rss_kib;
+            row.hwm_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+            eprintln!("  {}", row.summary());
+            warnings.extend(gateway.warnings());
+            drop(gateway);
+            let _ = std::fs::remove_dir_all(&dir);
+            rows.push(row);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&pinned);
+    print_report(&args, &rows, started, clk_tck, &nofile);
+    if !warnings.is_empty() {
+        println!(
+            "\nGateway warnings and errors ({} lines; first ones):",
+            warnings.len()
+        );
+        for w in warnings.iter().take(5) {
+            println!("    {w}");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the gateway's agents.toml into `dir`: the echo agent in immediate mode, signatures
+/// checked, call records in `dir`, a free loopback port.
+fn write_gateway_config(dir: &Path, echo: &Path) -> anyhow::Result<PathBuf> {
     let config = dir.join("agents.toml");
     std::fs::write(
         &config,
@@ -187,63 +298,10 @@ realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
 default = "echo"
 "#,
             records = dir.join("calls.db").display(),
-            echo = plugins.wasm.join("echo.wasm").display(),
+            echo = echo.display(),
         ),
     )?;
-    let gateway = GatewayProcess::start(&binary, &config, &args.log)?;
-    let pid = gateway.pid;
-    let perf_dir = target.join("capacity");
-    if args.perf {
-        std::fs::create_dir_all(&perf_dir)?;
-    }
-    eprintln!("gateway pid {pid} at {}", gateway.address);
-
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
-    // Idle baseline: after start-up, before any call.
-    std::thread::sleep(Duration::from_secs(1));
-    let idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
-    let nofile = open_file_limits(pid);
-    let nonce = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-
-    let mut rows = Vec::new();
-    for &n in &args.calls {
-        eprintln!("{n} calls…");
-        let level = Level {
-            n,
-            duration: args.duration,
-            address: gateway.address.clone(),
-            pid,
-            clk_tck,
-            nonce,
-            perf: args.perf.then(|| perf_dir.join(format!("perf-{n}.data"))),
-        };
-        let row = client.block_on(run_level(&level))?;
-        eprintln!("  {}", row.summary());
-        rows.push(row);
-    }
-    let hwm_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
-    let warnings = gateway.warnings();
-    drop(gateway);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    print_report(&args, &rows, idle_rss_kib, hwm_kib, clk_tck, &nofile);
-    if !warnings.is_empty() {
-        println!(
-            "\nGateway warnings and errors ({} lines; first ones):",
-            warnings.len()
-        );
-        for w in warnings.iter().take(5) {
-            println!("    {w}");
-        }
-    }
-    Ok(())
+    Ok(config)
 }
 
 /// The gateway as its own process, killed when dropped.
@@ -295,9 +353,9 @@ impl GatewayProcess {
             address: String::new(),
             warnings,
         };
-        gateway.address = rx
-            .recv_timeout(Duration::from_secs(120))
-            .context("the gateway did not log its listening address (is `switchboard=info` in --log?)")?;
+        gateway.address = rx.recv_timeout(Duration::from_secs(120)).context(
+            "the gateway did not log its listening address (is `switchboard=info` in --log?)",
+        )?;
         Ok(gateway)
     }
 
@@ -326,12 +384,15 @@ struct Level {
 
 /// One row of the report.
 struct Row {
+    /// Which gateway served it.
+    gateway: String,
     n: usize,
     opened: usize,
     completed: usize,
     sent: u64,
     received: u64,
     corrupt: u64,
+    marks: u64,
     client_late: u64,
     client_max_lag: Duration,
     late: u64,
@@ -343,6 +404,8 @@ struct Row {
     client_cpu: Duration,
     wall: Duration,
     peak_rss_kib: u64,
+    idle_rss_kib: u64,
+    hwm_kib: u64,
     errors: Vec<String>,
 }
 
@@ -422,6 +485,8 @@ struct CallLog {
     sent: u64,
     received: u64,
     corrupt: u64,
+    /// Marks the gateway sent (each echoed once its audio played).
+    marks: u64,
     late_sends: u64,
     max_lag: Duration,
     /// Round trips of echoed frames, µs.
@@ -506,12 +571,14 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
     let mut errors: Vec<String> = logs.iter().filter_map(|l| l.error.clone()).collect();
     errors.dedup();
     Ok(Row {
+        gateway: String::new(),
         n: level.n,
         opened: logs.iter().filter(|l| l.opened).count(),
         completed: logs.iter().filter(|l| l.completed).count(),
         sent: logs.iter().map(|l| l.sent).sum(),
         received: logs.iter().map(|l| l.received).sum(),
         corrupt: logs.iter().map(|l| l.corrupt).sum(),
+        marks: logs.iter().map(|l| l.marks).sum(),
         client_late: logs.iter().map(|l| l.late_sends).sum(),
         client_max_lag: logs.iter().map(|l| l.max_lag).max().unwrap_or_default(),
         late: rtt
@@ -526,6 +593,8 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         client_cpu: tick(cl1 - cl0),
         wall,
         peak_rss_kib,
+        idle_rss_kib: 0,
+        hwm_kib: 0,
         errors,
     })
 }
@@ -535,19 +604,24 @@ async fn wait_idle(http: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let body: serde_json::Value = client
+        let body = client
             .get(format!("{http}/healthz"))
             .send()
             .await
             .context("GET /healthz")?
-            .json()
+            .text()
             .await
-            .context("GET /healthz: not JSON")?;
+            .context("GET /healthz")?;
+        let body: serde_json::Value =
+            serde_json::from_str(&body).context("GET /healthz: not JSON")?;
         if body["active_calls"].as_u64() == Some(0) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the gateway still has {} active calls", body["active_calls"]);
+            bail!(
+                "the gateway still has {} active calls",
+                body["active_calls"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -593,8 +667,11 @@ impl CallSpec {
             request
                 .headers_mut()
                 .insert(signature::SIGNATURE_HEADER, self.signature.parse()?);
+            // tungstenite zeroes its whole read buffer (128 KiB by default) before every read;
+            // messages here are a few hundred bytes.
+            let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
             let (mut ws, _) =
-                tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+                tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
             ws.send(text(
                 r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
             ))
@@ -676,6 +753,7 @@ impl CallSpec {
                             }
                         }
                         Some("mark") => {
+                            log.marks += 1;
                             let name = str_field(text.as_str(), "\"name\":\"").unwrap_or("");
                             playback.push_back(Queued::Mark(name.to_string()));
                         }
@@ -855,9 +933,8 @@ fn stat_ticks(path: &str) -> anyhow::Result<u64> {
     // The fields after `(comm)` start at field 3 (state): utime is field 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short stat")?.parse()?)
-    };
+    let field =
+        |i: usize| -> anyhow::Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
     Ok(field(11)? + field(12)?)
 }
 
@@ -898,40 +975,40 @@ fn pct(cpu: Duration, wall: Duration) -> f64 {
     100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9)
 }
 
-fn print_report(
-    args: &Args,
-    rows: &[Row],
-    idle_rss_kib: u64,
-    hwm_kib: u64,
-    clk_tck: u64,
-    nofile: &str,
-) {
+fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, nofile: &str) {
     let Some(base) = rows.first() else { return };
-    let rss_per_call = |r: &Row| (r.peak_rss_kib.saturating_sub(idle_rss_kib)) as f64 / r.n as f64;
+    let rss_per_call =
+        |r: &Row| (r.peak_rss_kib.saturating_sub(r.idle_rss_kib)) as f64 / r.n as f64;
+    let since_epoch = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let calls: Vec<String> = args.calls.iter().map(usize::to_string).collect();
     println!(
         "\n# Capacity: echo (WASM, immediate), {} s of media per call, 20 ms frames\n",
         args.duration.as_secs()
     );
     println!(
-        "Gateway idle RSS {:.1} MiB; peak (VmHWM) {:.1} MiB; CLK_TCK {clk_tck}; open files: {nofile}. \
-         Ratios (×) are against {} calls.\n",
-        idle_rss_kib as f64 / 1024.0,
-        hwm_kib as f64 / 1024.0,
-        base.n
+        "Started at {since_epoch} (Unix s); N = {}; CLK_TCK {clk_tck}; open files: {nofile}. \
+         Each row is a fresh gateway process. Ratios (×) are against the first row ({} calls, {}).\n",
+        calls.join(", "),
+        base.n,
+        base.gateway
     );
     println!(
-        "| calls | completed | frames sent | echoed | client late | late > 20 ms | RTT p50 | p99 | max | gateway CPU (% core) | CPU ms / call-s | × | µs / frame | peak RSS | RSS / call | × | client CPU (% core) | open | verdict |"
+        "| gateway | calls | completed | frames sent | echoed | marks / echo | client late | late > 20 ms | RTT p50 | p99 | max | gateway CPU (% core) | CPU ms / call-s | × | µs / frame | idle RSS | peak RSS | RSS / call | × | client CPU (% core) | open | verdict |"
     );
     println!(
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {:.3} | {:.2} | {:.1} | {:.1} MiB | {:.1} KiB | {:.2} | {:.0} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {:.3} | {:.2} | {:.1} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} | {:.0} | {:.1} s | {} |",
+            r.gateway,
             r.n,
             r.completed,
             r.sent,
             r.received,
+            r.marks as f64 / r.received.max(1) as f64,
             r.client_late,
             r.late,
             ms(r.p50),
@@ -942,6 +1019,7 @@ fn print_report(
             r.cpu_per_call_s() / base.cpu_per_call_s().max(1e-9),
             // Per echoed frame: one media in, one media out (plus the clock's marks).
             r.gateway_cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64,
+            r.idle_rss_kib as f64 / 1024.0,
             r.peak_rss_kib as f64 / 1024.0,
             rss_per_call(r),
             rss_per_call(r) / rss_per_call(base).max(1e-9),
@@ -952,33 +1030,41 @@ fn print_report(
     }
     for r in rows.iter().filter(|r| !r.errors.is_empty()) {
         println!(
-            "\n{} calls: {} call errors, e.g. {}",
+            "\n{} at {} calls: {} call errors, e.g. {}",
+            r.gateway,
             r.n,
             r.errors.len(),
             r.errors[0]
         );
     }
-    let capacity = rows.iter().filter(|r| r.passes()).map(|r| r.n).max();
-    let invalid_above = rows
-        .iter()
-        .any(|r| !r.valid() && capacity.is_none_or(|c| r.n > c));
     println!();
-    match capacity {
-        Some(c) => {
-            let r = rows.iter().find(|r| r.n == c).unwrap_or(base);
-            println!(
-                "Capacity: {c} concurrent calls (0 late echoes, p99 {:.2} ms < 5 ms){}; at {c}: gateway {:.0} % of a core, {:.3} CPU-ms per call-second, {:.1} KiB RSS per call.",
+    let mut labels: Vec<&str> = rows.iter().map(|r| r.gateway.as_str()).collect();
+    labels.dedup();
+    labels.sort_unstable();
+    labels.dedup();
+    for label in labels {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.gateway == label).collect();
+        let capacity = mine.iter().filter(|r| r.passes()).map(|r| r.n).max();
+        let invalid_above = mine
+            .iter()
+            .any(|r| !r.valid() && capacity.is_none_or(|c| r.n > c));
+        let caveat = if invalid_above {
+            " (at least: a larger N was invalid, the client overloaded)"
+        } else {
+            ""
+        };
+        match capacity.and_then(|c| mine.iter().find(|r| r.n == c)) {
+            Some(r) => println!(
+                "Capacity of {label}: {} concurrent calls{caveat}, p99 {:.2} ms; there the gateway used {:.0} % of a core, {:.3} CPU-ms per call-second, {:.1} KiB RSS per call.",
+                r.n,
                 ms(r.p99),
-                if invalid_above {
-                    ", at least: a larger N was invalid (client overloaded)"
-                } else {
-                    ""
-                },
                 pct(r.gateway_cpu, r.wall),
                 r.cpu_per_call_s(),
                 rss_per_call(r)
-            );
+            ),
+            None => println!(
+                "Capacity of {label}: no N met the criterion (every call completed, every frame echoed, none late, p99 < 5 ms){caveat}."
+            ),
         }
-        None => println!("Capacity: no N met the criterion (0 late echoes, p99 < 5 ms)."),
     }
 }

@@ -9,9 +9,11 @@
 //! Every [`CLOCK_MARK_FRAMES`] frames, and at the end of each run of audio, the clock sends a mark
 //! of its own (`switchboard:clock:N`). Twilio echoes a mark when the audio before it has played
 //! (Twilio Media Streams, "mark" message), so an echo pins the playback position; between echoes
-//! the position advances with the wall clock, never past the next mark not yet echoed. After a
-//! `clear`, Twilio returns every pending mark at once: those echoes are ignored, and plugin marks
-//! among them are not reported as played.
+//! the position advances with the wall clock, never past the next mark not yet echoed. A run ends
+//! when the queue has run dry and no audio follows within [`RUN_END_GRACE`]: audio that arrives at
+//! real time, a frame every 20 ms, is one run with a mark every [`CLOCK_MARK_FRAMES`] frames, not a
+//! run (and a mark and its echo) per frame. After a `clear`, Twilio returns every pending mark at
+//! once: those echoes are ignored, and plugin marks among them are not reported as played.
 //!
 //! A **reply** is the audio from the first frame queued while the caller heard nothing from us
 //! (playback idle) or after a `clear`, to the next `clear` or idle. [`Playback::clear`] returns
@@ -34,6 +36,15 @@ pub const PLAYBACK_LEAD: Duration = Duration::from_millis(100);
 /// A clock mark goes out after this many frames (100 ms): enough echoes to keep the position
 /// within a frame, few enough that marks are a small share of the socket's messages.
 pub const CLOCK_MARK_FRAMES: u32 = 5;
+
+/// How long the clock waits, once its queue has run dry, for more audio before it sends the mark
+/// that ends the run. A source that plays at real time (a loopback, a model streaming its reply)
+/// queues its next frame about 20 ms after the last one; a frame and a half of grace keeps such a
+/// stream one run, so it costs a mark and an echo every [`CLOCK_MARK_FRAMES`] frames instead of
+/// after every frame (at a thousand calls, a third of the socket messages). Twilio starts a frame
+/// no earlier than it arrives and plays it for 20 ms, so the late mark still lands right behind
+/// the run's last frame, and its echo comes at most 10 ms after that frame finished.
+pub const RUN_END_GRACE: Duration = Duration::from_millis(30);
 
 /// Most audio one call may have queued in the host (120 s of frames); more is a runaway plugin.
 pub const MAX_QUEUED_FRAMES: usize = 6_000;
@@ -102,6 +113,9 @@ pub struct Playback {
     in_flight: VecDeque<InFlight>,
     frames_since_mark: u32,
     next_clock_mark: u64,
+    /// The queue ran dry after frames with no mark behind them: unless more audio is queued
+    /// before this instant, the run's closing clock mark goes out then ([`RUN_END_GRACE`]).
+    run_end_at: Option<Instant>,
     /// Position where the current reply began, if one is playing or queued.
     reply_start_ms: Option<u64>,
 }
@@ -118,6 +132,7 @@ impl Playback {
             in_flight: VecDeque::new(),
             frames_since_mark: 0,
             next_clock_mark: 0,
+            run_end_at: None,
             reply_start_ms: None,
         }
     }
@@ -165,6 +180,10 @@ impl Playback {
         if self.reply_start_ms.is_none() || self.is_idle(now) {
             self.reply_start_ms = Some(self.sent_ms);
         }
+        if self.run_end_at.is_some_and(|at| now < at) {
+            // More audio within the grace: the run goes on.
+            self.run_end_at = None;
+        }
         self.queue.push_back(Item::Frame(frame));
         self.queued_frames += 1;
         Ok(())
@@ -175,19 +194,21 @@ impl Playback {
         self.queue.push_back(Item::Mark(name));
     }
 
-    /// When the next queued item may be sent: now if the lead allows, else when it will.
-    /// `None` when nothing is queued.
+    /// When the next queued item may be sent: now if the lead allows, else when it will; or when
+    /// the mark that ends the current run is due. `None` when nothing is queued or due.
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        let run_end = self.run_end_at.map(|at| at.max(now));
         if self.queue.is_empty() {
-            return None;
+            return run_end;
         }
         let lead = PLAYBACK_LEAD.as_millis() as u64;
         let ahead = self.sent_ms.saturating_sub(self.position_ms(now));
-        Some(if ahead < lead {
+        let next = if ahead < lead {
             now
         } else {
             now + Duration::from_millis(ahead - lead + 1)
-        })
+        };
+        Some(run_end.map_or(next, |at| at.min(next)))
     }
 
     /// Takes what may be sent at `now`: frames while the lead allows, with the marks queued
@@ -195,6 +216,12 @@ impl Playback {
     pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let lead = PLAYBACK_LEAD.as_millis() as u64;
+        if let Some(at) = self.run_end_at
+            && (at <= now || matches!(self.queue.front(), Some(Item::Mark(_))))
+        {
+            // The run is over (or a plugin mark closes it): its own mark goes first.
+            out.push(self.clock_mark());
+        }
         if self.position_ms(now) >= self.sent_ms {
             // Everything sent has played: a new run of audio starts playing on arrival.
             self.anchor_ms = self.sent_ms;
@@ -212,8 +239,10 @@ impl Playback {
                     self.sent_ms += FRAME_MS;
                     self.frames_since_mark += 1;
                     out.push(Outgoing::Media(frame));
-                    if self.frames_since_mark >= CLOCK_MARK_FRAMES || self.queue.is_empty() {
+                    if self.frames_since_mark >= CLOCK_MARK_FRAMES {
                         out.push(self.clock_mark());
+                    } else if self.queue.is_empty() {
+                        self.run_end_at = Some(now + RUN_END_GRACE);
                     }
                 }
                 Some(Item::Mark(name)) => {
@@ -233,6 +262,7 @@ impl Playback {
 
     fn clock_mark(&mut self) -> Outgoing {
         self.frames_since_mark = 0;
+        self.run_end_at = None;
         let name = format!("{CLOCK_MARK_PREFIX}{}", self.next_clock_mark);
         self.next_clock_mark += 1;
         self.in_flight.push_back(InFlight {
@@ -290,6 +320,7 @@ impl Playback {
         self.anchor_ms = heard_at;
         self.anchor_at = now;
         self.frames_since_mark = 0;
+        self.run_end_at = None;
         self.reply_start_ms = None;
         heard
     }
@@ -357,7 +388,13 @@ mod tests {
             p.push_frame(frame(), t0).unwrap();
         }
         let mut out = p.due(t0);
-        out.extend(p.due(t0 + Duration::from_millis(60)));
+        let t1 = t0 + Duration::from_millis(60);
+        out.extend(p.due(t1));
+        // The queue ran dry: the run's closing mark waits for the grace, in case more follows.
+        assert_eq!(p.next_due(t1), Some(t1 + RUN_END_GRACE));
+        assert!(p.due(t1 + Duration::from_millis(10)).is_empty());
+        out.extend(p.due(t1 + RUN_END_GRACE));
+        assert_eq!(p.next_due(t1 + RUN_END_GRACE), None);
         let marks: Vec<&str> = out
             .iter()
             .filter_map(|o| match o {
@@ -367,6 +404,93 @@ mod tests {
             .collect();
         assert_eq!(marks, ["switchboard:clock:0", "switchboard:clock:1"]);
         assert_eq!(media(&out), 7);
+    }
+
+    fn marks(out: &[Outgoing]) -> Vec<&str> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outgoing::Mark(m) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_at_real_time_is_one_run_with_a_mark_every_five_frames() {
+        // A loopback: one frame queued and sent every 20 ms, each a little early or late.
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        let mut out = Vec::new();
+        for i in 0..20u64 {
+            let t = t0 + Duration::from_millis(i * 20 + [0, 7, 2, 9][i as usize % 4]);
+            out.extend(p.due(t)); // the loop wakes for anything due before the next frame
+            p.push_frame(frame(), t).unwrap();
+            out.extend(p.due(t));
+        }
+        assert_eq!(media(&out), 20);
+        assert_eq!(
+            marks(&out),
+            [
+                "switchboard:clock:0",
+                "switchboard:clock:1",
+                "switchboard:clock:2",
+                "switchboard:clock:3"
+            ]
+        );
+        assert_eq!(p.next_due(t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_run_that_stops_is_closed_by_a_mark_and_the_next_frame_starts_another() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        for _ in 0..2 {
+            p.push_frame(frame(), t0).unwrap();
+        }
+        assert_eq!(media(&p.due(t0)), 2);
+        // Nothing more within the grace: the run's mark goes out, standing after both frames.
+        let t1 = t0 + RUN_END_GRACE;
+        assert_eq!(p.next_due(t0), Some(t1));
+        assert_eq!(p.due(t1), [Outgoing::Mark("switchboard:clock:0".into())]);
+        // A frame queued after the grace, before the clock was pumped, comes after the mark.
+        let mut q = Playback::new(t0);
+        q.push_frame(frame(), t0).unwrap();
+        let _ = q.due(t0);
+        q.push_frame(frame(), t1 + Duration::from_millis(5))
+            .unwrap();
+        let out = q.due(t1 + Duration::from_millis(5));
+        assert_eq!(
+            out.first(),
+            Some(&Outgoing::Mark("switchboard:clock:0".into()))
+        );
+        assert_eq!(media(&out), 1);
+        // The mark stands after the first frame only: its echo pins the position at 20 ms.
+        let echoed = t1 + Duration::from_millis(25);
+        assert_eq!(q.on_echo("switchboard:clock:0", echoed), Echo::Clock);
+        assert_eq!(q.position_ms(echoed), 20);
+    }
+
+    #[test]
+    fn a_plugin_mark_after_a_run_follows_the_runs_clock_mark() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        p.push_frame(frame(), t0).unwrap();
+        let mut out = p.due(t0);
+        p.push_mark("reply-1".into());
+        out.extend(p.due(t0));
+        assert_eq!(marks(&out), ["switchboard:clock:0", "reply-1"]);
+        assert_eq!(p.next_due(t0), None);
+    }
+
+    #[test]
+    fn clear_drops_the_pending_run_mark() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0);
+        p.push_frame(frame(), t0).unwrap();
+        let _ = p.due(t0);
+        let _ = p.clear(t0 + Duration::from_millis(5));
+        assert_eq!(p.next_due(t0 + Duration::from_millis(5)), None);
+        assert!(p.due(t0 + Duration::from_secs(1)).is_empty());
     }
 
     #[test]
@@ -395,8 +519,10 @@ mod tests {
         // An earlier reply, fully played.
         p.push_frame(frame(), t0).unwrap();
         let _ = p.due(t0);
+        // Its mark goes out once the run is over, and is echoed on arrival.
+        let _ = p.due(t0 + RUN_END_GRACE);
         assert_eq!(
-            p.on_echo("switchboard:clock:0", t0 + Duration::from_millis(20)),
+            p.on_echo("switchboard:clock:0", t0 + RUN_END_GRACE),
             Echo::Clock
         );
         // The reply that gets interrupted starts at 1 s.

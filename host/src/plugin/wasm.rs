@@ -96,8 +96,13 @@ pub const MAX_POOLED_SESSIONS: u32 = 2_000;
 /// toolchains.
 pub const CORE_INSTANCES_PER_SESSION: u32 = 16;
 
-/// Most guest calls in flight at once (each needs a fiber stack from the pool while it runs).
-pub const MAX_CONCURRENT_GUEST_CALLS: u32 = 512;
+/// Fiber stacks the pool holds per session: one. Guest calls run on a fiber stack taken from the
+/// pool, and a wasmtime `Store` keeps the stack of its last call for its next one until the store
+/// is dropped, so every session that has been opened holds a stack for the rest of its call. With
+/// fewer stacks than sessions, the session past them fails to open ("maximum concurrent limit of N
+/// for fibers reached"): a pool of 512 stacks capped the gateway at 512 calls. A stack is address
+/// space reserved up front; only the pages a guest touches become resident.
+pub const STACKS_PER_SESSION: u32 = 1;
 
 /// How the engine allocates instances, memories and stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,19 +158,9 @@ impl WasmEngine {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         if let Allocator::Pooling { sessions } = allocator {
-            let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_component_instances(sessions)
-                .total_core_instances(sessions.saturating_mul(CORE_INSTANCES_PER_SESSION))
-                .max_core_instances_per_component(CORE_INSTANCES_PER_SESSION)
-                .max_memories_per_component(CORE_INSTANCES_PER_SESSION)
-                .max_tables_per_component(CORE_INSTANCES_PER_SESSION)
-                // Most core instances have no memory or table of their own: two per session
-                // on average is ample.
-                .total_memories(sessions.saturating_mul(2))
-                .total_tables(sessions.saturating_mul(2))
-                .total_stacks(MAX_CONCURRENT_GUEST_CALLS)
-                .max_memory_size(SESSION_MEMORY_LIMIT);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool_config(
+                sessions,
+            )));
         }
         let engine = Engine::new(&config).map_err(|e| engine_error(format!("{e:#}")))?;
         let weak = engine.weak();
@@ -281,6 +276,23 @@ impl WasmEngine {
         };
         Ok(plugin)
     }
+}
+
+/// The pooling allocator's limits for `sessions` sessions at once.
+fn pool_config(sessions: u32) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(sessions)
+        .total_core_instances(sessions.saturating_mul(CORE_INSTANCES_PER_SESSION))
+        .max_core_instances_per_component(CORE_INSTANCES_PER_SESSION)
+        .max_memories_per_component(CORE_INSTANCES_PER_SESSION)
+        .max_tables_per_component(CORE_INSTANCES_PER_SESSION)
+        // Most core instances have no memory or table of their own: two per session on average
+        // is ample.
+        .total_memories(sessions.saturating_mul(2))
+        .total_tables(sessions.saturating_mul(2))
+        .total_stacks(sessions.saturating_mul(STACKS_PER_SESSION))
+        .max_memory_size(SESSION_MEMORY_LIMIT);
+    pool
 }
 
 /// The WIT package whose interfaces a plugin imports and exports.
@@ -980,5 +992,25 @@ fn output_from_wit(o: wit_rt::SessionOutput) -> SessionOutput {
         },
         wit_rt::SessionOutput::Transfer(n) => SessionOutput::Transfer(n),
         wit_rt::SessionOutput::HangUp => SessionOutput::HangUp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_has_a_fiber_stack_for_every_session() {
+        // Each open session's store keeps a stack, so stacks bound the calls like instances do.
+        for sessions in [1, 64, MAX_POOLED_SESSIONS] {
+            let pool = pool_config(sessions);
+            assert!(pool.get_total_stacks() >= pool.get_total_component_instances());
+            assert_eq!(pool.get_total_component_instances(), sessions);
+        }
+        // And the engine reserves a pool that size.
+        let engine = WasmEngine::with_allocator(Allocator::Pooling {
+            sessions: MAX_POOLED_SESSIONS,
+        });
+        assert!(engine.is_ok(), "{:?}", engine.err());
     }
 }
