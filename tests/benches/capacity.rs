@@ -10,17 +10,24 @@
 //! decode → encode round trip is exact), so each echoed frame is matched to the moment it was sent.
 //!
 //! Reported per N: calls completed (closed by the gateway after `stop`), frames sent and echoed,
-//! frames the client sent more than 20 ms behind schedule (the client itself was overloaded: the
-//! row is invalid), echoes later than 20 ms, round-trip p50/p99/max, the gateway's CPU (from
-//! `/proc/PID/stat`) and resident memory (`/proc/PID/status`: idle before any call, peak during the
-//! row), and this client's CPU. Ratios are against the smallest N of the same run. The capacity is
-//! the largest valid N with every call completed, every frame echoed, none late and p99 < 5 ms.
+//! marks per echoed frame, frames the client sent more than 20 ms behind schedule (the client
+//! itself was overloaded: the row is invalid), echoes later than 20 ms, round-trip p50/p99/max,
+//! the gateway's CPU (from `/proc/PID/stat`, over the media phase) and resident memory
+//! (`/proc/PID/status`: idle before the first call, peak during the row), this client's CPU, and
+//! everything else's (`/proc/stat` less both: the noise of a shared machine). Every row starts a
+//! fresh gateway process. Ratios are against the first row: the smallest N, first gateway. The
+//! capacity is the largest valid N with every call completed, every frame echoed, none late and
+//! p99 < 5 ms.
 //!
 //! Run: `cargo bench -p switchboard-tests --bench capacity -- [--calls 100,250,500]
-//! [--duration 15] [--perf] [--log FILTER]`. `--perf` records the gateway with
-//! `perf record -g` during each row's media phase into `target/capacity/perf-N.data`; `--log`
-//! replaces the gateway's `RUST_LOG` (the default logs warnings only, plus the line that gives
-//! the listening address: per-call info lines are a cost of their own at a thousand calls).
+//! [--duration 15] [--perf] [--log FILTER] [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
+//! - `--perf` records the gateway with `perf record -g` during each row's media phase into
+//!   `target/capacity/perf-LABEL-N.data`.
+//! - `--log` replaces the gateway's `RUST_LOG`. The default logs warnings only, plus the line that
+//!   gives the listening address: per-call info lines are a cost of their own at a thousand
+//!   calls, and not the one measured here.
+//! - `--gateway` adds another build to compare (e.g. a copy of `target/release/switchboard` from
+//!   before a change): for each N its row runs before the current build's, in the same run.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -402,6 +409,9 @@ struct Row {
     open_time: Duration,
     gateway_cpu: Duration,
     client_cpu: Duration,
+    /// CPU time of everything else on the machine (other processes, the kernel's own threads)
+    /// during the media phase: how noisy the row's neighbours were.
+    others_cpu: Duration,
     wall: Duration,
     peak_rss_kib: u64,
     idle_rss_kib: u64,
@@ -462,7 +472,7 @@ impl Row {
 
     fn summary(&self) -> String {
         format!(
-            "{}/{} completed, {} of {} echoed, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, gateway {:.0} % core, client {:.0} % core: {}",
+            "{}/{} completed, {} of {} echoed, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, gateway {:.0} % core, client {:.0} % core, others {:.0} % core: {}",
             self.completed,
             self.n,
             self.received,
@@ -472,6 +482,7 @@ impl Row {
             ms(self.max),
             pct(self.gateway_cpu, self.wall),
             pct(self.client_cpu, self.wall),
+            pct(self.others_cpu, self.wall),
             self.verdict()
         )
     }
@@ -545,14 +556,22 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         Some(out) => Some(start_perf(level.pid, out, level.duration)?),
         None => None,
     };
-    let (gw0, cl0) = (proc_cpu_ticks(level.pid)?, self_cpu_ticks()?);
+    let (gw0, cl0, all0) = (
+        proc_cpu_ticks(level.pid)?,
+        self_cpu_ticks()?,
+        machine_busy_ticks()?,
+    );
     let started = Instant::now();
     let end = t0 + level.duration;
     while Instant::now() < end {
         tokio::time::sleep(RSS_SAMPLE.min(end.saturating_duration_since(Instant::now()))).await;
         peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
     }
-    let (gw1, cl1) = (proc_cpu_ticks(level.pid)?, self_cpu_ticks()?);
+    let (gw1, cl1, all1) = (
+        proc_cpu_ticks(level.pid)?,
+        self_cpu_ticks()?,
+        machine_busy_ticks()?,
+    );
     let wall = started.elapsed();
     let mut logs = Vec::with_capacity(level.n);
     for t in tasks {
@@ -591,6 +610,7 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         open_time,
         gateway_cpu: tick(gw1 - gw0),
         client_cpu: tick(cl1 - cl0),
+        others_cpu: tick((all1 - all0).saturating_sub((gw1 - gw0) + (cl1 - cl0))),
         wall,
         peak_rss_kib,
         idle_rss_kib: 0,
@@ -924,6 +944,24 @@ fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     stat_ticks(&format!("/proc/{pid}/stat"))
 }
 
+/// Busy time of the whole machine (every CPU: user, nice, system, irq, softirq, steal), in clock
+/// ticks, from the first line of `/proc/stat`.
+fn machine_busy_ticks() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0))
+        .sum();
+    Ok(busy)
+}
+
 fn self_cpu_ticks() -> anyhow::Result<u64> {
     stat_ticks("/proc/self/stat")
 }
@@ -995,14 +1033,14 @@ fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, no
         base.gateway
     );
     println!(
-        "| gateway | calls | completed | frames sent | echoed | marks / echo | client late | late > 20 ms | RTT p50 | p99 | max | gateway CPU (% core) | CPU ms / call-s | × | µs / frame | idle RSS | peak RSS | RSS / call | × | client CPU (% core) | open | verdict |"
+        "| gateway | calls | completed | frames sent | echoed | marks / echo | client late | late > 20 ms | RTT p50 | p99 | max | gateway CPU (% core) | CPU ms / call-s | × | µs / frame | idle RSS | peak RSS | RSS / call | × | client CPU (% core) | others' CPU (% core) | open | verdict |"
     );
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {:.3} | {:.2} | {:.1} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} | {:.0} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {:.3} | {:.2} | {:.1} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} | {:.0} | {:.0} | {:.1} s | {} |",
             r.gateway,
             r.n,
             r.completed,
@@ -1024,6 +1062,7 @@ fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, no
             rss_per_call(r),
             rss_per_call(r) / rss_per_call(base).max(1e-9),
             pct(r.client_cpu, r.wall),
+            pct(r.others_cpu, r.wall),
             r.open_time.as_secs_f64(),
             r.verdict()
         );
