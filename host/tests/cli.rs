@@ -1,19 +1,12 @@
 //! The `switchboard` binary as an operator runs it: a bad agents.toml exits 64 with one line
 //! naming file:line:key; `serve` plus `simulate` completes a call and writes what was heard.
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{BIN, KEYS, api_get, call_sid, echo_wasm, root, serve, serve_logged, temp};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// The target triple rustc builds for by default (this machine's).
 fn host_triple() -> String {
@@ -26,12 +19,6 @@ fn host_triple() -> String {
         .find_map(|l| l.strip_prefix("host: "))
         .expect("rustc -vV prints the host triple")
         .to_string()
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 #[test]
@@ -56,65 +43,6 @@ fn bad_config_exits_64_naming_file_line_and_key() {
         .unwrap_or_else(|| panic!("no file:line in {stderr}"));
     assert!(line.contains("agents[0].realtime.plugin"), "{line}");
     assert!(line.contains("nope"), "{line}");
-}
-
-/// The environment the README's try-it flow exports in both terminals: the token Twilio (here,
-/// `simulate`) signs with, and the operator API's token (`simulate` reads the transcript).
-const KEYS: [(&str, &str); 2] = [
-    ("TWILIO_AUTH_TOKEN", "local-test-token"),
-    ("SWITCHBOARD_API_TOKEN", "local-api-token"),
-];
-
-/// Starts `switchboard serve --config CONFIG` from the repository root with [`KEYS`], and
-/// returns it with the address it logged.
-fn serve(config: &Path) -> (Server, String) {
-    let (server, address, _log) = serve_logged(config);
-    (server, address)
-}
-
-/// As [`serve`], with every line the server logs from then on.
-fn serve_logged(config: &Path) -> (Server, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .current_dir(root())
-        .args(["serve", "--config"])
-        .arg(config)
-        .envs(KEYS)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let server = Server(child);
-    // Read the log on a thread: the address line, then keep draining so the server never
-    // blocks on a full pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (log_tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            let _ = log_tx.send(line);
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server logs its listening address");
-    (server, address, log)
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// What the README promises: build the plugin, serve the shipped agents.toml, call it.
@@ -193,37 +121,6 @@ fn serve_shipped_config_and_simulate_a_call() {
     drop(server);
 }
 
-/// The `CallSid` `simulate` printed (`call CA… (stream MZ…)`).
-fn call_sid(stdout: &str) -> String {
-    stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "call")
-        .nth(1)
-        .expect("call sid printed")
-        .to_string()
-}
-
-/// The operator API's view of every call: `GET /calls` with the API token.
-fn calls(address: &str) -> Vec<serde_json::Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let body = reqwest::Client::new()
-            .get(format!("http://{address}/calls?limit=50"))
-            .bearer_auth(KEYS[1].1)
-            .send()
-            .await
-            .expect("GET /calls")
-            .text()
-            .await
-            .expect("body");
-        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        json["calls"].as_array().cloned().unwrap_or_default()
-    })
-}
-
 /// SIGKILL during calls: the records of the calls that finished are intact after the restart,
 /// and the calls that were live are marked interrupted.
 #[test]
@@ -299,7 +196,10 @@ default = "echo"
     // Wait until both long calls are live in the records.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let in_progress = calls(&address)
+        let in_progress = api_get(&address, "/calls?limit=50")["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
             .iter()
             .filter(|c| c["outcome"] == "in-progress")
             .count();
@@ -321,7 +221,10 @@ default = "echo"
     }
 
     let (_server, address) = serve(&config);
-    let records = calls(&address);
+    let records = api_get(&address, "/calls?limit=50")["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(records.len(), 4, "{records:#?}");
     for sid in &finished {
         let r = records
@@ -345,19 +248,6 @@ default = "echo"
         assert!(r["started_at_ms"].is_i64(), "{r}");
         assert!(r["ended_at_ms"].is_i64(), "{r}");
     }
-}
-
-/// Builds the echo plugin (`cargo plugins`) and returns its component.
-fn echo_wasm() -> PathBuf {
-    let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
-        .status()
-        .expect("cargo plugins runs");
-    assert!(built.success());
-    root.join("target/plugins/wasm32-wasip2/plugin/echo.wasm")
 }
 
 /// `switchboard check FILE`: exit status, stdout, stderr.
@@ -634,7 +524,10 @@ default = "{default}"
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");
         let sid = call_sid(&stdout);
-        let records = calls(&address);
+        let records = api_get(&address, "/calls?limit=50")["calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let record = records
             .iter()
             .find(|r| r["call_sid"] == sid.as_str())

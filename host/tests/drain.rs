@@ -8,18 +8,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, KEYS, api_get, block_on, root, serve, temp};
+use common::{BIN, KEYS, api_get, block_on, echo_wasm, serve, temp};
 
 #[test]
 fn sigterm_drains_live_calls_then_exits_zero() {
-    let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
-        .status()
-        .expect("cargo plugins runs");
-    assert!(built.success());
+    let echo = echo_wasm();
     let dir = temp("drain");
     let _ = std::fs::remove_file(dir.join("calls.db"));
     let config = dir.join("agents.toml");
@@ -41,7 +34,7 @@ tokens = ["${{SWITCHBOARD_API_TOKEN}}"]
 path = "calls.db"
 
 [plugins.echo]
-path = "{}/target/plugins/wasm32-wasip2/plugin/echo.wasm"
+path = "{}"
 
 [[agents]]
 name = "echo"
@@ -50,7 +43,7 @@ realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
 [routing]
 default = "echo"
 "#,
-            root.display()
+            echo.display()
         ),
     )
     .expect("write config");

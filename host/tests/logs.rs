@@ -6,28 +6,21 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, KEYS, Server, root, temp};
+use common::{BIN, KEYS, Server, echo_wasm, temp};
 
 #[test]
 fn json_logs_carry_the_call_span() {
-    let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
-        .status()
-        .expect("cargo plugins runs");
-    assert!(built.success());
+    let echo = echo_wasm();
     let dir = temp("logs");
     let config = dir.join("agents.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"${{TWILIO_AUTH_TOKEN}}\"\n[records]\npath = \"\"\n\
-             [plugins.echo]\npath = \"{}/target/plugins/wasm32-wasip2/plugin/echo.wasm\"\n\
+             [plugins.echo]\npath = \"{}\"\n\
              [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {{ mode = \"immediate\" }} }}\n\
              [routing]\ndefault = \"echo\"\n",
-            root.display()
+            echo.display()
         ),
     )
     .expect("write config");

@@ -46,6 +46,12 @@ impl Drop for Server {
 /// Starts `switchboard serve --config CONFIG` from the repository root with [`KEYS`], and
 /// returns it with the address it logged.
 pub fn serve(config: &Path) -> (Server, String) {
+    let (server, address, _log) = serve_logged(config);
+    (server, address)
+}
+
+/// As [`serve`], with every line the server logs from then on.
+pub fn serve_logged(config: &Path) -> (Server, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .current_dir(root())
         .args(["serve", "--config"])
@@ -60,6 +66,7 @@ pub fn serve(config: &Path) -> (Server, String) {
     // Read the log on a thread: the address line, then keep draining so the server never
     // blocks on a full pipe.
     let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("address=").nth(1) {
@@ -70,12 +77,36 @@ pub fn serve(config: &Path) -> (Server, String) {
                         .to_string(),
                 );
             }
+            let _ = log_tx.send(line);
         }
     });
     let address = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the server logs its listening address");
-    (server, address)
+    (server, address, log)
+}
+
+/// The `CallSid` `simulate` printed (`call CA… (stream MZ…)`).
+pub fn call_sid(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "call")
+        .nth(1)
+        .expect("call sid printed")
+        .to_string()
+}
+
+/// Builds the echo plugin (`cargo plugins`) and returns its component.
+pub fn echo_wasm() -> PathBuf {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
+        .status()
+        .expect("cargo plugins runs");
+    assert!(built.success());
+    root.join("target/plugins/wasm32-wasip2/plugin/echo.wasm")
 }
 
 /// Runs `future` to completion on a fresh current-thread runtime.
