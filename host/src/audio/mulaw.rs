@@ -153,9 +153,13 @@ pub fn encode_into(pcm: &[i16], out: &mut Vec<u8>) {
 /// little-endian bytes (the plugin audio wire format): `2 * mulaw.len()`
 /// bytes are added.
 pub fn decode_to_pcm16le(mulaw: &[u8], out: &mut Vec<u8>) {
-    out.reserve(mulaw.len() * PCM16_BYTES);
-    for &byte in mulaw {
-        out.extend_from_slice(&decode(byte).to_le_bytes());
+    // Sized once and written in place: a two-byte `extend_from_slice` per sample checks the
+    // capacity 160 times a frame and does not vectorise.
+    let start = out.len();
+    out.resize(start + mulaw.len() * PCM16_BYTES, 0);
+    let (samples, _) = out[start..].as_chunks_mut::<PCM16_BYTES>();
+    for (sample, &byte) in samples.iter_mut().zip(mulaw) {
+        *sample = decode(byte).to_le_bytes();
     }
 }
 

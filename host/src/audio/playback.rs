@@ -41,9 +41,9 @@ pub const CLOCK_MARK_FRAMES: u32 = 5;
 /// that ends the run. A source that plays at real time (a loopback, a model streaming its reply)
 /// queues its next frame about 20 ms after the last one; a frame and a half of grace keeps such a
 /// stream one run, so it costs a mark and an echo every [`CLOCK_MARK_FRAMES`] frames instead of
-/// after every frame (at a thousand calls, a third of the socket messages). Twilio starts a frame
-/// no earlier than it arrives and plays it for 20 ms, so the late mark still lands right behind
-/// the run's last frame, and its echo comes at most 10 ms after that frame finished.
+/// after every frame (which made them two of the four socket messages per frame). Twilio starts
+/// a frame no earlier than it arrives and plays it for 20 ms, so the late mark still lands right
+/// behind the run's last frame, and its echo comes at most 10 ms after that frame finished.
 pub const RUN_END_GRACE: Duration = Duration::from_millis(30);
 
 /// Most audio one call may have queued in the host (120 s of frames); more is a runaway plugin.

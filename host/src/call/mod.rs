@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt as _;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
@@ -22,6 +23,7 @@ use crate::audio::playback::{Echo, Outgoing, Playback};
 use crate::audio::vad::Vad;
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
 use crate::config::{Agent, AgentMode, Config, PluginUse};
+use crate::metrics::frame::LocalHistogram;
 use crate::plugin::io::{IoDriver, IoEvent, IoPolicy};
 use crate::plugin::{
     CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionInput, SessionOutput, Stage,
@@ -309,6 +311,7 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         active: None,
         payload: Vec::with_capacity(FRAME_SAMPLES),
         converted: Vec::new(),
+        unflushed: false,
         span: span.clone(),
     };
     let reason = call.run().instrument(span.clone()).await;
@@ -319,6 +322,9 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         .failed_plugin
         .clone()
         .or_else(|| call.plugins.first().cloned());
+    // The call's last frames are counted before it is: a scrape that sees the call sees them.
+    call.metrics.frame.merge();
+    call.metrics.lead.merge();
     record_call_metrics(&reason, &call.stats, blamed.as_deref());
     if let (Some(records), Some(call_sid)) = (&call.ctx.records, &call.stats.call_sid) {
         let ended = call_end_record(call_sid, &reason, &call.stats);
@@ -329,18 +335,18 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
     (reason, call.stats)
 }
 
-/// Metric handles a call records into on its hot path (see [`crate::metrics`]).
+/// Metrics a call records into on its hot path (see [`crate::metrics`]).
 struct CallMetrics {
-    frame: metrics::Histogram,
-    lead: metrics::Histogram,
+    frame: LocalHistogram,
+    lead: LocalHistogram,
     gaps: metrics::Counter,
 }
 
 impl CallMetrics {
     fn new() -> Self {
         Self {
-            frame: metrics::histogram!(crate::metrics::FRAME_SECONDS),
-            lead: metrics::histogram!(crate::metrics::PLAYBACK_LEAD_SECONDS),
+            frame: LocalHistogram::new(&crate::metrics::frame::FRAME),
+            lead: LocalHistogram::new(&crate::metrics::frame::LEAD),
             gaps: metrics::counter!(crate::metrics::INBOUND_GAP_FRAMES),
         }
     }
@@ -441,6 +447,8 @@ struct Call {
     active: Option<Active>,
     payload: Vec<u8>,
     converted: Vec<u8>,
+    /// Messages queued by [`Call::send`] and not yet written.
+    unflushed: bool,
     span: Span,
 }
 
@@ -453,6 +461,15 @@ enum Next {
 impl Call {
     async fn run(&mut self) -> EndReason {
         let start_deadline = Instant::now() + START_TIMEOUT;
+        // The timers and the shutdown watch live across iterations: building them per message
+        // registered and removed a timer and a waiter on the shared shutdown channel per frame.
+        // A `Sleep` moved later is a cheap update; one moved earlier is re-registered.
+        let mut deadline_timer = Timer::new();
+        let mut due_timer = Timer::new();
+        let mut idle_timer = Timer::new();
+        let mut shutdown = self.ctx.shutdown.clone();
+        let shutdown = shutdown_signalled(&mut shutdown);
+        tokio::pin!(shutdown);
         let reason = loop {
             let (deadline, due, idle_at) = match &self.active {
                 None => (Some(start_deadline), None, None),
@@ -465,53 +482,51 @@ impl Call {
                     },
                 ),
             };
-            let msg = tokio::select! {
-                msg = self.ws.recv() => msg,
-                () = sleep_until(deadline) => {
-                    break match &self.active { None => EndReason::NoStart, Some(a) => a.ending() };
+            deadline_timer.arm(deadline);
+            due_timer.arm(due);
+            idle_timer.arm(idle_at);
+            let next = tokio::select! {
+                msg = self.ws.recv() => self.on_message(msg).await,
+                () = deadline_timer.sleep.as_mut(), if deadline.is_some() => {
+                    Next::End(match &self.active {
+                        None => EndReason::NoStart,
+                        Some(a) => a.ending(),
+                    })
                 }
-                () = sleep_until(due) => {
-                    if let Next::End(reason) = self.pump().await {
-                        break reason;
-                    }
-                    continue;
-                }
-                event = next_engine_event(&mut self.active) => {
-                    let next = match event {
-                        EngineEvent::Io(event) => self.feed(SessionInput::Io(event)).await,
-                        EngineEvent::Report(report) => self.on_report(report).await,
-                    };
-                    if let Next::End(reason) = next {
-                        break reason;
-                    }
-                    continue;
-                }
-                () = sleep_until(idle_at) => {
-                    if let Next::End(reason) = self.check_idle().await {
-                        break reason;
-                    }
-                    continue;
-                }
-                () = shutdown_signalled(&mut self.ctx.shutdown) => break EndReason::Shutdown,
+                () = due_timer.sleep.as_mut(), if due.is_some() => self.pump().await,
+                event = next_engine_event(&mut self.active) => match event {
+                    EngineEvent::Io(event) => self.feed(SessionInput::Io(event)).await,
+                    EngineEvent::Report(report) => self.on_report(report).await,
+                },
+                () = idle_timer.sleep.as_mut(), if idle_at.is_some() => self.check_idle().await,
+                () = &mut shutdown => Next::End(EndReason::Shutdown),
             };
-            let next = match msg {
-                None => Next::End(EndReason::SocketClosed),
-                Some(Err(e)) => Next::End(EndReason::SocketError(e.to_string())),
-                Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
-                Some(Ok(Message::Close(_))) => Next::End(EndReason::SocketClosed),
-                Some(Ok(Message::Binary(_))) => {
-                    tracing::warn!("binary WebSocket message dropped: Media Streams sends text");
-                    self.stats.dropped += 1;
-                    Next::Continue
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
-            };
+            // Everything one event produced goes out in one write.
+            if let Next::End(reason) = self.flush().await {
+                break reason;
+            }
             if let Next::End(reason) = next {
                 break reason;
             }
         };
         self.finish(&reason).await;
         reason
+    }
+
+    /// Handles one message (or the end) of the Media Streams socket.
+    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Next {
+        match msg {
+            None => Next::End(EndReason::SocketClosed),
+            Some(Err(e)) => Next::End(EndReason::SocketError(e.to_string())),
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()).await,
+            Some(Ok(Message::Close(_))) => Next::End(EndReason::SocketClosed),
+            Some(Ok(Message::Binary(_))) => {
+                tracing::warn!("binary WebSocket message dropped: Media Streams sends text");
+                self.stats.dropped += 1;
+                Next::Continue
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
+        }
     }
 
     async fn finish(&mut self, reason: &EndReason) {
@@ -648,9 +663,12 @@ impl Call {
             .to_json(),
         );
         for m in messages {
-            if self.ws.send(Message::Text(m.into())).await.is_err() {
+            if self.ws.feed(Message::Text(m.into())).await.is_err() {
                 return;
             }
+        }
+        if self.ws.flush().await.is_err() {
+            return;
         }
         let played = Duration::from_millis(APOLOGY.len() as u64 / 8);
         let deadline = Instant::now() + played + HANGUP_GRACE;
@@ -693,7 +711,7 @@ impl Call {
             } => {
                 let started = std::time::Instant::now();
                 let next = self.on_media(&media, &stream_sid).await;
-                self.metrics.frame.record(started.elapsed().as_secs_f64());
+                self.metrics.frame.record(started.elapsed());
                 next
             }
             Inbound::Dtmf { dtmf, .. } => {
@@ -1443,7 +1461,7 @@ impl Call {
                 .playback
                 .sent_ms()
                 .saturating_sub(active.playback.position_ms(now));
-            self.metrics.lead.record(lead_ms as f64 / 1000.0);
+            self.metrics.lead.record(Duration::from_millis(lead_ms));
         }
         let stream_sid = active.stream_sid.clone();
         let since_start = active.started.elapsed();
@@ -1472,8 +1490,24 @@ impl Call {
         Next::Continue
     }
 
+    /// Queues one message in the socket's write buffer; [`Call::flush`] writes it out, once per
+    /// event the call loop handles, so a frame and the mark after it share one write.
     async fn send(&mut self, text: String) -> Next {
-        match self.ws.send(Message::Text(text.into())).await {
+        match self.ws.feed(Message::Text(text.into())).await {
+            Ok(()) => {
+                self.unflushed = true;
+                Next::Continue
+            }
+            Err(e) => Next::End(EndReason::SocketError(e.to_string())),
+        }
+    }
+
+    /// Writes out what [`Call::send`] queued.
+    async fn flush(&mut self) -> Next {
+        if !std::mem::take(&mut self.unflushed) {
+            return Next::Continue;
+        }
+        match self.ws.flush().await {
             Ok(()) => Next::Continue,
             Err(e) => Next::End(EndReason::SocketError(e.to_string())),
         }
@@ -1506,7 +1540,7 @@ async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
         Some(Active {
             engine: Engine::Realtime { io, .. },
             ..
-        }) => EngineEvent::Io(io.next_event().await),
+        }) if !io.is_idle() => EngineEvent::Io(io.next_event().await),
         Some(Active {
             engine: Engine::Pipeline(p),
             ..
@@ -1515,13 +1549,32 @@ async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
             // Every stage task has stopped; each reported why first.
             None => std::future::pending().await,
         },
-        None => std::future::pending().await,
+        // Not started, or a realtime session with no host I/O in flight.
+        _ => std::future::pending().await,
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// A timer of the call loop, kept across iterations and moved only when its deadline changes.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Sets the deadline; `None` leaves the timer as it is (the loop does not poll it then).
+    fn arm(&mut self, at: Option<Instant>) {
+        if let Some(at) = at
+            && self.armed != Some(at)
+        {
+            self.sleep.as_mut().reset(at);
+            self.armed = Some(at);
+        }
     }
 }

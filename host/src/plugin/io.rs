@@ -433,6 +433,12 @@ impl IoDriver {
         }
     }
 
+    /// True when no event can come: nothing queued and no I/O task running (or finished and
+    /// not yet reaped). The call loop then skips polling the event channel on every frame.
+    pub fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.events_rx.is_empty()
+    }
+
     /// The next completion. Cancel-safe.
     pub async fn next_event(&mut self) -> IoEvent {
         // The driver holds a sender, so the channel never closes while it lives.

@@ -1,9 +1,12 @@
 //! The gateway's Prometheus metrics: their names, labels and buckets, and the recorder that
 //! `GET /metrics` renders (Prometheus text exposition format).
 //!
-//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). Hot-path
-//! metrics (per frame) are recorded through handles a call fetches once at its start, so a
-//! frame costs one lock-free histogram push, never a registry lookup.
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). The per-frame
+//! histograms bypass the recorder: a call counts them itself and merges once a second
+//! ([`frame`]); other per-call metrics are recorded through handles a call fetches once at its
+//! start, never a registry lookup per frame.
+
+pub mod frame;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -98,16 +101,6 @@ fn describe() {
         WEBHOOK_SECONDS,
         Unit::Seconds,
         "Time to answer a Twilio webhook."
-    );
-    describe_histogram!(
-        FRAME_SECONDS,
-        Unit::Seconds,
-        "Host time per inbound Media Streams frame: Twilio frame in, plugin, frames out."
-    );
-    describe_histogram!(
-        PLAYBACK_LEAD_SECONDS,
-        Unit::Seconds,
-        "Audio sent to Twilio ahead of what the caller has heard."
     );
     describe_counter!(
         INBOUND_GAP_FRAMES,
