@@ -574,3 +574,42 @@ default = "{default}"
     assert_eq!(call(), "first");
     drop(server);
 }
+
+/// `serve --workers N` runs the gateway on N runtime worker threads (as `/healthz` reports),
+/// one per core without it; `--workers 0` is refused before anything starts.
+#[test]
+fn serve_runs_the_requested_number_of_workers() {
+    let echo = echo_wasm();
+    let dir = temp("workers");
+    let config = dir.join("agents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"${{TWILIO_AUTH_TOKEN}}\"\n[records]\npath = \"\"\n\
+             [plugins.echo]\npath = \"{}\"\n\
+             [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {{ mode = \"immediate\" }} }}\n\
+             [routing]\ndefault = \"echo\"\n",
+            echo.display()
+        ),
+    )
+    .expect("write config");
+    let (server, address, _log) = common::serve_with(&config, &["--workers", "3"]);
+    let health = api_get(&address, "/healthz");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["workers"], 3, "{health}");
+    drop(server);
+    // The default: one per core.
+    let (_server, address, _log) = common::serve_with(&config, &[]);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(api_get(&address, "/healthz")["workers"], cores);
+
+    let refused = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--workers", "0"])
+        .output()
+        .expect("serve runs");
+    assert_eq!(refused.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
+}

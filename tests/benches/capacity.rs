@@ -2,9 +2,9 @@
 //! build, its own process) carries with every echoed frame back in time.
 //!
 //! The gateway serves the echo plugin (WASM, `mode = "immediate"`) with signatures checked and
-//! call records on. For each N, one client process (this one: `--client-threads`, default 2, single-threaded tokio runtimes)
-//! opens N Media Streams WebSockets, each signed as Twilio signs the upgrade, sends `connected` and
-//! `start`, then one `media` frame every 20 ms at real time for `--duration` seconds, then `stop`.
+//! call records on. For each N, one client process (this one) opens N Media Streams WebSockets,
+//! each signed as Twilio signs the upgrade, sends `connected` and `start`, then one `media` frame
+//! every 20 ms at real time for `--duration` seconds, then `stop`.
 //! Like Twilio it plays what comes back at real time and echoes each mark once the audio before
 //! it has played. Every frame carries its number in its first bytes (μ-law codes whose
 //! decode → encode round trip is exact), so each echoed frame is matched to the moment it was sent.
@@ -20,7 +20,15 @@
 //! p99 < 5 ms.
 //!
 //! Run: `cargo bench -p switchboard-tests --bench capacity -- [--calls 100,250,500]
-//! [--duration 15] [--perf] [--log FILTER] [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
+//! [--duration 15] [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N]
+//! [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
+//! - `--client-threads` (default 2): the client's threads, each a single-threaded runtime with
+//!   its share of the calls.
+//! - `--gateway-workers`: the gateway's runtime worker threads (default: one per core). The
+//!   client shares the machine: with as many runnable threads as cores on each side, a gateway
+//!   worker the kernel preempts for a client thread holds its queued frames until it runs
+//!   again, which is what bounds the round-trip tail on 2 cores; more threads on both sides
+//!   spread that wait.
 //! - `--perf` records the gateway with `perf record -g` during each row's media phase into
 //!   `target/capacity/perf-LABEL-N.data`.
 //! - `--log` replaces the gateway's `RUST_LOG`. The default logs warnings only, plus the line that
@@ -109,6 +117,9 @@ struct Args {
     log: String,
     /// Threads (each a single-threaded tokio runtime) the client's calls are spread over.
     client_threads: usize,
+    /// The gateway's runtime worker threads (`TOKIO_WORKER_THREADS`, which `serve` honours as
+    /// it does `--workers`, and so do older builds); `None`: its default, one per core.
+    gateway_workers: Option<usize>,
     /// Gateways to compare against the one built from this workspace: (label, binary, echo
     /// component).
     baselines: Vec<(String, PathBuf, Option<PathBuf>)>,
@@ -121,6 +132,7 @@ fn args() -> anyhow::Result<Args> {
         perf: false,
         log: GATEWAY_LOG.to_string(),
         client_threads: DEFAULT_CLIENT_THREADS,
+        gateway_workers: None,
         baselines: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -150,6 +162,15 @@ fn args() -> anyhow::Result<Args> {
                 out.duration = Duration::from_secs(secs);
             }
             "--perf" => out.perf = true,
+            "--gateway-workers" => {
+                let s = it.next().context("--gateway-workers needs a number")?;
+                out.gateway_workers = Some(
+                    s.parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .with_context(|| format!("--gateway-workers {s}: 1–1024"))?,
+                );
+            }
             "--client-threads" => {
                 let s = it.next().context("--client-threads needs a number")?;
                 out.client_threads = s
@@ -175,7 +196,7 @@ fn args() -> anyhow::Result<Args> {
             }
             other => bail!(
                 "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] \
-                 [--perf] [--log FILTER] [--client-threads N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
+                 [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
             ),
         }
     }
@@ -248,7 +269,7 @@ fn main() -> anyhow::Result<()> {
         for (label, binary, echo) in &gateways {
             let dir = temp_dir()?;
             let config = write_gateway_config(&dir, echo)?;
-            let gateway = GatewayProcess::start(binary, &config, &args.log)?;
+            let gateway = GatewayProcess::start(binary, &config, &args.log, args.gateway_workers)?;
             let pid = gateway.pid;
             // Idle baseline: after start-up, before any call.
             std::thread::sleep(Duration::from_secs(1));
@@ -339,8 +360,17 @@ struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `binary serve --config CONFIG` through `sh` (to raise its open-file limit) and
     /// waits for the `address=` line of its log.
-    fn start(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new("sh")
+    fn start(
+        binary: &Path,
+        config: &Path,
+        log: &str,
+        workers: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new("sh");
+        if let Some(n) = workers {
+            command.env("TOKIO_WORKER_THREADS", n.to_string());
+        }
+        let mut child = command
             .arg("-c")
             .arg(
                 "ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; \
@@ -1087,10 +1117,16 @@ fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, no
         "\n# Capacity: echo (WASM, immediate), {} s of media per call, 20 ms frames\n",
         args.duration.as_secs()
     );
+    let workers = args.gateway_workers.map_or_else(
+        || "its default (one per core)".to_string(),
+        |n| n.to_string(),
+    );
     println!(
-        "Started at {since_epoch} (Unix s); N = {}; CLK_TCK {clk_tck}; open files: {nofile}. \
-         Each row is a fresh gateway process. Ratios (×) are against the first row ({} calls, {}).\n",
+        "Started at {since_epoch} (Unix s); N = {}; CLK_TCK {clk_tck}; open files: {nofile}; \
+         gateway worker threads: {workers}; client threads: {}. Each row is a fresh gateway \
+         process. Ratios (×) are against the first row ({} calls, {}).\n",
         calls.join(", "),
+        args.client_threads,
         base.n,
         base.gateway
     );

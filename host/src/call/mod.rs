@@ -651,7 +651,7 @@ impl Call {
         for chunk in APOLOGY.chunks(FRAME_SAMPLES) {
             let mut frame = chunk.to_vec();
             frame.resize(FRAME_SAMPLES, mulaw::SILENCE);
-            messages.push(Outbound::media(&stream_sid, &frame).to_json());
+            messages.push(Outbound::media_json(&stream_sid, &frame));
         }
         messages.push(
             Outbound::Mark {
@@ -1472,7 +1472,7 @@ impl Call {
                     if self.stats.first_audio.is_none() {
                         self.stats.first_audio = Some(since_start);
                     }
-                    Outbound::media(&stream_sid, &frame).to_json()
+                    Outbound::media_json(&stream_sid, &frame)
                 }
                 Outgoing::Mark(name) => {
                     self.stats.marks_sent += 1;

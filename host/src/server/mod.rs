@@ -358,6 +358,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "status": "ok",
         "active_calls": state.active_calls(),
+        // Runtime worker threads (`serve --workers`, default one per core).
+        "workers": tokio::runtime::Handle::current().metrics().num_workers(),
         "signatures": {
             "checked": ctx.config.twilio.validate_signatures,
             "accepted": state.signatures.accepted.load(Ordering::Relaxed),

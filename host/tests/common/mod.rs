@@ -52,10 +52,19 @@ pub fn serve(config: &Path) -> (Server, String) {
 
 /// As [`serve`], with every line the server logs from then on.
 pub fn serve_logged(config: &Path) -> (Server, String, std::sync::mpsc::Receiver<String>) {
+    serve_with(config, &[])
+}
+
+/// As [`serve_logged`], with more arguments after `serve --config CONFIG`.
+pub fn serve_with(
+    config: &Path,
+    extra: &[&str],
+) -> (Server, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .current_dir(root())
         .args(["serve", "--config"])
         .arg(config)
+        .args(extra)
         .envs(KEYS)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
