@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{BIN, KEYS, api_get, call_sid, echo_wasm, root, serve, serve_logged, temp};
+use common::{
+    BIN, KEYS, api_get, call_sid, echo_config, echo_wasm, root, serve, serve_logged, temp,
+};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -579,20 +581,8 @@ default = "{default}"
 /// one per core without it; `--workers 0` is refused before anything starts.
 #[test]
 fn serve_runs_the_requested_number_of_workers() {
-    let echo = echo_wasm();
     let dir = temp("workers");
-    let config = dir.join("agents.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"${{TWILIO_AUTH_TOKEN}}\"\n[records]\npath = \"\"\n\
-             [plugins.echo]\npath = \"{}\"\n\
-             [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {{ mode = \"immediate\" }} }}\n\
-             [routing]\ndefault = \"echo\"\n",
-            echo.display()
-        ),
-    )
-    .expect("write config");
+    let config = echo_config(&dir);
     let (server, address, _log) = common::serve_with(&config, &["--workers", "3"]);
     let health = api_get(&address, "/healthz");
     assert_eq!(health["status"], "ok");

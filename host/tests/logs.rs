@@ -6,24 +6,12 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, KEYS, Server, echo_wasm, temp};
+use common::{BIN, KEYS, Server, echo_config, temp};
 
 #[test]
 fn json_logs_carry_the_call_span() {
-    let echo = echo_wasm();
     let dir = temp("logs");
-    let config = dir.join("agents.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"${{TWILIO_AUTH_TOKEN}}\"\n[records]\npath = \"\"\n\
-             [plugins.echo]\npath = \"{}\"\n\
-             [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {{ mode = \"immediate\" }} }}\n\
-             [routing]\ndefault = \"echo\"\n",
-            echo.display()
-        ),
-    )
-    .expect("write config");
+    let config = echo_config(&dir);
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&config)

@@ -118,6 +118,25 @@ pub fn echo_wasm() -> PathBuf {
     root.join("target/plugins/wasm32-wasip2/plugin/echo.wasm")
 }
 
+/// Writes `dir/agents.toml`: the echo plugin (built by [`echo_wasm`]) in `immediate` mode as the
+/// default agent, listening on a free loopback port, signatures checked with [`KEYS`]' token,
+/// records in memory.
+pub fn echo_config(dir: &Path) -> PathBuf {
+    let config = dir.join("agents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[twilio]\nauth_token = \"${{TWILIO_AUTH_TOKEN}}\"\n[records]\npath = \"\"\n\
+             [plugins.echo]\npath = \"{}\"\n\
+             [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {{ mode = \"immediate\" }} }}\n\
+             [routing]\ndefault = \"echo\"\n",
+            echo_wasm().display()
+        ),
+    )
+    .expect("write config");
+    config
+}
+
 /// Runs `future` to completion on a fresh current-thread runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
