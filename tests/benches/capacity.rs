@@ -37,27 +37,21 @@
 //! - `--gateway` adds another build to compare (e.g. a copy of `target/release/switchboard` from
 //!   before a change): for each N its row runs before the current build's, in the same run.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
+#[path = "capacity/client.rs"]
+mod client;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::{SinkExt as _, StreamExt as _};
+use client::{CallLog, CallPlan, FRAME, LATE, tag, untag};
 use switchboard::audio::mulaw;
 use switchboard::twilio::signature::{self, Algorithm};
 use switchboard_tests::{plugin_dirs, temp_dir, workspace_root};
-use tokio::sync::{Semaphore, watch};
-use tokio::time::MissedTickBehavior;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Calls per row when `--calls` is not given: far enough past the 1,000-call goal to find the
 /// knee on a 2-core machine.
@@ -69,23 +63,11 @@ const DEFAULT_DURATION_S: u64 = 15;
 /// Client threads when `--client-threads` is not given: one per core of the 2-core machine.
 const DEFAULT_CLIENT_THREADS: usize = 2;
 
-/// One frame of audio: 20 ms.
-const FRAME: Duration = Duration::from_millis(20);
-
-/// A frame sent this far behind its schedule means the client was overloaded; an echo this late
-/// after its frame was sent is late (a frame's own length).
-const LATE: Duration = FRAME;
-
 /// The capacity criterion's round-trip p99 bound.
 const P99_LIMIT: Duration = Duration::from_millis(5);
 
-/// WebSocket handshakes in flight at once while a row opens its calls (well inside the listen
-/// backlog).
-const CONCURRENT_HANDSHAKES: usize = 64;
-
-/// Longest a row may take to open its calls, and to close them after `stop`.
+/// Longest a row may take to open its calls.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pause between the last call opening and the first media frame, so the gateway has opened every
 /// session before the measured window starts.
@@ -96,12 +78,6 @@ const RSS_SAMPLE: Duration = Duration::from_millis(100);
 
 /// The Twilio auth token the gateway checks and the client signs with.
 const AUTH_TOKEN: &str = "capacity-bench-token";
-
-/// The client's WebSocket read buffer (bytes): a few messages of a few hundred bytes.
-const CLIENT_READ_BUFFER: usize = 4096;
-
-/// Bytes of the frame tag: the call index (16 bits) and frame number (16 bits), a nibble per byte.
-const TAG_BYTES: usize = 8;
 
 /// The gateway's log filter: warnings, plus `switchboard`'s own (main.rs) info lines, among them
 /// the `address=` line; every module of the library stays at warn.
@@ -247,13 +223,11 @@ fn main() -> anyhow::Result<()> {
     if args.perf {
         std::fs::create_dir_all(&perf_dir)?;
     }
-    // The calls run on `--client-threads` single-threaded runtimes, each on its own thread,
-    // spread round-robin: no work stealing between them (a multi-threaded runtime cost this
-    // client ~40 % more CPU per call). The row itself is driven from this thread.
+    // The row is driven from this thread; its calls run on `--client-threads` threads of their
+    // own (`client::run_shard`).
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let shards = ClientShards::start(args.client_threads)?;
     let nonce = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -289,7 +263,7 @@ fn main() -> anyhow::Result<()> {
                 perf: args
                     .perf
                     .then(|| perf_dir.join(format!("perf-{label}-{n}.data"))),
-                shards: shards.handles.clone(),
+                client_threads: args.client_threads,
             };
             let mut row = client.block_on(run_level(&level))?;
             row.gateway = label.clone();
@@ -434,50 +408,8 @@ struct Level {
     clk_tck: u64,
     nonce: u64,
     perf: Option<PathBuf>,
-    /// The client runtimes the calls are spread over.
-    shards: Vec<tokio::runtime::Handle>,
-}
-
-/// Single-threaded tokio runtimes, each driven by a thread of its own until dropped.
-struct ClientShards {
-    handles: Vec<tokio::runtime::Handle>,
-    stop: Vec<tokio::sync::oneshot::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl ClientShards {
-    fn start(count: usize) -> anyhow::Result<Self> {
-        let mut shards = Self {
-            handles: Vec::with_capacity(count),
-            stop: Vec::with_capacity(count),
-            threads: Vec::with_capacity(count),
-        };
-        for i in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            shards.handles.push(runtime.handle().clone());
-            shards.stop.push(stop);
-            shards.threads.push(
-                std::thread::Builder::new()
-                    .name(format!("client-{i}"))
-                    .spawn(move || {
-                        let _ = runtime.block_on(stopped);
-                    })?,
-            );
-        }
-        Ok(shards)
-    }
-}
-
-impl Drop for ClientShards {
-    fn drop(&mut self) {
-        self.stop.clear();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
+    /// Threads the calls are spread over, round-robin.
+    client_threads: usize,
 }
 
 /// One row of the report.
@@ -579,55 +511,40 @@ impl Row {
     }
 }
 
-/// What one call saw.
-#[derive(Default)]
-struct CallLog {
-    opened: bool,
-    completed: bool,
-    sent: u64,
-    received: u64,
-    corrupt: u64,
-    /// Marks the gateway sent (each echoed once its audio played).
-    marks: u64,
-    late_sends: u64,
-    max_lag: Duration,
-    /// Round trips of echoed frames, µs.
-    rtt_us: Vec<u32>,
-    error: Option<String>,
-}
-
 async fn run_level(level: &Level) -> anyhow::Result<Row> {
     let http = format!("http://{}", level.address);
     wait_idle(&http).await?;
     let url = format!("ws://{}/twilio/media-stream", level.address);
     // Every call opens the same URL with no parameters: one signature serves them all.
     let sig = signature::compute(AUTH_TOKEN, &url, &[], Algorithm::HmacSha1);
-    let handshakes = Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
     let ready = Arc::new(AtomicUsize::new(0));
-    let (t0_tx, t0_rx) = watch::channel(None::<Instant>);
+    let start = Arc::new(OnceLock::<Instant>::new());
     let tone = Arc::new(tone());
     let frames = (level.duration.as_millis() / FRAME.as_millis()) as usize;
     let opening = Instant::now();
-    let mut tasks = Vec::with_capacity(level.n);
+    let threads = level.client_threads.clamp(1, level.n);
+    let mut shards: Vec<Vec<CallPlan>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..level.n {
-        let call = CallSpec {
+        shards[i % threads].push(CallPlan {
             index: i,
             n: level.n,
             frames,
+            address: level.address.clone(),
             url: url.clone(),
             signature: sig.clone(),
             call_sid: format!("CA{:016x}{:08x}{:08x}", level.nonce, level.n, i),
             stream_sid: format!("MZ{:016x}{:08x}{:08x}", level.nonce, level.n, i),
             tone: tone.clone(),
-        };
-        let (handshakes, ready, t0_rx) = (handshakes.clone(), ready.clone(), t0_rx.clone());
-        tasks.push(level.shards[i % level.shards.len()].spawn(async move {
-            let mut log = CallLog::default();
-            if let Err(e) = call.run(&handshakes, &ready, t0_rx, &mut log).await {
-                log.error = Some(format!("{e:#}"));
-            }
-            log
-        }));
+        });
+    }
+    let mut tasks = Vec::with_capacity(threads);
+    for (i, plans) in shards.into_iter().enumerate() {
+        let (ready, start) = (ready.clone(), start.clone());
+        tasks.push(
+            std::thread::Builder::new()
+                .name(format!("client-{i}"))
+                .spawn(move || client::run_shard(plans, &ready, &start))?,
+        );
     }
     // Peak memory covers opening as well as the media phase.
     let mut peak_rss_kib = proc_status_kib(level.pid, "VmRSS")?;
@@ -641,7 +558,7 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
     let open_time = opening.elapsed();
     tokio::time::sleep(SETTLE).await;
     let t0 = Instant::now() + Duration::from_millis(100);
-    let _ = t0_tx.send(Some(t0));
+    let _ = start.set(t0);
     tokio::time::sleep_until(t0.into()).await;
     let perf = match &level.perf {
         Some(out) => Some(start_perf(level.pid, out, level.duration)?),
@@ -665,9 +582,19 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
     );
     let wall = started.elapsed();
     let mut logs = Vec::with_capacity(level.n);
-    for t in tasks {
-        logs.push(t.await.context("call task panicked")?);
-    }
+    // The client threads end shortly after their last call's `stop` (the gateway closes at once).
+    let joined = tokio::task::spawn_blocking(move || {
+        tasks
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<Vec<CallLog>>>>()
+    })
+    .await
+    .context("joining the client threads")??;
+    logs.extend(joined.into_iter().flatten());
     if let Some(mut perf) = perf {
         let _ = perf.wait();
     }
@@ -738,224 +665,6 @@ async fn wait_idle(http: &str) -> anyhow::Result<()> {
     }
 }
 
-/// One simulated Twilio call.
-struct CallSpec {
-    index: usize,
-    n: usize,
-    frames: usize,
-    url: String,
-    signature: String,
-    call_sid: String,
-    stream_sid: String,
-    tone: Arc<[u8; 160]>,
-}
-
-/// An item of the simulated Twilio playback buffer.
-enum Queued {
-    Frame,
-    Mark(String),
-}
-
-impl CallSpec {
-    async fn run(
-        &self,
-        handshakes: &Semaphore,
-        ready: &AtomicUsize,
-        mut t0: watch::Receiver<Option<Instant>>,
-        log: &mut CallLog,
-    ) -> anyhow::Result<()> {
-        // Counted as ready whatever happens, so the row does not wait for a failed call.
-        struct Ready<'a>(&'a AtomicUsize);
-        impl Drop for Ready<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_add(1, Ordering::Release);
-            }
-        }
-        let mut ws = {
-            let _ready = Ready(ready);
-            let _permit = handshakes.acquire().await?;
-            let mut request = self.url.as_str().into_client_request()?;
-            request
-                .headers_mut()
-                .insert(signature::SIGNATURE_HEADER, self.signature.parse()?);
-            // tungstenite zeroes its whole read buffer (128 KiB by default) before every read;
-            // messages here are a few hundred bytes.
-            let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-            ws.send(text(
-                r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#.into(),
-            ))
-            .await?;
-            ws.send(text(format!(
-                r#"{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{"accountSid":"AC00000000000000000000000000000001","streamSid":"{sid}","callSid":"{call}","tracks":["inbound"],"customParameters":{{}},"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}"#,
-                sid = self.stream_sid,
-                call = self.call_sid
-            )))
-            .await?;
-            log.opened = true;
-            ws
-        };
-        let t0 = *t0.wait_for(Option::is_some).await?;
-        let t0 = t0.unwrap_or_else(Instant::now);
-        // Starts spread over the first frame so the calls do not all send at once.
-        let offset = FRAME * self.index as u32 / self.n as u32;
-        let mut tick = tokio::time::interval_at((t0 + offset).into(), FRAME);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let mut sent_at: Vec<Option<Instant>> = vec![None; self.frames];
-        let mut echoed = vec![false; self.frames];
-        let mut playback: VecDeque<Queued> = VecDeque::new();
-        let mut seq = 1u64;
-        let mut frame = [0u8; 160];
-        let mut message = String::with_capacity(512);
-        let mut payload = String::with_capacity(256);
-        let mut stop_deadline: Option<Instant> = None;
-        let mut decoded = [0u8; 256];
-        loop {
-            tokio::select! {
-                biased;
-                msg = ws.next() => {
-                    let msg = match msg {
-                        None => break,
-                        Some(Err(e)) => {
-                            if stop_deadline.is_none() {
-                                bail!("socket failed during the call: {e}");
-                            }
-                            break;
-                        }
-                        Some(Ok(m)) => m,
-                    };
-                    let text = match msg {
-                        Message::Text(t) => t,
-                        Message::Close(_) => {
-                            if stop_deadline.is_some() {
-                                log.completed = true;
-                            } else {
-                                bail!("the gateway closed the call before stop");
-                            }
-                            continue; // tungstenite answers the close; the stream then ends
-                        }
-                        _ => continue,
-                    };
-                    let now = Instant::now();
-                    match str_field(text.as_str(), "\"event\":\"") {
-                        Some("media") => {
-                            playback.push_back(Queued::Frame);
-                            let Some(p) = str_field(text.as_str(), "\"payload\":\"") else {
-                                log.corrupt += 1;
-                                continue;
-                            };
-                            let len = BASE64.decode_slice(p, &mut decoded).unwrap_or(0);
-                            match untag(&decoded[..len]) {
-                                Some((call, n))
-                                    if call == self.index
-                                        && n < self.frames
-                                        && !echoed[n]
-                                        && decoded[TAG_BYTES..len] == self.tone[TAG_BYTES..] =>
-                                {
-                                    echoed[n] = true;
-                                    log.received += 1;
-                                    if let Some(sent) = sent_at[n] {
-                                        let rtt = now.saturating_duration_since(sent);
-                                        log.rtt_us.push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
-                                    }
-                                }
-                                _ => log.corrupt += 1,
-                            }
-                        }
-                        Some("mark") => {
-                            log.marks += 1;
-                            let name = str_field(text.as_str(), "\"name\":\"").unwrap_or("");
-                            playback.push_back(Queued::Mark(name.to_string()));
-                        }
-                        Some("clear") => {
-                            // The echo plugin never clears; Twilio would return pending marks.
-                            playback.clear();
-                        }
-                        _ => log.corrupt += 1,
-                    }
-                }
-                scheduled = tick.tick(), if stop_deadline.is_none() => {
-                    let lag = Instant::now().saturating_duration_since(scheduled.into_std());
-                    log.max_lag = log.max_lag.max(lag);
-                    if lag > LATE {
-                        log.late_sends += 1;
-                    }
-                    // Twilio's buffer: marks whose audio has played are echoed, the next frame
-                    // starts playing.
-                    while let Some(Queued::Mark(_)) = playback.front() {
-                        if let Some(Queued::Mark(name)) = playback.pop_front() {
-                            seq += 1;
-                            message.clear();
-                            let _ = write!(
-                                message,
-                                r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{}","mark":{{"name":"{name}"}}}}"#,
-                                self.stream_sid
-                            );
-                            // Written together with the frame below: one write per tick.
-                            ws.feed(text(message.clone())).await?;
-                        }
-                    }
-                    if let Some(Queued::Frame) = playback.front() {
-                        playback.pop_front();
-                    }
-                    let n = log.sent as usize;
-                    seq += 1;
-                    message.clear();
-                    if n < self.frames {
-                        frame.copy_from_slice(&self.tone[..]);
-                        tag(self.index, n, &mut frame);
-                        payload.clear();
-                        BASE64.encode_string(frame, &mut payload);
-                        let _ = write!(
-                            message,
-                            r#"{{"event":"media","sequenceNumber":"{seq}","streamSid":"{}","media":{{"track":"inbound","chunk":"{}","timestamp":"{}","payload":"{payload}"}}}}"#,
-                            self.stream_sid,
-                            n + 1,
-                            n * 20
-                        );
-                        sent_at[n] = Some(Instant::now());
-                        ws.send(text(message.clone())).await?;
-                        log.sent += 1;
-                    } else {
-                        let _ = write!(
-                            message,
-                            r#"{{"event":"stop","sequenceNumber":"{seq}","streamSid":"{}","stop":{{"accountSid":"AC00000000000000000000000000000001","callSid":"{}"}}}}"#,
-                            self.stream_sid, self.call_sid
-                        );
-                        ws.send(text(message.clone())).await?;
-                        stop_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
-                    }
-                }
-                () = sleep_until(stop_deadline) => break,
-            }
-        }
-        if stop_deadline.is_none() {
-            bail!("the socket ended before stop");
-        }
-        Ok(())
-    }
-}
-
-fn text(s: String) -> Message {
-    Message::Text(s.into())
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The string value after `key` (which ends with the opening quote), up to the closing quote.
-/// The gateway's base64 payloads, event names and mark names carry no escapes.
-fn str_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let start = json.find(key)? + key.len();
-    let len = json[start..].find('"')?;
-    Some(&json[start..start + len])
-}
-
 /// The rest of every frame: a quiet 500 Hz tone (audible, so nothing treats it as silence),
 /// free of the codes 0x7F and 0xFF (both zero: the round trip turns 0x7F into 0xFF).
 fn tone() -> [u8; 160] {
@@ -970,25 +679,6 @@ fn tone() -> [u8; 160] {
         };
     }
     frame
-}
-
-/// Writes call `call` and frame `n` into the first [`TAG_BYTES`] as codes 0xE0–0xEF (quiet
-/// positive samples), a nibble each.
-fn tag(call: usize, n: usize, frame: &mut [u8; 160]) {
-    let v = ((call as u32 & 0xFFFF) << 16) | (n as u32 & 0xFFFF);
-    for (i, b) in frame[..TAG_BYTES].iter_mut().enumerate() {
-        *b = 0xE0 | ((v >> (4 * (TAG_BYTES - 1 - i))) & 0xF) as u8;
-    }
-}
-
-fn untag(bytes: &[u8]) -> Option<(usize, usize)> {
-    if bytes.len() != 160 || bytes[..TAG_BYTES].iter().any(|b| b & 0xF0 != 0xE0) {
-        return None;
-    }
-    let v = bytes[..TAG_BYTES]
-        .iter()
-        .fold(0u32, |v, b| (v << 4) | u32::from(b & 0xF));
-    Some(((v >> 16) as usize, (v & 0xFFFF) as usize))
 }
 
 /// The echo path decodes μ-law to PCM16 and encodes it back: every code a frame uses must

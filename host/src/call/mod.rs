@@ -1540,7 +1540,14 @@ async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
         Some(Active {
             engine: Engine::Realtime { io, .. },
             ..
-        }) if !io.is_idle() => EngineEvent::Io(io.next_event().await),
+        }) => {
+            if io.is_idle() {
+                // No host I/O in flight: nothing can come until the session asks for some.
+                std::future::pending().await
+            } else {
+                EngineEvent::Io(io.next_event().await)
+            }
+        }
         Some(Active {
             engine: Engine::Pipeline(p),
             ..
@@ -1549,7 +1556,7 @@ async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
             // Every stage task has stopped; each reported why first.
             None => std::future::pending().await,
         },
-        // Not started, or a realtime session with no host I/O in flight.
+        // Not started.
         _ => std::future::pending().await,
     }
 }
