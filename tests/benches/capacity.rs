@@ -22,8 +22,10 @@
 //! Run: `cargo bench -p switchboard-tests --bench capacity -- [--calls 100,250,500]
 //! [--duration 15] [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N]
 //! [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
-//! - `--client-threads` (default 2): the client's threads, each a single-threaded runtime with
-//!   its share of the calls.
+//! - `--client-threads` (default 2): the client's threads, each with its share of the calls on
+//!   one `mio::Poll`, waking every millisecond rather than on each message (see `client`): a
+//!   round trip is timed when the client reads the echo, so it includes up to 1 ms of the
+//!   client's own polling delay.
 //! - `--gateway-workers`: the gateway's runtime worker threads (default: one per core). The
 //!   client shares the machine: with as many runnable threads as cores on each side, a gateway
 //!   worker the kernel preempts for a client thread holds its queued frames until it runs

@@ -210,18 +210,22 @@ fn drive(poll: &mut Poll, calls: &mut [Call], t0: Instant) -> anyhow::Result<()>
         }
         let now = Instant::now();
         let closing = round > frames;
-        let mut live = 0;
-        for call in calls.iter_mut().filter(|c| !c.done) {
-            if call.unflushed {
-                call.flush();
+        // Every call is visited only to retry a write the socket refused, and once all have
+        // sent `stop`, to end them.
+        if closing || std::mem::take(&mut scratch.unflushed) {
+            let mut live = 0;
+            for call in calls.iter_mut().filter(|c| !c.done) {
+                if call.unflushed {
+                    call.flush(&mut scratch);
+                }
+                if closing && call.stop_deadline.is_some_and(|d| now >= d) {
+                    call.end(None);
+                }
+                live += usize::from(!call.done);
             }
-            if closing && call.stop_deadline.is_some_and(|d| now >= d) {
-                call.end(None);
+            if closing && live == 0 {
+                return Ok(());
             }
-            live += usize::from(!call.done);
-        }
-        if closing && live == 0 {
-            return Ok(());
         }
         // Sleep to the next interval boundary (never waiting on the sockets).
         wake = (wake + POLL_INTERVAL).max(now);
@@ -235,6 +239,8 @@ struct Scratch {
     message: String,
     payload: String,
     decoded: Vec<u8>,
+    /// Some call has bytes its socket did not take yet.
+    unflushed: bool,
 }
 
 /// An item of the simulated Twilio playback buffer.
@@ -335,21 +341,23 @@ impl Call {
         }
         result = result.and_then(|()| ws.write(text(s.message.clone())));
         match result {
-            Ok(()) => self.flush(),
+            Ok(()) => self.flush(s),
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
                 self.unflushed = true;
+                s.unflushed = true;
             }
             Err(e) => self.end(Some(format!("sending: {e}"))),
         }
     }
 
     /// Writes what tungstenite has queued, as far as the socket takes it.
-    fn flush(&mut self) {
+    fn flush(&mut self, s: &mut Scratch) {
         let Some(ws) = self.ws.as_mut() else { return };
         match ws.flush() {
             Ok(()) => self.unflushed = false,
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
                 self.unflushed = true;
+                s.unflushed = true;
             }
             Err(e) => self.end(Some(format!("sending: {e}"))),
         }
