@@ -136,6 +136,15 @@ pub async fn call(
                     log.closed_by_gateway = true;
                     return Ok(log);
                 };
+                if let Message::Close(_) = msg {
+                    // The gateway ended the call: Twilio stops sending (tungstenite refuses to
+                    // send after a close anyway). Reading on answers the close and sees the end.
+                    log.closed_by_gateway = true;
+                    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }).await;
+                    return Ok(log);
+                }
                 let Message::Text(text) = msg else { continue };
                 let v: Value = serde_json::from_str(text.as_str())?;
                 match v["event"].as_str() {
