@@ -51,6 +51,13 @@ enum Command {
         /// the latency tail: a worker the kernel preempts holds fewer calls' frames.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
+        /// Thread-per-core instead: N listeners on the same address (SO_REUSEPORT), each served
+        /// by a single-threaded runtime on its own thread; the kernel spreads new connections
+        /// over them and a call stays on the shard that took it. Less CPU per call than
+        /// work-stealing workers under load (no thread wakes another), but a busy shard cannot
+        /// hand calls to an idle one. One per core is the usual choice.
+        #[arg(long, conflicts_with = "workers", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        shards: Option<u16>,
     },
     /// Check an agents file as `serve` would load it, without serving: every problem on one
     /// line naming file:line:key (exit status 64), or a one-line summary (exit status 0).
@@ -138,11 +145,20 @@ fn main() -> ExitCode {
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Command::Serve {
-        workers: Some(n), ..
-    } = cli.command
-    {
-        builder.worker_threads(usize::from(n));
+    match cli.command {
+        Command::Serve {
+            workers: Some(n), ..
+        } => {
+            builder.worker_threads(usize::from(n));
+        }
+        // The shards run their own runtimes; this one only handles signals, reloads and the
+        // drain.
+        Command::Serve {
+            shards: Some(_), ..
+        } => {
+            builder.worker_threads(1);
+        }
+        _ => {}
     }
     let runtime = match builder.build() {
         Ok(rt) => rt,
@@ -152,7 +168,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { config, .. } => runtime.block_on(serve(config)),
+        Command::Serve { config, shards, .. } => {
+            runtime.block_on(serve(config, shards.map(usize::from)))
+        }
         Command::Check { file } => runtime.block_on(run_check(&file)),
         Command::Simulate {
             wav,
@@ -234,7 +252,7 @@ fn simulate_keys(path: &std::path::Path) -> Result<SimulateKeys, String> {
     })
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+async fn serve(path: PathBuf, shards: Option<usize>) -> anyhow::Result<ExitCode> {
     let config = match config::from_file(&path) {
         Ok(c) => c,
         Err(errors) => {
@@ -252,12 +270,24 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = match shards {
+        None => Listener::Runtime(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?,
+        ),
+        Some(n) => Listener::Shards(
+            server::bind_shards(listen, n).with_context(|| format!("binding {listen}"))?,
+        ),
+    };
+    let address = match &listener {
+        Listener::Runtime(l) => l.local_addr()?,
+        Listener::Shards(l) => l.first().context("no shard")?.local_addr()?,
+    };
     tracing::info!(
-        address = %listener.local_addr()?,
+        %address,
         agents = config.agents.len(),
+        shards = shards.unwrap_or(1),
         "switchboard listening; point Twilio's voice webhook at /twilio/voice"
     );
     let (records, recovery) = server::open_records(&config).context("opening call records")?;
@@ -280,7 +310,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut ctx = CallContext::new(std::sync::Arc::new(config), plugins)
         .context("setting up Twilio's REST client")?;
     ctx.records = Some(records.clone());
-    let state = AppState::new(ctx);
+    let state = AppState::new(ctx).with_shards(shards.unwrap_or(1));
     // Keeps the engine: reloads compile plugins with it.
     let reloader = match reload::spawn(state.clone(), engine, path.clone()) {
         Ok(task) => Some(task),
@@ -289,12 +319,23 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    server::run(listener, state).await?;
+    match listener {
+        Listener::Runtime(l) => server::run(l, state).await?,
+        Listener::Shards(l) => server::run_sharded(l, state).await?,
+    }
     if let Some(task) = reloader {
         task.abort();
     }
     drop(records);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `serve` accepts connections.
+enum Listener {
+    /// One listener, served by this runtime's workers.
+    Runtime(tokio::net::TcpListener),
+    /// One listener per shard (`--shards`).
+    Shards(Vec<std::net::TcpListener>),
 }
 
 /// `switchboard check FILE`: the problems on stderr, one per line, then the summary on stdout.

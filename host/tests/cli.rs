@@ -602,4 +602,15 @@ fn serve_runs_the_requested_number_of_workers() {
     assert_eq!(refused.status.code(), Some(2), "clap's usage error");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--workers"), "{stderr}");
+
+    // Workers and shards are two ways to use the cores: one at a time.
+    let both = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--workers", "2", "--shards", "2"])
+        .output()
+        .expect("serve runs");
+    assert_eq!(both.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("--shards"), "{stderr}");
 }

@@ -1,19 +1,30 @@
 //! Graceful drain, as a rollout does it: SIGTERM to a gateway carrying calls. `/readyz` turns
 //! unready and new webhooks get 503 at once; a call that ends within `drain_seconds` ends
 //! normally; a call still live at the deadline hears the apology and is closed; both records are
-//! written; the process exits 0.
+//! written; the process exits 0. The same with `serve --shards 2` (thread-per-core), where the
+//! calls live on the shards' runtimes and the drain runs on the main one.
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, KEYS, api_get, block_on, echo_wasm, serve, temp};
+use common::{BIN, KEYS, api_get, block_on, echo_wasm, serve, serve_with, temp};
 
 #[test]
 fn sigterm_drains_live_calls_then_exits_zero() {
+    drains("drain", &[]);
+}
+
+#[test]
+fn sigterm_drains_a_sharded_gateway_too() {
+    drains("drain-shards", &["--shards", "2"]);
+}
+
+/// SIGTERM to `serve` (with `extra` arguments) carrying a short and a long call.
+fn drains(name: &str, extra: &[&str]) {
     let echo = echo_wasm();
-    let dir = temp("drain");
+    let dir = temp(name);
     let _ = std::fs::remove_file(dir.join("calls.db"));
     let config = dir.join("agents.toml");
     std::fs::write(
@@ -57,7 +68,18 @@ default = "echo"
     switchboard::simulate::write_wav(&short, &tone(2)).expect("short.wav");
     switchboard::simulate::write_wav(&long, &tone(60)).expect("long.wav");
 
-    let (mut server, address) = serve(&config);
+    let (mut server, address, _log) = serve_with(&config, extra);
+    let shards = extra
+        .iter()
+        .position(|a| *a == "--shards")
+        .and_then(|i| extra.get(i + 1))
+        .map_or(1, |n| n.parse::<u64>().expect("shards"));
+    let health = api_get(&address, "/healthz");
+    assert_eq!(health["shards"], shards, "{health}");
+    if shards > 1 {
+        // A shard's single-threaded runtime answered.
+        assert_eq!(health["workers"], 1, "{health}");
+    }
     let simulate = |wav: &std::path::Path| {
         Command::new(BIN)
             .args(["simulate", "--idle-hangup", "0.2", "--wav"])

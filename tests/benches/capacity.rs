@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo bench -p switchboard-tests --bench capacity -- [--calls 100,250,500]
 //! [--duration 15] [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N]
-//! [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
+//! [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]…`.
 //! - `--client-threads` (default 2): the client's threads, each with its share of the calls on
 //!   one `mio::Poll`, waking every millisecond rather than on each message (see `client`): a
 //!   round trip is timed when the client reads the echo, so it includes up to 1 ms of the
@@ -31,6 +31,9 @@
 //!   worker the kernel preempts for a client thread holds its queued frames until it runs
 //!   again, which is what bounds the round-trip tail on 2 cores; more threads on both sides
 //!   spread that wait.
+//! - `--gateway-shards N`: runs every gateway of the run with `serve --shards N`
+//!   (thread-per-core: N single-threaded runtimes on `SO_REUSEPORT` listeners); builds from
+//!   before that option refuse to start with it.
 //! - `--perf` records the gateway with `perf record -g` during each row's media phase into
 //!   `target/capacity/perf-LABEL-N.data`.
 //! - `--log` replaces the gateway's `RUST_LOG`. The default logs warnings only, plus the line that
@@ -98,6 +101,8 @@ struct Args {
     /// The gateway's runtime worker threads (`TOKIO_WORKER_THREADS`, which `serve` honours as
     /// it does `--workers`, and so do older builds); `None`: its default, one per core.
     gateway_workers: Option<usize>,
+    /// `serve --shards N` (thread-per-core); `None`: not passed.
+    gateway_shards: Option<usize>,
     /// Gateways to compare against the one built from this workspace: (label, binary, echo
     /// component).
     baselines: Vec<(String, PathBuf, Option<PathBuf>)>,
@@ -111,6 +116,7 @@ fn args() -> anyhow::Result<Args> {
         log: GATEWAY_LOG.to_string(),
         client_threads: DEFAULT_CLIENT_THREADS,
         gateway_workers: None,
+        gateway_shards: None,
         baselines: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -149,6 +155,15 @@ fn args() -> anyhow::Result<Args> {
                         .with_context(|| format!("--gateway-workers {s}: 1–1024"))?,
                 );
             }
+            "--gateway-shards" => {
+                let s = it.next().context("--gateway-shards needs a number")?;
+                out.gateway_shards = Some(
+                    s.parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .with_context(|| format!("--gateway-shards {s}: 1–1024"))?,
+                );
+            }
             "--client-threads" => {
                 let s = it.next().context("--client-threads needs a number")?;
                 out.client_threads = s
@@ -174,7 +189,7 @@ fn args() -> anyhow::Result<Args> {
             }
             other => bail!(
                 "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] \
-                 [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
+                 [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
             ),
         }
     }
@@ -245,7 +260,13 @@ fn main() -> anyhow::Result<()> {
         for (label, binary, echo) in &gateways {
             let dir = temp_dir()?;
             let config = write_gateway_config(&dir, echo)?;
-            let gateway = GatewayProcess::start(binary, &config, &args.log, args.gateway_workers)?;
+            let gateway = GatewayProcess::start(
+                binary,
+                &config,
+                &args.log,
+                args.gateway_workers,
+                args.gateway_shards,
+            )?;
             let pid = gateway.pid;
             // Idle baseline: after start-up, before any call.
             std::thread::sleep(Duration::from_secs(1));
@@ -341,6 +362,7 @@ impl GatewayProcess {
         config: &Path,
         log: &str,
         workers: Option<usize>,
+        shards: Option<usize>,
     ) -> anyhow::Result<Self> {
         let mut command = Command::new("sh");
         if let Some(n) = workers {
@@ -350,10 +372,16 @@ impl GatewayProcess {
             .arg("-c")
             .arg(
                 "ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; \
-                 exec \"$0\" serve --config \"$1\"",
+                 exec \"$0\" serve --config \"$@\"",
             )
             .arg(binary)
             .arg(config)
+            .args(
+                shards
+                    .map(|n| ["--shards".to_string(), n.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -815,9 +843,11 @@ fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, no
     );
     println!(
         "Started at {since_epoch} (Unix s); N = {}; CLK_TCK {clk_tck}; open files: {nofile}; \
-         gateway worker threads: {workers}; client threads: {}. Each row is a fresh gateway \
-         process. Ratios (×) are against the first row ({} calls, {}).\n",
+         gateway worker threads: {workers}; gateway shards: {}; client threads: {}. Each row \
+         is a fresh gateway process. Ratios (×) are against the first row ({} calls, {}).\n",
         calls.join(", "),
+        args.gateway_shards
+            .map_or_else(|| "none (one runtime)".to_string(), |n| n.to_string()),
         args.client_threads,
         base.n,
         base.gateway

@@ -79,6 +79,8 @@ pub struct AppState {
     shutdown: Arc<watch::Sender<bool>>,
     /// Renders `/metrics`; `None` when no recorder could be installed.
     metrics: Option<PrometheusHandle>,
+    /// Shards serving this state ([`run_sharded`]); 1 for one work-stealing runtime.
+    shards: usize,
 }
 
 /// Opens the call records `config` asks for: its SQLite file (reporting calls the previous
@@ -135,7 +137,14 @@ impl AppState {
             draining: Arc::default(),
             shutdown: Arc::new(shutdown),
             metrics,
+            shards: 1,
         }
+    }
+
+    /// The same state, reported in `/healthz` as served by `shards` shards.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
     }
 
     /// Serves `ctx` to new calls from now on (a configuration reload). Calls in flight keep the
@@ -216,23 +225,137 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8
 /// # Errors
 /// The listener failed, or the signal handlers could not be installed.
 pub async fn run(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut signals = Signals::install()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state.clone(), async {
         let _ = stopped.await;
     }));
-    let signal_name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+    let signal_name = signals.recv().await;
     drain(&state, signal_name).await;
     let _ = stop.send(());
     match server.await {
         Ok(result) => result,
         Err(e) => Err(std::io::Error::other(e)),
     }
+}
+
+/// SIGTERM and SIGINT, installed together.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the first of the two that arrives.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Binds `shards` listeners to `address`, each with `SO_REUSEPORT`, so the kernel spreads new
+/// connections over them (by a hash of each connection's addresses). With port 0, the first
+/// picks the port and the others share it. Returns them as std listeners, to be handed to the
+/// runtimes that serve them ([`run_sharded`]).
+///
+/// # Errors
+/// A socket could not be created or bound.
+pub fn bind_shards(
+    address: std::net::SocketAddr,
+    shards: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(shards);
+    let mut address = address;
+    for _ in 0..shards.max(1) {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseport(true)?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?.into_std()?;
+        address = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Pending connections each shard's listener queues (`listen(2)` backlog).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Thread-per-core serving: each of `listeners` (from [`bind_shards`]) is served by a
+/// single-threaded runtime on a thread of its own, and a call stays on the shard that accepted
+/// it, so calls never wake another thread or migrate between them. The calling runtime handles
+/// the signals and the drain (see [`run`]), then stops every shard and waits for them, at most
+/// [`SHUTDOWN_GRACE`].
+///
+/// # Errors
+/// The signal handlers could not be installed, or a shard's runtime or thread could not start.
+pub async fn run_sharded(
+    listeners: Vec<std::net::TcpListener>,
+    state: AppState,
+) -> std::io::Result<()> {
+    let mut signals = Signals::install()?;
+    let (stop, stopped) = watch::channel(false);
+    let mut shards = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (state, mut stopped) = (state.clone(), stopped.clone());
+        let shard = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || {
+                let served = runtime.block_on(async move {
+                    listener.set_nonblocking(true)?;
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve(listener, state, stop).await
+                });
+                if let Err(e) = &served {
+                    tracing::error!(shard = i, error = %e, "shard stopped serving");
+                }
+                served
+            })?;
+        shards.push(shard);
+    }
+    let signal_name = signals.recv().await;
+    drain(&state, signal_name).await;
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        shards
+            .into_iter()
+            .map(|shard| shard.join())
+            .collect::<Vec<_>>()
+    });
+    match tokio::time::timeout(SHUTDOWN_GRACE, joined).await {
+        Ok(Ok(results)) => {
+            for (i, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(shard = i, error = %e, "shard failed"),
+                    Err(_) => tracing::error!(shard = i, "shard panicked"),
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "waiting for the shards"),
+        Err(_) => tracing::warn!("shards still serving connections after the shutdown grace"),
+    }
+    Ok(())
 }
 
 /// The drain after `signal_name`: see [`run`].
@@ -358,8 +481,10 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "status": "ok",
         "active_calls": state.active_calls(),
-        // Runtime worker threads (`serve --workers`, default one per core).
+        // Worker threads of the runtime that answered (`serve --workers`, default one per
+        // core; 1 in a shard), and the shards (`serve --shards`, default 1).
         "workers": tokio::runtime::Handle::current().metrics().num_workers(),
+        "shards": state.shards,
         "signatures": {
             "checked": ctx.config.twilio.validate_signatures,
             "accepted": state.signatures.accepted.load(Ordering::Relaxed),
