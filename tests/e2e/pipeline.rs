@@ -205,6 +205,17 @@ async fn barge_in_clears_within_a_frame_and_keeps_what_was_heard() -> anyhow::Re
 /// because native stages run off the async workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_native_stage_does_not_delay_other_calls() -> anyhow::Result<()> {
+    slow_native_stage_beside_an_echo_call().await
+}
+
+/// The same on a single-threaded runtime, as in a `serve --shards` shard: the native stage's
+/// calls go to the blocking pool, so the thread's other calls keep their timing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_native_stage_does_not_delay_other_calls_on_one_thread() -> anyhow::Result<()> {
+    slow_native_stage_beside_an_echo_call().await
+}
+
+async fn slow_native_stage_beside_an_echo_call() -> anyhow::Result<()> {
     let config = format!(
         r#"
 [plugins.stt]

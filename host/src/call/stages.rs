@@ -50,8 +50,10 @@ pub struct StageWorker {
 }
 
 impl StageWorker {
-    /// Starts `session` in a task of its own. `blocking`: run its calls with
-    /// [`tokio::task::block_in_place`] (native plugins, which cannot yield).
+    /// Starts `session` in a task of its own. `blocking`: its calls may block the thread
+    /// (native plugins, which cannot yield): they run with [`tokio::task::block_in_place`] on a
+    /// multi-threaded runtime, and on the blocking pool on a single-threaded one (a
+    /// `serve --shards` shard), so the other calls on the thread go on meanwhile.
     pub fn spawn(
         stage: Stage,
         session: StageSession,
@@ -95,9 +97,8 @@ async fn run(
     mut inputs: mpsc::Receiver<(u64, StageInput)>,
     reports: mpsc::Sender<StageReport>,
 ) {
-    // `block_in_place` needs the multi-threaded runtime; elsewhere (a single-threaded test
-    // runtime) the call runs inline.
-    let blocking = blocking && Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
+    // `block_in_place` needs the multi-threaded runtime.
+    let multi_threaded = Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
     let mut io = IoDriver::new();
     for command in session.take_io() {
         io.execute(command);
@@ -116,10 +117,34 @@ async fn run(
             event = io.next_event() => StageInput::Io(event),
         };
         let last = matches!(input, StageInput::Hangup);
-        let result = if blocking {
+        let result = if !blocking {
+            session.handle(input).await
+        } else if multi_threaded {
             tokio::task::block_in_place(|| Handle::current().block_on(session.handle(input)))
         } else {
-            session.handle(input).await
+            let handle = Handle::current();
+            let call = tokio::task::spawn_blocking(move || {
+                let result = handle.block_on(session.handle(input));
+                (session, result)
+            });
+            match call.await {
+                Ok((back, result)) => {
+                    session = back;
+                    result
+                }
+                Err(e) => {
+                    // The session went down with the thread: report and stop.
+                    let result = Err(SessionError::Trap(format!("the plugin call failed: {e}")));
+                    let _ = reports
+                        .send(StageReport {
+                            stage,
+                            epoch,
+                            result,
+                        })
+                        .await;
+                    break;
+                }
+            }
         };
         for command in session.take_io() {
             io.execute(command);
