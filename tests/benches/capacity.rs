@@ -146,32 +146,9 @@ fn args() -> anyhow::Result<Args> {
                 out.duration = Duration::from_secs(secs);
             }
             "--perf" => out.perf = true,
-            "--gateway-workers" => {
-                let s = it.next().context("--gateway-workers needs a number")?;
-                out.gateway_workers = Some(
-                    s.parse()
-                        .ok()
-                        .filter(|n| (1..=1024).contains(n))
-                        .with_context(|| format!("--gateway-workers {s}: 1–1024"))?,
-                );
-            }
-            "--gateway-shards" => {
-                let s = it.next().context("--gateway-shards needs a number")?;
-                out.gateway_shards = Some(
-                    s.parse()
-                        .ok()
-                        .filter(|n| (1..=1024).contains(n))
-                        .with_context(|| format!("--gateway-shards {s}: 1–1024"))?,
-                );
-            }
-            "--client-threads" => {
-                let s = it.next().context("--client-threads needs a number")?;
-                out.client_threads = s
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .with_context(|| format!("--client-threads {s}: 1–64"))?;
-            }
+            "--gateway-workers" => out.gateway_workers = Some(count(&arg, it.next(), 1024)?),
+            "--gateway-shards" => out.gateway_shards = Some(count(&arg, it.next(), 1024)?),
+            "--client-threads" => out.client_threads = count(&arg, it.next(), 64)?,
             "--log" => out.log = it.next().context("--log needs a RUST_LOG filter")?,
             "--gateway" => {
                 let spec = it
@@ -197,6 +174,16 @@ fn args() -> anyhow::Result<Args> {
         bail!("--calls: empty list");
     }
     Ok(out)
+}
+
+/// The value of `flag`: a whole number from 1 to `max`.
+fn count(flag: &str, value: Option<String>, max: usize) -> anyhow::Result<usize> {
+    let value = value.with_context(|| format!("{flag} needs a number"))?;
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .with_context(|| format!("{flag} {value}: 1–{max}"))
 }
 
 fn main() -> anyhow::Result<()> {
