@@ -520,7 +520,19 @@ async fn tts_cancel_drops_queued_text_and_late_audio() -> anyhow::Result<()> {
         assert!(tts.send(StageInput::Cancel).await?.is_empty());
         let late = tts.drain(Duration::from_millis(300)).await?;
         assert!(late.is_empty(), "{kind}: {late:?}");
-        assert_eq!(fake.requests().len(), 2, "{kind}: the third was never sent");
+        // The first utterance was being fetched; the second may have been prefetched (or
+        // not yet, on a slow machine) when the cancel came; the third and the unflushed
+        // text must never reach the server.
+        let inputs: Vec<String> = fake
+            .requests()
+            .iter()
+            .filter_map(|r| r.json.as_ref()?["input"].as_str().map(str::to_owned))
+            .collect();
+        assert!(inputs.iter().any(|i| i == "One."), "{kind}: {inputs:?}");
+        assert!(
+            inputs.iter().all(|i| i == "One." || i == "Two."),
+            "{kind}: only the first two were ever sent: {inputs:?}"
+        );
         assert_eq!(fake.finished_streams(), 0, "{kind}");
         // The synthesizer still works after a cancel.
         tts.send(StageInput::Text("Four.".into())).await?;
