@@ -295,7 +295,16 @@ async fn llm_cancel_stops_the_reply_and_a_new_reply_starts_clean() -> anyhow::Re
         let first = llm
             .pump(|o| o.iter().any(|x| matches!(x, StageOutput::TextDelta(_))))
             .await?;
-        assert_eq!(first.concat(), [StageOutput::TextDelta("word0 ".into())]);
+        // Usually just "word0 "; a stalled machine may read the next delta in the same chunk.
+        let first = first.concat();
+        assert_eq!(
+            first.first(),
+            Some(&StageOutput::TextDelta("word0 ".into()))
+        );
+        assert!(
+            first.iter().all(|o| matches!(o, StageOutput::TextDelta(_))),
+            "{kind}: {first:?}"
+        );
         assert!(llm.send(StageInput::Cancel).await?.is_empty());
         let late = llm.drain(Duration::from_millis(300)).await?;
         assert!(late.is_empty(), "{kind}: no deltas after cancel: {late:?}");
