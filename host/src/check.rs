@@ -348,6 +348,7 @@ async fn open_sessions(
                 io: Arc::new(IoPolicy {
                     allowed_hosts: used.allowed_hosts.clone(),
                     secrets: used.secrets.clone(),
+                    allow_private_destinations: config.server.allow_private_destinations,
                 }),
             };
             // Dropped at once: the host I/O it queued is never taken, so never carried out.
@@ -360,6 +361,7 @@ async fn open_sessions(
                 let message = one_line(&match error {
                     SessionError::Plugin(e) => e.to_string(),
                     SessionError::Trap(e) => format!("the plugin trapped: {e}"),
+                    other => other.to_string(),
                 });
                 errors.push(ConfigError::at_key(
                     source,

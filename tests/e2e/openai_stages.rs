@@ -51,6 +51,7 @@ fn config(fake: &FakeOpenAiHttp, settings: serde_json::Value, key: &str) -> Sess
         io: Arc::new(IoPolicy {
             allowed_hosts: vec![fake.host_port.clone()],
             secrets: BTreeMap::from([("api_key".to_string(), Secret::new(key.into()))]),
+            allow_private_destinations: false,
         }),
     }
 }

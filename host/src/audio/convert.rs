@@ -21,7 +21,21 @@ pub enum ConvertError {
     /// Buffered outbound audio would exceed [`MAX_PENDING_BYTES`].
     #[error("plugin queued more than {MAX_PENDING_BYTES} bytes of audio at once")]
     TooMuchAudio,
+    /// PCM16 audio at a rate outside [`PLAY_RATES`].
+    #[error("audio at {0} Hz cannot be played: the host accepts 8000–48000 Hz")]
+    Rate(u32),
+    /// The session played at more than [`MAX_PLAY_RATES`] sample rates.
+    #[error("plugin played audio at more than {MAX_PLAY_RATES} sample rates in one call")]
+    TooManyRates,
 }
+
+/// Sample rates a plugin may play PCM16 at (Hz), as for its input.
+pub const PLAY_RATES: std::ops::RangeInclusive<u32> = 8000..=48000;
+
+/// Distinct sample rates one session may play at. A resampler is built once per rate and kept
+/// (building one costs up to milliseconds of host CPU at odd rates); a real plugin uses one or
+/// two, and the cap stops one that changes rate every frame from making the host work.
+pub const MAX_PLAY_RATES: usize = 4;
 
 /// Most μ-law bytes [`FromPlugin`] buffers before frames are taken (bytes = samples at 8 kHz):
 /// 120 s of audio. A reply longer than that in one output is a plugin bug, and bounding it keeps
@@ -86,7 +100,8 @@ impl ToPlugin {
 /// Converts plugin audio to Twilio's 8 kHz μ-law and cuts it into 20 ms frames.
 #[derive(Default)]
 pub struct FromPlugin {
-    resampler: Option<(u32, Resampler)>,
+    /// One resampler per rate played at (at most [`MAX_PLAY_RATES`]), kept for the call.
+    resamplers: Vec<(u32, Resampler)>,
     pcm: Vec<i16>,
     resampled: Vec<i16>,
     pending: Vec<u8>,
@@ -109,8 +124,11 @@ impl FromPlugin {
         let added = match format.encoding {
             AudioEncoding::Mulaw if format.sample_rate == TWILIO_SAMPLE_RATE => data.len(),
             AudioEncoding::Mulaw => return Err(ConvertError::MulawRate(format.sample_rate)),
+            AudioEncoding::Pcm16 if !PLAY_RATES.contains(&format.sample_rate) => {
+                return Err(ConvertError::Rate(format.sample_rate));
+            }
             AudioEncoding::Pcm16 => {
-                data.len() / 2 * TWILIO_SAMPLE_RATE as usize / format.sample_rate.max(1) as usize
+                data.len() / 2 * TWILIO_SAMPLE_RATE as usize / format.sample_rate as usize
             }
         };
         if self.pending.len() + added > MAX_PENDING_BYTES {
@@ -122,13 +140,22 @@ impl FromPlugin {
                 mulaw::encode_from_pcm16le(data, &mut self.pending)
             }
             AudioEncoding::Pcm16 => {
-                let resampler = match &mut self.resampler {
-                    Some((rate, r)) if *rate == format.sample_rate => r,
-                    slot => {
+                let index = match self
+                    .resamplers
+                    .iter()
+                    .position(|(rate, _)| *rate == format.sample_rate)
+                {
+                    Some(i) => i,
+                    None if self.resamplers.len() >= MAX_PLAY_RATES => {
+                        return Err(ConvertError::TooManyRates);
+                    }
+                    None => {
                         let r = Resampler::new(format.sample_rate, TWILIO_SAMPLE_RATE)?;
-                        &mut slot.insert((format.sample_rate, r)).1
+                        self.resamplers.push((format.sample_rate, r));
+                        self.resamplers.len() - 1
                     }
                 };
+                let resampler = &mut self.resamplers[index].1;
                 self.pcm.clear();
                 self.pcm.extend(
                     data.chunks_exact(2)
@@ -191,6 +218,35 @@ mod tests {
         encoding: AudioEncoding::Pcm16,
         sample_rate: 8000,
     };
+
+    /// A plugin that changes its output rate every frame gets a resampler per rate up to
+    /// [`MAX_PLAY_RATES`], reused when a rate comes back, and an error past that; rates outside
+    /// 8–48 kHz are refused before anything is built.
+    #[test]
+    fn play_rates_are_cached_and_capped() {
+        let mut from = FromPlugin::new();
+        let pcm = |rate: u32| AudioFormat {
+            encoding: AudioEncoding::Pcm16,
+            sample_rate: rate,
+        };
+        let frame = vec![0u8; 640];
+        for _ in 0..3 {
+            for rate in [16_000, 24_000, 11_025, 44_100] {
+                from.push(pcm(rate), &frame).expect("one of four rates");
+            }
+        }
+        assert_eq!(from.resamplers.len(), MAX_PLAY_RATES);
+        assert!(matches!(
+            from.push(pcm(22_050), &frame),
+            Err(ConvertError::TooManyRates)
+        ));
+        for rate in [0, 1, 7_999, 48_001, u32::MAX] {
+            assert!(matches!(
+                FromPlugin::new().push(pcm(rate), &frame),
+                Err(ConvertError::Rate(r)) if r == rate
+            ));
+        }
+    }
 
     #[test]
     fn mulaw_passes_through_untouched() {

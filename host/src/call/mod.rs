@@ -6,6 +6,7 @@
 //! that moment, open the plugin session) → `media`/`dtmf`/`mark` → `stop` or socket close or the
 //! plugin's `hang-up` → the session sees `hangup` and is dropped, the socket is closed.
 
+pub mod inbox;
 pub mod pipeline;
 pub mod stages;
 pub mod task;
@@ -193,6 +194,21 @@ pub struct CallStats {
     pub turn_latency: Vec<TurnLatency>,
     /// Pipeline agents: caller frames the STT could not take (it fell behind).
     pub stt_dropped: u64,
+    /// A plugin failure after the call's end was decided (its `hangup` trapped or overran):
+    /// counted, logged and recorded like any other failure, though the call ended for another
+    /// reason.
+    pub end_failure: Option<EndFailure>,
+}
+
+/// A plugin failure at the end of a call (see [`CallStats::end_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndFailure {
+    /// The plugin.
+    pub plugin: String,
+    /// [`crate::plugin::SessionError::kind`].
+    pub kind: &'static str,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// Who spoke a turn.
@@ -309,12 +325,15 @@ pub async fn run(ws: WebSocket, ctx: CallContext) -> (EndReason, CallStats) {
         metrics: CallMetrics::new(),
         stats: CallStats::default(),
         active: None,
+        inbox: inbox::Inbox::default(),
+        abandoned: false,
         payload: Vec::with_capacity(FRAME_SAMPLES),
         converted: Vec::new(),
         unflushed: false,
         span: span.clone(),
     };
     let reason = call.run().instrument(span.clone()).await;
+    call.stats.dropped += call.inbox.dropped();
     span.in_scope(|| {
         tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
     });
@@ -363,16 +382,26 @@ fn record_call_metrics(reason: &EndReason, stats: &CallStats, failed_plugin: Opt
     )
     .increment(1);
     if let EndReason::PluginFailed(why) = reason {
-        let kind = if why.starts_with("plugin trapped") {
-            "trap"
-        } else if why.starts_with("plugin error") {
-            "error"
-        } else {
-            "open"
-        };
+        let kind = [
+            ("plugin trapped", "trap"),
+            ("plugin error", "error"),
+            ("plugin overran", "time"),
+            ("plugin exceeded its CPU share", "cpu"),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| why.starts_with(prefix))
+        .map_or("open", |(_, kind)| kind);
         let plugin = failed_plugin.unwrap_or("unknown").to_string();
         metrics::counter!(crate::metrics::PLUGIN_FAILURES, "plugin" => plugin, "kind" => kind)
             .increment(1);
+    }
+    if let Some(failure) = &stats.end_failure {
+        metrics::counter!(
+            crate::metrics::PLUGIN_FAILURES,
+            "plugin" => failure.plugin.clone(),
+            "kind" => failure.kind
+        )
+        .increment(1);
     }
     for latency in &stats.turn_latency {
         for (stage, value) in [
@@ -400,7 +429,13 @@ fn call_end_record(call_sid: &str, reason: &EndReason, stats: &CallStats) -> rec
         call_sid: call_sid.to_string(),
         ended_at_ms: records::now_ms(),
         outcome: reason.outcome().to_string(),
-        reason: reason.to_string(),
+        reason: match &stats.end_failure {
+            None => reason.to_string(),
+            Some(f) => format!(
+                "{reason}; then plugin {} failed at hangup: {}",
+                f.plugin, f.message
+            ),
+        },
         transcript: stats
             .transcript
             .iter()
@@ -445,6 +480,11 @@ struct Call {
     metrics: CallMetrics,
     stats: CallStats,
     active: Option<Active>,
+    /// Twilio messages read while the plugin worked, not yet handled.
+    inbox: inbox::Inbox,
+    /// A call into the realtime session was abandoned half-way (the caller hung up): the
+    /// session gets no `hangup`.
+    abandoned: bool,
     payload: Vec<u8>,
     converted: Vec<u8>,
     /// Messages queued by [`Call::send`] and not yet written.
@@ -486,7 +526,7 @@ impl Call {
             due_timer.arm(due);
             idle_timer.arm(idle_at);
             let next = tokio::select! {
-                msg = self.ws.recv() => self.on_message(msg).await,
+                msg = next_message(&mut self.inbox, &mut self.ws) => self.on_message(msg).await,
                 () = deadline_timer.sleep.as_mut(), if deadline.is_some() => {
                     Next::End(match &self.active {
                         None => EndReason::NoStart,
@@ -530,33 +570,6 @@ impl Call {
     }
 
     async fn finish(&mut self, reason: &EndReason) {
-        match reason {
-            EndReason::PluginFailed(_) => {
-                let blamed = self
-                    .failed_plugin
-                    .clone()
-                    .or_else(|| self.plugins.first().cloned());
-                if let Some(name) = blamed
-                    && let Some(breaker) = self.ctx.plugins.breaker(&name)
-                    && breaker.record_failure()
-                {
-                    tracing::error!(
-                        plugin = %name,
-                        failures = breaker.failures(),
-                        "plugin circuit breaker opened: new calls go to the fallback"
-                    );
-                }
-            }
-            EndReason::CircuitOpen(_) => {}
-            _ if self.active.is_some() => {
-                for name in &self.plugins {
-                    if let Some(breaker) = self.ctx.plugins.breaker(name) {
-                        breaker.record_success();
-                    }
-                }
-            }
-            _ => {}
-        }
         if matches!(
             reason,
             EndReason::PluginFailed(_) | EndReason::CircuitOpen(_)
@@ -565,11 +578,20 @@ impl Call {
             self.active = None;
             self.apologise().await;
         }
+        let was_active = self.active.is_some();
         if let Some(active) = &mut self.active {
             match &mut active.engine {
                 Engine::Realtime { session, .. } => {
-                    if let Err(e) = session.handle(SessionInput::Hangup).await {
-                        tracing::debug!(error = %e, "plugin failed on hangup");
+                    // A failure here counts like any other (metrics, breaker, record).
+                    if !self.abandoned
+                        && let Err(e) = session.handle(SessionInput::Hangup).await
+                    {
+                        tracing::warn!(error = %e, "plugin failed on hangup");
+                        self.stats.end_failure = Some(EndFailure {
+                            plugin: self.plugins.first().cloned().unwrap_or_default(),
+                            kind: e.kind(),
+                            message: e.to_string(),
+                        });
                     }
                 }
                 Engine::Pipeline(p) => {
@@ -580,7 +602,8 @@ impl Call {
                         p.cut_heard = Some(heard_ms);
                         let _ = p.turns.on(Event::Interrupted { heard_ms }, now);
                     }
-                    // Each stage task ends after its hangup.
+                    // Each stage task ends after its hangup (a failure there is counted by
+                    // the stage task itself).
                     for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
                         let _ = p.worker(stage).0.send(StageInput::Hangup);
                     }
@@ -591,6 +614,26 @@ impl Call {
                     }
                 }
             }
+        }
+        let failed_at_end = self.stats.end_failure.as_ref().map(|f| f.plugin.clone());
+        match reason {
+            EndReason::PluginFailed(_) => {
+                let blamed = self
+                    .failed_plugin
+                    .clone()
+                    .or_else(|| self.plugins.first().cloned());
+                self.record_failure(blamed);
+            }
+            EndReason::CircuitOpen(_) => {}
+            _ if failed_at_end.is_some() => self.record_failure(failed_at_end),
+            _ if was_active => {
+                for name in &self.plugins {
+                    if let Some(breaker) = self.ctx.plugins.breaker(name) {
+                        breaker.record_success();
+                    }
+                }
+            }
+            _ => {}
         }
         // Drop the session (and the plugin's store) before the socket closes.
         self.active = None;
@@ -603,6 +646,20 @@ impl Call {
                 reason: "call ended".into(),
             };
             let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// Counts a failure of `plugin` on its circuit breaker.
+    fn record_failure(&self, plugin: Option<String>) {
+        if let Some(name) = plugin
+            && let Some(breaker) = self.ctx.plugins.breaker(&name)
+            && breaker.record_failure()
+        {
+            tracing::error!(
+                plugin = %name,
+                failures = breaker.failures(),
+                "plugin circuit breaker opened: new calls go to the fallback"
+            );
         }
     }
 
@@ -868,6 +925,7 @@ impl Call {
         used: &PluginUse,
         call: CallInfo,
         task: Option<&task::Task>,
+        allow_private_destinations: bool,
     ) -> SessionConfig {
         // A task fills the realtime plugin's `instructions` setting for this call only.
         let settings = match (task, used.effective_settings.get("instructions")) {
@@ -885,6 +943,7 @@ impl Call {
             io: Arc::new(IoPolicy {
                 allowed_hosts: used.allowed_hosts.clone(),
                 secrets: used.secrets.clone(),
+                allow_private_destinations,
             }),
         }
     }
@@ -896,7 +955,13 @@ impl Call {
         call: CallInfo,
     ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
         let plugin = self.loaded(used)?;
-        let config = Self::session_config(agent, used, call, self.task.as_ref());
+        let config = Self::session_config(
+            agent,
+            used,
+            call,
+            self.task.as_ref(),
+            self.ctx.config.server.allow_private_destinations,
+        );
         let mut session = match plugin.open(&config).await {
             Ok(s) => s,
             Err(e) => {
@@ -934,7 +999,13 @@ impl Call {
                 stt_format = Some(plugin.info().input_format);
             }
             let session = match plugin
-                .open_stage(&Self::session_config(agent, used, call.clone(), None))
+                .open_stage(&Self::session_config(
+                    agent,
+                    used,
+                    call.clone(),
+                    None,
+                    self.ctx.config.server.allow_private_destinations,
+                ))
                 .await
             {
                 Ok(s) => s,
@@ -954,6 +1025,10 @@ impl Call {
                 session,
                 blocking,
                 report_tx.clone(),
+                stages::Blame {
+                    plugin: used.plugin.clone(),
+                    breaker: self.ctx.plugins.breaker(&used.plugin).cloned(),
+                },
             ));
         }
         let vad = Vad::new().map_err(|e| Next::End(EndReason::PluginFailed(e.to_string())))?;
@@ -1296,11 +1371,20 @@ impl Call {
                 }
                 return Next::Continue;
             };
-            let outputs = match session.handle(input).await {
-                Ok(o) => o,
-                Err(e) => {
+            let handled = handle_watching(session, input, &mut self.ws, &mut self.inbox).await;
+            let outputs = match handled {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "plugin failed");
                     return Next::End(EndReason::PluginFailed(e.to_string()));
+                }
+                Err(end) => {
+                    // The caller hung up while the plugin worked: the call ends now, and the
+                    // call into the plugin is abandoned half-way.
+                    session.abandon();
+                    self.abandoned = true;
+                    tracing::info!(reason = %end, "call ended while the plugin was busy");
+                    return Next::End(end);
                 }
             };
             for command in session.take_io() {
@@ -1325,7 +1409,15 @@ impl Call {
         };
         match output {
             SessionOutput::Play { format, data } => {
+                let started = std::time::Instant::now();
                 if let Err(e) = active.from_plugin.push(format, &data) {
+                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                }
+                // Host work the plugin caused is taken from its CPU share.
+                if let Engine::Realtime { session, .. } = &mut active.engine
+                    && let Err(e) = session.charge(started.elapsed())
+                {
+                    tracing::error!(error = %e, "plugin failed");
                     return Next::End(EndReason::PluginFailed(e.to_string()));
                 }
                 self.queue_frames(false).await
@@ -1510,6 +1602,43 @@ impl Call {
         match self.ws.flush().await {
             Ok(()) => Next::Continue,
             Err(e) => Next::End(EndReason::SocketError(e.to_string())),
+        }
+    }
+}
+
+/// The next Twilio message: one read ahead into the inbox while the plugin worked, else the
+/// socket's next. Cancel-safe.
+async fn next_message(
+    inbox: &mut inbox::Inbox,
+    ws: &mut WebSocket,
+) -> Option<Result<Message, axum::Error>> {
+    match inbox.pop() {
+        Some(message) => Some(Ok(message)),
+        None => ws.recv().await,
+    }
+}
+
+/// Feeds `input` to a realtime session while reading the socket into `inbox`, so that the
+/// caller hanging up ends the call at once however long the plugin takes (see [`inbox`]).
+/// `Err` is how the call ends when the socket ended it first; the session's call is then
+/// abandoned (dropped half-way) and the session must not be entered again.
+async fn handle_watching(
+    session: &mut Session,
+    input: SessionInput,
+    ws: &mut WebSocket,
+    inbox: &mut inbox::Inbox,
+) -> Result<Result<Vec<SessionOutput>, crate::plugin::SessionError>, EndReason> {
+    let call = session.handle(input);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut call => return Ok(result),
+            read = ws.recv(), if inbox.accepting() => {
+                if let Some(end) = inbox.push(read) {
+                    return Err(end);
+                }
+            }
         }
     }
 }

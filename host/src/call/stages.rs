@@ -11,8 +11,12 @@
 //! report carries the epoch of the input that caused it, so the call task drops outputs of work
 //! that was cancelled while they were queued.
 
+use std::sync::Arc;
+
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
+
+use crate::plugin::breaker::CircuitBreaker;
 
 use crate::plugin::io::IoDriver;
 use crate::plugin::{SessionError, Stage, StageInput, StageOutput, StageSession};
@@ -40,6 +44,16 @@ pub struct StageReport {
 #[error("the {0} stage is not keeping up ({STAGE_QUEUE} inputs queued)")]
 pub struct Backlogged(pub &'static str);
 
+/// Who answers for a stage's failure after its call ended (a `hangup` that traps or overruns):
+/// the stage task counts it itself, since the call task is gone by then.
+#[derive(Debug, Clone)]
+pub struct Blame {
+    /// The plugin's name in agents.toml.
+    pub plugin: String,
+    /// Its circuit breaker.
+    pub breaker: Option<Arc<CircuitBreaker>>,
+}
+
 /// The call task's handle on one running stage. Dropping it ends the stage's task once it has
 /// drained its queue.
 #[derive(Debug)]
@@ -59,9 +73,10 @@ impl StageWorker {
         session: StageSession,
         blocking: bool,
         reports: mpsc::Sender<StageReport>,
+        blame: Blame,
     ) -> Self {
         let (tx, rx) = mpsc::channel(STAGE_QUEUE);
-        tokio::spawn(run(stage, session, blocking, rx, reports));
+        tokio::spawn(run(stage, session, blocking, rx, reports, blame));
         Self {
             stage,
             tx,
@@ -96,6 +111,7 @@ async fn run(
     blocking: bool,
     mut inputs: mpsc::Receiver<(u64, StageInput)>,
     reports: mpsc::Sender<StageReport>,
+    blame: Blame,
 ) {
     // `block_in_place` needs the multi-threaded runtime.
     let multi_threaded = Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
@@ -151,6 +167,19 @@ async fn run(
         }
         let failed = result.is_err();
         if last {
+            if let Err(e) = &result {
+                // Counted like any other failure: metrics by kind and the breaker.
+                tracing::warn!(plugin = %blame.plugin, stage = stage.describe(), error = %e, "pipeline stage failed on hangup");
+                metrics::counter!(
+                    crate::metrics::PLUGIN_FAILURES,
+                    "plugin" => blame.plugin.clone(),
+                    "kind" => e.kind()
+                )
+                .increment(1);
+                if let Some(breaker) = &blame.breaker {
+                    breaker.record_failure();
+                }
+            }
             break;
         }
         // Most inputs (caller frames to the STT) cause nothing: no report for them, so the

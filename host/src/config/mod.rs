@@ -226,6 +226,11 @@ pub struct ServerConfig {
     /// `drain_seconds`: after SIGTERM, how long live calls may go on before they are ended
     /// politely; default [`DEFAULT_DRAIN_SECONDS`], within [`DRAIN_RANGE_SECONDS`].
     pub drain: std::time::Duration,
+    /// `allow_private_destinations` (default false): whether plugin I/O to a host *name* may
+    /// reach loopback, link-local or private addresses. When false, such a name is refused at
+    /// connect time unless the agent's `allowed_hosts` names the address itself (an IP literal,
+    /// or `localhost`), so a tenant's plugin cannot reach internal services through DNS.
+    pub allow_private_destinations: bool,
 }
 
 /// Default `drain_seconds`.
@@ -381,6 +386,9 @@ pub struct PluginConfig {
     /// the host default (200 ms, ten frames). Compute-heavy local plugins (speech
     /// recognition, synthesis) need more; the host runs their calls off the async workers.
     pub budget: Option<std::time::Duration>,
+    /// `cpu_percent` and `cpu_burst_ms`: the CPU share each session of the plugin may use over
+    /// its call (see [`crate::plugin::budget`]); defaults when absent.
+    pub cpu: crate::plugin::budget::CpuLimits,
 }
 
 /// Accepted `budget_ms` of a plugin (10 ms to 60 s).

@@ -91,6 +91,10 @@ pub struct RawServer {
     /// `drain_seconds`: how long live calls may go on after SIGTERM; optional.
     #[serde(default)]
     pub drain_seconds: Option<Spanned<i64>>,
+    /// `allow_private_destinations`: let plugin I/O reach names that resolve to private
+    /// addresses; optional (default false).
+    #[serde(default)]
+    pub allow_private_destinations: Option<Spanned<bool>>,
 }
 
 /// `[twilio]` as written. `Debug` hides the auth token.
@@ -161,6 +165,12 @@ pub struct RawPlugin {
     /// `budget_ms`: time one `handle` call may take; optional.
     #[serde(default)]
     pub budget_ms: Option<Spanned<i64>>,
+    /// `cpu_percent`: the share of one core a session may use over its call; optional.
+    #[serde(default)]
+    pub cpu_percent: Option<Spanned<i64>>,
+    /// `cpu_burst_ms`: the run time a session may bank; optional.
+    #[serde(default)]
+    pub cpu_burst_ms: Option<Spanned<i64>>,
 }
 
 /// One `[[agents]]` entry as written.

@@ -680,3 +680,33 @@ fn pipeline_agents_validate_every_stage_and_endpointing() {
     at_key(&errors, "agents[0].pipeline.llm.plugin");
     at_key(&errors, "agents[1]");
 }
+
+#[test]
+fn cpu_share_keys_are_read_with_defaults_and_checked() {
+    use crate::plugin::budget::{CpuLimits, DEFAULT_CPU_BURST, DEFAULT_CPU_PERCENT};
+    let text = "[plugins.echo]\npath = \"echo.wasm\"\n\n[plugins.heavy]\npath = \"echo.wasm\"\nbudget_ms = 15000\n\n[plugins.custom]\npath = \"echo.wasm\"\ncpu_percent = 100\ncpu_burst_ms = 20000\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let (_dir, config) = build_ok(text);
+    assert_eq!(
+        config.plugins["echo"].cpu,
+        CpuLimits {
+            percent: DEFAULT_CPU_PERCENT,
+            burst: DEFAULT_CPU_BURST
+        }
+    );
+    assert_eq!(
+        config.plugins["heavy"].cpu.burst,
+        std::time::Duration::from_secs(30),
+        "twice a raised budget"
+    );
+    assert_eq!(
+        config.plugins["custom"].cpu,
+        CpuLimits {
+            percent: 100,
+            burst: std::time::Duration::from_secs(20)
+        }
+    );
+    let bad = "[plugins.echo]\npath = \"echo.wasm\"\ncpu_percent = 0\ncpu_burst_ms = 5\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";
+    let errors = build_err(bad, &no_env);
+    at_key(&errors, "plugins.echo.cpu_percent");
+    at_key(&errors, "plugins.echo.cpu_burst_ms");
+}

@@ -18,6 +18,7 @@ use super::raw::{
     RawAgent, RawApi, RawConfig, RawPlugin, RawPluginUse, RawRecords, RawServer, RawTwilio,
 };
 use super::span::{KeyPath, Locator, line_col};
+use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
     DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DEFAULT_ENDPOINTING_MS,
@@ -156,6 +157,34 @@ impl<'s> Validator<'s> {
             .push(ConfigError::at(self.source, span, Some(path), kind));
     }
 
+    /// The value of an optional integer key when it lies in `range`; an out-of-range error at
+    /// the key otherwise.
+    fn in_range(
+        &mut self,
+        value: Option<Spanned<i64>>,
+        range: std::ops::RangeInclusive<u64>,
+        path: &KeyPath,
+    ) -> Option<u64> {
+        let value = value?;
+        let span = value.span();
+        let value = value.into_inner();
+        match u64::try_from(value) {
+            Ok(v) if range.contains(&v) => Some(v),
+            _ => {
+                self.err(
+                    Some(span),
+                    path,
+                    ConfigErrorKind::OutOfRange {
+                        value,
+                        min: *range.start(),
+                        max: *range.end(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
     fn locate(&mut self, path: &KeyPath) -> Option<Range<usize>> {
         let text = self.source.text();
         self.locator
@@ -228,6 +257,10 @@ impl<'s> Validator<'s> {
             listen,
             public_url,
             drain,
+            allow_private_destinations: raw
+                .allow_private_destinations
+                .map(Spanned::into_inner)
+                .unwrap_or(false),
         }
     }
 
@@ -400,25 +433,20 @@ impl<'s> Validator<'s> {
             let path = path.key(&name);
             let plugin = plugin.into_inner();
             let settings = self.settings(plugin.settings, &path.key("settings"));
-            let mut budget = None;
-            if let Some(ms) = plugin.budget_ms {
-                let span = ms.span();
-                let value = ms.into_inner();
-                match u64::try_from(value) {
-                    Ok(v) if BUDGET_RANGE_MS.contains(&v) => {
-                        budget = Some(Duration::from_millis(v));
-                    }
-                    _ => self.err(
-                        Some(span),
-                        &path.key("budget_ms"),
-                        ConfigErrorKind::OutOfRange {
-                            value,
-                            min: *BUDGET_RANGE_MS.start(),
-                            max: *BUDGET_RANGE_MS.end(),
-                        },
-                    ),
-                }
-            }
+            let budget = self
+                .in_range(plugin.budget_ms, BUDGET_RANGE_MS, &path.key("budget_ms"))
+                .map(Duration::from_millis);
+            let cpu_percent = self
+                .in_range(plugin.cpu_percent, CPU_PERCENT_RANGE, &path.key("cpu_percent"))
+                .and_then(|v| u32::try_from(v).ok());
+            let cpu_burst = self
+                .in_range(
+                    plugin.cpu_burst_ms,
+                    CPU_BURST_RANGE_MS,
+                    &path.key("cpu_burst_ms"),
+                )
+                .map(Duration::from_millis);
+            let cpu = CpuLimits::new(cpu_percent, cpu_burst, budget);
             let path_span = plugin.path.span();
             let file = resolve_plugin_path(self.source.path(), plugin.path.get_ref());
             let kind = plugin_kind(&file);
@@ -452,6 +480,7 @@ impl<'s> Validator<'s> {
                         kind,
                         settings,
                         budget,
+                        cpu,
                     },
                 );
             }

@@ -22,6 +22,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 
+use super::budget::LineLimiter;
 use crate::config::Secret;
 
 /// Most WebSockets one session may have open (or opening) at once.
@@ -135,6 +136,10 @@ pub struct IoPolicy {
     pub allowed_hosts: Vec<String>,
     /// Secrets by name.
     pub secrets: BTreeMap<String, Secret>,
+    /// `[server] allow_private_destinations`: when false, a host *name* that resolves to a
+    /// loopback, link-local or private address is refused at connect time (an IP literal or
+    /// `localhost` in `allowed_hosts` names such an address explicitly and is let through).
+    pub allow_private_destinations: bool,
 }
 
 impl IoPolicy {
@@ -169,6 +174,8 @@ pub enum IoCommand {
         url: String,
         /// Handshake headers.
         headers: Vec<(String, String)>,
+        /// Refuse a host name that resolves to a private address ([`public_only`]).
+        public_only: bool,
     },
     /// Write a message.
     WsSend {
@@ -188,6 +195,8 @@ pub enum IoCommand {
         id: u32,
         /// The request.
         request: HttpRequest,
+        /// Refuse a host name that resolves to a private address ([`public_only`]).
+        public_only: bool,
     },
     /// Start a timer.
     SetTimer {
@@ -213,6 +222,10 @@ pub struct SessionIo {
     sockets: HashSet<u32>,
     requests: HashSet<u32>,
     timers: HashSet<u32>,
+    /// The plugin's own `log` lines.
+    log_lines: LineLimiter,
+    /// The host's warnings about this session's denied I/O.
+    denied_lines: LineLimiter,
 }
 
 impl SessionIo {
@@ -226,6 +239,21 @@ impl SessionIo {
             sockets: HashSet::new(),
             requests: HashSet::new(),
             timers: HashSet::new(),
+            log_lines: LineLimiter::default(),
+            denied_lines: LineLimiter::default(),
+        }
+    }
+
+    /// Whether the plugin may log one more line now ([`LineLimiter`]); logs how many lines were
+    /// suppressed first, when the limit had refused some.
+    pub fn admit_log(&mut self) -> bool {
+        match self.log_lines.admit(std::time::Instant::now()) {
+            Some(0) => true,
+            Some(suppressed) => {
+                tracing::warn!(plugin = %self.plugin, suppressed, "plugin log lines suppressed (rate limit)");
+                true
+            }
+            None => false,
         }
     }
 
@@ -284,7 +312,7 @@ impl SessionIo {
     }
 
     /// Parses `url`, requires one of `schemes`, and checks its host against the policy.
-    fn check_url(&self, url: &str, schemes: &[&str]) -> Result<(), IoError> {
+    fn check_url(&mut self, url: &str, schemes: &[&str]) -> Result<(), IoError> {
         let parsed =
             url::Url::parse(url).map_err(|e| IoError::Invalid(format!("bad URL {url:?}: {e}")))?;
         if !schemes.contains(&parsed.scheme()) {
@@ -302,7 +330,9 @@ impl SessionIo {
         if self.policy.allows(&host, port) {
             Ok(())
         } else {
-            tracing::warn!(plugin = %self.plugin, %host, port, "I/O denied: host not in the agent's allowed_hosts");
+            if let Some(suppressed) = self.denied_lines.admit(std::time::Instant::now()) {
+                tracing::warn!(plugin = %self.plugin, host = %super::budget::escape_log(&host), port, suppressed, "I/O denied: host not in the agent's allowed_hosts");
+            }
             Err(IoError::Denied(format!(
                 "{host} is not in this agent's allowed_hosts"
             )))
@@ -325,7 +355,12 @@ impl SessionIo {
             )));
         }
         let id = self.handle();
-        self.queue(IoCommand::WsConnect { id, url, headers })?;
+        self.queue(IoCommand::WsConnect {
+            id,
+            url,
+            headers,
+            public_only: !self.policy.allow_private_destinations,
+        })?;
         self.sockets.insert(id);
         Ok(id)
     }
@@ -370,7 +405,11 @@ impl SessionIo {
             )));
         }
         let id = self.handle();
-        self.queue(IoCommand::HttpSend { id, request })?;
+        self.queue(IoCommand::HttpSend {
+            id,
+            request,
+            public_only: !self.policy.allow_private_destinations,
+        })?;
         self.requests.insert(id);
         Ok(id)
     }
@@ -452,10 +491,36 @@ impl IoDriver {
     /// The next completion. Cancel-safe.
     pub async fn next_event(&mut self) -> IoEvent {
         // The driver holds a sender, so the channel never closes while it lives.
-        match self.events_rx.recv().await {
+        let event = match self.events_rx.recv().await {
             Some(event) => event,
             None => std::future::pending().await,
+        };
+        self.finished(&event);
+        event
+    }
+
+    /// Forgets what an event finished: a fired timer's or a completed request's abort handle, a
+    /// closed socket's queue. Without this a plugin that sets timers in a loop grows the driver
+    /// (and the gateway) by one entry per timer until its call ends.
+    fn finished(&mut self, event: &IoEvent) {
+        match event {
+            IoEvent::Timer(id) | IoEvent::HttpDone(id) => {
+                self.cancellable.remove(id);
+            }
+            IoEvent::Failed { target, .. } => {
+                self.cancellable.remove(target);
+                self.sockets.remove(target);
+            }
+            IoEvent::WsClosed { socket, .. } => {
+                self.sockets.remove(socket);
+            }
+            _ => {}
         }
+    }
+
+    /// Handles held for running timers, requests and sockets (for tests of the bound above).
+    pub fn handles(&self) -> usize {
+        self.cancellable.len() + self.sockets.len()
     }
 
     /// Starts carrying out `command`.
@@ -463,11 +528,17 @@ impl IoDriver {
         self.quiet = false;
         while self.tasks.try_join_next().is_some() {}
         match command {
-            IoCommand::WsConnect { id, url, headers } => {
+            IoCommand::WsConnect {
+                id,
+                url,
+                headers,
+                public_only,
+            } => {
                 let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
                 self.sockets.insert(id, tx);
                 let events = self.events_tx.clone();
-                self.tasks.spawn(websocket(id, url, headers, rx, events));
+                self.tasks
+                    .spawn(websocket(id, url, headers, public_only, rx, events));
             }
             IoCommand::WsSend { id, message } => {
                 let Some(socket) = self.sockets.get(&id) else {
@@ -491,9 +562,13 @@ impl IoDriver {
                     let _ = socket.try_send(SocketCommand::Close);
                 }
             }
-            IoCommand::HttpSend { id, request } => {
+            IoCommand::HttpSend {
+                id,
+                request,
+                public_only,
+            } => {
                 let events = self.events_tx.clone();
-                let abort = self.tasks.spawn(http(id, request, events));
+                let abort = self.tasks.spawn(http(id, request, public_only, events));
                 self.cancellable.insert(id, abort);
             }
             IoCommand::SetTimer { id, delay_ms } => {
@@ -521,10 +596,106 @@ fn install_crypto_provider() {
     });
 }
 
+/// True for an address a tenant's plugin must not reach by a host name: loopback, private
+/// (RFC 1918, RFC 4193), link-local (169.254/16 — cloud metadata — and fe80::/10), carrier-grade
+/// NAT (100.64/10), unspecified, broadcast; IPv4-mapped IPv6 by its IPv4 address.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(a) => {
+            let [first, second, ..] = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || (first == 100 && (64..128).contains(&second))
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => is_private(IpAddr::V4(v4)),
+            None => {
+                let head = a.segments()[0];
+                a.is_loopback()
+                    || a.is_unspecified()
+                    || (head & 0xfe00) == 0xfc00
+                    || (head & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// The addresses `name` resolved to that a plugin may reach: all of them for `localhost` (an
+/// allowed host that names the loopback explicitly), else only public ones ([`is_private`]).
+///
+/// # Errors
+/// Every address was private: the message names the host, never the addresses.
+pub fn public_only(
+    name: &str,
+    addrs: impl IntoIterator<Item = std::net::SocketAddr>,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    let addrs: Vec<_> = addrs.into_iter().collect();
+    if name.eq_ignore_ascii_case("localhost") {
+        return Ok(addrs);
+    }
+    let public: Vec<_> = addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
+    if public.is_empty() {
+        Err(format!(
+            "{name} resolves to a private address; name the address itself in allowed_hosts \
+             or set [server] allow_private_destinations = true"
+        ))
+    } else {
+        Ok(public)
+    }
+}
+
+/// reqwest's resolver for plugin requests under [`public_only`] (host names only: an IP
+/// literal in a URL is never resolved, and passed the allow-list by being named).
+struct PublicResolver;
+
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public = public_only(&host, addrs)?;
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Connects the TCP stream of a WebSocket to `url`'s host under [`public_only`]: IP literals
+/// as they are, names through the resolver and the filter.
+async fn connect_public(url: &url::Url) -> Result<tokio::net::TcpStream, String> {
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![(ip, port).into()],
+        Some(url::Host::Ipv6(ip)) => vec![(ip, port).into()],
+        Some(url::Host::Domain(name)) => {
+            let resolved = tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+            public_only(name, resolved)?
+        }
+        None => return Err("the URL has no host".into()),
+    };
+    let mut last = String::from("no address");
+    for addr in addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("connect failed: {last}"))
+}
+
 async fn websocket(
     id: u32,
     url: String,
     headers: Vec<(String, String)>,
+    public_only: bool,
     mut commands: mpsc::Receiver<SocketCommand>,
     events: mpsc::Sender<IoEvent>,
 ) {
@@ -551,16 +722,25 @@ async fn websocket(
         .max_message_size(Some(MAX_UPSTREAM_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_UPSTREAM_MESSAGE_BYTES));
     // TCP_NODELAY: each caller frame is a small write that must leave at once, not wait for
-    // the previous one's ACK (Nagle).
-    let connected = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true),
-    )
+    // the previous one's ACK (Nagle). The handshake follows no redirect: a 3xx fails it.
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        if public_only {
+            let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
+            let stream = connect_public(&parsed).await?;
+            tokio_tungstenite::client_async_tls_with_config(request, stream, Some(config), None)
+                .await
+                .map_err(|e| format!("connect failed: {e}"))
+        } else {
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                .await
+                .map_err(|e| format!("connect failed: {e}"))
+        }
+    })
     .await;
     let mut ws = match connected {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
-            let _ = events.send(failed(format!("connect failed: {e}"))).await;
+            let _ = events.send(failed(e)).await;
             return;
         }
         Err(_) => {
@@ -617,24 +797,45 @@ async fn websocket(
     }
 }
 
-/// The HTTP client shared by every session (connection pools per host).
-fn http_client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            install_crypto_provider();
-            reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// The HTTP clients shared by every session (connection pools per host): one that resolves
+/// names to public addresses only ([`PublicResolver`]), one that does not. Neither follows
+/// redirects: the allow-list was checked against the request's URL, and a 3xx could point
+/// anywhere, so it reaches the plugin as it came (its own `http-send` to the new location is
+/// checked like any other).
+fn http_client(public_only: bool) -> Result<&'static reqwest::Client, String> {
+    static PUBLIC: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    static ANY: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    let build = || {
+        install_crypto_provider();
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = if public_only {
+            builder.dns_resolver(PublicResolver)
+        } else {
+            builder
+        };
+        builder.build().map_err(|e| e.to_string())
+    };
+    let cell = if public_only { &PUBLIC } else { &ANY };
+    cell.get_or_init(build).as_ref().map_err(Clone::clone)
 }
 
-async fn http(id: u32, request: HttpRequest, events: mpsc::Sender<IoEvent>) {
+/// `e` and its sources, joined with `: ` (reqwest's own text leaves out why a request failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn http(id: u32, request: HttpRequest, public_only: bool, events: mpsc::Sender<IoEvent>) {
     let failed = |error: String| IoEvent::Failed { target: id, error };
-    let client = match http_client() {
+    let client = match http_client(public_only) {
         Ok(c) => c,
         Err(e) => {
             let _ = events.send(failed(format!("no HTTP client: {e}"))).await;
@@ -650,7 +851,9 @@ async fn http(id: u32, request: HttpRequest, events: mpsc::Sender<IoEvent>) {
     let response = match builder.send().await {
         Ok(r) => r,
         Err(e) => {
-            let _ = events.send(failed(format!("request failed: {e}"))).await;
+            let _ = events
+                .send(failed(format!("request failed: {}", error_chain(&e))))
+                .await;
             return;
         }
     };
@@ -698,6 +901,7 @@ mod tests {
             Arc::new(IoPolicy {
                 allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
                 secrets: BTreeMap::from([("api_key".to_string(), Secret::new("sk-1".into()))]),
+                allow_private_destinations: false,
             }),
         )
     }
@@ -774,6 +978,25 @@ mod tests {
             driver.execute(c);
         }
         assert_eq!(driver.next_event().await, IoEvent::Timer(a));
+    }
+
+    /// A plugin that sets and lets timers fire in a loop leaves nothing behind: each fired
+    /// timer's handle is released when its event is taken, not when the call ends.
+    #[tokio::test]
+    async fn fired_timers_release_their_handles() {
+        let mut io = io(&[]);
+        let mut driver = IoDriver::new();
+        for _ in 0..10_000 {
+            let id = io.set_timer(0).unwrap();
+            for c in io.take_commands() {
+                driver.execute(c);
+            }
+            let event = driver.next_event().await;
+            assert_eq!(event, IoEvent::Timer(id));
+            io.observe(&event);
+        }
+        assert_eq!(driver.handles(), 0);
+        assert!(driver.tasks.len() <= 1, "{} tasks kept", driver.tasks.len());
     }
 
     /// Idle until a command starts work, busy while its task runs or its event waits, idle
@@ -863,5 +1086,194 @@ mod tests {
             ["data: one\n\n", "data: two\n\n"],
             "one event per chunk, as sent"
         );
+    }
+
+    /// A tiny HTTP/1.1 server on loopback that answers every request with `response` and
+    /// counts the requests it got.
+    async fn one_answer_server(
+        response: String,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (port, hits)
+    }
+
+    /// A plugin allowed only host A gets A's redirect to host B as a 302 of its own; the host
+    /// never fetches B (which stands for an internal service) — for HTTP and for a WebSocket
+    /// upgrade answered with a redirect.
+    #[tokio::test]
+    async fn a_redirect_to_a_host_not_allowed_is_not_followed() {
+        let (secret_port, secret_hits) = one_answer_server(
+            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret".into(),
+        )
+        .await;
+        let location = format!("http://127.0.0.1:{secret_port}/internal-secret");
+        let (allowed_port, allowed_hits) = one_answer_server(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"
+        ))
+        .await;
+        let mut io = io(&[&format!("127.0.0.1:{allowed_port}")]);
+        let mut driver = IoDriver::new();
+        let request = io
+            .http_send(HttpRequest {
+                method: "GET".into(),
+                url: format!("http://127.0.0.1:{allowed_port}/"),
+                headers: vec![],
+                body: vec![],
+            })
+            .unwrap();
+        let socket = io
+            .ws_connect(format!("ws://127.0.0.1:{allowed_port}/ws"), vec![])
+            .unwrap();
+        for c in io.take_commands() {
+            driver.execute(c);
+        }
+        let (mut head, mut done, mut ws_failed) = (None, false, false);
+        while !(done && ws_failed) {
+            let event = tokio::time::timeout(Duration::from_secs(10), driver.next_event())
+                .await
+                .expect("events arrive");
+            match event {
+                IoEvent::HttpHead {
+                    request: r,
+                    status,
+                    headers,
+                } if r == request => head = Some((status, headers)),
+                IoEvent::HttpChunk { request: r, data } if r == request => {
+                    assert!(!data.windows(6).any(|w| w == b"secret"), "B's body leaked");
+                }
+                IoEvent::HttpDone(r) if r == request => done = true,
+                IoEvent::Failed { target, .. } if target == socket => ws_failed = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let (status, headers) = head.expect("a head");
+        assert_eq!(status, 302, "the redirect reaches the plugin as it came");
+        assert!(headers.contains(&("location".to_string(), location)));
+        assert_eq!(allowed_hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            secret_hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the host fetched the redirect target"
+        );
+    }
+
+    #[test]
+    fn private_addresses_are_told_apart_from_public_ones() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "104.18.7.192", "2606:4700::1", "::ffff:1.1.1.1"] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        // A name that resolves only to private addresses is refused; mixed keeps the public.
+        let error = public_only("metadata.internal", [addr("169.254.169.254:80")]).unwrap_err();
+        assert!(error.contains("metadata.internal"), "{error}");
+        assert_eq!(
+            public_only("api.example.com", [addr("10.0.0.1:443"), addr("1.2.3.4:443")]).unwrap(),
+            [addr("1.2.3.4:443")]
+        );
+        // `localhost` names the loopback explicitly.
+        assert_eq!(
+            public_only("localhost", [addr("127.0.0.1:80")]).unwrap(),
+            [addr("127.0.0.1:80")]
+        );
+    }
+
+    /// Through the driver: a name that resolves to the loopback — this machine's host name,
+    /// which Debian's and containers' /etc/hosts map to 127.0.x.1 or a private address — is
+    /// refused when private destinations are off, and reached when they are on.
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused_unless_allowed() {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("the host name")
+            .trim()
+            .to_ascii_lowercase();
+        let resolved: Vec<_> = tokio::net::lookup_host((name.as_str(), 0))
+            .await
+            .expect("the host name resolves")
+            .collect();
+        assert!(
+            resolved.iter().all(|a| is_private(a.ip())),
+            "precondition: {name} resolves to private addresses, not {resolved:?}"
+        );
+        // Serve on the address the name resolves to first (a local one, by the check above).
+        let listener = tokio::net::TcpListener::bind((resolved[0].ip(), 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        for allow in [false, true] {
+            let mut io = SessionIo::new(
+                "p",
+                Arc::new(IoPolicy {
+                    allowed_hosts: vec![name.clone()],
+                    secrets: BTreeMap::new(),
+                    allow_private_destinations: allow,
+                }),
+            );
+            let mut driver = IoDriver::new();
+            io.http_send(HttpRequest {
+                method: "GET".into(),
+                url: format!("http://{name}:{port}/"),
+                headers: vec![],
+                body: vec![],
+            })
+            .unwrap();
+            for c in io.take_commands() {
+                driver.execute(c);
+            }
+            let event = tokio::time::timeout(Duration::from_secs(10), driver.next_event())
+                .await
+                .unwrap();
+            match (allow, event) {
+                (false, IoEvent::Failed { error, .. }) => {
+                    assert!(error.contains("private"), "{error}")
+                }
+                (true, IoEvent::HttpHead { status, .. }) => assert_eq!(status, 204),
+                (allow, other) => panic!("allow={allow}: {other:?}"),
+            }
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

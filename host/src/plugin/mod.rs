@@ -6,6 +6,7 @@
 //! call task never touches generated bindings.
 
 pub mod breaker;
+pub mod budget;
 pub mod io;
 pub mod native;
 pub mod wasm;
@@ -255,6 +256,29 @@ pub enum SessionError {
     /// could not call it. The session is unusable afterwards.
     #[error("plugin trapped: {0}")]
     Trap(String),
+    /// One call into the plugin ran (held a thread) longer than its time budget
+    /// (`budget_ms`) and was stopped (WASM) or reported (native). The session is unusable.
+    #[error("plugin overran its time budget: ran past its {budget_ms} ms budget for one call")]
+    TimeBudget {
+        /// The budget (ms).
+        budget_ms: u64,
+    },
+    /// The session used more than its CPU share over the call ([`budget::CpuBucket`]).
+    #[error("plugin exceeded its CPU share: {0}")]
+    Cpu(#[from] budget::CpuExceeded),
+}
+
+impl SessionError {
+    /// A short label of what went wrong, for metrics: `error` (the plugin's own error), `trap`,
+    /// `time` (a call overran its budget) or `cpu` (its CPU share ran out).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Plugin(_) => "error",
+            SessionError::Trap(_) => "trap",
+            SessionError::TimeBudget { .. } => "time",
+            SessionError::Cpu(_) => "cpu",
+        }
+    }
 }
 
 /// Why a plugin could not be loaded.
@@ -270,6 +294,43 @@ pub enum PluginLoadError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Longest mark name a plugin may send (bytes). Marks are the plugin's own labels, echoed by
+/// Twilio; a longer one is a bug (a 10 MiB name once reached Twilio) and ends the call.
+pub const MAX_MARK_NAME_BYTES: usize = 256;
+
+/// Longest transcript text in one output (bytes): minutes of speech; more is a bug.
+pub const MAX_TRANSCRIPT_BYTES: usize = 64 * 1024;
+
+/// Longest transfer target (bytes): an E.164 number is at most 16.
+pub const MAX_TRANSFER_BYTES: usize = 64;
+
+/// Checks a realtime session's outputs against the contract's size limits
+/// ([`MAX_MARK_NAME_BYTES`], [`MAX_TRANSCRIPT_BYTES`], [`MAX_TRANSFER_BYTES`]).
+///
+/// # Errors
+/// [`SessionError::Trap`] naming the output and the limit.
+pub fn check_outputs(outputs: &[SessionOutput]) -> Result<(), SessionError> {
+    for output in outputs {
+        let (what, len, limit) = match output {
+            SessionOutput::Mark(name) => ("a mark name", name.len(), MAX_MARK_NAME_BYTES),
+            SessionOutput::UserTranscript { text, .. }
+            | SessionOutput::AgentTranscript { text, .. } => {
+                ("a transcript", text.len(), MAX_TRANSCRIPT_BYTES)
+            }
+            SessionOutput::Transfer(number) => {
+                ("a transfer number", number.len(), MAX_TRANSFER_BYTES)
+            }
+            _ => continue,
+        };
+        if len > limit {
+            return Err(SessionError::Trap(format!(
+                "returned {what} of {len} bytes (limit {limit})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the host can produce the caller-audio format a plugin asked for: PCM16 at
@@ -368,9 +429,35 @@ impl Session {
         &mut self,
         input: SessionInput,
     ) -> Result<Vec<SessionOutput>, SessionError> {
-        match self {
+        let outputs = match self {
             Session::Wasm(s) => s.handle(input).await,
             Session::Native(s) => s.handle(input).await,
+        }?;
+        if let Err(e) = check_outputs(&outputs) {
+            self.abandon();
+            return Err(e);
+        }
+        Ok(outputs)
+    }
+
+    /// Charges host work done on the plugin's behalf (resampling the audio it played) to the
+    /// session's CPU share ([`budget`]).
+    ///
+    /// # Errors
+    /// [`SessionError::Cpu`] when the share ran out; the session is closed.
+    pub fn charge(&mut self, used: std::time::Duration) -> Result<(), SessionError> {
+        match self {
+            Session::Wasm(s) => s.charge(used),
+            Session::Native(s) => s.charge(used),
+        }
+    }
+
+    /// Marks the session unusable without calling it again: a call into it failed, or was
+    /// abandoned half-way (the caller hung up while it ran).
+    pub fn abandon(&mut self) {
+        match self {
+            Session::Wasm(s) => s.abandon(),
+            Session::Native(s) => s.abandon(),
         }
     }
 
@@ -434,6 +521,7 @@ impl Plugins {
                     if let Some(budget) = plugin.budget {
                         p.set_handle_budget(budget);
                     }
+                    p.set_cpu_limits(plugin.cpu);
                     Plugin::Wasm(p)
                 }
                 PluginKind::Native => {
@@ -443,6 +531,7 @@ impl Plugins {
                     if let Some(budget) = plugin.budget {
                         p.set_handle_budget(budget);
                     }
+                    p.set_cpu_limits(plugin.cpu);
                     Plugin::Native(p)
                 }
             };
@@ -514,6 +603,7 @@ impl Plugins {
                     io: Arc::new(io::IoPolicy {
                         allowed_hosts: used.allowed_hosts.clone(),
                         secrets: used.secrets.clone(),
+                        allow_private_destinations: config.server.allow_private_destinations,
                     }),
                 };
                 let started = std::time::Instant::now();

@@ -13,8 +13,19 @@
 //!   a native call: one that never returns keeps the tokio worker thread it runs on (the gateway
 //!   goes on with the other workers, at reduced capacity) and is reported once.
 //!
-//! Native calls run inline on the call's task, as WASM calls do: a hop to another thread costs
-//! more than the whole call (measured by `cargo bench -p switchboard-tests --bench plugins`).
+//! - a panic in the host's own callbacks (`log`, `io`, `now-ms`, `free`) is caught at the
+//!   `extern "C"` boundary (unwinding into the plugin would abort the process) and ends only the
+//!   call whose plugin called it;
+//! - a session's run time is charged to its CPU share ([`super::budget`]) like a WASM session's.
+//!
+//! Where native calls run: `open` always runs off the async workers (`block_in_place`; it may
+//! load a model). `handle` of a realtime plugin runs inline on the call's task when the
+//! plugin's `budget_ms` is at most [`INLINE_BUDGET`] — the operator vouches that it never blocks
+//! longer than a frame, and a hop to another thread costs more than a fast call (measured by
+//! `cargo bench -p switchboard-tests --bench plugins`) — and off the workers otherwise, which is
+//! the default (200 ms): a native call that blocks then holds a thread of its own, never a worker
+//! other calls' frames need. On a single-threaded runtime (`serve --shards`) realtime natives run
+//! inline. Pipeline stages always run off the workers (`call::stages`).
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -29,6 +40,7 @@ use switchboard_plugin_api::abi::{
 };
 use switchboard_plugin_api::types as sdk;
 
+use super::budget::{CpuBucket, CpuLimits, escape_log};
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, Payload, SessionIo};
 
 use super::{
@@ -37,13 +49,16 @@ use super::{
     wasm,
 };
 
-/// Wall-clock budget of one native `handle`: the same 200 ms as a WASM plugin's epoch budget
-/// ([`wasm::HANDLE_BUDGET_TICKS`] × [`wasm::EPOCH_TICK`]), for the same reason (ten frames).
-pub const HANDLE_BUDGET: Duration =
-    wasm::EPOCH_TICK.saturating_mul(wasm::HANDLE_BUDGET_TICKS as u32);
+/// Wall-clock budget of one native `handle`: the same 200 ms as a WASM plugin's
+/// ([`wasm::HANDLE_BUDGET`]), for the same reason (ten frames).
+pub const HANDLE_BUDGET: Duration = wasm::HANDLE_BUDGET;
 
 /// Wall-clock budget of `describe` and `open` (1 s, as for WASM).
-pub const OPEN_BUDGET: Duration = wasm::EPOCH_TICK.saturating_mul(wasm::OPEN_BUDGET_TICKS as u32);
+pub const OPEN_BUDGET: Duration = wasm::OPEN_BUDGET;
+
+/// Largest `budget_ms` at which a realtime plugin's `handle` runs inline on its call's task (one
+/// frame); with a larger budget it runs off the async workers. See the module docs.
+pub const INLINE_BUDGET: Duration = Duration::from_millis(20);
 
 /// The host's table, given to every native plugin.
 static HOST_API: HostApi = HostApi {
@@ -59,10 +74,15 @@ thread_local! {
     /// The I/O of the session whose `open` or `handle` runs on this thread right now; null
     /// otherwise. Set by [`with_io`] around each call.
     static CURRENT_IO: std::cell::Cell<*mut SessionIo> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+    /// What a host callback's panic said, caught during the plugin call running on this thread;
+    /// taken by [`with_io`] when the call returns.
+    static HOST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with `io` as the session I/O that host calls on this thread reach.
-fn with_io<T>(io: &mut SessionIo, f: impl FnOnce() -> T) -> T {
+/// Runs `f` with `io` as the session I/O that host calls on this thread reach. Returns `f`'s
+/// result and, when one of the host's callbacks panicked meanwhile, what the panic said: the
+/// session must then end.
+fn with_io<T>(io: &mut SessionIo, f: impl FnOnce() -> T) -> (T, Option<String>) {
     struct Reset(*mut SessionIo);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -71,10 +91,37 @@ fn with_io<T>(io: &mut SessionIo, f: impl FnOnce() -> T) -> T {
     }
     let previous = CURRENT_IO.with(|c| c.replace(io));
     let _reset = Reset(previous);
-    f()
+    HOST_PANIC.with(|p| p.borrow_mut().take());
+    let result = f();
+    (result, HOST_PANIC.with(|p| p.borrow_mut().take()))
+}
+
+/// Runs a host callback's body, catching a panic (unwinding into the plugin's frames through
+/// `extern "C"` would abort the gateway): the panic is noted for [`with_io`], which ends the
+/// session, and `fallback` is returned to the plugin.
+fn guarded<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            HOST_PANIC.with(|p| {
+                p.borrow_mut().get_or_insert(message);
+            });
+            fallback
+        }
+    }
 }
 
 unsafe extern "C" fn host_io(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
+    // SAFETY: forwarded as received; see `host_io_unguarded`.
+    guarded(status::PANIC, || unsafe { host_io_unguarded(call, len, out) })
+}
+
+unsafe fn host_io_unguarded(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
     // SAFETY: the plugin passes `len` readable bytes (or null with 0).
     let bytes = if call.is_null() || len == 0 {
         &[][..]
@@ -102,10 +149,12 @@ unsafe extern "C" fn host_io(call: *const u8, len: usize, out: *mut Buffer) -> i
 }
 
 unsafe extern "C" fn host_free(buffer: Buffer) {
-    if !buffer.ptr.is_null() && buffer.cap != 0 {
-        // SAFETY: allocated by `Buffer::from_vec` in `host_io`.
-        drop(unsafe { Vec::from_raw_parts(buffer.ptr, buffer.len, buffer.cap) });
-    }
+    guarded((), || {
+        if !buffer.ptr.is_null() && buffer.cap != 0 {
+            // SAFETY: allocated by `Buffer::from_vec` in `host_io`.
+            drop(unsafe { Vec::from_raw_parts(buffer.ptr, buffer.len, buffer.cap) });
+        }
+    })
 }
 
 fn unavailable(call: &HostCall) -> HostReply {
@@ -161,22 +210,35 @@ fn io_error_to_sdk(e: IoError) -> sdk::IoError {
 }
 
 unsafe extern "C" fn host_log(level: u32, message: Str) {
-    // SAFETY: the ABI says `message` is readable for the duration of this call.
-    let message = unsafe { message.to_string_lossy() };
-    match level {
-        0 => tracing::trace!(native = true, "{message}"),
-        1 => tracing::debug!(native = true, "{message}"),
-        2 => tracing::info!(native = true, "{message}"),
-        3 => tracing::warn!(native = true, "{message}"),
-        _ => tracing::error!(native = true, "{message}"),
-    }
+    guarded((), || {
+        // The session's line budget (a plugin logging outside a call is not limited: it cannot
+        // be, and only `open`/`handle` run plugin code on the host's behalf).
+        let io = CURRENT_IO.with(std::cell::Cell::get);
+        // SAFETY: as in `host_io_unguarded`.
+        if let Some(io) = unsafe { io.as_mut() }
+            && !io.admit_log()
+        {
+            return;
+        }
+        // SAFETY: the ABI says `message` is readable for the duration of this call.
+        let message = escape_log(&unsafe { message.to_string_lossy() });
+        match level {
+            0 => tracing::trace!(native = true, "{message}"),
+            1 => tracing::debug!(native = true, "{message}"),
+            2 => tracing::info!(native = true, "{message}"),
+            3 => tracing::warn!(native = true, "{message}"),
+            _ => tracing::error!(native = true, "{message}"),
+        }
+    })
 }
 
 unsafe extern "C" fn host_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    guarded(0, || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
 }
 
 /// Loads native libraries, once each per process.
@@ -228,7 +290,7 @@ impl NativeLoader {
         };
         let api = table.0;
         let watch = Watch::new(name, OPEN_BUDGET);
-        let (code, bytes) = watch
+        let (code, bytes, _) = watch
             .run(|| {
                 // SAFETY: `describe` takes a writable buffer; the table was checked.
                 call(api, |out| unsafe { (api.describe)(out) })
@@ -250,6 +312,7 @@ impl NativeLoader {
             name: name.to_string(),
             stage: stage_of(api.stage).unwrap_or(Stage::Realtime),
             handle_budget: HANDLE_BUDGET,
+            cpu: CpuLimits::default(),
             api,
             build_info,
             info: PluginInfo {
@@ -447,24 +510,27 @@ impl Watch {
     /// process's panic hook (printing a backtrace under `RUST_BACKTRACE=1`) can itself take
     /// longer than the budget.
     ///
+    /// Returns the status, the bytes and how long the call took.
+    ///
     /// # Errors
-    /// The call succeeded, but only after the budget had passed; the message says by how much.
-    fn run(&self, f: impl FnOnce() -> (i32, Vec<u8>)) -> Result<(i32, Vec<u8>), String> {
+    /// The call succeeded, but only after the budget had passed.
+    fn run(
+        &self,
+        f: impl FnOnce() -> (i32, Vec<u8>),
+    ) -> Result<(i32, Vec<u8>, Duration), SessionError> {
         let watchdog = Watchdog::get();
         self.reported.store(false, Ordering::Release);
         self.started.store(watchdog.now_ms() + 1, Ordering::Release);
         let started = Instant::now();
-        let result = f();
+        let (code, bytes) = f();
         let took = started.elapsed();
         self.started.store(0, Ordering::Release);
-        if took > self.budget && result.0 == status::OK {
-            return Err(format!(
-                "ran past its {} ms budget (took {} ms)",
-                self.budget.as_millis(),
-                took.as_millis()
-            ));
+        if took > self.budget && code == status::OK {
+            return Err(SessionError::TimeBudget {
+                budget_ms: self.budget.as_millis() as u64,
+            });
         }
-        Ok(result)
+        Ok((code, bytes, took))
     }
 }
 
@@ -488,6 +554,8 @@ pub struct NativePlugin {
     stage: Stage,
     /// Wall-clock budget of one `handle`; [`HANDLE_BUDGET`] unless the config raised it.
     handle_budget: Duration,
+    /// Each session's CPU share over its call.
+    cpu: CpuLimits,
     api: &'static PluginApi,
     build_info: String,
     info: PluginInfo,
@@ -515,7 +583,7 @@ impl NativePlugin {
                 self.stage.describe()
             )));
         }
-        self.open_any(config)
+        off_workers(|| self.open_any(config))
     }
 
     /// Opens a pipeline-stage session for one call, within [`OPEN_BUDGET`].
@@ -532,7 +600,7 @@ impl NativePlugin {
             ));
         }
         Ok(NativeStageSession {
-            session: self.open_any(config)?,
+            session: off_workers(|| self.open_any(config))?,
             stage: self.stage,
         })
     }
@@ -549,6 +617,11 @@ impl NativePlugin {
         self.handle_budget = budget;
     }
 
+    /// Sets each session's CPU share. From `cpu_percent` and `cpu_burst_ms`.
+    pub fn set_cpu_limits(&mut self, cpu: CpuLimits) {
+        self.cpu = cpu;
+    }
+
     fn open_any(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
         let api = self.api;
         let bytes = abi::encode(&config_to_sdk(config, self.info.input_format));
@@ -558,15 +631,20 @@ impl NativePlugin {
             ptr: std::ptr::null_mut(),
         };
         let mut io = SessionIo::new(&self.name, config.io.clone());
-        let (code, out) = with_io(&mut io, || {
+        let (result, host_panic) = with_io(&mut io, || {
             watch.run(|| {
                 // SAFETY: `bytes` is readable, the session pointer and the buffer are writable.
                 call(api, |out| unsafe {
                     (api.open)(bytes.as_ptr(), bytes.len(), &mut session.ptr, out)
                 })
             })
-        })
-        .map_err(SessionError::Trap)?;
+        });
+        if let Some(message) = host_panic {
+            return Err(host_panicked(&message));
+        }
+        let (code, out, took) = result?;
+        let mut bucket = CpuBucket::new(self.cpu, Instant::now());
+        bucket.charge(took, Instant::now())?;
         let ptr = session;
         match code {
             status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
@@ -574,6 +652,8 @@ impl NativePlugin {
                 input_format: self.info.input_format,
                 watch: Watch::new(&self.name, self.handle_budget),
                 io,
+                bucket,
+                inline: self.handle_budget <= INLINE_BUDGET,
             }),
             status::OK => Err(SessionError::Trap("open returned no session".into())),
             status::PLUGIN_ERROR => Err(decode_plugin_error(&out)),
@@ -608,6 +688,10 @@ pub struct NativeSession {
     input_format: AudioFormat,
     watch: Arc<Watch>,
     io: SessionIo,
+    /// The session's CPU share.
+    bucket: CpuBucket,
+    /// A realtime `handle` runs inline on the call's task (`budget_ms` ≤ [`INLINE_BUDGET`]).
+    inline: bool,
 }
 
 impl NativeSession {
@@ -624,9 +708,33 @@ impl NativeSession {
         if let SessionInput::Io(event) = &input {
             self.io.observe(event);
         }
-        let outputs: Vec<sdk::SessionOutput> =
-            self.call_handle(&input_to_sdk(input, self.input_format))?;
+        let input = input_to_sdk(input, self.input_format);
+        let outputs: Vec<sdk::SessionOutput> = if self.inline {
+            self.call_handle(&input)?
+        } else {
+            off_workers(|| self.call_handle(&input))?
+        };
         Ok(outputs.into_iter().map(output_from_sdk).collect())
+    }
+
+    /// Marks the session unusable: it is closed without another call.
+    pub fn abandon(&mut self) {
+        self.raw = None;
+    }
+
+    /// Charges host work done for the plugin (converting its audio) to its CPU share.
+    ///
+    /// # Errors
+    /// [`SessionError::Cpu`] when the share ran out; the session is closed.
+    pub fn charge(&mut self, used: Duration) -> Result<(), SessionError> {
+        let result = self
+            .bucket
+            .charge(used, Instant::now())
+            .map_err(SessionError::from);
+        if result.is_err() {
+            self.raw = None;
+        }
+        result
     }
 
     /// Encodes `input`, calls the plugin's `handle` under the watch, decodes its outputs.
@@ -641,16 +749,21 @@ impl NativeSession {
         let bytes = abi::encode(input);
         let api = raw.api;
         let watch = &self.watch;
-        // On an overrun the session is dropped (closed) here and the call ends.
-        let (code, out) = with_io(&mut self.io, || {
+        // On an overrun, a host panic or an empty CPU share the session is dropped (closed)
+        // here and the call ends.
+        let (result, host_panic) = with_io(&mut self.io, || {
             watch.run(|| {
                 // SAFETY: `raw.ptr` is a live session of this table, used by this task alone.
                 call(api, |out| unsafe {
                     (api.handle)(raw.ptr, bytes.as_ptr(), bytes.len(), out)
                 })
             })
-        })
-        .map_err(SessionError::Trap)?;
+        });
+        if let Some(message) = host_panic {
+            return Err(host_panicked(&message));
+        }
+        let (code, out, took) = result?;
+        self.bucket.charge(took, Instant::now())?;
         match code {
             status::OK => {
                 let outputs: Vec<O> =
@@ -787,6 +900,28 @@ impl NativeSession {
     /// Takes the host I/O the plugin queued during its last call.
     pub fn take_io(&mut self) -> Vec<IoCommand> {
         self.io.take_commands()
+    }
+}
+
+/// The error that ends a session whose plugin called a host function that panicked.
+fn host_panicked(message: &str) -> SessionError {
+    tracing::error!(panic = %escape_log(message), "a host function panicked during a native plugin's call; ending its call");
+    SessionError::Trap(format!(
+        "a host function panicked during the plugin's call: {}",
+        escape_log(message)
+    ))
+}
+
+/// Runs `f` off the async workers when it can (`block_in_place` on a multi-threaded runtime, so
+/// the worker's other tasks move to another thread while `f` blocks this one); inline on a
+/// single-threaded runtime or outside one.
+fn off_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

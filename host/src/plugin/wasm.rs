@@ -9,17 +9,23 @@
 //! logged when the plugin traps.
 //!
 //! Guest calls are async (`call_async` on a fiber): wasmtime-wasi's synchronous bindings would
-//! block on the tokio runtime from inside it. A guest still runs to completion or to its epoch
-//! deadline within one poll; it does not yield.
+//! block on the tokio runtime from inside it. A guest is **sliced**: the engine's epoch advances
+//! every [`EPOCH_TICK`], and at each tick the store's epoch callback measures the call
+//! ([`budget`](super::budget)): a guest that has run for [`MIN_SLICE`] or more since it last
+//! resumed yields to the runtime (`tokio::task::yield_now`, which lets every other ready task and
+//! the I/O driver run first), so no guest holds an async worker for much more than one tick; a
+//! call whose run time passes its budget, or whose session's CPU share runs out, is interrupted.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::{CpuBucket, CpuLimits, SliceClock, escape_log};
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, IoPolicy, Payload, SessionIo};
 use super::{
     AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
@@ -62,18 +68,24 @@ mod stage_bindings {
 use bindings::exports::switchboard::plugin::realtime as wit_rt;
 use bindings::switchboard::plugin::types as wit;
 
-/// How often the engine's epoch advances. A guest call is interrupted once its budget of epochs
-/// has passed, so this is the granularity of every time budget.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the engine's epoch advances: the longest a guest runs before the host looks at it
+/// (to slice it, or to stop it). A neighbour call's frame waits at most about this long for a
+/// worker thread a guest holds; a quarter of a 20 ms frame.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Time budget of one `handle` call, in epoch ticks (×[`EPOCH_TICK`] = 200 ms). A frame arrives
+/// Least run time a guest gets after it resumes before it is asked to yield again: under load,
+/// several ticks may pass while a guest waits its turn, and yielding at once on resume would
+/// starve it.
+pub const MIN_SLICE: Duration = Duration::from_millis(1);
+
+/// Time budget of one `handle` call (run time, see [`super::budget`]): 200 ms. A frame arrives
 /// every 20 ms; a plugin that needs more than ten frames' time for one input is broken or
 /// overloaded, and the call it serves is already audibly stalled.
-pub const HANDLE_BUDGET_TICKS: u64 = 20;
+pub const HANDLE_BUDGET: Duration = Duration::from_millis(200);
 
-/// Time budget of `open` and `describe`, in epoch ticks (1 s): instantiation plus the plugin's own
-/// set-up, which may parse settings or build tables.
-pub const OPEN_BUDGET_TICKS: u64 = 100;
+/// Time budget of `open` and `describe` (1 s): instantiation plus the plugin's own set-up, which
+/// may parse settings or build tables.
+pub const OPEN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Most linear memory one session may grow to (bytes). Enough for a few minutes of buffered PCM
 /// and a JSON parser; far below what would threaten the gateway with a thousand calls.
@@ -240,7 +252,8 @@ impl WasmEngine {
         };
         let mut plugin = WasmPlugin {
             name: name.to_string(),
-            handle_ticks: HANDLE_BUDGET_TICKS,
+            handle_budget: HANDLE_BUDGET,
+            cpu: CpuLimits::default(),
             engine: self.engine.clone(),
             pre,
             stage,
@@ -252,7 +265,7 @@ impl WasmEngine {
             },
         };
         let (mut store, instance) = plugin
-            .instantiate(OPEN_BUDGET_TICKS)
+            .instantiate(OPEN_BUDGET)
             .await
             .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
         let info = match &instance {
@@ -367,8 +380,10 @@ enum Instance {
 /// A compiled, linked WASM plugin.
 pub struct WasmPlugin {
     name: String,
-    /// Epoch ticks one `handle` may run; [`HANDLE_BUDGET_TICKS`] unless the config raised it.
-    handle_ticks: u64,
+    /// Run time one `handle` may take; [`HANDLE_BUDGET`] unless the config raised it.
+    handle_budget: Duration,
+    /// Each session's CPU share over its call.
+    cpu: CpuLimits,
     engine: Engine,
     pre: Pre,
     stage: Stage,
@@ -386,22 +401,26 @@ impl WasmPlugin {
         self.stage
     }
 
-    /// Sets the budget of each `handle` (rounded up to whole [`EPOCH_TICK`]s), and of `open`
+    /// Sets the run-time budget of each `handle` (checked every [`EPOCH_TICK`]), and of `open`
     /// when larger than its own. From `budget_ms` in the plugin's `[plugins.NAME]` table.
-    pub fn set_handle_budget(&mut self, budget: std::time::Duration) {
-        let tick = EPOCH_TICK.as_millis().max(1);
-        self.handle_ticks = u64::try_from(budget.as_millis().div_ceil(tick))
-            .unwrap_or(u64::MAX)
-            .max(1);
+    pub fn set_handle_budget(&mut self, budget: Duration) {
+        self.handle_budget = budget;
     }
 
-    fn open_ticks(&self) -> u64 {
-        OPEN_BUDGET_TICKS.max(self.handle_ticks)
+    /// Sets each session's CPU share. From `cpu_percent` and `cpu_burst_ms`.
+    pub fn set_cpu_limits(&mut self, cpu: CpuLimits) {
+        self.cpu = cpu;
     }
 
+    fn open_budget(&self) -> Duration {
+        OPEN_BUDGET.max(self.handle_budget)
+    }
+
+    /// A fresh store and instance, with the run-time meter started on `budget` (instantiation
+    /// runs the guest's start functions): the caller ends the meter after its first call.
     async fn instantiate(
         &self,
-        budget_ticks: u64,
+        budget: Duration,
     ) -> Result<(Store<HostState>, Instance), SessionError> {
         let stdio = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let state = HostState {
@@ -417,10 +436,13 @@ impl WasmPlugin {
                 .memory_size(SESSION_MEMORY_LIMIT)
                 .instances(8)
                 .build(),
+            meter: Meter::new(self.cpu),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(budget_ticks);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().meter.on_tick()));
+        store.data_mut().meter.begin(budget);
+        store.set_epoch_deadline(1);
         let instance = match &self.pre {
             Pre::Realtime(p) => p
                 .instantiate_async(&mut store)
@@ -430,7 +452,7 @@ impl WasmPlugin {
             Pre::Llm(p) => p.instantiate_async(&mut store).await.map(Instance::Llm),
             Pre::Tts(p) => p.instantiate_async(&mut store).await.map(Instance::Tts),
         }
-        .map_err(|e| trap(&store, e))?;
+        .map_err(|e| trap(&mut store, e))?;
         Ok((store, instance))
     }
 
@@ -439,7 +461,7 @@ impl WasmPlugin {
     /// # Errors
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
-        let (mut store, instance) = self.instantiate(self.open_ticks()).await?;
+        let (mut store, instance) = self.instantiate(self.open_budget()).await?;
         let Instance::Realtime(instance) = instance else {
             return Err(SessionError::Trap(format!(
                 "is a {} plugin, not a realtime plugin",
@@ -455,14 +477,15 @@ impl WasmPlugin {
             .await;
         let session = match session {
             Ok(r) => r.map_err(plugin_error)?,
-            Err(e) => return Err(trap(&store, e)),
+            Err(e) => return Err(trap(&mut store, e)),
         };
+        store.data_mut().meter.end()?;
         Ok(WasmSession {
             store,
             instance,
             session: Some(session),
             input_format: self.info.input_format,
-            handle_ticks: self.handle_ticks,
+            handle_budget: self.handle_budget,
         })
     }
 }
@@ -493,7 +516,7 @@ impl WasmPlugin {
         &self,
         config: &SessionConfig,
     ) -> Result<WasmStageSession, SessionError> {
-        let (mut store, instance) = self.instantiate(self.open_ticks()).await?;
+        let (mut store, instance) = self.instantiate(self.open_budget()).await?;
         store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let cfg = config_to_wit(config, self.info.input_format);
         let opened = match &instance {
@@ -523,14 +546,15 @@ impl WasmPlugin {
         };
         let resource = match opened {
             Ok(r) => r.map_err(plugin_error)?,
-            Err(e) => return Err(trap(&store, e)),
+            Err(e) => return Err(trap(&mut store, e)),
         };
+        store.data_mut().meter.end()?;
         Ok(WasmStageSession {
             store,
             instance,
             resource: Some(resource),
             input_format: self.info.input_format,
-            handle_ticks: self.handle_ticks,
+            handle_budget: self.handle_budget,
         })
     }
 }
@@ -541,7 +565,7 @@ pub struct WasmStageSession {
     instance: Instance,
     resource: Option<ResourceAny>,
     input_format: AudioFormat,
-    handle_ticks: u64,
+    handle_budget: Duration,
 }
 
 impl WasmStageSession {
@@ -567,7 +591,8 @@ impl WasmStageSession {
                 "this stage does not take {input:?}"
             )))
         };
-        self.store.set_epoch_deadline(self.handle_ticks);
+        self.store.data_mut().meter.begin(self.handle_budget);
+        self.store.set_epoch_deadline(1);
         let result = match &self.instance {
             Instance::Realtime(_) => return wrong(&input),
             Instance::Stt(i) => {
@@ -670,12 +695,17 @@ impl WasmStageSession {
             }
         };
         let outputs = match result {
-            Ok(r) => r.map_err(plugin_error)?,
+            Ok(r) => r.map_err(plugin_error),
             Err(e) => {
                 self.resource = None;
-                return Err(trap(&self.store, e));
+                return Err(trap(&mut self.store, e));
             }
         };
+        if let Err(e) = self.store.data_mut().meter.end() {
+            self.resource = None;
+            return Err(e);
+        }
+        let outputs = outputs?;
         if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
             self.resource = None;
             return Err(SessionError::Trap(format!(
@@ -698,7 +728,7 @@ pub struct WasmSession {
     instance: bindings::RealtimePlugin,
     session: Option<ResourceAny>,
     input_format: AudioFormat,
-    handle_ticks: u64,
+    handle_budget: Duration,
 }
 
 impl WasmSession {
@@ -731,7 +761,8 @@ impl WasmSession {
                 wit_rt::SessionInput::Io(event_to_wit(event))
             }
         };
-        self.store.set_epoch_deadline(self.handle_ticks);
+        self.store.data_mut().meter.begin(self.handle_budget);
+        self.store.set_epoch_deadline(1);
         let result = self
             .instance
             .switchboard_plugin_realtime()
@@ -739,13 +770,18 @@ impl WasmSession {
             .call_handle(&mut self.store, session, &input)
             .await;
         let outputs = match result {
-            Ok(r) => r.map_err(plugin_error)?,
+            Ok(r) => r.map_err(plugin_error),
             Err(e) => {
                 // A trapped instance must not be entered again.
                 self.session = None;
-                return Err(trap(&self.store, e));
+                return Err(trap(&mut self.store, e));
             }
         };
+        if let Err(e) = self.store.data_mut().meter.end() {
+            self.session = None;
+            return Err(e);
+        }
+        let outputs = outputs?;
         if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
             self.session = None;
             return Err(SessionError::Trap(format!(
@@ -762,6 +798,30 @@ impl WasmSession {
     pub fn take_io(&mut self) -> Vec<IoCommand> {
         self.store.data_mut().io.take_commands()
     }
+
+    /// Charges host work done for the plugin (converting its audio) to its CPU share.
+    ///
+    /// # Errors
+    /// [`SessionError::Cpu`] when the share ran out; the session is closed.
+    pub fn charge(&mut self, used: Duration) -> Result<(), SessionError> {
+        let result = self
+            .store
+            .data_mut()
+            .meter
+            .bucket
+            .charge(used, Instant::now())
+            .map_err(SessionError::from);
+        if result.is_err() {
+            self.session = None;
+        }
+        result
+    }
+
+    /// Marks the session unusable: a call into it was abandoned half-way (the caller hung up
+    /// while it ran), so its instance must not be entered again.
+    pub fn abandon(&mut self) {
+        self.session = None;
+    }
 }
 
 /// Per-store host state: what the plugin's imports may touch.
@@ -774,6 +834,77 @@ struct HostState {
     stdio: MemoryOutputPipe,
     table: ResourceTable,
     limits: StoreLimits,
+    /// Run time of the call in progress, and the session's CPU share.
+    meter: Meter,
+}
+
+/// The run-time meter of one session: see the module docs and [`super::budget`].
+struct Meter {
+    clock: Arc<SliceClock>,
+    /// Run time of the call in progress before its current slice.
+    run_before: Duration,
+    /// Budget of the call in progress.
+    budget: Duration,
+    bucket: CpuBucket,
+    /// Why the epoch callback interrupted the guest, for the error the trap becomes.
+    stopped: Option<SessionError>,
+}
+
+impl Meter {
+    fn new(cpu: CpuLimits) -> Self {
+        Self {
+            clock: SliceClock::new(),
+            run_before: Duration::ZERO,
+            budget: HANDLE_BUDGET,
+            bucket: CpuBucket::new(cpu, Instant::now()),
+            stopped: None,
+        }
+    }
+
+    /// A call into the guest starts now, with `budget` of run time.
+    fn begin(&mut self, budget: Duration) {
+        self.run_before = Duration::ZERO;
+        self.budget = budget;
+        self.stopped = None;
+        self.clock.start_slice();
+    }
+
+    /// The epoch callback: stop the guest, let it go on, or slice it.
+    fn on_tick(&mut self) -> UpdateDeadline {
+        let in_slice = self.clock.in_slice();
+        let running = self.run_before + in_slice;
+        if running > self.budget {
+            self.stopped = Some(SessionError::TimeBudget {
+                budget_ms: self.budget.as_millis() as u64,
+            });
+            return UpdateDeadline::Interrupt;
+        }
+        if let Err(e) = self.bucket.check(running, Instant::now()) {
+            self.stopped = Some(SessionError::Cpu(e));
+            return UpdateDeadline::Interrupt;
+        }
+        if in_slice < MIN_SLICE {
+            return UpdateDeadline::Continue(1);
+        }
+        self.run_before = running;
+        let clock = self.clock.clone();
+        UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                // Deferred by tokio until the other ready tasks and the I/O driver have run.
+                tokio::task::yield_now().await;
+                clock.start_slice();
+            }),
+        )
+    }
+
+    /// The call returned: charge its run time to the CPU share.
+    fn end(&mut self) -> Result<(), SessionError> {
+        let running = self.run_before + self.clock.in_slice();
+        self.run_before = Duration::ZERO;
+        self.bucket.charge(running, Instant::now())?;
+        Ok(())
+    }
 }
 
 impl WasiView for HostState {
@@ -789,7 +920,11 @@ impl wit::Host for HostState {}
 
 impl bindings::switchboard::plugin::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
+        if !self.io.admit_log() {
+            return;
+        }
         let plugin = self.plugin.as_str();
+        let message = escape_log(&message);
         match level {
             wit::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
             wit::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
@@ -920,8 +1055,11 @@ fn event_to_wit(event: IoEvent) -> wit::IoEvent {
 /// A trap, named by its root cause (`wasm trap: interrupt`, `unreachable`…), with what the guest
 /// last wrote to stdout/stderr (a Rust panic message) when any. The wasm backtrace goes to the
 /// debug log.
-fn trap(store: &Store<HostState>, e: wasmtime::Error) -> SessionError {
+fn trap(store: &mut Store<HostState>, e: wasmtime::Error) -> SessionError {
     tracing::debug!(error = format!("{e:?}"), "plugin trap");
+    if let Some(stopped) = store.data_mut().meter.stopped.take() {
+        return stopped;
+    }
     let cause = e.root_cause().to_string();
     let out = store.data().stdio.contents();
     let said = String::from_utf8_lossy(&out);
