@@ -21,16 +21,23 @@ pub enum ConvertError {
     /// Buffered outbound audio would exceed [`MAX_PENDING_BYTES`].
     #[error("plugin queued more than {MAX_PENDING_BYTES} bytes of audio at once")]
     TooMuchAudio,
-    /// PCM16 audio at a rate outside [`PLAY_RATES`].
-    #[error("audio at {0} Hz cannot be played: the host accepts 8000–48000 Hz")]
+    /// PCM16 audio at a rate not in [`PLAY_RATES`].
+    #[error(
+        "audio at {0} Hz cannot be played: the host plays PCM16 at 8000, 11025, 12000, 16000, \
+         22050, 24000, 32000, 44100 or 48000 Hz"
+    )]
     Rate(u32),
     /// The session played at more than [`MAX_PLAY_RATES`] sample rates.
     #[error("plugin played audio at more than {MAX_PLAY_RATES} sample rates in one call")]
     TooManyRates,
 }
 
-/// Sample rates a plugin may play PCM16 at (Hz), as for its input.
-pub const PLAY_RATES: std::ops::RangeInclusive<u32> = 8000..=48000;
+/// Sample rates a plugin may play PCM16 at (Hz): the standard ones. Each converts to 8 kHz by a
+/// small rational ratio, so building its resampler is cheap; an odd rate (8001 Hz) makes a
+/// resampler whose set-up costs milliseconds of host CPU, which a plugin could repeat at will.
+pub const PLAY_RATES: [u32; 9] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+];
 
 /// Distinct sample rates one session may play at. A resampler is built once per rate and kept
 /// (building one costs up to milliseconds of host CPU at odd rates); a real plugin uses one or
@@ -220,8 +227,8 @@ mod tests {
     };
 
     /// A plugin that changes its output rate every frame gets a resampler per rate up to
-    /// [`MAX_PLAY_RATES`], reused when a rate comes back, and an error past that; rates outside
-    /// 8–48 kHz are refused before anything is built.
+    /// [`MAX_PLAY_RATES`], reused when a rate comes back, and an error past that; rates not in
+    /// [`PLAY_RATES`] are refused before anything is built.
     #[test]
     fn play_rates_are_cached_and_capped() {
         let mut from = FromPlugin::new();
@@ -240,7 +247,7 @@ mod tests {
             from.push(pcm(22_050), &frame),
             Err(ConvertError::TooManyRates)
         ));
-        for rate in [0, 1, 7_999, 48_001, u32::MAX] {
+        for rate in [0, 1, 7_999, 8_001, 44_000, 48_001, u32::MAX] {
             assert!(matches!(
                 FromPlugin::new().push(pcm(rate), &frame),
                 Err(ConvertError::Rate(r)) if r == rate

@@ -1062,3 +1062,69 @@ fn output_from_sdk(o: sdk::SessionOutput) -> SessionOutput {
         sdk::SessionOutput::HangUp => SessionOutput::HangUp,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracing subscriber that panics on every event: host code that panics while a plugin's
+    /// call is on the stack.
+    struct Exploding;
+
+    impl tracing::Subscriber for Exploding {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {
+            panic!("the log exploded");
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    /// A panic inside the host's `log` callback, called as a plugin calls it (through the
+    /// `extern "C"` table), does not unwind into the plugin (which would abort the process):
+    /// the callback returns, and the plugin call's wrapper reports the panic so that the
+    /// session — and only it — ends.
+    #[test]
+    fn a_panic_in_a_host_callback_is_caught_and_reported_to_its_call() {
+        let mut io = SessionIo::new("p", Arc::new(super::super::io::IoPolicy::default()));
+        let message = "hello";
+        let ((), panic) = tracing::subscriber::with_default(Exploding, || {
+            with_io(&mut io, || {
+                // SAFETY: `message` is readable for the call, as the ABI requires.
+                unsafe { (HOST_API.log)(2, Str::new(message)) }
+            })
+        });
+        assert_eq!(panic.as_deref(), Some("the log exploded"));
+        let error = host_panicked(&panic.unwrap_or_default());
+        assert!(
+            error.to_string().contains("a host function panicked"),
+            "{error}"
+        );
+        // The next call on this thread starts clean.
+        let ((), panic) = with_io(&mut io, || ());
+        assert_eq!(panic, None);
+        // `io` answers with a status instead of an unwind: asking for a secret the agent does
+        // not grant logs a warning, which explodes.
+        let bytes = abi::encode(&HostCall::Secret("missing".into()));
+        let mut out = Buffer::empty();
+        let (code, panic) = tracing::subscriber::with_default(Exploding, || {
+            with_io(&mut io, || {
+                // SAFETY: `bytes` is readable and `out` writable for the call.
+                unsafe { (HOST_API.io)(bytes.as_ptr(), bytes.len(), &mut out) }
+            })
+        });
+        assert_eq!(
+            (code, panic.as_deref()),
+            (status::PANIC, Some("the log exploded"))
+        );
+        // SAFETY: `out` was filled by `host_io` and is freed once.
+        unsafe { (HOST_API.free)(out) };
+    }
+}

@@ -1,14 +1,28 @@
 //! Test fixture: a realtime plugin that behaves like echo (immediate mode) until the caller
-//! presses `1`, then misbehaves as its settings say. The robustness tests use it to prove that
-//! the host's sandbox ends only the call it runs in.
+//! presses `1`, then misbehaves as its settings say. The robustness and containment tests use it
+//! to prove that the host's sandbox ends only the call it runs in, and that a neighbour call
+//! keeps its timing.
 //!
-//! Settings: `{"behaviour": "spin" | "hog" | "trap" | "slow" | "flood"}` (the settings string is
-//! matched by substring to keep this fixture free of a JSON parser).
+//! Settings: `{"behaviour": "…"}` (the settings string is matched by substring to keep this
+//! fixture free of a JSON parser; longer names are matched first).
+//!
+//! At once, when `1` is pressed:
 //! - `spin`: loops forever in `handle`.
 //! - `hog`: allocates without bound (8 MiB reservations, so it meets the memory cap fast).
 //! - `trap` or `panic`: panics (a WASM `unreachable`; a caught panic when native).
 //! - `slow`: busy-waits 2 s in `handle`, past the host's time budget.
 //! - `flood`: returns 100,000 `mark` outputs from one `handle`.
+//! - `bigmark`: returns one `mark` whose name is 10 MiB long.
+//!
+//! From `1` on, on every caller frame (the call goes on, misbehaving):
+//! - `busy`: busy-waits 150 ms, just under the 200 ms budget of one call, then echoes.
+//! - `churn`: echoes the frame as PCM16 at another sample rate each time.
+//! - `timers`: (from `1` on) keeps 64 zero-delay timers going, setting a new one as each fires.
+//! - `logflood`: logs 1,000 lines.
+//!
+//! Without `1`:
+//! - `open-spin`: loops forever in `open`.
+//! - `hangup-spin`: loops forever when told the call is over (`hangup`).
 //!
 //! Two well-behaved endings, for the call-control tests:
 //! - `hangup`: asks the host to hang up (`hang-up`).
@@ -20,6 +34,43 @@ use switchboard_plugin_api::prelude::*;
 
 struct MisbehaveSession {
     behaviour: String,
+    /// `1` was pressed: the per-frame behaviours are on.
+    triggered: bool,
+    /// Frames echoed since `1` (for `churn`'s rates).
+    frames: u32,
+}
+
+/// Every behaviour, longest first where one name contains another.
+const BEHAVIOURS: [&str; 15] = [
+    "open-spin",
+    "hangup-spin",
+    "spin",
+    "hog",
+    "trap",
+    "panic",
+    "slow",
+    "logflood",
+    "flood",
+    "bigmark",
+    "busy",
+    "churn",
+    "timers",
+    "hangup",
+    "transfer",
+];
+
+fn busy_wait(ms: u64) {
+    let until = host::now_ms() + ms;
+    while host::now_ms() < until {
+        std::hint::black_box(());
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
 }
 
 impl Realtime for MisbehaveSession {
@@ -36,34 +87,44 @@ impl Realtime for MisbehaveSession {
     }
 
     fn open(config: SessionConfig) -> Result<Self, PluginError> {
-        let behaviour = [
-            "spin", "hog", "trap", "panic", "slow", "flood", "hangup", "transfer",
-        ]
-        .into_iter()
-        .find(|b| config.settings.contains(b))
-        .unwrap_or("none")
-        .to_string();
-        Ok(MisbehaveSession { behaviour })
+        let behaviour = BEHAVIOURS
+            .into_iter()
+            .find(|b| config.settings.contains(b))
+            .unwrap_or("none")
+            .to_string();
+        if behaviour == "open-spin" {
+            spin_forever();
+        }
+        Ok(MisbehaveSession {
+            behaviour,
+            triggered: false,
+            frames: 0,
+        })
     }
 
     fn handle(&mut self, input: SessionInput) -> Result<Vec<SessionOutput>, PluginError> {
         match input {
+            SessionInput::Audio(frame) if self.triggered => Ok(self.on_frame(frame)),
             SessionInput::Audio(frame) => Ok(vec![SessionOutput::Play(frame)]),
-            SessionInput::Dtmf(d) if d == "1" => Ok(self.misbehave()),
+            SessionInput::Dtmf(d) if d == "1" => {
+                self.triggered = true;
+                Ok(self.misbehave())
+            }
+            SessionInput::Io(IoEvent::Timer(_)) if self.behaviour == "timers" => {
+                let _ = host::set_timer(0);
+                Ok(Vec::new())
+            }
+            SessionInput::Hangup if self.behaviour == "hangup-spin" => spin_forever(),
             _ => Ok(Vec::new()),
         }
     }
 }
 
 impl MisbehaveSession {
+    /// What `1` does at once.
     fn misbehave(&self) -> Vec<SessionOutput> {
         match self.behaviour.as_str() {
-            "spin" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "spin" => spin_forever(),
             "hog" => {
                 // Reserve (without writing) 8 MiB at a time: linear memory grows to the host's cap
                 // in a few steps, well inside the time budget even on a loaded machine.
@@ -75,10 +136,7 @@ impl MisbehaveSession {
             }
             "trap" | "panic" => panic!("misbehave: trap on purpose"),
             "slow" => {
-                let until = host::now_ms() + 2000;
-                while host::now_ms() < until {
-                    std::hint::black_box(());
-                }
+                busy_wait(2000);
                 Vec::new()
             }
             "hangup" => vec![SessionOutput::HangUp],
@@ -86,7 +144,49 @@ impl MisbehaveSession {
             "flood" => (0..100_000)
                 .map(|i| SessionOutput::Mark(format!("flood-{i}")))
                 .collect(),
+            "bigmark" => vec![SessionOutput::Mark("m".repeat(10 << 20))],
+            "timers" => {
+                for _ in 0..64 {
+                    let _ = host::set_timer(0);
+                }
+                Vec::new()
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// What each caller frame does once `1` was pressed.
+    fn on_frame(&mut self, frame: AudioFrame) -> Vec<SessionOutput> {
+        self.frames += 1;
+        match self.behaviour.as_str() {
+            "busy" => {
+                busy_wait(150);
+                vec![SessionOutput::Play(frame)]
+            }
+            "churn" => {
+                // 20 ms of PCM16 silence at another rate each frame: a new resampler each time.
+                const RATES: [u32; 8] = [11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
+                let rate = RATES[self.frames as usize % RATES.len()];
+                let samples = rate as usize / 50;
+                vec![SessionOutput::Play(AudioFrame {
+                    format: AudioFormat {
+                        encoding: AudioEncoding::Pcm16,
+                        sample_rate: rate,
+                    },
+                    data: vec![0; samples * 2],
+                    timestamp_ms: frame.timestamp_ms,
+                })]
+            }
+            "logflood" => {
+                for i in 0..1000 {
+                    host::log(
+                        LogLevel::Info,
+                        &format!("misbehave: flood line {i}\nforged: line"),
+                    );
+                }
+                vec![SessionOutput::Play(frame)]
+            }
+            _ => vec![SessionOutput::Play(frame)],
         }
     }
 }
