@@ -29,7 +29,7 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The neighbour's worst round trip allowed by default (ms); see the module docs.
-const NEIGHBOUR_BOUND: u64 = 60;
+const NEIGHBOUR_BOUND: u64 = 100;
 
 /// One case at a time in this process.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -142,9 +142,11 @@ pub fn offline_agent_config(models: &Path, hours: &str) -> String {
 [plugins.whisper]
 path = "{{native:whisper}}"
 budget_ms = 15000
+cpu_percent = 100
 [plugins.piper]
 path = "{{native:piper}}"
 budget_ms = 10000
+cpu_percent = 50
 [plugins.scripted]
 path = "{{plugins}}/scripted.wasm"
 
