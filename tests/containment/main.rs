@@ -66,9 +66,11 @@ async fn connect(url: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/twilio/media-stream", url.replace("http://", "ws://"));
     // TCP_NODELAY, as Twilio's media servers send: with Nagle on, a frame written while the
     // previous one is unacknowledged waits for the gateway's delayed ACK (40 ms).
-    Ok(tokio_tungstenite::connect_async_with_config(url, None, true)
-        .await?
-        .0)
+    Ok(
+        tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await?
+            .0,
+    )
 }
 
 async fn send(ws: &mut Ws, msg: serde_json::Value) -> anyhow::Result<()> {
@@ -197,7 +199,12 @@ struct Case {
     why: &'static str,
 }
 
-const fn case(path: &'static str, behaviour: &'static str, drive: Drive, why: &'static str) -> Case {
+const fn case(
+    path: &'static str,
+    behaviour: &'static str,
+    drive: Drive,
+    why: &'static str,
+) -> Case {
     Case {
         path,
         behaviour,
@@ -211,20 +218,55 @@ const NATIVE: &str = "{native:misbehave}";
 
 /// Every misbehaviour, for WASM; native ones where the host can stop them.
 const CASES: &[Case] = &[
-    case(WASM, "spin", Drive::FailsOnDtmf, "ran past its 200 ms budget"),
-    case(WASM, "slow", Drive::FailsOnDtmf, "ran past its 200 ms budget"),
+    case(
+        WASM,
+        "spin",
+        Drive::FailsOnDtmf,
+        "ran past its 200 ms budget",
+    ),
+    case(
+        WASM,
+        "slow",
+        Drive::FailsOnDtmf,
+        "ran past its 200 ms budget",
+    ),
     case(WASM, "hog", Drive::FailsOnDtmf, "memory"),
     case(WASM, "trap", Drive::FailsOnDtmf, "unreachable"),
     case(WASM, "flood", Drive::FailsOnDtmf, "outputs"),
-    case(WASM, "bigmark", Drive::FailsOnDtmf, "mark name of 10485760 bytes"),
-    case(WASM, "open-spin", Drive::FailsToOpen, "ran past its 1000 ms budget"),
-    case(WASM, "hangup-spin", Drive::StopsThenFails, "ran past its 200 ms budget"),
+    case(
+        WASM,
+        "bigmark",
+        Drive::FailsOnDtmf,
+        "mark name of 10485760 bytes",
+    ),
+    case(
+        WASM,
+        "open-spin",
+        Drive::FailsToOpen,
+        "ran past its 1000 ms budget",
+    ),
+    case(
+        WASM,
+        "hangup-spin",
+        Drive::StopsThenFails,
+        "ran past its 200 ms budget",
+    ),
     case(WASM, "busy", Drive::FailsWhileStreaming, "CPU share"),
     case(WASM, "churn", Drive::FailsWhileStreaming, "sample rates"),
     case(WASM, "timers", Drive::StreamsThenStops(4), ""),
     case(WASM, "logflood", Drive::StreamsThenStops(3), ""),
-    case(NATIVE, "panic", Drive::FailsOnDtmf, "panicked: misbehave: trap on purpose"),
-    case(NATIVE, "slow", Drive::FailsOnDtmf, "ran past its 200 ms budget"),
+    case(
+        NATIVE,
+        "panic",
+        Drive::FailsOnDtmf,
+        "panicked: misbehave: trap on purpose",
+    ),
+    case(
+        NATIVE,
+        "slow",
+        Drive::FailsOnDtmf,
+        "ran past its 200 ms budget",
+    ),
     case(NATIVE, "flood", Drive::FailsOnDtmf, "outputs"),
     case(NATIVE, "busy", Drive::FailsWhileStreaming, "CPU share"),
 ];
@@ -242,8 +284,11 @@ async fn hear_apology(ws: &mut Ws, sid: &str) -> anyhow::Result<()> {
         match v["event"].as_str() {
             Some("clear") => cleared = true,
             Some("mark") if cleared && v["mark"]["name"] == "switchboard:apology" => {
-                send(ws, json!({"event": "mark", "sequenceNumber": "99", "streamSid": sid,
-                    "mark": {"name": "switchboard:apology"}}))
+                send(
+                    ws,
+                    json!({"event": "mark", "sequenceNumber": "99", "streamSid": sid,
+                    "mark": {"name": "switchboard:apology"}}),
+                )
                 .await?;
                 return Ok(());
             }
@@ -268,8 +313,11 @@ async fn drain_until(ws: &mut Ws, sid: &str, until: Instant) -> anyhow::Result<b
         };
         let v: serde_json::Value = serde_json::from_str(text.as_str())?;
         if v["event"] == "mark" {
-            send(ws, json!({"event": "mark", "sequenceNumber": "5", "streamSid": sid,
-                "mark": {"name": v["mark"]["name"]}}))
+            send(
+                ws,
+                json!({"event": "mark", "sequenceNumber": "5", "streamSid": sid,
+                "mark": {"name": v["mark"]["name"]}}),
+            )
             .await?;
         }
     }
@@ -305,16 +353,24 @@ async fn misbehaving_call(
                 let mut open = true;
                 while open && Instant::now() < end {
                     // A frame every 20 ms, as Twilio sends them, however slow the plugin.
-                    if bad.send(Message::Text(media(sid, chunk, 0x07).to_string().into())).await.is_err() {
+                    if bad
+                        .send(Message::Text(media(sid, chunk, 0x07).to_string().into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     chunk += 1;
-                    open = drain_until(&mut bad, sid, Instant::now() + Duration::from_millis(20)).await?;
+                    open = drain_until(&mut bad, sid, Instant::now() + Duration::from_millis(20))
+                        .await?;
                 }
                 if matches!(drive, Drive::StreamsThenStops(_)) {
                     if !open {
                         let ended = events.recv().await?;
-                        anyhow::bail!("the call ended while it should have gone on: {}", ended.reason);
+                        anyhow::bail!(
+                            "the call ended while it should have gone on: {}",
+                            ended.reason
+                        );
                     }
                     send(&mut bad, stop(sid)).await?;
                 }
@@ -403,7 +459,10 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
             Drive::StopsThenFails => {
                 assert_eq!(ended.reason, EndReason::Stop, "{label}");
                 let failure = end_failure.unwrap_or_default();
-                assert!(failure.contains(case.why), "{label}: end failure {failure:?}");
+                assert!(
+                    failure.contains(case.why),
+                    "{label}: end failure {failure:?}"
+                );
             }
             Drive::StreamsThenStops(_) => {
                 assert_eq!(ended.reason, EndReason::Stop, "{label}");
@@ -413,7 +472,11 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
                     matches!(ended.reason, EndReason::PluginFailed(_)),
                     "{label}: {reason}"
                 );
-                assert!(reason.contains(case.why), "{label}: {reason:?} should say {:?}", case.why);
+                assert!(
+                    reason.contains(case.why),
+                    "{label}: {reason:?} should say {:?}",
+                    case.why
+                );
             }
         }
         if case.behaviour == "timers" {
@@ -422,7 +485,11 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
             let grown = rss_after.saturating_sub(rss_before);
             assert!(grown < 20_000_000, "{label}: RSS grew by {grown} bytes");
         }
-        assert!(neighbour.frames >= 50, "{label}: {} frames", neighbour.frames);
+        assert!(
+            neighbour.frames >= 50,
+            "{label}: {} frames",
+            neighbour.frames
+        );
         assert!(
             neighbour.worst < bound,
             "{label}: the neighbour's worst round trip was {:?} (bound {bound:?})",
@@ -466,7 +533,10 @@ fn stop_ends_a_busy_call_at_once() -> anyhow::Result<()> {
         .replace("MISBEHAVE", WASM)
         .replace("BEHAVIOUR", "busy")
         // A share large enough that the CPU budget does not end the call first.
-        .replace("[plugins.misbehave]", "[plugins.misbehave]\ncpu_percent = 400\ncpu_burst_ms = 600000");
+        .replace(
+            "[plugins.misbehave]",
+            "[plugins.misbehave]\ncpu_percent = 400\ncpu_burst_ms = 600000",
+        );
     let gw = gateway_rt.block_on(Gateway::start(&write_config(&config)?))?;
     let phones = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -486,10 +556,21 @@ fn stop_ends_a_busy_call_at_once() -> anyhow::Result<()> {
         send(&mut bad, stop(sid)).await?;
         let ended = tokio::time::timeout(Duration::from_secs(10), events.recv()).await??;
         let took = stopped.elapsed();
-        println!("busy call ended {:.1} ms after stop: {}", took.as_secs_f64() * 1000.0, ended.reason);
+        println!(
+            "busy call ended {:.1} ms after stop: {}",
+            took.as_secs_f64() * 1000.0,
+            ended.reason
+        );
         assert_eq!(ended.reason, EndReason::Stop);
-        assert!(ended.stats.end_failure.is_none(), "{:?}", ended.stats.end_failure);
-        assert!(took < Duration::from_millis(100), "ended {took:?} after stop");
+        assert!(
+            ended.stats.end_failure.is_none(),
+            "{:?}",
+            ended.stats.end_failure
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "ended {took:?} after stop"
+        );
         anyhow::Ok(())
     })?;
     drop(gw);

@@ -348,8 +348,16 @@ async fn beside(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
     let cases = [
-        ("{plugins}/misbehave.wasm", "spin", "ran past its 200 ms budget"),
-        ("{plugins}/misbehave.wasm", "slow", "ran past its 200 ms budget"),
+        (
+            "{plugins}/misbehave.wasm",
+            "spin",
+            "ran past its 200 ms budget",
+        ),
+        (
+            "{plugins}/misbehave.wasm",
+            "slow",
+            "ran past its 200 ms budget",
+        ),
         ("{plugins}/misbehave.wasm", "hog", "memory"),
         ("{plugins}/misbehave.wasm", "trap", "unreachable"),
         ("{plugins}/misbehave.wasm", "flood", "outputs"),

@@ -18,7 +18,6 @@ use super::raw::{
     RawAgent, RawApi, RawConfig, RawPlugin, RawPluginUse, RawRecords, RawServer, RawTwilio,
 };
 use super::span::{KeyPath, Locator, line_col};
-use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
     DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DEFAULT_ENDPOINTING_MS,
@@ -27,6 +26,7 @@ use super::{
     PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
     TwilioConfig,
 };
+use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 
 impl RawConfig {
     /// Checks everything and builds the validated [`Config`].
@@ -437,7 +437,11 @@ impl<'s> Validator<'s> {
                 .in_range(plugin.budget_ms, BUDGET_RANGE_MS, &path.key("budget_ms"))
                 .map(Duration::from_millis);
             let cpu_percent = self
-                .in_range(plugin.cpu_percent, CPU_PERCENT_RANGE, &path.key("cpu_percent"))
+                .in_range(
+                    plugin.cpu_percent,
+                    CPU_PERCENT_RANGE,
+                    &path.key("cpu_percent"),
+                )
                 .and_then(|v| u32::try_from(v).ok());
             let cpu_burst = self
                 .in_range(

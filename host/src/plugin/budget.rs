@@ -232,8 +232,8 @@ impl LineLimiter {
     /// were refused since the last one admitted (log that first); `None` when it may not.
     pub fn admit(&mut self, now: Instant) -> Option<u64> {
         if let Some(last) = self.refilled {
-            let earned = now.saturating_duration_since(last).as_secs_f64()
-                * f64::from(LOG_LINES_PER_SECOND);
+            let earned =
+                now.saturating_duration_since(last).as_secs_f64() * f64::from(LOG_LINES_PER_SECOND);
             self.tokens = (self.tokens + earned).min(f64::from(LOG_LINE_BURST));
         }
         self.refilled = Some(now);
@@ -304,7 +304,10 @@ mod tests {
         };
         // 3 s of burst drains at 75 % of real time: four seconds.
         let call_ms = now.duration_since(t0).as_millis();
-        assert!((3_500..=4_500).contains(&call_ms), "stopped after {call_ms} ms");
+        assert!(
+            (3_500..=4_500).contains(&call_ms),
+            "stopped after {call_ms} ms"
+        );
         assert_eq!(error.percent, DEFAULT_CPU_PERCENT);
         assert!(error.to_string().contains("CPU share"), "{error}");
     }
@@ -359,6 +362,9 @@ mod tests {
         let raised = CpuLimits::new(None, None, Some(Duration::from_secs(15)));
         assert_eq!(raised.burst, Duration::from_secs(30));
         let written = CpuLimits::new(Some(100), Some(Duration::from_secs(1)), None);
-        assert_eq!((written.percent, written.burst), (100, Duration::from_secs(1)));
+        assert_eq!(
+            (written.percent, written.burst),
+            (100, Duration::from_secs(1))
+        );
     }
 }

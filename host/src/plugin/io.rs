@@ -1090,9 +1090,7 @@ mod tests {
 
     /// A tiny HTTP/1.1 server on loopback that answers every request with `response` and
     /// counts the requests it got.
-    async fn one_answer_server(
-        response: String,
-    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    async fn one_answer_server(response: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -1118,10 +1116,8 @@ mod tests {
     /// upgrade answered with a redirect.
     #[tokio::test]
     async fn a_redirect_to_a_host_not_allowed_is_not_followed() {
-        let (secret_port, secret_hits) = one_answer_server(
-            "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret".into(),
-        )
-        .await;
+        let (secret_port, secret_hits) =
+            one_answer_server("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret".into()).await;
         let location = format!("http://127.0.0.1:{secret_port}/internal-secret");
         let (allowed_port, allowed_hits) = one_answer_server(format!(
             "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"
@@ -1198,7 +1194,11 @@ mod tests {
         let error = public_only("metadata.internal", [addr("169.254.169.254:80")]).unwrap_err();
         assert!(error.contains("metadata.internal"), "{error}");
         assert_eq!(
-            public_only("api.example.com", [addr("10.0.0.1:443"), addr("1.2.3.4:443")]).unwrap(),
+            public_only(
+                "api.example.com",
+                [addr("10.0.0.1:443"), addr("1.2.3.4:443")]
+            )
+            .unwrap(),
             [addr("1.2.3.4:443")]
         );
         // `localhost` names the loopback explicitly.

@@ -118,7 +118,9 @@ fn guarded<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 
 unsafe extern "C" fn host_io(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
     // SAFETY: forwarded as received; see `host_io_unguarded`.
-    guarded(status::PANIC, || unsafe { host_io_unguarded(call, len, out) })
+    guarded(status::PANIC, || unsafe {
+        host_io_unguarded(call, len, out)
+    })
 }
 
 unsafe fn host_io_unguarded(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
@@ -918,9 +920,7 @@ fn host_panicked(message: &str) -> SessionError {
 fn off_workers<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
 }

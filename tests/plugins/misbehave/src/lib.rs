@@ -165,7 +165,9 @@ impl MisbehaveSession {
             }
             "churn" => {
                 // 20 ms of PCM16 silence at another rate each frame: a new resampler each time.
-                const RATES: [u32; 8] = [11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
+                const RATES: [u32; 8] = [
+                    11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+                ];
                 let rate = RATES[self.frames as usize % RATES.len()];
                 let samples = rate as usize / 50;
                 vec![SessionOutput::Play(AudioFrame {
