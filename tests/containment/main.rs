@@ -21,6 +21,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use switchboard::call::EndReason;
 use switchboard::server::CallEnded;
+use switchboard_tests::SANDBOX_CONFIG as CONFIG;
 use switchboard_tests::{Gateway, write_config};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -41,26 +42,6 @@ fn bound() -> Duration {
         .unwrap_or(NEIGHBOUR_BOUND);
     Duration::from_millis(ms)
 }
-
-const CONFIG: &str = r#"
-[plugins.echo]
-path = "{plugins}/echo.wasm"
-
-[plugins.misbehave]
-path = "MISBEHAVE"
-
-[[agents]]
-name = "good"
-realtime = { plugin = "echo", settings = { mode = "immediate" } }
-
-[[agents]]
-name = "bad"
-match = { merchantId = "bad" }
-realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
-
-[routing]
-default = "good"
-"#;
 
 async fn connect(url: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/twilio/media-stream", url.replace("http://", "ws://"));

@@ -10,6 +10,7 @@ use serde_json::json;
 use switchboard::audio::playback::CLOCK_MARK_PREFIX;
 use switchboard::call::EndReason;
 use switchboard::server::CallEnded;
+use switchboard_tests::SANDBOX_CONFIG as SANDBOX;
 use switchboard_tests::{Gateway, write_config};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -201,26 +202,6 @@ async fn socket_without_start_is_closed() -> anyhow::Result<()> {
     assert_eq!(event.reason, EndReason::NoStart);
     Ok(())
 }
-
-const SANDBOX: &str = r#"
-[plugins.echo]
-path = "{plugins}/echo.wasm"
-
-[plugins.misbehave]
-path = "MISBEHAVE"
-
-[[agents]]
-name = "good"
-realtime = { plugin = "echo", settings = { mode = "immediate" } }
-
-[[agents]]
-name = "bad"
-match = { merchantId = "bad" }
-realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
-
-[routing]
-default = "good"
-"#;
 
 /// Drives the apology the gateway plays after a plugin failure, as Twilio would: expects `clear`,
 /// then the apology's `media`, then a mark, which it echoes. Returns the apology's length (ms).

@@ -168,6 +168,29 @@ default = "front-desk"
     )
 }
 
+/// Two agents for the sandbox tests: `good` (the default: echo, immediate) and `bad` (reached
+/// with `merchantId = "bad"`), whose plugin is the file `MISBEHAVE` (`{plugins}/misbehave.wasm` or
+/// `{native:misbehave}`) with `behaviour = "BEHAVIOUR"`: replace both before writing it.
+pub const SANDBOX_CONFIG: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[plugins.misbehave]
+path = "MISBEHAVE"
+
+[[agents]]
+name = "good"
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[[agents]]
+name = "bad"
+match = { merchantId = "bad" }
+realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
+
+[routing]
+default = "good"
+"#;
+
 /// The directory holding the `.wasm` plugins built by [`plugin_dirs`].
 ///
 /// # Errors

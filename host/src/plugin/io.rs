@@ -1091,8 +1091,16 @@ mod tests {
     /// A tiny HTTP/1.1 server on loopback that answers every request with `response` and
     /// counts the requests it got.
     async fn one_answer_server(response: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        one_answer_server_on(std::net::Ipv4Addr::LOCALHOST.into(), response).await
+    }
+
+    /// [`one_answer_server`] on `ip`.
+    async fn one_answer_server_on(
+        ip: std::net::IpAddr,
+        response: String,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = hits.clone();
@@ -1226,23 +1234,11 @@ mod tests {
             "precondition: {name} resolves to private addresses, not {resolved:?}"
         );
         // Serve on the address the name resolves to first (a local one, by the check above).
-        let listener = tokio::net::TcpListener::bind((resolved[0].ip(), 0))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = hits.clone();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut request = vec![0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let _ = socket
-                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                    .await;
-            }
-        });
+        let (port, hits) = one_answer_server_on(
+            resolved[0].ip(),
+            "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".into(),
+        )
+        .await;
         for allow in [false, true] {
             let mut io = SessionIo::new(
                 "p",
