@@ -653,7 +653,7 @@ impl NativePlugin {
                 raw: Some(ptr),
                 input_format: self.info.input_format,
                 watch: Watch::new(&self.name, self.handle_budget),
-                io,
+                io: Box::new(io),
                 bucket,
                 inline: self.handle_budget <= INLINE_BUDGET,
             }),
@@ -689,7 +689,8 @@ pub struct NativeSession {
     raw: Option<RawSession>,
     input_format: AudioFormat,
     watch: Arc<Watch>,
-    io: SessionIo,
+    /// Boxed: a native session sits beside a WASM one in [`super::Session`].
+    io: Box<SessionIo>,
     /// The session's CPU share.
     bucket: CpuBucket,
     /// A realtime `handle` runs inline on the call's task (`budget_ms` ≤ [`INLINE_BUDGET`]).
