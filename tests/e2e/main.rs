@@ -2,6 +2,7 @@
 //! from source as a WASM component, real agents.toml files.
 
 mod call;
+mod call_loop;
 mod metrics;
 mod offline;
 mod openai_stages;

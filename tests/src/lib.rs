@@ -5,6 +5,7 @@
 pub mod fake_openai;
 pub mod fake_openai_http;
 pub mod fake_twilio;
+pub mod memory_socket;
 pub mod phone;
 
 use std::path::{Path, PathBuf};

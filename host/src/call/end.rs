@@ -1,0 +1,232 @@
+//! Call end: the session told (`hangup`, whose failure counts), the circuit breaker, call control
+//! through Twilio's REST API, and the call's metrics and record.
+
+use super::*;
+
+/// Counts an ended call by agent and outcome, its plugin failure if any, and its pipeline turn
+/// latencies.
+pub(super) fn record_call_metrics(
+    reason: &EndReason,
+    stats: &CallStats,
+    failed_plugin: Option<&str>,
+) {
+    let agent = stats.agent.clone().unwrap_or_else(|| "none".into());
+    metrics::counter!(
+        crate::metrics::CALLS,
+        "agent" => agent.clone(),
+        "outcome" => reason.outcome()
+    )
+    .increment(1);
+    if let EndReason::PluginFailed(why) = reason {
+        let kind = [
+            ("plugin trapped", "trap"),
+            ("plugin error", "error"),
+            ("plugin overran", "time"),
+            ("plugin exceeded its CPU share", "cpu"),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| why.starts_with(prefix))
+        .map_or("open", |(_, kind)| kind);
+        let plugin = failed_plugin.unwrap_or("unknown").to_string();
+        metrics::counter!(crate::metrics::PLUGIN_FAILURES, "plugin" => plugin, "kind" => kind)
+            .increment(1);
+    }
+    if let Some(failure) = &stats.end_failure {
+        metrics::counter!(
+            crate::metrics::PLUGIN_FAILURES,
+            "plugin" => failure.plugin.clone(),
+            "kind" => failure.kind
+        )
+        .increment(1);
+    }
+    for latency in &stats.turn_latency {
+        for (stage, value) in [
+            ("stt_final", latency.stt_final),
+            ("llm_first_text", latency.llm_first_text),
+            ("tts_first_audio", latency.tts_first_audio),
+            ("first_audio_out", latency.first_audio_out),
+        ] {
+            if let Some(d) = value {
+                metrics::histogram!(
+                    crate::metrics::TURN_SECONDS,
+                    "agent" => agent.clone(),
+                    "stage" => stage
+                )
+                .record(d.as_secs_f64());
+            }
+        }
+    }
+}
+
+/// The record of a call that ended for `reason`.
+pub(super) fn call_end_record(
+    call_sid: &str,
+    reason: &EndReason,
+    stats: &CallStats,
+) -> records::CallEnd {
+    let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    records::CallEnd {
+        call_sid: call_sid.to_string(),
+        ended_at_ms: records::now_ms(),
+        outcome: reason.outcome().to_string(),
+        reason: match &stats.end_failure {
+            None => reason.to_string(),
+            Some(f) => format!(
+                "{reason}; then plugin {} failed at hangup: {}",
+                f.plugin, f.message
+            ),
+        },
+        transcript: stats
+            .transcript
+            .iter()
+            .map(|t| records::TranscriptTurn {
+                side: match t.side {
+                    Side::Caller => "caller",
+                    Side::Agent => "agent",
+                }
+                .to_string(),
+                text: t.text.clone(),
+                heard_ms: t.heard_ms,
+            })
+            .collect(),
+        turn_latency: stats
+            .turn_latency
+            .iter()
+            .map(|l| records::TurnLatency {
+                stt_final_ms: ms(l.stt_final),
+                llm_first_text_ms: ms(l.llm_first_text),
+                tts_first_audio_ms: ms(l.tts_first_audio),
+                first_audio_out_ms: ms(l.first_audio_out),
+            })
+            .collect(),
+        frames_in: stats.frames_in,
+        frames_out: stats.frames_out,
+        first_audio_ms: ms(stats.first_audio),
+    }
+}
+
+impl<S: MediaSocket> Call<S> {
+    pub(super) async fn finish(&mut self, reason: &EndReason) {
+        if matches!(
+            reason,
+            EndReason::PluginFailed(_) | EndReason::CircuitOpen(_)
+        ) {
+            // The session is broken or was never opened: drop it and tell the caller.
+            self.active = None;
+            self.apologise().await;
+        }
+        let was_active = self.active.is_some();
+        if let Some(active) = &mut self.active {
+            match &mut active.engine {
+                Engine::Realtime { session, .. } => {
+                    // A failure here counts like any other (metrics, breaker, record).
+                    if !self.abandoned
+                        && let Err(e) = session.handle(SessionInput::Hangup).await
+                    {
+                        tracing::warn!(error = %e, "plugin failed on hangup");
+                        self.stats.end_failure = Some(EndFailure {
+                            plugin: self.plugins.first().cloned().unwrap_or_default(),
+                            kind: e.kind(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                Engine::Pipeline(p) => {
+                    // A reply still playing enters the record as far as the caller heard it.
+                    if let Some(origin) = p.reply_origin {
+                        let now = Instant::now();
+                        let heard_ms = active.playback.heard_ms(now).saturating_sub(origin);
+                        p.cut_heard = Some(heard_ms);
+                        let _ = p.turns.on(Event::Interrupted { heard_ms }, now);
+                    }
+                    // Each stage task ends after its hangup (a failure there is counted by
+                    // the stage task itself).
+                    for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
+                        let _ = p.worker(stage).0.send(StageInput::Hangup);
+                    }
+                    self.stats.turn_latency = std::mem::take(&mut p.turns.latencies);
+                    self.sync_transcript();
+                    for (n, latency) in self.stats.turn_latency.iter().enumerate() {
+                        tracing::info!(turn = n + 1, ?latency, "turn latency");
+                    }
+                }
+            }
+        }
+        let failed_at_end = self.stats.end_failure.as_ref().map(|f| f.plugin.clone());
+        match reason {
+            EndReason::PluginFailed(_) => {
+                let blamed = self
+                    .failed_plugin
+                    .clone()
+                    .or_else(|| self.plugins.first().cloned());
+                self.record_failure(blamed);
+            }
+            EndReason::CircuitOpen(_) => {}
+            _ if failed_at_end.is_some() => self.record_failure(failed_at_end),
+            _ if was_active => {
+                for name in &self.plugins {
+                    if let Some(breaker) = self.ctx.plugins.breaker(name) {
+                        breaker.record_success();
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Drop the session (and the plugin's store) before the socket closes.
+        self.active = None;
+        if !self.call_control(reason).await || *reason == EndReason::Shutdown {
+            self.apologise().await;
+        }
+        if !matches!(reason, EndReason::SocketClosed | EndReason::SocketError(_)) {
+            let frame = CloseFrame {
+                code: axum::extract::ws::close_code::NORMAL,
+                reason: "call ended".into(),
+            };
+            let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// Counts a failure of `plugin` on its circuit breaker.
+    pub(super) fn record_failure(&self, plugin: Option<String>) {
+        if let Some(name) = plugin
+            && let Some(breaker) = self.ctx.plugins.breaker(&name)
+            && breaker.record_failure()
+        {
+            tracing::error!(
+                plugin = %name,
+                failures = breaker.failures(),
+                "plugin circuit breaker opened: new calls go to the fallback"
+            );
+        }
+    }
+
+    /// Carries out a plugin's hang-up or transfer through Twilio's REST API, before the socket
+    /// closes (closing a `<Connect><Stream>` first would let Twilio go on to the end of the
+    /// TwiML and end the call before a transfer could redirect it). Returns false when a
+    /// transfer failed, so the caller hears the apology.
+    pub(super) async fn call_control(&mut self, reason: &EndReason) -> bool {
+        let update = match reason {
+            EndReason::HungUp => UpdateCall::Complete,
+            EndReason::Transferred(number) => UpdateCall::Twiml(
+                crate::twiml::Response::new()
+                    .dial(crate::twiml::Dial::new(number.as_str()))
+                    .to_xml(),
+            ),
+            _ => return true,
+        };
+        let (Some(rest), Some(call_sid)) = (&self.ctx.rest, &self.stats.call_sid) else {
+            // Without the REST API, closing the stream ends a `<Connect><Stream>` call anyway.
+            return true;
+        };
+        match rest.update_call(call_sid, &update).await {
+            Ok(call) => {
+                tracing::info!(status = ?call.status, ?reason, "call updated through Twilio's REST API");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ?reason, "Twilio refused the call update");
+                !matches!(reason, EndReason::Transferred(_))
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Call start: routing at `start` against the config of that moment, the circuit breaker's
+//! fallback, the outbound task, and opening the agent's session(s).
+
+use super::*;
+
+impl<S: MediaSocket> Call<S> {
+    pub(super) async fn on_start(
+        &mut self,
+        start: media_stream::Start,
+        stream_sid: String,
+    ) -> Next {
+        if self.active.is_some() {
+            self.stats.dropped += 1;
+            tracing::warn!("second start ignored");
+            return Next::Continue;
+        }
+        self.span.record("call_sid", start.call_sid.as_str());
+        self.stats.call_sid = Some(start.call_sid.clone());
+        self.span.record("stream_sid", stream_sid.as_str());
+        self.stream_sid = Some(stream_sid.clone());
+        let mut params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
+        // An outbound call's task travels as an id; its prompt and context reach the plugins as
+        // parameters (and fill the instructions template below).
+        let task_id = params
+            .iter()
+            .find(|(n, _)| n == task::TASK_PARAMETER)
+            .map(|(_, v)| v.clone());
+        if let Some(id) = task_id {
+            self.task = self.ctx.tasks.take(&id);
+            match &self.task {
+                Some(t) => params.extend(t.parameters()),
+                None => {
+                    tracing::warn!(task = %id, "the call's task is unknown or expired; the agent runs without it")
+                }
+            }
+        }
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let config = self.ctx.config.clone();
+        let route = routing::route(
+            &config,
+            &RouteRequest {
+                agent: param("agent"),
+                to: param("To"),
+                params: &params,
+            },
+        );
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "call not routed");
+                return Next::End(EndReason::NotRouted(e.to_string()));
+            }
+        };
+        let mut agent = route.agent;
+        let plugins = &self.ctx.plugins;
+        let breaker_open = |a: &Agent| -> Option<String> {
+            a.plugin_uses()
+                .into_iter()
+                .find(|(_, u)| plugins.breaker(&u.plugin).is_some_and(|b| b.is_open()))
+                .map(|(_, u)| u.plugin.clone())
+        };
+        if let Some(failing) = breaker_open(agent) {
+            let fallback = agent.fallback.as_deref().and_then(|f| config.agent(f));
+            match fallback {
+                Some(f) if breaker_open(f).is_none() => {
+                    tracing::warn!(agent = %agent.name, fallback = %f.name, "plugin circuit open; call goes to the fallback agent");
+                    agent = f;
+                }
+                _ => {
+                    tracing::warn!(agent = %agent.name, plugin = %failing, "plugin circuit open and no fallback available");
+                    self.stats.agent = Some(agent.name.clone());
+                    return Next::End(EndReason::CircuitOpen(failing));
+                }
+            }
+        }
+        self.span.record("agent", agent.name.as_str());
+        self.plugins = agent
+            .plugin_uses()
+            .into_iter()
+            .map(|(_, u)| u.plugin.clone())
+            .collect();
+        self.stats.agent = Some(agent.name.clone());
+        self.span.record("plugin", self.plugins.join("+").as_str());
+        let call = CallInfo {
+            call_sid: start.call_sid.clone(),
+            stream_sid: stream_sid.clone(),
+            from: param("From").unwrap_or_default().to_string(),
+            to: param("To").unwrap_or_default().to_string(),
+            direction: param("Direction").unwrap_or("inbound").to_string(),
+            agent: agent.name.clone(),
+            parameters: params.clone(),
+        };
+        let opened = match &agent.mode {
+            AgentMode::Realtime(used) => self.open_realtime(agent, used, call.clone()).await,
+            AgentMode::Pipeline(_) => self.open_pipeline(agent, call.clone()).await,
+        };
+        let (engine, input_format) = match opened {
+            Ok(o) => o,
+            Err(next) => return next,
+        };
+        let to_plugin = match ToPlugin::new(input_format) {
+            Ok(c) => c,
+            Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
+        };
+        tracing::info!(reason = ?route.reason, from = %call.from, to = %call.to, "call started");
+        if let Some(records) = &self.ctx.records {
+            // Enqueued in call order, ahead of the end-of-call record; a crash from here on
+            // leaves the call marked as in progress, which the next start reports as interrupted.
+            records.stream_started_nowait(records::StreamStarted {
+                call_sid: call.call_sid.clone(),
+                stream_sid: call.stream_sid.clone(),
+                agent: Some(call.agent.clone()),
+                plugin: Some(self.plugins.join("+")),
+                from: Some(call.from.clone()).filter(|f| !f.is_empty()),
+                to: Some(call.to.clone()).filter(|t| !t.is_empty()),
+                started_at_ms: records::now_ms(),
+            });
+        }
+        self.active = Some(Active {
+            stream_sid,
+            engine,
+            to_plugin,
+            from_plugin: FromPlugin::new(),
+            next_chunk: None,
+            playback: Playback::new(Instant::now()),
+            deferred: None,
+            started: Instant::now(),
+            hangup_deadline: None,
+            transfer_to: None,
+        });
+        // A pipeline speaks its greeting through the TTS.
+        self.pipeline_event(Event::Started).await
+    }
+
+    /// The loaded plugin `used` names, or the end of the call.
+    pub(super) fn loaded(&mut self, used: &PluginUse) -> Result<Arc<Plugin>, Next> {
+        self.ctx.plugins.get(&used.plugin).cloned().ok_or_else(|| {
+            self.failed_plugin = Some(used.plugin.clone());
+            Next::End(EndReason::PluginFailed(format!(
+                "plugin {} is not loaded",
+                used.plugin
+            )))
+        })
+    }
+
+    pub(super) fn session_config(
+        agent: &Agent,
+        used: &PluginUse,
+        call: CallInfo,
+        task: Option<&task::Task>,
+        allow_private_destinations: bool,
+    ) -> SessionConfig {
+        // A task fills the realtime plugin's `instructions` setting for this call only.
+        let settings = match (task, used.effective_settings.get("instructions")) {
+            (Some(task), Some(serde_json::Value::String(template))) => {
+                let mut settings = used.effective_settings.clone();
+                settings["instructions"] = serde_json::Value::String(task.render(template));
+                settings.to_string()
+            }
+            _ => used.settings_json.clone(),
+        };
+        SessionConfig {
+            call,
+            settings,
+            greeting: agent.greeting.clone(),
+            io: Arc::new(IoPolicy {
+                allowed_hosts: used.allowed_hosts.clone(),
+                secrets: used.secrets.clone(),
+                allow_private_destinations,
+            }),
+        }
+    }
+
+    pub(super) async fn open_realtime(
+        &mut self,
+        agent: &Agent,
+        used: &PluginUse,
+        call: CallInfo,
+    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
+        let plugin = self.loaded(used)?;
+        let config = Self::session_config(
+            agent,
+            used,
+            call,
+            self.task.as_ref(),
+            self.ctx.config.server.allow_private_destinations,
+        );
+        let mut session = match plugin.open(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "plugin session failed to open");
+                return Err(Next::End(EndReason::PluginFailed(e.to_string())));
+            }
+        };
+        let mut io = IoDriver::new();
+        for command in session.take_io() {
+            io.execute(command);
+        }
+        Ok((Engine::Realtime { session, io }, plugin.info().input_format))
+    }
+
+    pub(super) async fn open_pipeline(
+        &mut self,
+        agent: &Agent,
+        call: CallInfo,
+    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
+        let Some(pipeline) = agent.pipeline() else {
+            return Err(Next::End(EndReason::PluginFailed(
+                "agent has no pipeline".into(),
+            )));
+        };
+        let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
+        let mut workers = Vec::with_capacity(3);
+        let mut stt_format = None;
+        for (stage, used) in [
+            (Stage::Stt, &pipeline.stt),
+            (Stage::Llm, &pipeline.llm),
+            (Stage::Tts, &pipeline.tts),
+        ] {
+            let plugin = self.loaded(used)?;
+            if stage == Stage::Stt {
+                stt_format = Some(plugin.info().input_format);
+            }
+            let session = match plugin
+                .open_stage(&Self::session_config(
+                    agent,
+                    used,
+                    call.clone(),
+                    None,
+                    self.ctx.config.server.allow_private_destinations,
+                ))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, plugin = %used.plugin, "pipeline stage failed to open");
+                    self.failed_plugin = Some(used.plugin.clone());
+                    return Err(Next::End(EndReason::PluginFailed(format!(
+                        "{} ({}): {e}",
+                        used.plugin,
+                        stage.describe()
+                    ))));
+                }
+            };
+            let blocking = matches!(plugin.as_ref(), Plugin::Native(_));
+            workers.push(StageWorker::spawn(
+                stage,
+                session,
+                blocking,
+                report_tx.clone(),
+                stages::Blame {
+                    plugin: used.plugin.clone(),
+                    breaker: self.ctx.plugins.breaker(&used.plugin).cloned(),
+                },
+            ));
+        }
+        let vad = Vad::new().map_err(|e| Next::End(EndReason::PluginFailed(e.to_string())))?;
+        let mut workers = workers.into_iter();
+        let (Some(stt), Some(llm), Some(tts), Some(format)) =
+            (workers.next(), workers.next(), workers.next(), stt_format)
+        else {
+            return Err(Next::End(EndReason::PluginFailed(
+                "pipeline stages missing".into(),
+            )));
+        };
+        let instructions = match &self.task {
+            Some(task) => task.render(&pipeline.instructions),
+            None => pipeline.instructions.clone(),
+        };
+        let turns = Turns::new(TurnConfig {
+            instructions,
+            endpointing: pipeline.endpointing,
+            greeting: agent.greeting.clone(),
+        });
+        let call = PipelineCall {
+            turns,
+            vad,
+            stt,
+            llm,
+            tts,
+            reports,
+            names: [
+                pipeline.stt.plugin.clone(),
+                pipeline.llm.plugin.clone(),
+                pipeline.tts.plugin.clone(),
+            ],
+            reply_origin: None,
+            idle_at: None,
+            history_seen: 0,
+            cut_heard: None,
+        };
+        Ok((Engine::Pipeline(Box::new(call)), format))
+    }
+}

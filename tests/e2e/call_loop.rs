@@ -1,0 +1,224 @@
+//! The call loop without a socket: `switchboard::call::run` on an in-memory Media Streams socket
+//! driven by a scripted Twilio peer, under paused tokio time (no wall-clock waits), through every
+//! way a call ends, for both engines. Real plugins built from source; no TCP, no HTTP.
+
+use std::sync::Arc;
+
+use switchboard::call::{CallContext, CallStats, EndReason, START_TIMEOUT};
+use switchboard::plugin::Plugins;
+use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard_tests::memory_socket::{self, Peer, dtmf, media, start, stop};
+use switchboard_tests::{SANDBOX_CONFIG, write_config};
+use tokio::task::JoinHandle;
+
+const SID: &str = "MZ1";
+
+async fn context(body: &str) -> anyhow::Result<CallContext> {
+    let config =
+        switchboard::config::from_file(&write_config(body)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
+    let plugins = Plugins::load(&engine, &config).await?;
+    Ok(CallContext::new(Arc::new(config), plugins)?)
+}
+
+fn sandbox(behaviour: &str) -> String {
+    SANDBOX_CONFIG
+        .replace("MISBEHAVE", "{plugins}/misbehave.wasm")
+        .replace("BEHAVIOUR", behaviour)
+}
+
+fn call(ctx: CallContext) -> (JoinHandle<(EndReason, CallStats)>, Peer) {
+    let (socket, peer) = memory_socket::pair();
+    (tokio::spawn(switchboard::call::run(socket, ctx)), peer)
+}
+
+fn payload(msg: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(msg["media"]["payload"].as_str().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// start → media → the echo back, with its clock marks echoed → stop.
+#[tokio::test(start_paused = true)]
+async fn realtime_call_echoes_and_ends_on_stop() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&sandbox("none")).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    for (chunk, byte) in [(1, 0x11), (2, 0x22), (3, 0x33)] {
+        peer.send(media(SID, chunk, byte)).await?;
+        let echoed = peer.until("media", SID).await.expect("an echo");
+        assert_eq!(payload(&echoed), vec![byte; 160]);
+    }
+    // The playback clock marks the audio; the peer echoes each mark as it plays.
+    peer.until("mark", SID).await.expect("a clock mark");
+    peer.send(stop(SID)).await?;
+    assert!(
+        peer.until("close", SID).await.is_some(),
+        "the gateway closes"
+    );
+    let (reason, stats) = task.await?;
+    assert_eq!(reason, EndReason::Stop);
+    assert_eq!((stats.frames_in, stats.frames_out), (3, 3));
+    assert_eq!(stats.agent.as_deref(), Some("good"));
+    assert!(stats.marks_sent >= 1, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_that_closes_ends_the_call() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&sandbox("none")).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.send(media(SID, 1, 0x11)).await?;
+    peer.until("media", SID).await.expect("an echo");
+    peer.close();
+    assert_eq!(task.await?.0, EndReason::SocketClosed);
+    Ok(())
+}
+
+/// A socket error (axum reports an oversized message this way) ends the call.
+#[tokio::test(start_paused = true)]
+async fn a_socket_error_ends_the_call() -> anyhow::Result<()> {
+    let (task, peer) = call(context(&sandbox("none")).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.raw(Err(axum::Error::new(std::io::Error::other(
+        "Space limit exceeded: Message too long",
+    ))))
+    .await?;
+    let (reason, _) = task.await?;
+    assert!(
+        matches!(&reason, EndReason::SocketError(e) if e.contains("too long")),
+        "{reason:?}"
+    );
+    Ok(())
+}
+
+/// No `start`: the call ends after [`START_TIMEOUT`] of (paused, auto-advanced) time.
+#[tokio::test(start_paused = true)]
+async fn a_socket_without_start_ends_at_the_start_timeout() -> anyhow::Result<()> {
+    let ctx = context(&sandbox("none")).await?;
+    let began = tokio::time::Instant::now();
+    let (task, _peer) = call(ctx);
+    assert_eq!(task.await?.0, EndReason::NoStart);
+    assert!(began.elapsed() >= START_TIMEOUT);
+    Ok(())
+}
+
+/// The plugin hangs up: the host marks the end of its audio and ends when the mark comes back.
+#[tokio::test(start_paused = true)]
+async fn the_plugin_hanging_up_ends_the_call() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&sandbox("hangup")).await?);
+    peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
+        .await?;
+    peer.send(dtmf(SID, "1")).await?;
+    assert!(peer.until("close", SID).await.is_some());
+    assert_eq!(task.await?.0, EndReason::HungUp);
+    Ok(())
+}
+
+/// The plugin traps: `clear`, the apology, its mark (echoed), then the end.
+#[tokio::test(start_paused = true)]
+async fn a_failing_plugin_ends_the_call_with_the_apology() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&sandbox("trap")).await?);
+    peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
+        .await?;
+    peer.send(dtmf(SID, "1")).await?;
+    peer.until("clear", SID).await.expect("a clear");
+    let apology = peer.until("mark", SID).await.expect("the apology's mark");
+    assert_eq!(apology["mark"]["name"], "switchboard:apology");
+    peer.send(memory_socket::mark(SID, "switchboard:apology"))
+        .await?;
+    let (reason, _) = task.await?;
+    assert!(
+        matches!(&reason, EndReason::PluginFailed(why) if why.contains("unreachable")),
+        "{reason:?}"
+    );
+    Ok(())
+}
+
+/// The gateway's drain deadline: the call hears the apology and ends as `shutdown`.
+#[tokio::test(start_paused = true)]
+async fn the_drain_deadline_ends_the_call() -> anyhow::Result<()> {
+    let mut ctx = context(&sandbox("none")).await?;
+    let (drain, shutdown) = tokio::sync::watch::channel(false);
+    ctx.shutdown = shutdown;
+    let (task, mut peer) = call(ctx);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.send(media(SID, 1, 0x11)).await?;
+    peer.until("media", SID).await.expect("an echo");
+    drain.send(true)?;
+    peer.until("clear", SID).await.expect("the apology's clear");
+    assert!(peer.until("close", SID).await.is_some());
+    assert_eq!(task.await?.0, EndReason::Shutdown);
+    Ok(())
+}
+
+fn pipeline_config() -> String {
+    r#"
+[plugins.stt]
+path = "{plugins}/fixed_stt.wasm"
+[plugins.llm]
+path = "{plugins}/scripted.wasm"
+[plugins.tts]
+path = "{plugins}/tone_tts.wasm"
+
+[[agents]]
+name = "front-desk"
+greeting = "Hello there."
+
+[agents.pipeline]
+endpointing_ms = 600
+stt = { plugin = "stt", settings = { text = "What are your hours?" } }
+llm = { plugin = "llm", settings = { intents = [{ name = "hours", keywords = ["hours"], reply = "Nine to five." }], fallback = "Sorry?" } }
+tts = { plugin = "tts", settings = { ms_per_char = 20 } }
+
+[routing]
+default = "front-desk"
+"#
+    .to_string()
+}
+
+/// A pipeline call: the greeting plays (its marks echoed), then `stop` ends it, with the
+/// greeting in the transcript.
+#[tokio::test(start_paused = true)]
+async fn pipeline_call_greets_and_ends_on_stop() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&pipeline_config()).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.until("media", SID)
+        .await
+        .expect("the greeting's audio");
+    peer.until("mark", SID).await.expect("its clock marks");
+    peer.send(stop(SID)).await?;
+    let (reason, stats) = task.await?;
+    assert_eq!(reason, EndReason::Stop);
+    assert_eq!(stats.agent.as_deref(), Some("front-desk"));
+    assert!(stats.frames_out > 0, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn pipeline_call_ends_when_the_socket_closes() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&pipeline_config()).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.until("media", SID)
+        .await
+        .expect("the greeting's audio");
+    peer.close();
+    assert_eq!(task.await?.0, EndReason::SocketClosed);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn pipeline_call_ends_at_the_drain_deadline() -> anyhow::Result<()> {
+    let mut ctx = context(&pipeline_config()).await?;
+    let (drain, shutdown) = tokio::sync::watch::channel(false);
+    ctx.shutdown = shutdown;
+    let (task, mut peer) = call(ctx);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.until("media", SID)
+        .await
+        .expect("the greeting's audio");
+    drain.send(true)?;
+    assert!(peer.until("close", SID).await.is_some());
+    assert_eq!(task.await?.0, EndReason::Shutdown);
+    Ok(())
+}
