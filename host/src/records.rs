@@ -84,7 +84,8 @@ pub const TERMINAL_STATUSES: &[&str] = &["completed", "busy", "failed", "no-answ
 /// columns are TEXT: `task` (an object), `transcript`, `turn_latency` and `status_history`
 /// (arrays). `from_addr`/`to_addr` hold Twilio's `From`/`To` (E.164 numbers, or `client:`/`sip:`
 /// addresses).
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE calls (
         call_sid           TEXT PRIMARY KEY NOT NULL,
         direction          TEXT,
@@ -113,7 +114,11 @@ pub const MIGRATIONS: &[&str] = &["
     ) STRICT;
     CREATE INDEX calls_by_created ON calls (created_at_ms DESC, call_sid DESC);
     CREATE INDEX calls_by_agent ON calls (agent, created_at_ms DESC, call_sid DESC);
-"];
+",
+    "
+    ALTER TABLE calls ADD COLUMN failure_kind TEXT;
+",
+];
 
 /// Why a call records operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +222,9 @@ pub struct CallEnd {
     pub outcome: String,
     /// Why, in free text for operators.
     pub reason: String,
+    /// When a plugin failed (ending the call, or at its `hangup`): what kind of failure,
+    /// `crate::plugin::SessionError::kind` (`trap`, `time`, `cpu`, `memory`, …).
+    pub failure_kind: Option<String>,
     /// The conversation, turn by turn.
     pub transcript: Vec<TranscriptTurn>,
     /// Timings of each agent turn.
@@ -305,6 +313,8 @@ pub struct CallRecord {
     pub outcome: Option<String>,
     /// Why the call ended, free text.
     pub reason: Option<String>,
+    /// What kind of plugin failure, if one ended the call or happened at its end.
+    pub failure_kind: Option<String>,
     /// The outbound call's task.
     pub task: Option<serde_json::Value>,
     /// First time any event saw the call, unix epoch milliseconds.
@@ -826,7 +836,7 @@ fn answer<T>(reply: Reply<T>, result: Result<T, RecordsError>, call_sid: &str) {
 macro_rules! columns {
     () => {
         "call_sid, direction, from_addr, to_addr, agent, plugin, stream_sid, status, outcome,
-        reason, task, created_at_ms, started_at_ms, answered_at_ms, ended_at_ms,
+        reason, failure_kind, task, created_at_ms, started_at_ms, answered_at_ms, ended_at_ms,
         status_ended_at_ms, duration_s, frames_in, frames_out, first_audio_ms, transcript,
         turn_latency, status_history, updated_at_ms"
     };
@@ -868,13 +878,14 @@ const SQL_STARTED: &str = "
         updated_at_ms = excluded.updated_at_ms";
 
 const SQL_ENDED: &str = "
-    INSERT INTO calls (call_sid, outcome, reason, ended_at_ms, transcript, turn_latency, frames_in,
-        frames_out, first_audio_ms, created_at_ms, updated_at_ms)
-    VALUES (:call_sid, :outcome, :reason, :ended_at_ms, :transcript, :turn_latency, :frames_in,
-        :frames_out, :first_audio_ms, :ended_at_ms, :now)
+    INSERT INTO calls (call_sid, outcome, reason, failure_kind, ended_at_ms, transcript,
+        turn_latency, frames_in, frames_out, first_audio_ms, created_at_ms, updated_at_ms)
+    VALUES (:call_sid, :outcome, :reason, :failure_kind, :ended_at_ms, :transcript,
+        :turn_latency, :frames_in, :frames_out, :first_audio_ms, :ended_at_ms, :now)
     ON CONFLICT (call_sid) DO UPDATE SET
         outcome = excluded.outcome,
         reason = excluded.reason,
+        failure_kind = excluded.failure_kind,
         ended_at_ms = excluded.ended_at_ms,
         transcript = excluded.transcript,
         turn_latency = excluded.turn_latency,
@@ -1012,6 +1023,7 @@ impl<'c> Db<'c> {
             ":call_sid": ended.call_sid,
             ":outcome": ended.outcome,
             ":reason": ended.reason,
+            ":failure_kind": ended.failure_kind,
             ":ended_at_ms": ended.ended_at_ms,
             ":transcript": transcript,
             ":turn_latency": turn_latency,
@@ -1172,6 +1184,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         status: row.get("status")?,
         outcome: row.get("outcome")?,
         reason: row.get("reason")?,
+        failure_kind: row.get("failure_kind")?,
         task,
         created_at_ms: row.get("created_at_ms")?,
         started_at_ms: row.get("started_at_ms")?,
@@ -1254,6 +1267,7 @@ mod tests {
             ended_at_ms: at,
             outcome: "hung-up".to_owned(),
             reason: "caller hung up".to_owned(),
+            failure_kind: None,
             transcript: vec![
                 TranscriptTurn {
                     side: "agent".to_owned(),
@@ -1317,7 +1331,7 @@ mod tests {
             recovery,
             Recovery {
                 interrupted: 0,
-                schema_version: 1
+                schema_version: known_version()
             }
         );
         let mut call = new_call("CA1", "router-choice", 1_000);
@@ -1344,6 +1358,7 @@ mod tests {
         assert_eq!(history(&r), vec![("ringing", 1_000)]);
         assert_eq!(r.outcome.as_deref(), Some("hung-up"));
         assert_eq!(r.reason.as_deref(), Some("caller hung up"));
+        assert_eq!(r.failure_kind, None);
         assert_eq!(
             r.task,
             Some(serde_json::json!({"goal": "confirm booking", "room": 12}))
@@ -1775,7 +1790,7 @@ mod tests {
             recovery,
             Recovery {
                 interrupted: 1,
-                schema_version: 1
+                schema_version: known_version()
             }
         );
         let live = records.get("CA-live").await.unwrap().unwrap();
@@ -1801,7 +1816,8 @@ mod tests {
         assert_eq!(ringing.status.as_deref(), Some("ringing"));
 
         let end_only = records.get("CA-end-only").await.unwrap().unwrap();
-        assert_eq!(end_only.outcome.as_deref(), Some("failed"));
+        assert_eq!(end_only.outcome.as_deref(), Some("plugin-failed"));
+        assert_eq!(end_only.failure_kind.as_deref(), Some("trap"));
         assert_eq!(end_only.ended_at_ms, Some(500));
         assert_eq!(end_only.created_at_ms, 500);
         drop(records);
@@ -1816,8 +1832,9 @@ mod tests {
         CallEnd {
             call_sid: sid.to_owned(),
             ended_at_ms: 500,
-            outcome: "failed".to_owned(),
+            outcome: "plugin-failed".to_owned(),
             reason: "plugin failed to load".to_owned(),
+            failure_kind: Some("trap".to_owned()),
             ..CallEnd::default()
         }
     }
@@ -1862,7 +1879,7 @@ mod tests {
         // Reopening applies nothing and keeps the data.
         drop(records);
         let (records, recovery) = Records::open(&dir.db()).unwrap();
-        assert_eq!(recovery.schema_version, 1);
+        assert_eq!(recovery.schema_version, known_version());
         assert!(records.get("CA1").await.unwrap().is_some());
     }
 

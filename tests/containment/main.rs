@@ -178,6 +178,8 @@ struct Case {
     drive: Drive,
     /// How the call must end (a substring of its reason, or of its end failure).
     why: &'static str,
+    /// The failure's kind (`SessionError::kind`), as metrics and records label it; "" for none.
+    kind: &'static str,
 }
 
 const fn case(
@@ -185,12 +187,14 @@ const fn case(
     behaviour: &'static str,
     drive: Drive,
     why: &'static str,
+    kind: &'static str,
 ) -> Case {
     Case {
         path,
         behaviour,
         drive,
         why,
+        kind,
     }
 }
 
@@ -204,52 +208,71 @@ const CASES: &[Case] = &[
         "spin",
         Drive::FailsOnDtmf,
         "ran past its 200 ms budget",
+        "time",
     ),
     case(
         WASM,
         "slow",
         Drive::FailsOnDtmf,
         "ran past its 200 ms budget",
+        "time",
     ),
-    case(WASM, "hog", Drive::FailsOnDtmf, "memory"),
-    case(WASM, "trap", Drive::FailsOnDtmf, "unreachable"),
-    case(WASM, "flood", Drive::FailsOnDtmf, "outputs"),
+    case(WASM, "hog", Drive::FailsOnDtmf, "memory", "memory"),
+    case(WASM, "trap", Drive::FailsOnDtmf, "unreachable", "trap"),
+    case(WASM, "flood", Drive::FailsOnDtmf, "outputs", "output"),
     case(
         WASM,
         "bigmark",
         Drive::FailsOnDtmf,
         "mark name of 10485760 bytes",
+        "output",
     ),
     case(
         WASM,
         "open-spin",
         Drive::FailsToOpen,
         "ran past its 1000 ms budget",
+        "time",
     ),
     case(
         WASM,
         "hangup-spin",
         Drive::StopsThenFails,
         "ran past its 200 ms budget",
+        "time",
     ),
-    case(WASM, "busy", Drive::FailsWhileStreaming, "CPU share"),
-    case(WASM, "churn", Drive::FailsWhileStreaming, "sample rates"),
-    case(WASM, "timers", Drive::StreamsThenStops(4), ""),
-    case(WASM, "logflood", Drive::StreamsThenStops(3), ""),
+    case(WASM, "busy", Drive::FailsWhileStreaming, "CPU share", "cpu"),
+    case(
+        WASM,
+        "churn",
+        Drive::FailsWhileStreaming,
+        "sample rates",
+        "output",
+    ),
+    case(WASM, "timers", Drive::StreamsThenStops(4), "", ""),
+    case(WASM, "logflood", Drive::StreamsThenStops(3), "", ""),
     case(
         NATIVE,
         "panic",
         Drive::FailsOnDtmf,
         "panicked: misbehave: trap on purpose",
+        "panic",
     ),
     case(
         NATIVE,
         "slow",
         Drive::FailsOnDtmf,
         "ran past its 200 ms budget",
+        "time",
     ),
-    case(NATIVE, "flood", Drive::FailsOnDtmf, "outputs"),
-    case(NATIVE, "busy", Drive::FailsWhileStreaming, "CPU share"),
+    case(NATIVE, "flood", Drive::FailsOnDtmf, "outputs", "output"),
+    case(
+        NATIVE,
+        "busy",
+        Drive::FailsWhileStreaming,
+        "CPU share",
+        "cpu",
+    ),
 ];
 
 /// Waits for the apology after a failure: `clear`, the apology's frames, its mark (echoed).
@@ -444,6 +467,8 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
                     failure.contains(case.why),
                     "{label}: end failure {failure:?}"
                 );
+                let kind = ended.stats.end_failure.as_ref().map(|f| f.kind);
+                assert_eq!(kind, Some(case.kind), "{label}");
             }
             Drive::StreamsThenStops(_) => {
                 assert_eq!(ended.reason, EndReason::Stop, "{label}");
@@ -458,6 +483,11 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
                     "{label}: {reason:?} should say {:?}",
                     case.why
                 );
+                let EndReason::PluginFailed(failure) = &ended.reason else {
+                    unreachable!()
+                };
+                assert_eq!(failure.error.kind(), case.kind, "{label}: {reason}");
+                assert_eq!(failure.plugin.as_deref(), Some("misbehave"), "{label}");
             }
         }
         if case.behaviour == "timers" {

@@ -129,7 +129,7 @@ async fn a_failing_plugin_ends_the_call_with_the_apology() -> anyhow::Result<()>
         .await?;
     let (reason, _) = task.await?;
     assert!(
-        matches!(&reason, EndReason::PluginFailed(why) if why.contains("unreachable")),
+        matches!(&reason, EndReason::PluginFailed(why) if why.error.kind() == "trap" && why.to_string().contains("unreachable")),
         "{reason:?}"
     );
     Ok(())

@@ -363,7 +363,7 @@ async fn misbehaving_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
         assert_eq!(event.stats.agent.as_deref(), Some("bad"), "{case}");
         match &event.reason {
             EndReason::PluginFailed(reason) => assert!(
-                reason.to_lowercase().contains(why),
+                reason.to_string().to_lowercase().contains(why),
                 "{case}: reason {reason:?} should mention {why:?}"
             ),
             other => panic!("{case}: ended with {other:?}"),

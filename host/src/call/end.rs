@@ -17,19 +17,19 @@ pub(super) fn record_call_metrics(
         "outcome" => reason.outcome()
     )
     .increment(1);
-    if let EndReason::PluginFailed(why) = reason {
-        let kind = [
-            ("plugin trapped", "trap"),
-            ("plugin error", "error"),
-            ("plugin overran", "time"),
-            ("plugin exceeded its CPU share", "cpu"),
-        ]
-        .into_iter()
-        .find(|(prefix, _)| why.starts_with(prefix))
-        .map_or("open", |(_, kind)| kind);
-        let plugin = failed_plugin.unwrap_or("unknown").to_string();
-        metrics::counter!(crate::metrics::PLUGIN_FAILURES, "plugin" => plugin, "kind" => kind)
-            .increment(1);
+    if let EndReason::PluginFailed(failure) = reason {
+        let plugin = failure
+            .plugin
+            .as_deref()
+            .or(failed_plugin)
+            .unwrap_or("unknown")
+            .to_string();
+        metrics::counter!(
+            crate::metrics::PLUGIN_FAILURES,
+            "plugin" => plugin,
+            "kind" => failure.error.kind()
+        )
+        .increment(1);
     }
     if let Some(failure) = &stats.end_failure {
         metrics::counter!(
@@ -69,6 +69,11 @@ pub(super) fn call_end_record(
         call_sid: call_sid.to_string(),
         ended_at_ms: records::now_ms(),
         outcome: reason.outcome().to_string(),
+        failure_kind: match (reason, &stats.end_failure) {
+            (EndReason::PluginFailed(failure), _) => Some(failure.error.kind().to_string()),
+            (_, Some(failure)) => Some(failure.kind.to_string()),
+            _ => None,
+        },
         reason: match &stats.end_failure {
             None => reason.to_string(),
             Some(f) => format!(

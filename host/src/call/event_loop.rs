@@ -139,6 +139,17 @@ impl<S: MediaSocket> Call<S> {
                 break reason;
             }
         };
+        // A plugin failure names the plugin to blame (the one that failed, else the call's).
+        let reason = match reason {
+            EndReason::PluginFailed(mut failure) if failure.plugin.is_none() => {
+                failure.plugin = self
+                    .failed_plugin
+                    .clone()
+                    .or_else(|| self.plugins.first().cloned());
+                EndReason::PluginFailed(failure)
+            }
+            other => other,
+        };
         self.finish(&reason).await;
         reason
     }
@@ -247,13 +258,15 @@ impl<S: MediaSocket> Call<S> {
             return Next::Continue;
         };
         if let Err(e) = active.to_plugin.convert(mulaw_in, &mut self.converted) {
-            return Next::End(EndReason::PluginFailed(e.to_string()));
+            return Next::End(EndReason::plugin(SessionError::Host(e.to_string())));
         }
         let data = self.converted.clone();
         if let Engine::Pipeline(p) = &mut active.engine {
             let speech = match p.vad.frame(mulaw_in) {
                 Ok(s) => s,
-                Err(e) => return Next::End(EndReason::PluginFailed(format!("VAD: {e}"))),
+                Err(e) => {
+                    return Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}"))));
+                }
             };
             return self
                 .pipeline_event(Event::CallerFrame {

@@ -33,8 +33,8 @@ use crate::config::{Agent, AgentMode, Config, PluginUse};
 use crate::metrics::frame::LocalHistogram;
 use crate::plugin::io::{IoDriver, IoEvent, IoPolicy};
 use crate::plugin::{
-    CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionInput, SessionOutput, Stage,
-    StageInput, StageOutput,
+    CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionError, SessionInput,
+    SessionOutput, Stage, StageInput, StageOutput,
 };
 use crate::records::{self, Records};
 use crate::routing::{self, RouteRequest};
@@ -122,8 +122,8 @@ pub enum EndReason {
     NoStart,
     /// The call could not be routed to an agent.
     NotRouted(String),
-    /// The plugin could not be opened, returned an error or trapped.
-    PluginFailed(String),
+    /// The plugin could not be opened, returned an error, trapped or broke a limit.
+    PluginFailed(PluginFailure),
     /// The plugin asked to hang up.
     HungUp,
     /// The plugin asked to transfer the call to this number, and Twilio took the redirect.
@@ -166,6 +166,55 @@ impl std::fmt::Display for EndReason {
             Self::CircuitOpen(p) => write!(f, "plugin {p} is failing (circuit open)"),
             Self::Shutdown => f.write_str("the gateway shut down (drain deadline)"),
         }
+    }
+}
+
+/// A plugin failure that ended a call: which plugin (and pipeline stage) and the typed error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    /// The plugin's name in agents.toml, when one plugin is to blame.
+    pub plugin: Option<String>,
+    /// The pipeline stage it serves, for a pipeline agent.
+    pub stage: Option<Stage>,
+    /// What went wrong; [`SessionError::kind`] labels metrics and records.
+    pub error: SessionError,
+}
+
+impl PluginFailure {
+    /// A failure of the plugin (or stage) named.
+    pub fn of(plugin: &str, stage: Option<Stage>, error: SessionError) -> Self {
+        Self {
+            plugin: Some(plugin.to_string()),
+            stage,
+            error,
+        }
+    }
+}
+
+impl From<SessionError> for PluginFailure {
+    fn from(error: SessionError) -> Self {
+        Self {
+            plugin: None,
+            stage: None,
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.plugin, self.stage) {
+            (Some(p), Some(stage)) => write!(f, "{p} ({}): {}", stage.describe(), self.error),
+            (Some(p), None) => write!(f, "{p}: {}", self.error),
+            _ => write!(f, "{}", self.error),
+        }
+    }
+}
+
+impl EndReason {
+    /// A plugin failure with `error` (the plugin to blame is filled in when the call ends).
+    pub fn plugin(error: SessionError) -> Self {
+        Self::PluginFailed(error.into())
     }
 }
 

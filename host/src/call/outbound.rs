@@ -21,7 +21,7 @@ impl<S: MediaSocket> Call<S> {
                 None => break,
             };
             if let Err(e) = active.playback.push_frame(frame, now) {
-                return Next::End(EndReason::PluginFailed(e.to_string()));
+                return Next::End(EndReason::plugin(SessionError::Output(e.to_string())));
             }
         }
         self.pump().await

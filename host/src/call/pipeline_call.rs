@@ -37,7 +37,11 @@ impl<S: MediaSocket> Call<S> {
                     }
                     if let Err(e) = active.from_plugin.push(format, &data) {
                         self.failed_plugin = Some(p.names[2].clone());
-                        return Next::End(EndReason::PluginFailed(e.to_string()));
+                        return Next::End(EndReason::PluginFailed(PluginFailure::of(
+                            &p.names[2],
+                            Some(Stage::Tts),
+                            SessionError::Output(e.to_string()),
+                        )));
                     }
                     if let Next::End(r) = self.queue_frames(false).await {
                         return Next::End(r);
@@ -78,7 +82,11 @@ impl<S: MediaSocket> Call<S> {
                 } else {
                     tracing::error!(plugin = %name, "{e}");
                     self.failed_plugin = Some(name.to_string());
-                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                    return Next::End(EndReason::PluginFailed(PluginFailure::of(
+                        name,
+                        Some(stage),
+                        SessionError::Host(e.to_string()),
+                    )));
                 }
             }
         }
@@ -133,9 +141,10 @@ impl<S: MediaSocket> Call<S> {
             Err(e) => {
                 tracing::error!(plugin = %name, stage = stage.describe(), error = %e, "pipeline stage failed");
                 self.failed_plugin = Some(name.to_string());
-                return Next::End(EndReason::PluginFailed(format!(
-                    "{name} ({}): {e}",
-                    stage.describe()
+                return Next::End(EndReason::PluginFailed(PluginFailure::of(
+                    name,
+                    Some(stage),
+                    e,
                 )));
             }
         };

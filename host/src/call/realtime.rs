@@ -57,7 +57,7 @@ impl<S: MediaSocket> Call<S> {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "plugin failed");
-                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                    return Next::End(EndReason::plugin(e));
                 }
                 Err(end) => {
                     // The caller hung up while the plugin worked: the call ends now, and the
@@ -92,14 +92,14 @@ impl<S: MediaSocket> Call<S> {
             SessionOutput::Play { format, data } => {
                 let started = std::time::Instant::now();
                 if let Err(e) = active.from_plugin.push(format, &data) {
-                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                    return Next::End(EndReason::plugin(SessionError::Output(e.to_string())));
                 }
                 // Host work the plugin caused is taken from its CPU share.
                 if let Engine::Realtime { session, .. } = &mut active.engine
                     && let Err(e) = session.charge(started.elapsed())
                 {
                     tracing::error!(error = %e, "plugin failed");
-                    return Next::End(EndReason::PluginFailed(e.to_string()));
+                    return Next::End(EndReason::plugin(e));
                 }
                 self.queue_frames(false).await
             }

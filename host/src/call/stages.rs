@@ -150,7 +150,7 @@ async fn run(
                 }
                 Err(e) => {
                     // The session went down with the thread: report and stop.
-                    let result = Err(SessionError::Trap(format!("the plugin call failed: {e}")));
+                    let result = Err(SessionError::Host(format!("the plugin call failed: {e}")));
                     let _ = reports
                         .send(StageReport {
                             stage,

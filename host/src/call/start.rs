@@ -100,7 +100,7 @@ impl<S: MediaSocket> Call<S> {
         };
         let to_plugin = match ToPlugin::new(input_format) {
             Ok(c) => c,
-            Err(e) => return Next::End(EndReason::PluginFailed(e.to_string())),
+            Err(e) => return Next::End(EndReason::plugin(SessionError::Contract(e.to_string()))),
         };
         tracing::info!(reason = ?route.reason, from = %call.from, to = %call.to, "call started");
         if let Some(records) = &self.ctx.records {
@@ -136,9 +136,10 @@ impl<S: MediaSocket> Call<S> {
     pub(super) fn loaded(&mut self, used: &PluginUse) -> Result<Arc<Plugin>, Next> {
         self.ctx.plugins.get(&used.plugin).cloned().ok_or_else(|| {
             self.failed_plugin = Some(used.plugin.clone());
-            Next::End(EndReason::PluginFailed(format!(
-                "plugin {} is not loaded",
-                used.plugin
+            Next::End(EndReason::PluginFailed(PluginFailure::of(
+                &used.plugin,
+                None,
+                SessionError::Host("not loaded".into()),
             )))
         })
     }
@@ -189,7 +190,7 @@ impl<S: MediaSocket> Call<S> {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");
-                return Err(Next::End(EndReason::PluginFailed(e.to_string())));
+                return Err(Next::End(EndReason::plugin(e)));
             }
         };
         let mut io = IoDriver::new();
@@ -205,9 +206,9 @@ impl<S: MediaSocket> Call<S> {
         call: CallInfo,
     ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
         let Some(pipeline) = agent.pipeline() else {
-            return Err(Next::End(EndReason::PluginFailed(
+            return Err(Next::End(EndReason::plugin(SessionError::Host(
                 "agent has no pipeline".into(),
-            )));
+            ))));
         };
         let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
         let mut workers = Vec::with_capacity(3);
@@ -235,10 +236,10 @@ impl<S: MediaSocket> Call<S> {
                 Err(e) => {
                     tracing::error!(error = %e, plugin = %used.plugin, "pipeline stage failed to open");
                     self.failed_plugin = Some(used.plugin.clone());
-                    return Err(Next::End(EndReason::PluginFailed(format!(
-                        "{} ({}): {e}",
-                        used.plugin,
-                        stage.describe()
+                    return Err(Next::End(EndReason::PluginFailed(PluginFailure::of(
+                        &used.plugin,
+                        Some(stage),
+                        e,
                     ))));
                 }
             };
@@ -254,14 +255,15 @@ impl<S: MediaSocket> Call<S> {
                 },
             ));
         }
-        let vad = Vad::new().map_err(|e| Next::End(EndReason::PluginFailed(e.to_string())))?;
+        let vad = Vad::new()
+            .map_err(|e| Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}")))))?;
         let mut workers = workers.into_iter();
         let (Some(stt), Some(llm), Some(tts), Some(format)) =
             (workers.next(), workers.next(), workers.next(), stt_format)
         else {
-            return Err(Next::End(EndReason::PluginFailed(
+            return Err(Next::End(EndReason::plugin(SessionError::Host(
                 "pipeline stages missing".into(),
-            )));
+            ))));
         };
         let instructions = match &self.task {
             Some(task) => task.render(&pipeline.instructions),

@@ -246,14 +246,15 @@ pub struct PluginError {
     pub message: String,
 }
 
-/// Why a session call failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a session call failed — what ends a plugin's call. Typed, so that metrics (`kind`),
+/// records and logs tell the cases apart without reading messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    /// The plugin returned an error.
+    /// The plugin returned its own `plugin-error` (its WIT variant is [`PluginError::kind`]).
     #[error("plugin error: {0}")]
     Plugin(#[from] PluginError),
-    /// The plugin trapped (panic, `unreachable`, out of fuel or time, memory limit), or the host
-    /// could not call it. The session is unusable afterwards.
+    /// The guest trapped (`unreachable`, a Rust panic in WASM, a stack overflow…): the message
+    /// is wasmtime's root cause and what the guest last wrote to stderr. The session is unusable.
     #[error("plugin trapped: {0}")]
     Trap(String),
     /// One call into the plugin ran (held a thread) longer than its time budget
@@ -266,17 +267,47 @@ pub enum SessionError {
     /// The session used more than its CPU share over the call ([`budget::CpuBucket`]).
     #[error("plugin exceeded its CPU share: {0}")]
     Cpu(#[from] budget::CpuExceeded),
+    /// A WASM session asked for more linear memory than its cap
+    /// ([`wasm::SESSION_MEMORY_LIMIT`]) and then failed.
+    #[error("plugin ran out of memory: {0}")]
+    Memory(String),
+    /// The plugin returned more than the contract allows (outputs per call, a mark name's or a
+    /// transcript's size, audio the host cannot play).
+    #[error("plugin output refused: {0}")]
+    Output(String),
+    /// The plugin broke the contract: outputs the host cannot decode, an input its stage does not
+    /// take, a call into a session that already failed, no session from `open`.
+    #[error("plugin broke the contract: {0}")]
+    Contract(String),
+    /// A native plugin panicked (caught at its ABI boundary).
+    #[error("plugin panicked: {0}")]
+    Panic(String),
+    /// One of the host's own functions panicked while the plugin's call ran (caught at the
+    /// native callback's boundary).
+    #[error("a host function panicked during the plugin's call: {0}")]
+    HostPanic(String),
+    /// The host could not run the plugin for the call (the plugin is not loaded, a stage fell
+    /// too far behind, the voice activity detector failed).
+    #[error("the host could not run the plugin: {0}")]
+    Host(String),
 }
 
 impl SessionError {
-    /// A short label of what went wrong, for metrics: `error` (the plugin's own error), `trap`,
-    /// `time` (a call overran its budget) or `cpu` (its CPU share ran out).
+    /// A short label of what went wrong, for metrics and records: `error` (the plugin's own
+    /// error), `trap`, `time` (a call overran its budget), `cpu` (its CPU share ran out),
+    /// `memory`, `output`, `contract`, `panic`, `host-panic` or `host`.
     pub fn kind(&self) -> &'static str {
         match self {
             SessionError::Plugin(_) => "error",
             SessionError::Trap(_) => "trap",
             SessionError::TimeBudget { .. } => "time",
             SessionError::Cpu(_) => "cpu",
+            SessionError::Memory(_) => "memory",
+            SessionError::Output(_) => "output",
+            SessionError::Contract(_) => "contract",
+            SessionError::Panic(_) => "panic",
+            SessionError::HostPanic(_) => "host-panic",
+            SessionError::Host(_) => "host",
         }
     }
 }
@@ -310,7 +341,7 @@ pub const MAX_TRANSFER_BYTES: usize = 64;
 /// ([`MAX_MARK_NAME_BYTES`], [`MAX_TRANSCRIPT_BYTES`], [`MAX_TRANSFER_BYTES`]).
 ///
 /// # Errors
-/// [`SessionError::Trap`] naming the output and the limit.
+/// [`SessionError::Output`] naming the output and the limit.
 pub fn check_outputs(outputs: &[SessionOutput]) -> Result<(), SessionError> {
     for output in outputs {
         let (what, len, limit) = match output {
@@ -325,7 +356,7 @@ pub fn check_outputs(outputs: &[SessionOutput]) -> Result<(), SessionError> {
             _ => continue,
         };
         if len > limit {
-            return Err(SessionError::Trap(format!(
+            return Err(SessionError::Output(format!(
                 "returned {what} of {len} bytes (limit {limit})"
             )));
         }

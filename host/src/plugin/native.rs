@@ -550,6 +550,15 @@ fn failure(code: i32, bytes: &[u8]) -> String {
     }
 }
 
+/// The error a failed call's status and bytes stand for.
+fn failure_error(code: i32, bytes: &[u8]) -> SessionError {
+    match code {
+        status::PANIC => SessionError::Panic(escape_log(&String::from_utf8_lossy(bytes))),
+        status::PLUGIN_ERROR => decode_plugin_error(bytes),
+        _ => SessionError::Contract(failure(code, bytes)),
+    }
+}
+
 /// A loaded native plugin.
 pub struct NativePlugin {
     name: String,
@@ -580,7 +589,7 @@ impl NativePlugin {
     /// The plugin refused the config ([`SessionError::Plugin`]), panicked or overran.
     pub async fn open(&self, config: &SessionConfig) -> Result<NativeSession, SessionError> {
         if self.stage != Stage::Realtime {
-            return Err(SessionError::Trap(format!(
+            return Err(SessionError::Contract(format!(
                 "is a {} plugin, not a realtime plugin",
                 self.stage.describe()
             )));
@@ -597,7 +606,7 @@ impl NativePlugin {
         config: &SessionConfig,
     ) -> Result<NativeStageSession, SessionError> {
         if self.stage == Stage::Realtime {
-            return Err(SessionError::Trap(
+            return Err(SessionError::Contract(
                 "is a realtime plugin, not a pipeline stage".into(),
             ));
         }
@@ -657,9 +666,9 @@ impl NativePlugin {
                 bucket,
                 inline: self.handle_budget <= INLINE_BUDGET,
             }),
-            status::OK => Err(SessionError::Trap("open returned no session".into())),
+            status::OK => Err(SessionError::Contract("open returned no session".into())),
             status::PLUGIN_ERROR => Err(decode_plugin_error(&out)),
-            other => Err(SessionError::Trap(failure(other, &out))),
+            other => Err(failure_error(other, &out)),
         }
     }
 }
@@ -748,7 +757,7 @@ impl NativeSession {
         let raw = self
             .raw
             .take()
-            .ok_or_else(|| SessionError::Trap("session already failed".into()))?;
+            .ok_or_else(|| SessionError::Contract("session already failed".into()))?;
         let bytes = abi::encode(input);
         let api = raw.api;
         let watch = &self.watch;
@@ -769,10 +778,10 @@ impl NativeSession {
         self.bucket.charge(took, Instant::now())?;
         match code {
             status::OK => {
-                let outputs: Vec<O> =
-                    abi::decode(&out).map_err(|e| SessionError::Trap(format!("outputs: {e}")))?;
+                let outputs: Vec<O> = abi::decode(&out)
+                    .map_err(|e| SessionError::Contract(format!("outputs: {e}")))?;
                 if outputs.len() > wasm::MAX_OUTPUTS_PER_HANDLE {
-                    return Err(SessionError::Trap(format!(
+                    return Err(SessionError::Output(format!(
                         "returned {} outputs from one input (limit {})",
                         outputs.len(),
                         wasm::MAX_OUTPUTS_PER_HANDLE
@@ -785,7 +794,7 @@ impl NativeSession {
                 self.raw = Some(raw);
                 Err(decode_plugin_error(&out))
             }
-            other => Err(SessionError::Trap(failure(other, &out))),
+            other => Err(failure_error(other, &out)),
         }
     }
 }
@@ -806,7 +815,7 @@ impl NativeStageSession {
             self.session.io.observe(event);
         }
         let wrong = |input: &StageInput| {
-            Err(SessionError::Trap(format!(
+            Err(SessionError::Contract(format!(
                 "this stage does not take {input:?}"
             )))
         };
@@ -909,10 +918,7 @@ impl NativeSession {
 /// The error that ends a session whose plugin called a host function that panicked.
 fn host_panicked(message: &str) -> SessionError {
     tracing::error!(panic = %escape_log(message), "a host function panicked during a native plugin's call; ending its call");
-    SessionError::Trap(format!(
-        "a host function panicked during the plugin's call: {}",
-        escape_log(message)
-    ))
+    SessionError::HostPanic(escape_log(message))
 }
 
 /// Runs `f` off the async workers when it can (`block_in_place` on a multi-threaded runtime, so
@@ -929,7 +935,7 @@ fn off_workers<T>(f: impl FnOnce() -> T) -> T {
 fn decode_plugin_error(bytes: &[u8]) -> SessionError {
     match abi::decode::<sdk::PluginError>(bytes) {
         Ok(e) => SessionError::Plugin(plugin_error(e)),
-        Err(e) => SessionError::Trap(format!("returned an error the host cannot decode: {e}")),
+        Err(e) => SessionError::Contract(format!("returned an error the host cannot decode: {e}")),
     }
 }
 

@@ -432,10 +432,13 @@ impl WasmPlugin {
                 .build(),
             stdio,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(SESSION_MEMORY_LIMIT)
-                .instances(8)
-                .build(),
+            limits: Limiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(SESSION_MEMORY_LIMIT)
+                    .instances(8)
+                    .build(),
+                memory_refused: None,
+            },
             meter: Meter::new(self.cpu),
         };
         let mut store = Store::new(&self.engine, state);
@@ -463,7 +466,7 @@ impl WasmPlugin {
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
         let (mut store, instance) = self.instantiate(self.open_budget()).await?;
         let Instance::Realtime(instance) = instance else {
-            return Err(SessionError::Trap(format!(
+            return Err(SessionError::Contract(format!(
                 "is a {} plugin, not a realtime plugin",
                 self.stage.describe()
             )));
@@ -521,7 +524,7 @@ impl WasmPlugin {
         let cfg = config_to_wit(config, self.info.input_format);
         let opened = match &instance {
             Instance::Realtime(_) => {
-                return Err(SessionError::Trap(
+                return Err(SessionError::Contract(
                     "is a realtime plugin, not a pipeline stage".into(),
                 ));
             }
@@ -581,13 +584,13 @@ impl WasmStageSession {
             tts::exports::switchboard::plugin::tts as wt,
         };
         let Some(resource) = self.resource else {
-            return Err(SessionError::Trap("session already failed".into()));
+            return Err(SessionError::Contract("session already failed".into()));
         };
         if let StageInput::Io(event) = &input {
             self.store.data_mut().io.observe(event);
         }
         let wrong = |input: &StageInput| {
-            Err(SessionError::Trap(format!(
+            Err(SessionError::Contract(format!(
                 "this stage does not take {input:?}"
             )))
         };
@@ -708,7 +711,7 @@ impl WasmStageSession {
         let outputs = outputs?;
         if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
             self.resource = None;
-            return Err(SessionError::Trap(format!(
+            return Err(SessionError::Output(format!(
                 "returned {} outputs from one input (limit {MAX_OUTPUTS_PER_HANDLE})",
                 outputs.len()
             )));
@@ -742,7 +745,7 @@ impl WasmSession {
         input: SessionInput,
     ) -> Result<Vec<SessionOutput>, SessionError> {
         let Some(session) = self.session else {
-            return Err(SessionError::Trap("session already failed".into()));
+            return Err(SessionError::Contract("session already failed".into()));
         };
         let input = match input {
             SessionInput::Audio { data, timestamp_ms } => {
@@ -784,7 +787,7 @@ impl WasmSession {
         let outputs = outputs?;
         if outputs.len() > MAX_OUTPUTS_PER_HANDLE {
             self.session = None;
-            return Err(SessionError::Trap(format!(
+            return Err(SessionError::Output(format!(
                 "returned {} outputs from one input (limit {MAX_OUTPUTS_PER_HANDLE})",
                 outputs.len()
             )));
@@ -833,9 +836,53 @@ struct HostState {
     /// The guest's stdout and stderr, capped.
     stdio: MemoryOutputPipe,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// Run time of the call in progress, and the session's CPU share.
     meter: Meter,
+}
+
+/// The store's limits, remembering a refused memory growth so that the trap it leads to (the
+/// guest's allocator gives up) is reported as running out of memory.
+struct Limiter {
+    limits: StoreLimits,
+    /// Bytes the guest last asked its memory to grow to and was refused.
+    memory_refused: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_refused = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// The run-time meter of one session: see the module docs and [`super::budget`].
@@ -1069,11 +1116,17 @@ fn trap(store: &mut Store<HostState>, e: wasmtime::Error) -> SessionError {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("note: "))
         .collect();
-    if said.is_empty() {
-        SessionError::Trap(cause)
+    let message = if said.is_empty() {
+        cause
     } else {
         let said: String = said.join(" / ").chars().take(300).collect();
-        SessionError::Trap(format!("{cause}; plugin said: {said}"))
+        format!("{cause}; plugin said: {said}")
+    };
+    match store.data_mut().limits.memory_refused.take() {
+        Some(bytes) => SessionError::Memory(format!(
+            "asked for {bytes} bytes of linear memory (limit {SESSION_MEMORY_LIMIT}), then {message}"
+        )),
+        None => SessionError::Trap(message),
     }
 }
 
