@@ -15,6 +15,7 @@ pub mod audio;
 pub mod call;
 pub mod check;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod records;

@@ -140,6 +140,7 @@ fn main() -> ExitCode {
             .with_span_list(false)
             .init(),
         LogFormat::Text => logs
+            .fmt_fields(switchboard::logging::escaped_fields())
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }

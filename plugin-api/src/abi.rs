@@ -23,6 +23,9 @@
 //! a session that panicked must not be used again. Native plugins are trusted code: nothing stops
 //! one from corrupting memory or hanging a thread; see the host's docs for what it does about it.
 
+// The one module of the SDK that calls across the C ABI; every `unsafe` block says why it holds.
+#![allow(unsafe_code)]
+
 use std::ffi::c_void;
 
 use serde::Serialize;
@@ -604,6 +607,7 @@ mod tests {
         let code = f(&mut out);
         // SAFETY: filled by the plugin, freed once below.
         let bytes = unsafe { out.as_slice() }.to_vec();
+        // SAFETY: `out` came from this table's plugin and is given back exactly once.
         unsafe { (API.free)(out) };
         (code, bytes)
     }
@@ -628,6 +632,7 @@ mod tests {
     fn open(settings: &str) -> (i32, Vec<u8>, *mut c_void) {
         let bytes = config(settings);
         let mut session = std::ptr::null_mut();
+        // SAFETY: `bytes` is readable for the call; `session` and `out` are writable.
         let (code, out) =
             call(|out| unsafe { (API.open)(bytes.as_ptr(), bytes.len(), &mut session, out) });
         (code, out, session)
@@ -635,6 +640,7 @@ mod tests {
 
     fn handle(session: *mut c_void, input: &SessionInput) -> (i32, Vec<u8>) {
         let bytes = encode(input);
+        // SAFETY: `session` is a live session of this table; `bytes` is readable, `out` writable.
         call(|out| unsafe { (API.handle)(session, bytes.as_ptr(), bytes.len(), out) })
     }
 
@@ -643,12 +649,15 @@ mod tests {
         assert_eq!(API.abi_version, ABI_VERSION);
         assert_eq!(API.stage, STAGE_REALTIME);
         assert_eq!(API.size as usize, size_of::<PluginApi>());
+        // SAFETY: the table's strings are `'static` literals of this crate.
         assert_eq!(unsafe { API.contract_version.to_string_lossy() }, "0.1.0");
+        // SAFETY: as above.
         assert_eq!(unsafe { API.build_info.to_string_lossy() }, "counter 1.0.0");
     }
 
     #[test]
     fn describe_open_handle_close() {
+        // SAFETY: `out` is writable for the call.
         let (code, bytes) = call(|out| unsafe { (API.describe)(out) });
         assert_eq!(code, status::OK);
         assert_eq!(decode::<PluginInfo>(&bytes).unwrap(), Counter::describe());
@@ -666,6 +675,7 @@ mod tests {
             decode::<PluginError>(&bytes).unwrap(),
             PluginError::Upstream("5".into())
         );
+        // SAFETY: `session` is live and closed once.
         unsafe { (API.close)(session) };
     }
 
@@ -686,6 +696,7 @@ mod tests {
         let (code, bytes) = handle(session, &SessionInput::Dtmf("!".into()));
         assert_eq!(code, status::PANIC);
         assert_eq!(String::from_utf8_lossy(&bytes), "boom 1");
+        // SAFETY: `session` is live and closed once.
         unsafe { (API.close)(session) };
     }
 
@@ -693,6 +704,7 @@ mod tests {
     fn garbage_input_is_refused_not_trusted() {
         let (_, _, session) = open("{}");
         let garbage = [0xFFu8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        // SAFETY: `session` is live; `garbage` is readable (if meaningless), `out` writable.
         let (code, bytes) =
             call(|out| unsafe { (API.handle)(session, garbage.as_ptr(), garbage.len(), out) });
         assert_eq!(
@@ -701,6 +713,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&bytes)
         );
+        // SAFETY: `session` is live and closed once.
         unsafe { (API.close)(session) };
     }
 

@@ -44,16 +44,23 @@
 //!
 //! `plugins/echo` in the Switchboard repository is a complete, commented template.
 
-// The bindings below are generated code: it uses `unsafe` for the canonical ABI.
-wit_bindgen::generate!({
-    world: "realtime-plugin",
-    path: "wit",
-    pub_export_macro: true,
-    export_macro_name: "__export_wit",
-    default_bindings_module: "switchboard_plugin_api",
-    generate_all,
-    additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
-});
+// The bindings below are generated code: it uses `unsafe` for the canonical ABI and documents
+// only what the WIT documents, so it lives in a module of its own that allows both, re-exported
+// whole (`switchboard::plugin::*`, `exports::*`).
+#[allow(unsafe_code, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "realtime-plugin",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_wit",
+        default_bindings_module: "switchboard_plugin_api",
+        generate_all,
+        additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
+    });
+}
+#[doc(inline)]
+pub use bindings::*;
 
 /// Bindings of the pipeline stage worlds (`stt-plugin`, `llm-plugin`, `tts-plugin`), sharing the
 /// `types` and `host` interfaces generated above. Their types are re-exported in [`types`].
@@ -61,6 +68,7 @@ pub mod stages {
     macro_rules! stage_world {
         ($(#[$doc:meta])* $module:ident, $world:literal, $macro:literal, $bindings:literal) => {
             $(#[$doc])*
+            #[allow(unsafe_code, missing_docs)]
             pub mod $module {
                 wit_bindgen::generate!({
                     world: $world,

@@ -12,6 +12,8 @@
 //! Variants are interleaved round by round and each figure is the median over rounds, so a
 //! burst of load on a shared machine moves all of them alike.
 
+// The raw C ABI variant calls the native table itself, as the host's loader does.
+#![allow(unsafe_code)]
 use std::time::{Duration, Instant};
 
 use switchboard::plugin::native::NativeLoader;
@@ -166,6 +168,7 @@ async fn handle_costs(
             let code = unsafe { (raw.handle)(raw_session, bytes.as_ptr(), bytes.len(), &mut out) };
             // SAFETY: filled by the plugin and freed once.
             let outputs: Vec<sdk::SessionOutput> = abi::decode(unsafe { out.as_slice() })?;
+            // SAFETY: as above: given back once.
             unsafe { (raw.free)(out) };
             anyhow::ensure!(code == abi::status::OK && outputs.len() == 1);
         }

@@ -2,6 +2,8 @@
 //! components, writes agents.toml files that point at them, starts the gateway on a loopback
 //! port, and measures audio.
 
+#![forbid(unsafe_code)]
+
 pub mod fake_openai;
 pub mod fake_openai_http;
 pub mod fake_twilio;

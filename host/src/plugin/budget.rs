@@ -256,14 +256,7 @@ pub fn escape_log(text: &str) -> String {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    let mut out = String::with_capacity(cut + 16);
-    for c in text[..cut].chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    let mut out = crate::logging::escape_controls(&text[..cut]).into_owned();
     if cut < text.len() {
         out.push_str(&format!("…[{} bytes cut]", text.len() - cut));
     }

@@ -124,10 +124,10 @@ unsafe extern "C" fn host_io(call: *const u8, len: usize, out: *mut Buffer) -> i
 }
 
 unsafe fn host_io_unguarded(call: *const u8, len: usize, out: *mut Buffer) -> i32 {
-    // SAFETY: the plugin passes `len` readable bytes (or null with 0).
     let bytes = if call.is_null() || len == 0 {
         &[][..]
     } else {
+        // SAFETY: the plugin passes `len` readable bytes (or null with 0).
         unsafe { std::slice::from_raw_parts(call, len) }
     };
     let (code, reply) = match abi::decode::<HostCall>(bytes) {

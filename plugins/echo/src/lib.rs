@@ -12,6 +12,8 @@
 //!
 //! DTMF: `#` hangs up; any other key stops the reply that is playing (`clear-playback`).
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
 

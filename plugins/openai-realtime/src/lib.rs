@@ -24,6 +24,8 @@
 //! `allowed_hosts` must include the `base_url` host (`api.openai.com`).
 //! Protocol: the GA Realtime API event reference, developers.openai.com/api/reference/resources/realtime.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
 
 use base64::Engine as _;

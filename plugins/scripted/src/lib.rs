@@ -19,6 +19,8 @@
 //! To use a real model instead, point the agent's LLM stage at any OpenAI-compatible
 //! `/v1/chat/completions` endpoint (see the repository README).
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
 

@@ -3,6 +3,8 @@
 //! `end-of-turn`, so pipeline tests control what the "caller said" exactly. With `delay_ms`, it
 //! blocks its thread that long before answering, as a local recognizer computing would.
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
 

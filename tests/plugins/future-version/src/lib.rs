@@ -3,6 +3,9 @@
 //! naming both versions.
 
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+// A fixture that fakes a foreign plugin: generated bindings without docs, and a hand-made native
+// table (the only way to build one for another ABI version).
+#![allow(unsafe_code, missing_docs)]
 
 // This fixture uses wit-bindgen directly (not the SDK, which is for 0.1.0) for its WASM side.
 

@@ -30,6 +30,8 @@
 //!
 //! It builds both ways, like every plugin: as a WASM component and as a native library.
 
+#![forbid(unsafe_code)]
+
 use switchboard_plugin_api::prelude::*;
 
 struct MisbehaveSession {

@@ -2,6 +2,8 @@
 //! (default 50) per character of text, as PCM16 at 8000 Hz, so a test knows exactly how long each
 //! clause of a reply plays.
 
+#![forbid(unsafe_code)]
+
 use serde::Deserialize;
 use switchboard_plugin_api::prelude::*;
 
