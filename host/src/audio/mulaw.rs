@@ -409,4 +409,45 @@ mod tests {
         expected[0x7F] = 0xFF;
         assert_eq!(back, expected);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any PCM16 of any length: one byte per sample, decoded within G.711's quantization
+            /// step (about 1/32 of the magnitude; more at the clipping edge above 32,124), and
+            /// encoding what was decoded gives the same bytes again (exact).
+            #[test]
+            fn any_pcm_round_trips_within_a_step(samples in proptest::collection::vec(any::<i16>(), 0..4000)) {
+                let mut encoded = Vec::new();
+                encode_into(&samples, &mut encoded);
+                prop_assert_eq!(encoded.len(), samples.len());
+                let mut decoded = Vec::new();
+                decode_into(&encoded, &mut decoded);
+                for (a, b) in samples.iter().zip(&decoded) {
+                    let magnitude = a.unsigned_abs();
+                    let tolerance = if magnitude > 32_000 { 1024 } else { (magnitude / 16).max(16) };
+                    prop_assert!(a.abs_diff(*b) <= tolerance, "{a} decoded as {b}");
+                }
+                // Exact, but for μ-law's two zeros: 0x7F (−0) decodes to 0, which encodes as 0xFF.
+                let mut again = Vec::new();
+                encode_into(&decoded, &mut again);
+                let canonical: Vec<u8> = encoded.iter().map(|&b| if b == 0x7F { 0xFF } else { b }).collect();
+                prop_assert_eq!(again, canonical);
+            }
+
+            /// Little-endian PCM16 bytes of any length, odd ones included: a byte per whole
+            /// sample, the odd byte left out, no panic.
+            #[test]
+            fn any_pcm16le_bytes_encode(bytes in proptest::collection::vec(any::<u8>(), 0..2001)) {
+                let mut out = Vec::new();
+                encode_from_pcm16le(&bytes, &mut out);
+                prop_assert_eq!(out.len(), bytes.len() / 2);
+                let mut pcm = Vec::new();
+                decode_to_pcm16le(&out, &mut pcm);
+                prop_assert_eq!(pcm.len(), out.len() * 2);
+            }
+        }
+    }
 }

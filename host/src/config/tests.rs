@@ -710,3 +710,46 @@ fn cpu_share_keys_are_read_with_defaults_and_checked() {
     at_key(&errors, "plugins.echo.cpu_percent");
     at_key(&errors, "plugins.echo.cpu_burst_ms");
 }
+
+mod properties {
+    use super::super::test_support::{build, no_env};
+    use proptest::prelude::*;
+
+    /// The shipped agents.toml, as operators start from it.
+    const SHIPPED: &str = include_str!("../../../agents.toml");
+
+    proptest! {
+        /// The shipped file with a random cut, a byte replaced, or a line dropped or doubled:
+        /// it loads, or it is refused with errors that each name the file and (but for a whole-
+        /// file problem) a line — never a panic.
+        #[test]
+        fn mutated_shipped_configs_load_or_say_where(
+            at in 0usize..SHIPPED.len(),
+            byte in prop::sample::select(b"=[]{}\"'#,.\n 0a-$".to_vec()),
+            op in 0u8..4,
+        ) {
+            let mut text = SHIPPED.as_bytes().to_vec();
+            match op {
+                0 => text.truncate(at),
+                1 => text[at] = byte,
+                2 => text.insert(at, byte),
+                _ => {
+                    let lines: Vec<&str> = SHIPPED.lines().collect();
+                    let n = at % lines.len();
+                    let mut out: Vec<&str> = lines.clone();
+                    if at % 2 == 0 { out.remove(n); } else { out.insert(n, lines[n]); }
+                    text = out.join("\n").into_bytes();
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            let (_dir, result) = build(&text, &no_env);
+            if let Err(errors) = result {
+                prop_assert!(!errors.errors().is_empty());
+                for error in errors.iter() {
+                    let shown = error.to_string();
+                    prop_assert!(shown.contains("agents.toml"), "{shown}");
+                }
+            }
+        }
+    }
+}

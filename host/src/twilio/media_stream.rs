@@ -536,4 +536,33 @@ mod tests {
             frame[..160]
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const MEDIA: &str = r#"{"event":"media","sequenceNumber":"3","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"40","payload":"/////w=="}}"#;
+
+        proptest! {
+            /// Any text at all: parsed or refused with an error, never a panic.
+            #[test]
+            fn any_text_parses_or_errs(text in ".{0,400}") {
+                let _ = parse(&text);
+            }
+
+            /// A real `media` message with one byte changed, cut short or grown: parsed or
+            /// refused, never a panic; a parsed payload decodes or errs.
+            #[test]
+            fn mutated_media_parses_or_errs(at in 0usize..MEDIA.len(), byte in any::<u8>(), cut in 0usize..MEDIA.len()) {
+                let mut bytes = MEDIA.as_bytes().to_vec();
+                bytes[at] = byte;
+                for text in [String::from_utf8_lossy(&bytes).into_owned(), MEDIA[..cut].to_string()] {
+                    if let Ok(Inbound::Media { media, .. }) = parse(&text) {
+                        let mut out = Vec::new();
+                        let _ = media.decode_payload(&mut out);
+                    }
+                }
+            }
+        }
+    }
 }

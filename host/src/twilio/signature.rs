@@ -586,4 +586,27 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any URL, form, signature and settings header: validated or refused, never a panic;
+            /// and a signature computed for the form is accepted.
+            #[test]
+            fn any_request_validates_or_errs(
+                url in ".{0,120}",
+                params in proptest::collection::vec((".{0,20}", ".{0,40}"), 0..8),
+                signature in ".{0,60}",
+                settings in proptest::option::of(".{0,40}"),
+            ) {
+                let algorithm = Algorithm::from_settings(settings.as_deref()).unwrap_or_default();
+                let _ = validate("token", &url, Body::Form(&params), &signature, algorithm);
+                let _ = validate("token", &url, Body::Raw(signature.as_bytes()), &signature, algorithm);
+                let good = compute("token", &url, &params, algorithm);
+                prop_assert!(validate("token", &url, Body::Form(&params), &good, algorithm).is_ok());
+            }
+        }
+    }
 }
