@@ -142,6 +142,9 @@ async fn neighbour(
                             "neighbour frame {heard} came back wrong"
                         );
                         let rtt = sent_at[heard as usize].elapsed();
+                        if rtt > Duration::from_millis(10) && std::env::var_os("SWITCHBOARD_CONTAINMENT_TRACE").is_some() {
+                            println!("  frame {heard}: {:.1} ms at +{:.0} ms", rtt.as_secs_f64() * 1000.0, sent_at[0].elapsed().as_secs_f64() * 1000.0);
+                        }
                         worst = worst.max(rtt);
                         heard += 1;
                     }
@@ -424,7 +427,13 @@ fn run_cases(workers: usize) -> anyhow::Result<()> {
         .build()?;
     let bound = bound();
     let mut report = Vec::new();
-    for case in CASES {
+    // `SWITCHBOARD_CONTAINMENT_CASES=busy,spin` runs only those behaviours.
+    let only = std::env::var("SWITCHBOARD_CONTAINMENT_CASES").ok();
+    let chosen = |case: &&Case| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|b| b == case.behaviour))
+    };
+    for case in CASES.iter().filter(chosen) {
         let label = format!("{} ({}, {workers} worker(s))", case.behaviour, case.path);
         let config = CONFIG
             .replace("MISBEHAVE", case.path)

@@ -38,6 +38,11 @@ impl Inbox {
         Some(message)
     }
 
+    /// True when no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Whether another message may be read from the socket now.
     pub fn accepting(&self) -> bool {
         self.queue.len() < INBOX_MESSAGES || self.media > 0

@@ -938,8 +938,12 @@ impl Meter {
         UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
-                // Deferred by tokio until the other ready tasks and the I/O driver have run.
+                // `yield_now` is deferred by tokio until the I/O driver has been polled (so a
+                // neighbour whose frame just arrived is made ready), but it then wakes into the
+                // worker's LIFO slot, ahead of that neighbour; yielding once more by waking
+                // itself puts the guest at the back of the run queue, behind it.
                 tokio::task::yield_now().await;
+                BackOfTheQueue(false).await;
                 clock.start_slice();
             }),
         )
@@ -951,6 +955,26 @@ impl Meter {
         self.run_before = Duration::ZERO;
         self.bucket.charge(running, Instant::now())?;
         Ok(())
+    }
+}
+
+/// Returns `Pending` once, waking its own task first: tokio reschedules a task that woke itself
+/// while being polled at the back of the worker's run queue (not in its LIFO slot).
+struct BackOfTheQueue(bool);
+
+impl std::future::Future for BackOfTheQueue {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
