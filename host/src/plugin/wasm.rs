@@ -12,8 +12,9 @@
 //! block on the tokio runtime from inside it. A guest is **sliced**: the engine's epoch advances
 //! every [`EPOCH_TICK`], and at each tick the store's epoch callback measures the call
 //! ([`budget`](super::budget)): a guest that has run for [`MIN_SLICE`] or more since it last
-//! resumed yields to the runtime (`tokio::task::yield_now`, which lets every other ready task and
-//! the I/O driver run first), so no guest holds an async worker for much more than one tick; a
+//! resumed yields to the runtime (`tokio::task::yield_now`, so the I/O driver is polled, then once
+//! more to the back of the run queue, behind the calls the driver woke), so no guest holds an
+//! async worker for much more than one tick; a
 //! call whose run time passes its budget, or whose session's CPU share runs out, is interrupted.
 
 use std::path::Path;
