@@ -68,7 +68,7 @@ async fn scripted_llm_replies_through_the_host_in_both_builds() -> anyhow::Resul
         );
         // A stage refuses inputs of another stage, and a realtime open.
         let wrong = session.handle(StageInput::Text("hi".into())).await;
-        assert!(matches!(wrong, Err(SessionError::Trap(_))), "{wrong:?}");
+        assert!(matches!(wrong, Err(SessionError::Contract(_))), "{wrong:?}");
         assert!(plugin.open(&config(SCRIPT)).await.is_err());
         replies.push(out);
     }
