@@ -39,6 +39,12 @@
 //! - `--log` replaces the gateway's `RUST_LOG`. The default logs warnings only, plus the line that
 //!   gives the listening address: per-call info lines are a cost of their own at a thousand
 //!   calls, and not the one measured here.
+//! - `--soak` (one N, e.g. `--calls 500 --duration 600`): a soak. Every minute of the media
+//!   phase it samples the gateway's resident memory, open file descriptors (`/proc/PID/fd`) and
+//!   threads; it reports the round-trip p99 of the frames sent in each minute, the RSS growth
+//!   after the first minute (warm-up), and the descriptors and RSS once every call has ended,
+//!   against the idle gateway before the first call. Flat: RSS growth < 5 %, descriptors back to
+//!   the idle count.
 //! - `--gateway` adds another build to compare (e.g. a copy of `target/release/switchboard` from
 //!   before a change): for each N its row runs before the current build's, in the same run.
 
@@ -95,6 +101,8 @@ struct Args {
     calls: Vec<usize>,
     duration: Duration,
     perf: bool,
+    /// Sample the gateway every minute and report a soak (`print_soak`).
+    soak: bool,
     log: String,
     /// Threads (each a single-threaded tokio runtime) the client's calls are spread over.
     client_threads: usize,
@@ -113,6 +121,7 @@ fn args() -> anyhow::Result<Args> {
         calls: DEFAULT_CALLS.to_vec(),
         duration: Duration::from_secs(DEFAULT_DURATION_S),
         perf: false,
+        soak: false,
         log: GATEWAY_LOG.to_string(),
         client_threads: DEFAULT_CLIENT_THREADS,
         gateway_workers: None,
@@ -146,6 +155,7 @@ fn args() -> anyhow::Result<Args> {
                 out.duration = Duration::from_secs(secs);
             }
             "--perf" => out.perf = true,
+            "--soak" => out.soak = true,
             "--gateway-workers" => out.gateway_workers = Some(count(&arg, it.next(), 1024)?),
             "--gateway-shards" => out.gateway_shards = Some(count(&arg, it.next(), 1024)?),
             "--client-threads" => out.client_threads = count(&arg, it.next(), 64)?,
@@ -166,7 +176,7 @@ fn args() -> anyhow::Result<Args> {
             }
             other => bail!(
                 "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] \
-                 [--perf] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
+                 [--perf] [--soak] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
             ),
         }
     }
@@ -258,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             // Idle baseline: after start-up, before any call.
             std::thread::sleep(Duration::from_secs(1));
             let idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
+            let idle_fd_targets = fd_targets(pid)?;
             nofile = open_file_limits(pid);
             eprintln!(
                 "{label}: {n} calls (gateway pid {pid} at {})…",
@@ -274,11 +285,28 @@ fn main() -> anyhow::Result<()> {
                     .perf
                     .then(|| perf_dir.join(format!("perf-{label}-{n}.data"))),
                 client_threads: args.client_threads,
+                soak: args.soak,
             };
             let mut row = client.block_on(run_level(&level))?;
             row.gateway = label.clone();
             row.idle_rss_kib = idle_rss_kib;
             row.hwm_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
+            row.idle_fds = idle_fd_targets.len();
+            if args.soak {
+                // After the calls: every session closed, every socket and record handle released.
+                client.block_on(wait_idle(&format!("http://{}", gateway.address)))?;
+                std::thread::sleep(Duration::from_secs(2));
+                row.after = Some(Sample::of(pid, row.wall)?);
+                let mut idle = idle_fd_targets.clone();
+                for target in fd_targets(pid)? {
+                    match idle.iter().position(|t| *t == target) {
+                        Some(i) => {
+                            idle.swap_remove(i);
+                        }
+                        None => row.new_fds.push(target),
+                    }
+                }
+            }
             eprintln!("  {}", row.summary());
             warnings.extend(gateway.warnings());
             drop(gateway);
@@ -288,6 +316,11 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&pinned);
     print_report(&args, &rows, started, clk_tck, &nofile);
+    if args.soak {
+        for row in &rows {
+            print_soak(row);
+        }
+    }
     if !warnings.is_empty() {
         println!(
             "\nGateway warnings and errors ({} lines; first ones):",
@@ -427,6 +460,32 @@ struct Level {
     perf: Option<PathBuf>,
     /// Threads the calls are spread over, round-robin.
     client_threads: usize,
+    /// Sample the gateway every `SOAK_SAMPLE`.
+    soak: bool,
+}
+
+/// How often a soak samples the gateway, and the span its round-trip percentiles group by.
+const SOAK_SAMPLE: Duration = Duration::from_secs(60);
+
+/// One reading of the gateway process during a soak.
+struct Sample {
+    /// Into the media phase.
+    at: Duration,
+    rss_kib: u64,
+    /// Open file descriptors (`/proc/PID/fd` entries).
+    fds: usize,
+    threads: u64,
+}
+
+impl Sample {
+    fn of(pid: u32, at: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            at,
+            rss_kib: proc_status_kib(pid, "VmRSS")?,
+            fds: open_fds(pid)?,
+            threads: proc_status_kib(pid, "Threads")?,
+        })
+    }
 }
 
 /// One row of the report.
@@ -457,6 +516,16 @@ struct Row {
     idle_rss_kib: u64,
     hwm_kib: u64,
     errors: Vec<String>,
+    /// Open descriptors of the idle gateway before the first call.
+    idle_fds: usize,
+    /// Soak samples, one per `SOAK_SAMPLE` of the media phase.
+    samples: Vec<Sample>,
+    /// Soak: (minute, frames echoed, round-trip p99, max) of the frames sent in each minute.
+    minutes: Vec<(usize, usize, Duration, Duration)>,
+    /// Soak: the gateway once every call has ended.
+    after: Option<Sample>,
+    /// Soak: descriptors open after the calls that were not open when idle (their targets).
+    new_fds: Vec<String>,
 }
 
 impl Row {
@@ -588,9 +657,18 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
     );
     let started = Instant::now();
     let end = t0 + level.duration;
+    let mut samples = Vec::new();
+    if level.soak {
+        samples.push(Sample::of(level.pid, Duration::ZERO)?);
+    }
+    let mut next_sample = started + SOAK_SAMPLE;
     while Instant::now() < end {
         tokio::time::sleep(RSS_SAMPLE.min(end.saturating_duration_since(Instant::now()))).await;
         peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
+        if level.soak && Instant::now() >= next_sample {
+            samples.push(Sample::of(level.pid, started.elapsed())?);
+            next_sample += SOAK_SAMPLE;
+        }
     }
     let (gw1, cl1, all1) = (
         proc_cpu_ticks(level.pid)?,
@@ -622,6 +700,37 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         rtt.get(((rtt.len().saturating_sub(1)) as f64 * p).round() as usize)
             .map_or(Duration::ZERO, |us| Duration::from_micros(u64::from(*us)))
     };
+    let per_minute = (SOAK_SAMPLE.as_millis() / FRAME.as_millis()) as u32;
+    let mut minutes: Vec<Vec<u32>> = Vec::new();
+    if level.soak {
+        for log in &logs {
+            for (frame, us) in log.rtt_frame.iter().zip(&log.rtt_us) {
+                let m = (frame / per_minute) as usize;
+                if minutes.len() <= m {
+                    minutes.resize_with(m + 1, Vec::new);
+                }
+                minutes[m].push(*us);
+            }
+        }
+    }
+    let minutes = minutes
+        .into_iter()
+        .enumerate()
+        .map(|(m, mut us)| {
+            us.sort_unstable();
+            let p99 = us
+                .get(((us.len().saturating_sub(1)) as f64 * 0.99).round() as usize)
+                .copied()
+                .unwrap_or(0);
+            let max = us.last().copied().unwrap_or(0);
+            (
+                m,
+                us.len(),
+                Duration::from_micros(u64::from(p99)),
+                Duration::from_micros(u64::from(max)),
+            )
+        })
+        .collect();
     let mut errors: Vec<String> = logs.iter().filter_map(|l| l.error.clone()).collect();
     errors.dedup();
     Ok(Row {
@@ -651,6 +760,11 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         idle_rss_kib: 0,
         hwm_kib: 0,
         errors,
+        idle_fds: 0,
+        samples,
+        minutes,
+        after: None,
+        new_fds: Vec::new(),
     })
 }
 
@@ -802,6 +916,97 @@ fn open_file_limits(pid: u32) -> String {
         soft(format!("/proc/{pid}/limits")),
         soft("/proc/self/limits".into())
     )
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(fd_targets(pid)?.len())
+}
+
+/// What each open descriptor of `pid` points at (`/proc/PID/fd/N`'s link: a path, `socket:[…]`,
+/// `anon_inode:[eventpoll]`), with socket and pipe inode numbers dropped so that sets compare.
+fn fd_targets(pid: u32) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("reading /proc/{pid}/fd"))?
+    {
+        let Ok(entry) = entry else { continue };
+        let target = std::fs::read_link(entry.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        out.push(target.split(":[").next().unwrap_or_default().to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The soak report of one row: per-minute samples and percentiles, then the verdicts.
+fn print_soak(r: &Row) {
+    println!(
+        "\n# Soak: {} calls ({}), {:.0} s of media\n",
+        r.n,
+        r.gateway,
+        r.wall.as_secs_f64()
+    );
+    println!("| minute | RSS | open fds | threads | frames echoed | RTT p99 | max |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| idle | {:.1} MiB | {} | | | | |",
+        r.idle_rss_kib as f64 / 1024.0,
+        r.idle_fds
+    );
+    for s in &r.samples {
+        let m = (s.at.as_secs_f64() / SOAK_SAMPLE.as_secs_f64()).round() as usize;
+        let (frames, p99, max) = r.minutes.iter().find(|(i, ..)| *i + 1 == m).map_or(
+            (String::new(), String::new(), String::new()),
+            |(_, n, p, x)| {
+                (
+                    n.to_string(),
+                    format!("{:.2} ms", ms(*p)),
+                    format!("{:.1} ms", ms(*x)),
+                )
+            },
+        );
+        println!(
+            "| {m} | {:.1} MiB | {} | {} | {frames} | {p99} | {max} |",
+            s.rss_kib as f64 / 1024.0,
+            s.fds,
+            s.threads
+        );
+    }
+    if let Some(a) = &r.after {
+        println!(
+            "| after | {:.1} MiB | {} | {} | | | |",
+            a.rss_kib as f64 / 1024.0,
+            a.fds,
+            a.threads
+        );
+    }
+    // Warm-up: the first minute (the allocator and the calls' buffers reach their working size).
+    let warm = r.samples.iter().find(|s| s.at >= SOAK_SAMPLE);
+    let last = r.samples.last();
+    if let (Some(warm), Some(last)) = (warm, last) {
+        let growth = 100.0 * (last.rss_kib as f64 - warm.rss_kib as f64) / warm.rss_kib as f64;
+        println!(
+            "\nRSS growth after warm-up (minute 1 → last sample): {growth:+.2} % ({}: < 5 %)",
+            if growth < 5.0 { "flat" } else { "GROWING" }
+        );
+    }
+    if let Some(a) = &r.after {
+        println!(
+            "Open descriptors after the calls: {} against {} idle ({})",
+            a.fds,
+            r.idle_fds,
+            if a.fds <= r.idle_fds {
+                "back to baseline"
+            } else {
+                "LEAKED"
+            }
+        );
+        if !r.new_fds.is_empty() {
+            println!("Opened since idle and still open: {}", r.new_fds.join(", "));
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use switchboard::call::{CallContext, CallStats, EndReason, START_TIMEOUT};
 use switchboard::plugin::Plugins;
+use switchboard::plugin::Stage;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard_tests::memory_socket::{self, Peer, dtmf, media, start, stop};
 use switchboard_tests::{SANDBOX_CONFIG, write_config};
@@ -220,5 +221,110 @@ async fn pipeline_call_ends_at_the_drain_deadline() -> anyhow::Result<()> {
     drain.send(true)?;
     assert!(peer.until("close", SID).await.is_some());
     assert_eq!(task.await?.0, EndReason::Shutdown);
+    Ok(())
+}
+
+/// A pipeline stage that fails mid-call ends the call with the apology, blamed on that stage:
+/// the TTS stage returns 132 s of audio for the greeting, past the host's 120 s bound on queued
+/// audio (an output error).
+#[tokio::test(start_paused = true)]
+async fn a_failing_pipeline_stage_ends_the_call_with_the_apology() -> anyhow::Result<()> {
+    // A budget that generating 132 s of tone fits on a loaded machine: the failure is the
+    // output's size, not the time taken.
+    let config = pipeline_config()
+        .replace("ms_per_char = 20", "ms_per_char = 11000")
+        .replace(
+            "path = \"{plugins}/tone_tts.wasm\"",
+            "path = \"{plugins}/tone_tts.wasm\"\nbudget_ms = 20000\ncpu_percent = 400\ncpu_burst_ms = 60000",
+        );
+    let (task, mut peer) = call(context(&config).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    let apology = peer.until("mark", SID).await.expect("the apology's mark");
+    assert_eq!(apology["mark"]["name"], "switchboard:apology");
+    peer.send(memory_socket::mark(SID, "switchboard:apology"))
+        .await?;
+    let (reason, _) = task.await?;
+    match &reason {
+        EndReason::PluginFailed(failure) => {
+            assert_eq!(failure.error.kind(), "output", "{failure}");
+            assert_eq!(failure.plugin.as_deref(), Some("tts"), "{failure}");
+            assert_eq!(failure.stage, Some(Stage::Tts), "{failure}");
+        }
+        other => panic!("ended by {other:?}"),
+    }
+    Ok(())
+}
+
+/// A stage that refuses its settings at `open` fails the call at `start`, blamed on it, with the
+/// plugin's own error kind.
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_stage_that_cannot_open_fails_the_call() -> anyhow::Result<()> {
+    let config = pipeline_config().replace(
+        r#"settings = { text = "What are your hours?" }"#,
+        r#"settings = { text = "x", unknown = 1 }"#,
+    );
+    let (task, mut peer) = call(context(&config).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    let apology = peer.until("mark", SID).await.expect("the apology's mark");
+    peer.send(memory_socket::mark(
+        SID,
+        apology["mark"]["name"].as_str().unwrap_or_default(),
+    ))
+    .await?;
+    let (reason, _) = task.await?;
+    match &reason {
+        EndReason::PluginFailed(failure) => {
+            assert_eq!(failure.error.kind(), "error", "{failure}");
+            assert_eq!(failure.plugin.as_deref(), Some("stt"), "{failure}");
+        }
+        other => panic!("ended by {other:?}"),
+    }
+    Ok(())
+}
+
+/// A socket error (an oversized message) ends a pipeline call too.
+#[tokio::test(start_paused = true)]
+async fn pipeline_call_ends_on_a_socket_error() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&pipeline_config()).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    peer.until("media", SID)
+        .await
+        .expect("the greeting's audio");
+    peer.raw(Err(axum::Error::new(std::io::Error::other(
+        "Space limit exceeded: Message too long",
+    ))))
+    .await?;
+    let (reason, _) = task.await?;
+    assert!(
+        matches!(&reason, EndReason::SocketError(e) if e.contains("too long")),
+        "{reason:?}"
+    );
+    Ok(())
+}
+
+/// No `start` on the stream of a pipeline agent's number: the start timeout holds before any
+/// engine is chosen, as for a realtime one.
+#[tokio::test(start_paused = true)]
+async fn pipeline_agent_socket_without_start_ends_at_the_start_timeout() -> anyhow::Result<()> {
+    let ctx = context(&pipeline_config()).await?;
+    let began = tokio::time::Instant::now();
+    let (task, _peer) = call(ctx);
+    assert_eq!(task.await?.0, EndReason::NoStart);
+    assert!(began.elapsed() >= START_TIMEOUT);
+    Ok(())
+}
+
+/// The plugin asks for a transfer without Twilio's REST API configured: refused (logged), and
+/// the call goes on until `stop`.
+#[tokio::test(start_paused = true)]
+async fn a_transfer_without_the_rest_api_is_refused_and_the_call_goes_on() -> anyhow::Result<()> {
+    let (task, mut peer) = call(context(&sandbox("transfer")).await?);
+    peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
+        .await?;
+    peer.send(dtmf(SID, "1")).await?;
+    peer.send(media(SID, 1, 0x11)).await?;
+    peer.until("media", SID).await.expect("the call goes on");
+    peer.send(stop(SID)).await?;
+    assert_eq!(task.await?.0, EndReason::Stop);
     Ok(())
 }

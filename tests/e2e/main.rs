@@ -3,6 +3,7 @@
 
 mod call;
 mod call_loop;
+mod fuzz;
 mod metrics;
 mod offline;
 mod openai_stages;

@@ -1,15 +1,15 @@
 //! The OpenAI pipeline-stage plugins (`openai-stt`, `openai-llm`, `openai-tts`) through the
 //! host, each built from source as a WASM component and as a native library, against the fake
-//! OpenAI HTTP server on loopback. The tests drive a `StageSession` the way the call task does:
-//! every I/O command the session queues goes to an `IoDriver`, and every event the driver
-//! reports goes back to the session as `io`.
+//! OpenAI HTTP server on loopback. The tests drive a `StageSession` the way the stage task does:
+//! the session runs the I/O it asks for, and every event of it (`next_io_event`) goes back to
+//! the session as `io`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::config::Secret;
-use switchboard::plugin::io::{IoDriver, IoPolicy};
+use switchboard::plugin::io::IoPolicy;
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{
@@ -59,31 +59,21 @@ fn config(fake: &FakeOpenAiHttp, settings: serde_json::Value, key: &str) -> Sess
 /// A stage session with the call task's I/O loop around it.
 struct Driven {
     session: StageSession,
-    io: IoDriver,
     kind: &'static str,
 }
 
 impl Driven {
     async fn open(plugin: &Plugin, config: &SessionConfig) -> anyhow::Result<Self> {
-        let mut session = plugin.open_stage(config).await?;
-        let mut io = IoDriver::new();
-        for command in session.take_io() {
-            io.execute(command);
-        }
+        let session = plugin.open_stage(config).await?;
         Ok(Self {
             session,
-            io,
             kind: plugin.kind(),
         })
     }
 
-    /// Feeds one input and hands the I/O it queued to the driver (after an error too).
+    /// Feeds one input (the session starts the I/O it queued, after an error too).
     async fn send(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
-        let result = self.session.handle(input).await;
-        for command in self.session.take_io() {
-            self.io.execute(command);
-        }
-        result
+        self.session.handle(input).await
     }
 
     /// Feeds I/O events back until `enough` holds for the outputs so far; returns the outputs
@@ -95,7 +85,7 @@ impl Driven {
         let mut batches = Vec::new();
         let mut all = Vec::new();
         while !enough(&all) {
-            let event = tokio::time::timeout(EVENT_TIMEOUT, self.io.next_event())
+            let event = tokio::time::timeout(EVENT_TIMEOUT, self.session.next_io_event())
                 .await
                 .unwrap_or_else(|_| panic!("{}: no I/O event; outputs so far {all:?}", self.kind));
             let out = self.send(StageInput::Io(event)).await?;
@@ -111,7 +101,8 @@ impl Driven {
     async fn drain(&mut self, window: Duration) -> Result<Vec<StageOutput>, SessionError> {
         let mut all = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
-        while let Ok(event) = tokio::time::timeout_at(deadline, self.io.next_event()).await {
+        while let Ok(event) = tokio::time::timeout_at(deadline, self.session.next_io_event()).await
+        {
             all.extend(self.send(StageInput::Io(event)).await?);
         }
         Ok(all)
@@ -353,7 +344,8 @@ async fn llm_upstream_error_mid_reply_is_a_plugin_error() -> anyhow::Result<()> 
             llm.send(history()).await?;
             let mut deltas = Vec::new();
             let error = loop {
-                let event = tokio::time::timeout(EVENT_TIMEOUT, llm.io.next_event()).await?;
+                let event =
+                    tokio::time::timeout(EVENT_TIMEOUT, llm.session.next_io_event()).await?;
                 match llm.send(StageInput::Io(event)).await {
                     Ok(out) => {
                         assert!(!has_done(&out), "{kind}: {failure:?} is not a whole reply");

@@ -7,6 +7,7 @@
 pub mod fake_openai;
 pub mod fake_openai_http;
 pub mod fake_twilio;
+pub mod fuzz;
 pub mod memory_socket;
 pub mod phone;
 
@@ -64,13 +65,22 @@ pub fn plugin_dirs() -> anyhow::Result<PluginDirs> {
             let root = workspace_root();
             let host = host_triple()?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
+            let mut command = Command::new(cargo);
+            if cfg!(fuzzing) {
+                // Under `cargo fuzz` the environment carries libFuzzer's coverage flags, which
+                // the plugins' WASM build cannot take: they build as they do for the tests.
+                command
+                    .env_remove("RUSTFLAGS")
+                    .env_remove("CARGO_ENCODED_RUSTFLAGS");
+            }
+            let out = command
                 .current_dir(&root)
                 .args(["plugins", "--quiet", "--target", &host])
                 .args(["-p", "switchboard-fixture-misbehave"])
                 .args(["-p", "switchboard-fixture-future-version"])
                 .args(["-p", "switchboard-fixture-fixed-stt"])
                 .args(["-p", "switchboard-fixture-tone-tts"])
+                .args(["-p", "switchboard-fixture-fuzzer"])
                 .output()
                 .map_err(|e| format!("running cargo plugins: {e}"))?;
             if !out.status.success() {

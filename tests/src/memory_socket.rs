@@ -108,6 +108,24 @@ impl Peer {
         }
     }
 
+    /// The next message the gateway has already sent, without waiting: JSON as [`Peer::next`]
+    /// gives it, or `{"invalid": TEXT}` for a text frame that is not JSON; `None` when nothing
+    /// is queued.
+    pub fn try_next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.from_gateway.try_recv().ok()? {
+                Message::Text(t) => {
+                    return Some(
+                        serde_json::from_str(t.as_str())
+                            .unwrap_or_else(|_| serde_json::json!({"invalid": t.as_str()})),
+                    );
+                }
+                Message::Close(_) => return Some(serde_json::json!({"close": true})),
+                _ => {}
+            }
+        }
+    }
+
     /// Reads until an event named `event` arrives, echoing every mark as Twilio does once its
     /// audio has played; returns it.
     pub async fn until(&mut self, event: &str, stream_sid: &str) -> Option<serde_json::Value> {
@@ -138,6 +156,13 @@ pub fn media(stream_sid: &str, chunk: u64, byte: u8) -> serde_json::Value {
     serde_json::json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(),
         "streamSid": stream_sid, "media": {"track": "inbound", "chunk": chunk.to_string(),
         "timestamp": (chunk * 20).to_string(), "payload": BASE64.encode([byte; 160])}})
+}
+
+/// `media` chunk `chunk` carrying `payload` (any length).
+pub fn media_payload(stream_sid: &str, chunk: u64, payload: &[u8]) -> serde_json::Value {
+    serde_json::json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(),
+        "streamSid": stream_sid, "media": {"track": "inbound", "chunk": chunk.to_string(),
+        "timestamp": (chunk * 20).to_string(), "payload": BASE64.encode(payload)}})
 }
 
 /// A mark echo.

@@ -58,6 +58,17 @@ pub(super) fn record_call_metrics(
     }
 }
 
+/// The kind of the plugin failure that ended the call, or that happened at its end
+/// ([`SessionError::kind`]): the record's `failure_kind`, the metric's `kind` label and the
+/// "call ended" log line's `failure_kind` field.
+pub(super) fn failure_kind(reason: &EndReason, stats: &CallStats) -> Option<&'static str> {
+    match (reason, &stats.end_failure) {
+        (EndReason::PluginFailed(failure), _) => Some(failure.error.kind()),
+        (_, Some(failure)) => Some(failure.kind),
+        _ => None,
+    }
+}
+
 /// The record of a call that ended for `reason`.
 pub(super) fn call_end_record(
     call_sid: &str,
@@ -69,11 +80,7 @@ pub(super) fn call_end_record(
         call_sid: call_sid.to_string(),
         ended_at_ms: records::now_ms(),
         outcome: reason.outcome().to_string(),
-        failure_kind: match (reason, &stats.end_failure) {
-            (EndReason::PluginFailed(failure), _) => Some(failure.error.kind().to_string()),
-            (_, Some(failure)) => Some(failure.kind.to_string()),
-            _ => None,
-        },
+        failure_kind: failure_kind(reason, stats).map(str::to_string),
         reason: match &stats.end_failure {
             None => reason.to_string(),
             Some(f) => format!(
@@ -123,7 +130,7 @@ impl<S: MediaSocket> Call<S> {
         let was_active = self.active.is_some();
         if let Some(active) = &mut self.active {
             match &mut active.engine {
-                Engine::Realtime { session, .. } => {
+                Engine::Realtime(session) => {
                     // A failure here counts like any other (metrics, breaker, record).
                     if !self.abandoned
                         && let Err(e) = session.handle(SessionInput::Hangup).await

@@ -43,16 +43,9 @@ pub(super) enum EngineEvent {
 pub(super) async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
     match active {
         Some(Active {
-            engine: Engine::Realtime { io, .. },
+            engine: Engine::Realtime(session),
             ..
-        }) => {
-            if io.is_idle() {
-                // No host I/O in flight: nothing can come until the session asks for some.
-                std::future::pending().await
-            } else {
-                EngineEvent::Io(io.next_event().await)
-            }
-        }
+        }) => EngineEvent::Io(session.next_io_event().await),
         Some(Active {
             engine: Engine::Pipeline(p),
             ..
@@ -111,7 +104,7 @@ impl<S: MediaSocket> Call<S> {
                     a.playback.next_due(Instant::now()),
                     match &a.engine {
                         Engine::Pipeline(p) => p.idle_at,
-                        Engine::Realtime { .. } => None,
+                        Engine::Realtime(_) => None,
                     },
                 ),
             };

@@ -7,6 +7,8 @@
 //! plugin's `hang-up` → the session sees `hangup` and is dropped, the socket is closed.
 
 mod end;
+#[cfg(test)]
+mod end_tests;
 mod event_loop;
 pub mod inbox;
 mod outbound;
@@ -31,7 +33,7 @@ use crate::audio::vad::Vad;
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
 use crate::config::{Agent, AgentMode, Config, PluginUse};
 use crate::metrics::frame::LocalHistogram;
-use crate::plugin::io::{IoDriver, IoEvent, IoPolicy};
+use crate::plugin::io::{IoEvent, IoPolicy};
 use crate::plugin::{
     CallInfo, Plugin, Plugins, Role, Session, SessionConfig, SessionError, SessionInput,
     SessionOutput, Stage, StageInput, StageOutput,
@@ -295,8 +297,8 @@ pub struct Turn {
     reason = "one per call; the realtime session is used on every frame, so it stays inline"
 )]
 enum Engine {
-    /// One realtime session and the host I/O it asked for.
-    Realtime { session: Session, io: IoDriver },
+    /// One realtime session (with the host I/O it asked for).
+    Realtime(Session),
     /// Three stage sessions in their own tasks, and the host's turn-taking.
     Pipeline(Box<PipelineCall>),
 }
@@ -405,7 +407,12 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
     let reason = call.run().instrument(span.clone()).await;
     call.stats.dropped += call.inbox.dropped();
     span.in_scope(|| {
-        tracing::info!(reason = ?reason, stats = ?call.stats, "call ended");
+        tracing::info!(
+            reason = ?reason,
+            failure_kind = end::failure_kind(&reason, &call.stats),
+            stats = ?call.stats,
+            "call ended"
+        );
     });
     let blamed = call
         .failed_plugin

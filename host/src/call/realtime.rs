@@ -46,7 +46,7 @@ impl<S: MediaSocket> Call<S> {
             let Some(active) = &mut self.active else {
                 return Next::Continue;
             };
-            let Engine::Realtime { session, io } = &mut active.engine else {
+            let Engine::Realtime(session) = &mut active.engine else {
                 if let SessionInput::Dtmf(digit) = &input {
                     tracing::info!(%digit, "DTMF on a pipeline call: not used yet");
                 }
@@ -56,7 +56,7 @@ impl<S: MediaSocket> Call<S> {
             let outputs = match handled {
                 Ok(Ok(o)) => o,
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "plugin failed");
+                    tracing::error!(error = %e, kind = e.kind(), "plugin failed");
                     return Next::End(EndReason::plugin(e));
                 }
                 Err(end) => {
@@ -68,9 +68,6 @@ impl<S: MediaSocket> Call<S> {
                     return Next::End(end);
                 }
             };
-            for command in session.take_io() {
-                io.execute(command);
-            }
             for output in outputs {
                 if let Next::End(r) = self.carry_out(output).await {
                     return Next::End(r);
@@ -95,10 +92,10 @@ impl<S: MediaSocket> Call<S> {
                     return Next::End(EndReason::plugin(SessionError::Output(e.to_string())));
                 }
                 // Host work the plugin caused is taken from its CPU share.
-                if let Engine::Realtime { session, .. } = &mut active.engine
+                if let Engine::Realtime(session) = &mut active.engine
                     && let Err(e) = session.charge(started.elapsed())
                 {
-                    tracing::error!(error = %e, "plugin failed");
+                    tracing::error!(error = %e, kind = e.kind(), "plugin failed");
                     return Next::End(EndReason::plugin(e));
                 }
                 self.queue_frames(false).await

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 
 use crate::plugin::breaker::CircuitBreaker;
 
-use crate::plugin::io::IoDriver;
 use crate::plugin::{SessionError, Stage, StageInput, StageOutput, StageSession};
 
 /// Inputs queued for one stage at most: 5 s of 20 ms caller frames for the STT. A stage that
@@ -64,19 +63,19 @@ pub struct StageWorker {
 }
 
 impl StageWorker {
-    /// Starts `session` in a task of its own. `blocking`: its calls may block the thread
-    /// (native plugins, which cannot yield): they run with [`tokio::task::block_in_place`] on a
-    /// multi-threaded runtime, and on the blocking pool on a single-threaded one (a
-    /// `serve --shards` shard), so the other calls on the thread go on meanwhile.
+    /// Starts `session` in a task of its own. A session whose calls hold their thread
+    /// ([`StageSession::blocks_thread`]: it cannot yield) runs them with
+    /// [`tokio::task::block_in_place`] on a multi-threaded runtime, and on the blocking pool on a
+    /// single-threaded one (a `serve --shards` shard), so the other calls on the thread go on
+    /// meanwhile.
     pub fn spawn(
         stage: Stage,
         session: StageSession,
-        blocking: bool,
         reports: mpsc::Sender<StageReport>,
         blame: Blame,
     ) -> Self {
         let (tx, rx) = mpsc::channel(STAGE_QUEUE);
-        tokio::spawn(run(stage, session, blocking, rx, reports, blame));
+        tokio::spawn(run(stage, session, rx, reports, blame));
         Self {
             stage,
             tx,
@@ -108,17 +107,13 @@ impl StageWorker {
 async fn run(
     stage: Stage,
     mut session: StageSession,
-    blocking: bool,
     mut inputs: mpsc::Receiver<(u64, StageInput)>,
     reports: mpsc::Sender<StageReport>,
     blame: Blame,
 ) {
     // `block_in_place` needs the multi-threaded runtime.
     let multi_threaded = Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
-    let mut io = IoDriver::new();
-    for command in session.take_io() {
-        io.execute(command);
-    }
+    let blocking = session.blocks_thread();
     let mut epoch = 0;
     loop {
         let input = tokio::select! {
@@ -130,7 +125,7 @@ async fn run(
                 }
                 None => break,
             },
-            event = io.next_event() => StageInput::Io(event),
+            event = session.next_io_event() => StageInput::Io(event),
         };
         let last = matches!(input, StageInput::Hangup);
         let result = if !blocking {
@@ -162,9 +157,6 @@ async fn run(
                 }
             }
         };
-        for command in session.take_io() {
-            io.execute(command);
-        }
         let failed = result.is_err();
         if last {
             if let Err(e) = &result {

@@ -186,18 +186,14 @@ impl<S: MediaSocket> Call<S> {
             self.task.as_ref(),
             self.ctx.config.server.allow_private_destinations,
         );
-        let mut session = match plugin.open(&config).await {
+        let session = match plugin.open(&config).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "plugin session failed to open");
                 return Err(Next::End(EndReason::plugin(e)));
             }
         };
-        let mut io = IoDriver::new();
-        for command in session.take_io() {
-            io.execute(command);
-        }
-        Ok((Engine::Realtime { session, io }, plugin.info().input_format))
+        Ok((Engine::Realtime(session), plugin.info().input_format))
     }
 
     pub(super) async fn open_pipeline(
@@ -243,11 +239,9 @@ impl<S: MediaSocket> Call<S> {
                     ))));
                 }
             };
-            let blocking = matches!(plugin.as_ref(), Plugin::Native(_));
             workers.push(StageWorker::spawn(
                 stage,
                 session,
-                blocking,
                 report_tx.clone(),
                 stages::Blame {
                     plugin: used.plugin.clone(),

@@ -417,17 +417,10 @@ impl Plugin {
     /// The plugin is a realtime plugin, refused the config, or trapped.
     pub async fn open_stage(&self, config: &SessionConfig) -> Result<StageSession, SessionError> {
         match self {
-            Plugin::Wasm(p) => p.open_stage(config).await.map(StageSession::Wasm),
-            Plugin::Native(p) => p.open_stage(config).await.map(StageSession::Native),
+            Plugin::Wasm(p) => p.open_stage(config).await.map(StageKind::Wasm),
+            Plugin::Native(p) => p.open_stage(config).await.map(StageKind::Native),
         }
-    }
-
-    /// `wasm` or `native`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Plugin::Wasm(_) => "wasm",
-            Plugin::Native(_) => "native",
-        }
+        .map(StageSession::new)
     }
 
     /// Opens a session for one call.
@@ -436,23 +429,63 @@ impl Plugin {
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<Session, SessionError> {
         match self {
-            Plugin::Wasm(p) => p.open(config).await.map(Session::Wasm),
-            Plugin::Native(p) => p.open(config).await.map(Session::Native),
+            Plugin::Wasm(p) => p.open(config).await.map(SessionKind::Wasm),
+            Plugin::Native(p) => p.open(config).await.map(SessionKind::Native),
+        }
+        .map(Session::new)
+    }
+}
+
+impl Plugin {
+    /// `wasm` or `native`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Plugin::Wasm(_) => "wasm",
+            Plugin::Native(_) => "native",
         }
     }
 }
 
-/// One call's session inside a plugin. Owned by the call task; dropping it frees the plugin's
-/// state for that call.
-pub enum Session {
-    /// A WASM component session.
+/// One call's session inside a plugin, with the host I/O it asked for: the session owns its
+/// [`io::IoDriver`], so whoever drives it feeds it inputs and [`Session::next_io_event`]'s
+/// events and never relays commands. Owned by the call task; dropping it frees the plugin's
+/// state for that call and cancels its I/O.
+pub struct Session {
+    kind: SessionKind,
+    io: io::IoDriver,
+}
+
+/// How the session's plugin was built.
+enum SessionKind {
     Wasm(wasm::WasmSession),
-    /// A native library session.
     Native(native::NativeSession),
 }
 
 impl Session {
-    /// Feeds one input and returns the outputs it caused, in order.
+    /// Wraps a just-opened session, starting the I/O its `open` asked for.
+    fn new(kind: SessionKind) -> Self {
+        let mut session = Self {
+            kind,
+            io: io::IoDriver::new(),
+        };
+        session.start_io();
+        session
+    }
+
+    /// Starts the host I/O the plugin asked for during its last `open` or `handle`, checked
+    /// against its policy.
+    fn start_io(&mut self) {
+        let commands = match &mut self.kind {
+            SessionKind::Wasm(s) => s.take_io(),
+            SessionKind::Native(s) => s.take_io(),
+        };
+        for command in commands {
+            self.io.execute(command);
+        }
+    }
+
+    /// Feeds one input and returns the outputs it caused, in order; the host I/O it asked for
+    /// starts at once.
     ///
     /// # Errors
     /// The plugin returned an error or trapped; after a trap the session must be dropped.
@@ -460,15 +493,28 @@ impl Session {
         &mut self,
         input: SessionInput,
     ) -> Result<Vec<SessionOutput>, SessionError> {
-        let outputs = match self {
-            Session::Wasm(s) => s.handle(input).await,
-            Session::Native(s) => s.handle(input).await,
+        let outputs = match &mut self.kind {
+            SessionKind::Wasm(s) => s.handle(input).await,
+            SessionKind::Native(s) => s.handle(input).await,
         }?;
         if let Err(e) = check_outputs(&outputs) {
             self.abandon();
             return Err(e);
         }
+        self.start_io();
         Ok(outputs)
+    }
+
+    /// The next completion of the session's host I/O (a timer, an HTTP response, a WebSocket
+    /// message), to feed back as [`SessionInput::Io`]. Pending while none is in flight.
+    /// Cancel-safe.
+    pub async fn next_io_event(&mut self) -> io::IoEvent {
+        if self.io.is_idle() {
+            // No I/O in flight: nothing can come until the session asks for some.
+            std::future::pending().await
+        } else {
+            self.io.next_event().await
+        }
     }
 
     /// Charges host work done on the plugin's behalf (resampling the audio it played) to the
@@ -477,58 +523,85 @@ impl Session {
     /// # Errors
     /// [`SessionError::Cpu`] when the share ran out; the session is closed.
     pub fn charge(&mut self, used: std::time::Duration) -> Result<(), SessionError> {
-        match self {
-            Session::Wasm(s) => s.charge(used),
-            Session::Native(s) => s.charge(used),
+        match &mut self.kind {
+            SessionKind::Wasm(s) => s.charge(used),
+            SessionKind::Native(s) => s.charge(used),
         }
     }
 
     /// Marks the session unusable without calling it again: a call into it failed, or was
     /// abandoned half-way (the caller hung up while it ran).
     pub fn abandon(&mut self) {
-        match self {
-            Session::Wasm(s) => s.abandon(),
-            Session::Native(s) => s.abandon(),
-        }
-    }
-
-    /// Takes the host I/O the plugin asked for during its last `open` or `handle`, checked and
-    /// ready for the call's [`io::IoDriver`].
-    pub fn take_io(&mut self) -> Vec<io::IoCommand> {
-        match self {
-            Session::Wasm(s) => s.take_io(),
-            Session::Native(s) => s.take_io(),
+        match &mut self.kind {
+            SessionKind::Wasm(s) => s.abandon(),
+            SessionKind::Native(s) => s.abandon(),
         }
     }
 }
 
-/// One call's session of a pipeline-stage plugin. Owned by the call task.
-pub enum StageSession {
-    /// A WASM component session.
+/// One call's session of a pipeline-stage plugin, with its own host I/O (as [`Session`]).
+/// Owned by the stage's task.
+pub struct StageSession {
+    kind: StageKind,
+    io: io::IoDriver,
+}
+
+/// How the stage session's plugin was built.
+enum StageKind {
     Wasm(wasm::WasmStageSession),
-    /// A native library session.
     Native(native::NativeStageSession),
 }
 
 impl StageSession {
-    /// Feeds one input and returns the outputs it caused, in order.
+    fn new(kind: StageKind) -> Self {
+        let mut session = Self {
+            kind,
+            io: io::IoDriver::new(),
+        };
+        session.start_io();
+        session
+    }
+
+    fn start_io(&mut self) {
+        let commands = match &mut self.kind {
+            StageKind::Wasm(s) => s.take_io(),
+            StageKind::Native(s) => s.take_io(),
+        };
+        for command in commands {
+            self.io.execute(command);
+        }
+    }
+
+    /// Feeds one input and returns the outputs it caused, in order; the host I/O it asked for
+    /// (before an error too) starts at once.
     ///
     /// # Errors
     /// The input is not one this stage takes, or the plugin returned an error or trapped;
     /// after a trap the session must be dropped.
     pub async fn handle(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
-        match self {
-            StageSession::Wasm(s) => s.handle(input).await,
-            StageSession::Native(s) => s.handle(input).await,
+        let result = match &mut self.kind {
+            StageKind::Wasm(s) => s.handle(input).await,
+            StageKind::Native(s) => s.handle(input).await,
+        };
+        self.start_io();
+        result
+    }
+
+    /// The next completion of the session's host I/O, to feed back as [`StageInput::Io`].
+    /// Pending while none is in flight. Cancel-safe.
+    pub async fn next_io_event(&mut self) -> io::IoEvent {
+        if self.io.is_idle() {
+            std::future::pending().await
+        } else {
+            self.io.next_event().await
         }
     }
 
-    /// Takes the host I/O the plugin asked for during its last call.
-    pub fn take_io(&mut self) -> Vec<io::IoCommand> {
-        match self {
-            StageSession::Wasm(s) => s.take_io(),
-            StageSession::Native(s) => s.take_io(),
-        }
+    /// True when a call into the session holds its thread until it returns (a native library:
+    /// it cannot yield to the async runtime), so it must run off the runtime's workers; false
+    /// when it yields (a WASM component, metered by epochs).
+    pub fn blocks_thread(&self) -> bool {
+        matches!(self.kind, StageKind::Native(_))
     }
 }
 

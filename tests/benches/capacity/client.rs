@@ -94,6 +94,9 @@ pub struct CallLog {
     pub max_lag: Duration,
     /// Round trips of echoed frames, µs.
     pub rtt_us: Vec<u32>,
+    /// The frame number of each `rtt_us` entry (its send time is `frame × 20 ms` into the media
+    /// phase): what the soak's per-minute percentiles group by.
+    pub rtt_frame: Vec<u32>,
     pub error: Option<String>,
 }
 
@@ -419,6 +422,9 @@ impl Call {
                             self.log
                                 .rtt_us
                                 .push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+                            self.log
+                                .rtt_frame
+                                .push(u32::try_from(n).unwrap_or(u32::MAX));
                         }
                     }
                     _ => self.log.corrupt += 1,
