@@ -39,8 +39,11 @@ use tower::ServiceExt as _;
 
 use crate::memory_socket::{self, media_payload, start, stop};
 
+/// A fuzz target: arbitrary bytes in, a panic when the gateway broke the target's rule.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the names of `tests/fuzz/fuzz_targets/*.rs`).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("media_stream", media_stream),
     ("webhook", webhook),
     ("agents_toml", agents_toml),
@@ -490,11 +493,7 @@ pub fn codec(data: &[u8]) {
     let accepted = match from_plugin.push(play, audio) {
         Ok(()) => true,
         Err(_) => {
-            assert!(
-                !(play.encoding == AudioEncoding::Mulaw && from == 8000)
-                    && !(play.encoding == AudioEncoding::Pcm16 && from == 8000),
-                "8 kHz audio refused"
-            );
+            assert!(from != 8000, "8 kHz audio refused");
             false
         }
     };

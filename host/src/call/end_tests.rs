@@ -42,11 +42,14 @@ fn every_kind() -> Vec<(SessionError, &'static str)> {
     ]
 }
 
+/// A metric's labels, as `(key, value)` pairs.
+type Labels = Vec<(String, String)>;
+
 /// Counters incremented through the `metrics` facade, by name and labels.
 #[derive(Default, Clone)]
-struct Counted(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Counted(Arc<Mutex<Vec<(String, Labels)>>>);
 
-struct Increment(Counted, String, Vec<(String, String)>);
+struct Increment(Counted, String, Labels);
 
 impl CounterFn for Increment {
     fn increment(&self, _value: u64) {
