@@ -268,9 +268,9 @@ async fn load_plugins(
 
 /// A plugin that did not load, as an error at its `plugins.NAME.path` in `source`.
 pub(crate) fn plugin_load_error(source: &Source, error: PluginLoadError) -> ConfigError {
-    let PluginLoadError::Invalid { name, reason, .. } = error;
+    let PluginLoadError { name, problem, .. } = error;
     let key = KeyPath::root().key("plugins").key(&name).key("path");
-    let reason = one_line(&reason);
+    let reason = one_line(&problem.to_string());
     ConfigError::at_key(source, &key, ConfigErrorKind::PluginLoad { name, reason })
 }
 

@@ -670,6 +670,10 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
             next_sample += SOAK_SAMPLE;
         }
     }
+    if level.soak {
+        // The last stretch of the media phase, so every minute's round trips have a row.
+        samples.push(Sample::of(level.pid, started.elapsed())?);
+    }
     let (gw1, cl1, all1) = (
         proc_cpu_ticks(level.pid)?,
         self_cpu_ticks()?,
@@ -773,8 +777,10 @@ async fn wait_idle(http: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // `Connection: close`: no pooled connection left open to count as the gateway's.
         let body = client
             .get(format!("{http}/healthz"))
+            .header("connection", "close")
             .send()
             .await
             .context("GET /healthz")?

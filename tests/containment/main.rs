@@ -22,12 +22,10 @@ use serde_json::json;
 use switchboard::call::EndReason;
 use switchboard::server::CallEnded;
 use switchboard_tests::SANDBOX_CONFIG as CONFIG;
+use switchboard_tests::apology::{Ws, hear_apology};
 use switchboard_tests::{Gateway, write_config};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The neighbour's worst round trip allowed by default (ms); see the module docs.
 const NEIGHBOUR_BOUND: u64 = 100;
@@ -278,32 +276,6 @@ const CASES: &[Case] = &[
     ),
 ];
 
-/// Waits for the apology after a failure: `clear`, the apology's frames, its mark (echoed).
-async fn hear_apology(ws: &mut Ws, sid: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut cleared = false;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("socket closed before the apology"))??;
-        let Message::Text(text) = msg else { continue };
-        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-        match v["event"].as_str() {
-            Some("clear") => cleared = true,
-            Some("mark") if cleared && v["mark"]["name"] == "switchboard:apology" => {
-                send(
-                    ws,
-                    json!({"event": "mark", "sequenceNumber": "99", "streamSid": sid,
-                    "mark": {"name": "switchboard:apology"}}),
-                )
-                .await?;
-                return Ok(());
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Reads (and drops) what the gateway sends until `until`, echoing marks.
 async fn drain_until(ws: &mut Ws, sid: &str, until: Instant) -> anyhow::Result<bool> {
     loop {
@@ -340,14 +312,14 @@ async fn misbehaving_call(
     let mut bad = connect(gw_url).await?;
     send(&mut bad, start(sid, json!({"merchantId": "bad"}))).await?;
     if drive == Drive::FailsToOpen {
-        hear_apology(&mut bad, sid).await?;
+        hear_apology(&mut bad, sid, Duration::from_secs(15)).await?;
     } else {
         send(&mut bad, media(sid, 1, 0x07)).await?;
         drain_until(&mut bad, sid, Instant::now() + Duration::from_millis(200)).await?;
         match drive {
             Drive::FailsOnDtmf => {
                 send(&mut bad, dtmf(sid, "1")).await?;
-                hear_apology(&mut bad, sid).await?;
+                hear_apology(&mut bad, sid, Duration::from_secs(15)).await?;
             }
             Drive::FailsWhileStreaming | Drive::StreamsThenStops(_) => {
                 send(&mut bad, dtmf(sid, "1")).await?;

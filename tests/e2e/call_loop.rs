@@ -40,6 +40,15 @@ fn payload(msg: &serde_json::Value) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Waits for the apology's mark (its audio queued before it) and echoes it, as Twilio does once
+/// the apology has played.
+async fn hears_the_apology(peer: &mut Peer) -> anyhow::Result<()> {
+    let apology = peer.until("mark", SID).await.expect("the apology's mark");
+    assert_eq!(apology["mark"]["name"], "switchboard:apology");
+    peer.send(memory_socket::mark(SID, "switchboard:apology"))
+        .await
+}
+
 /// start → media → the echo back, with its clock marks echoed → stop.
 #[tokio::test(start_paused = true)]
 async fn realtime_call_echoes_and_ends_on_stop() -> anyhow::Result<()> {
@@ -76,11 +85,12 @@ async fn a_socket_that_closes_ends_the_call() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A socket error (axum reports an oversized message this way) ends the call.
-#[tokio::test(start_paused = true)]
-async fn a_socket_error_ends_the_call() -> anyhow::Result<()> {
-    let (task, peer) = call(context(&sandbox("none")).await?);
-    peer.send(start(SID, serde_json::json!({}))).await?;
+/// Sends what axum's socket yields for an oversized message (a socket error) and checks that
+/// it ended the call.
+async fn ends_on_an_oversized_message(
+    task: JoinHandle<(EndReason, CallStats)>,
+    peer: &Peer,
+) -> anyhow::Result<()> {
     peer.raw(Err(axum::Error::new(std::io::Error::other(
         "Space limit exceeded: Message too long",
     ))))
@@ -93,15 +103,28 @@ async fn a_socket_error_ends_the_call() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// No `start`: the call ends after [`START_TIMEOUT`] of (paused, auto-advanced) time.
+/// A socket error (axum reports an oversized message this way) ends the call.
 #[tokio::test(start_paused = true)]
-async fn a_socket_without_start_ends_at_the_start_timeout() -> anyhow::Result<()> {
-    let ctx = context(&sandbox("none")).await?;
+async fn a_socket_error_ends_the_call() -> anyhow::Result<()> {
+    let (task, peer) = call(context(&sandbox("none")).await?);
+    peer.send(start(SID, serde_json::json!({}))).await?;
+    ends_on_an_oversized_message(task, &peer).await
+}
+
+/// Opens a call on `ctx` and sends nothing: it must end as `NoStart` after [`START_TIMEOUT`] of
+/// (paused, auto-advanced) time.
+async fn ends_without_start(ctx: CallContext) -> anyhow::Result<()> {
     let began = tokio::time::Instant::now();
     let (task, _peer) = call(ctx);
     assert_eq!(task.await?.0, EndReason::NoStart);
     assert!(began.elapsed() >= START_TIMEOUT);
     Ok(())
+}
+
+/// No `start`: the call ends after [`START_TIMEOUT`].
+#[tokio::test(start_paused = true)]
+async fn a_socket_without_start_ends_at_the_start_timeout() -> anyhow::Result<()> {
+    ends_without_start(context(&sandbox("none")).await?).await
 }
 
 /// The plugin hangs up: the host marks the end of its audio and ends when the mark comes back.
@@ -124,10 +147,7 @@ async fn a_failing_plugin_ends_the_call_with_the_apology() -> anyhow::Result<()>
         .await?;
     peer.send(dtmf(SID, "1")).await?;
     peer.until("clear", SID).await.expect("a clear");
-    let apology = peer.until("mark", SID).await.expect("the apology's mark");
-    assert_eq!(apology["mark"]["name"], "switchboard:apology");
-    peer.send(memory_socket::mark(SID, "switchboard:apology"))
-        .await?;
+    hears_the_apology(&mut peer).await?;
     let (reason, _) = task.await?;
     assert!(
         matches!(&reason, EndReason::PluginFailed(why) if why.error.kind() == "trap" && why.to_string().contains("unreachable")),
@@ -239,10 +259,7 @@ async fn a_failing_pipeline_stage_ends_the_call_with_the_apology() -> anyhow::Re
         );
     let (task, mut peer) = call(context(&config).await?);
     peer.send(start(SID, serde_json::json!({}))).await?;
-    let apology = peer.until("mark", SID).await.expect("the apology's mark");
-    assert_eq!(apology["mark"]["name"], "switchboard:apology");
-    peer.send(memory_socket::mark(SID, "switchboard:apology"))
-        .await?;
+    hears_the_apology(&mut peer).await?;
     let (reason, _) = task.await?;
     match &reason {
         EndReason::PluginFailed(failure) => {
@@ -265,12 +282,7 @@ async fn a_pipeline_stage_that_cannot_open_fails_the_call() -> anyhow::Result<()
     );
     let (task, mut peer) = call(context(&config).await?);
     peer.send(start(SID, serde_json::json!({}))).await?;
-    let apology = peer.until("mark", SID).await.expect("the apology's mark");
-    peer.send(memory_socket::mark(
-        SID,
-        apology["mark"]["name"].as_str().unwrap_or_default(),
-    ))
-    .await?;
+    hears_the_apology(&mut peer).await?;
     let (reason, _) = task.await?;
     match &reason {
         EndReason::PluginFailed(failure) => {
@@ -290,28 +302,14 @@ async fn pipeline_call_ends_on_a_socket_error() -> anyhow::Result<()> {
     peer.until("media", SID)
         .await
         .expect("the greeting's audio");
-    peer.raw(Err(axum::Error::new(std::io::Error::other(
-        "Space limit exceeded: Message too long",
-    ))))
-    .await?;
-    let (reason, _) = task.await?;
-    assert!(
-        matches!(&reason, EndReason::SocketError(e) if e.contains("too long")),
-        "{reason:?}"
-    );
-    Ok(())
+    ends_on_an_oversized_message(task, &peer).await
 }
 
 /// No `start` on the stream of a pipeline agent's number: the start timeout holds before any
 /// engine is chosen, as for a realtime one.
 #[tokio::test(start_paused = true)]
 async fn pipeline_agent_socket_without_start_ends_at_the_start_timeout() -> anyhow::Result<()> {
-    let ctx = context(&pipeline_config()).await?;
-    let began = tokio::time::Instant::now();
-    let (task, _peer) = call(ctx);
-    assert_eq!(task.await?.0, EndReason::NoStart);
-    assert!(began.elapsed() >= START_TIMEOUT);
-    Ok(())
+    ends_without_start(context(&pipeline_config()).await?).await
 }
 
 /// The plugin asks for a transfer without Twilio's REST API configured: refused (logged), and

@@ -7,15 +7,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
-use switchboard::audio::playback::CLOCK_MARK_PREFIX;
 use switchboard::call::EndReason;
+use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard::plugin::{LoadProblem, Plugins};
 use switchboard::server::CallEnded;
 use switchboard_tests::SANDBOX_CONFIG as SANDBOX;
+use switchboard_tests::apology::{Ws, hear_apology};
 use switchboard_tests::{Gateway, write_config};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const LOOPBACK: &str = r#"
 [plugins.echo]
@@ -203,41 +203,6 @@ async fn socket_without_start_is_closed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drives the apology the gateway plays after a plugin failure, as Twilio would: expects `clear`,
-/// then the apology's `media`, then a mark, which it echoes. Returns the apology's length (ms).
-async fn hear_apology(ws: &mut Ws) -> anyhow::Result<u64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut cleared = false;
-    let mut frames = 0;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("socket closed before the apology"))??;
-        let Message::Text(text) = msg else { continue };
-        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-        match v["event"].as_str() {
-            Some("clear") => cleared = true,
-            Some("media") if cleared => frames += 1,
-            Some("media") => {} // echo of earlier frames
-            Some("mark")
-                if v["mark"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with(CLOCK_MARK_PREFIX)) => {}
-            Some("mark") => {
-                anyhow::ensure!(cleared, "apology without a clear first");
-                send(
-                    ws,
-                    json!({"event": "mark", "sequenceNumber": "99", "streamSid": "MZ1",
-                    "mark": {"name": v["mark"]["name"]}}),
-                )
-                .await?;
-                return Ok(frames * 20);
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Opens a call on the `bad` agent, checks it echoes, makes it misbehave with DTMF `1`, hears
 /// the apology, and returns how the call ended.
 async fn failing_call(
@@ -258,7 +223,7 @@ async fn failing_call(
         "dtmf": {"track": "inbound_track", "digit": "1"}}),
     )
     .await?;
-    let apology_ms = hear_apology(&mut bad).await?;
+    let apology_ms = hear_apology(&mut bad, "MZ1", Duration::from_secs(10)).await?;
     assert!(apology_ms >= 2000, "apology of {apology_ms} ms");
     ended(events).await
 }
@@ -436,7 +401,7 @@ async fn circuit_breaker_sends_new_calls_to_the_fallback() -> anyhow::Result<()>
             assert_eq!(e.stats.agent.as_deref(), Some("good"));
             assert_eq!(e.reason, EndReason::Stop);
         } else {
-            assert!(hear_apology(&mut next).await? >= 2000);
+            assert!(hear_apology(&mut next, "MZ1", Duration::from_secs(10)).await? >= 2000);
             let e = ended(&mut events).await?;
             assert_eq!(e.reason, EndReason::CircuitOpen("misbehave".into()));
         }
@@ -491,5 +456,67 @@ async fn stage_plugin_is_refused_as_a_realtime_plugin() -> anyhow::Result<()> {
             "{path}: {error}"
         );
     }
+    Ok(())
+}
+
+/// Loads a config whose one agent's realtime plugin is the file at `path` and returns what the
+/// loader said was wrong, typed. `vanish`: the file is deleted after the config was validated
+/// (as by a deploy racing a reload), before the plugin is loaded.
+async fn load_problem(path: &str, vanish: bool) -> anyhow::Result<LoadProblem> {
+    let file = write_config(&format!(
+        "[plugins.p]\npath = \"{path}\"\n\n[[agents]]\nname = \"a\"\nrealtime = {{ plugin = \"p\" }}\n"
+    ))?;
+    let config = switchboard::config::from_file(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if vanish {
+        std::fs::remove_file(path)?;
+    }
+    let engine = WasmEngine::with_allocator(Allocator::OnDemand)?;
+    match Plugins::load(&engine, &config).await {
+        Err(e) => {
+            assert_eq!(e.name, "p");
+            Ok(e.problem)
+        }
+        Ok(_) => anyhow::bail!("{path} was loaded"),
+    }
+}
+
+/// Each way a plugin file can be wrong is its own `LoadProblem`, so `switchboard check`, logs
+/// and operators can tell them apart without reading the message: a file that is not a
+/// component, a file gone between validation and loading, another contract version (both versions named), another native ABI
+/// version (both named), and a stage plugin used as a realtime one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_errors_say_what_was_wrong() -> anyhow::Result<()> {
+    let dir = switchboard_tests::temp_dir()?;
+    let text = dir.join("text.wasm");
+    std::fs::write(&text, "not a component")?;
+    let path = text.display().to_string();
+    let problem = load_problem(&path, false).await?;
+    assert!(matches!(problem, LoadProblem::NotAComponent(_)), "{problem:?}");
+    let problem = load_problem(&path, true).await?;
+    assert!(matches!(problem, LoadProblem::Unreadable(_)), "{problem:?}");
+    let problem = load_problem("{plugins}/future_version.wasm", false).await?;
+    assert!(
+        matches!(&problem, LoadProblem::ContractVersion { found, supported, .. }
+            if found == "0.2.0" && *supported == "0.1.0"),
+        "{problem:?}"
+    );
+    let problem = load_problem("{native:future_version}", false).await?;
+    assert!(
+        matches!(
+            problem,
+            LoadProblem::NativeAbi {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    let problem = load_problem("{plugins}/scripted.wasm", false).await?;
+    assert!(
+        matches!(&problem, LoadProblem::WrongStage { found, role, .. }
+            if *found == "language-model" && *role == "realtime"),
+        "{problem:?}"
+    );
     Ok(())
 }

@@ -228,19 +228,22 @@ fn webhook_input(mode: u8, query: &str, body: &str, signature: &str) -> Vec<u8> 
     out
 }
 
+/// A call context of `body` (an agents.toml template for [`crate::write_config`]), its plugins
+/// loaded, for a target to reuse across inputs.
+fn load_context(body: &str) -> CallContext {
+    block_on(async {
+        let path = crate::write_config(body).expect("writing the config");
+        let config = config::from_file(&path).expect("the target's config loads");
+        let plugins = Plugins::load(&engine(), &config)
+            .await
+            .expect("its plugins load");
+        CallContext::new(Arc::new(config), plugins).expect("a call context")
+    })
+}
+
 fn gateway_app() -> &'static axum::Router {
     static APP: OnceLock<axum::Router> = OnceLock::new();
-    APP.get_or_init(|| {
-        block_on(async {
-            let path = crate::write_config(WEBHOOK_CONFIG).expect("writing the config");
-            let config = config::from_file(&path).expect("the webhook target's config loads");
-            let plugins = Plugins::load(&engine(), &config)
-                .await
-                .expect("its plugins load");
-            let ctx = CallContext::new(Arc::new(config), plugins).expect("a call context");
-            server::app(AppState::new(ctx))
-        })
-    })
+    APP.get_or_init(|| server::app(AppState::new(load_context(WEBHOOK_CONFIG))))
 }
 
 /// One request to the gateway's webhooks, through the real axum app (signature check, form
@@ -536,16 +539,7 @@ default = "fuzzed"
 
 fn boundary_context() -> &'static CallContext {
     static CTX: OnceLock<CallContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        block_on(async {
-            let path = crate::write_config(BOUNDARY_CONFIG).expect("writing the config");
-            let config = config::from_file(&path).expect("the boundary target's config loads");
-            let plugins = Plugins::load(&engine(), &config)
-                .await
-                .expect("the fuzzer plugin loads");
-            CallContext::new(Arc::new(config), plugins).expect("a call context")
-        })
-    })
+    CTX.get_or_init(|| load_context(BOUNDARY_CONFIG))
 }
 
 /// How long (paused tokio time) a fuzzed call may take to end after `stop`.

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apology;
 pub mod fake_openai;
 pub mod fake_openai_http;
 pub mod fake_twilio;

@@ -499,6 +499,23 @@ impl IoDriver {
         event
     }
 
+    /// The next completion of the I/O in flight; pending while nothing is (no event can come
+    /// until a command starts some). Cancel-safe.
+    pub async fn next_in_flight(&mut self) -> IoEvent {
+        if self.is_idle() {
+            std::future::pending().await
+        } else {
+            self.next_event().await
+        }
+    }
+
+    /// Starts every command of `commands`, in order ([`IoDriver::execute`]).
+    pub fn execute_all(&mut self, commands: Vec<IoCommand>) {
+        for command in commands {
+            self.execute(command);
+        }
+    }
+
     /// Forgets what an event finished: a fired timer's or a completed request's abort handle, a
     /// closed socket's queue. Without this a plugin that sets timers in a loop grows the driver
     /// (and the gateway) by one entry per timer until its call ends.

@@ -12,7 +12,7 @@ pub mod native;
 pub mod wasm;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, PluginKind};
@@ -314,17 +314,100 @@ impl SessionError {
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum PluginLoadError {
-    /// The file could not be compiled or does not implement the contract this host supports.
-    #[error("plugin {name} ({path}): {reason}")]
-    Invalid {
-        /// Plugin name in agents.toml.
-        name: String,
-        /// File path.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
+#[error("plugin {name} ({path}): {problem}", path = path.display())]
+pub struct PluginLoadError {
+    /// Plugin name in agents.toml (`<engine>` when the WASM engine itself could not start).
+    pub name: String,
+    /// File path.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub problem: LoadProblem,
+}
+
+impl PluginLoadError {
+    /// A load error of plugin `name` at `path`.
+    pub fn new(name: &str, path: &Path, problem: LoadProblem) -> Self {
+        Self {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            problem,
+        }
+    }
+}
+
+/// What was wrong with a plugin file, by kind: what an operator does about each differs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadProblem {
+    /// The file cannot be read (missing, a directory, no permission).
+    #[error("cannot read the file: {0}")]
+    Unreadable(String),
+    /// The file is not a WASM component (a core module, another format, corrupt).
+    #[error("not a valid WASM component: {0}")]
+    NotAComponent(String),
+    /// The plugin was built against another version of the `switchboard:plugin` contract.
+    #[error(
+        "built for {package}@{found}{}, but this host supports {package}@{supported}; rebuild \
+         the plugin against switchboard-plugin-api {supported}",
+        .item.as_deref().map(|i| format!(" ({i})")).unwrap_or_default()
+    )]
+    ContractVersion {
+        /// `switchboard:plugin`.
+        package: &'static str,
+        /// The version the plugin was built for.
+        found: String,
+        /// The version this host supports.
+        supported: &'static str,
+        /// The import or export that named the version (WASM), if known.
+        item: Option<String>,
     },
+    /// The component does not export (or fit) the contract world it must implement.
+    #[error("does not {verb} the switchboard:plugin@{version} {world} world: {detail}")]
+    MissingExport {
+        /// `export` or `fit` (an import the host does not provide).
+        verb: &'static str,
+        /// The contract version.
+        version: &'static str,
+        /// `realtime-plugin`, `stt-plugin`, `llm-plugin` or `tts-plugin`.
+        world: &'static str,
+        /// wasmtime's account.
+        detail: String,
+    },
+    /// A native library built for another native ABI version than this host's.
+    #[error(
+        "built for native ABI version {found}, but this host supports native ABI version \
+         {supported}; rebuild the plugin against switchboard-plugin-api {contract}"
+    )]
+    NativeAbi {
+        /// The library's ABI version.
+        found: u32,
+        /// This host's ABI version.
+        supported: u32,
+        /// The contract version to rebuild against.
+        contract: &'static str,
+    },
+    /// A native library that cannot be used otherwise: it does not load, lacks the entry
+    /// symbol, or its table is short or names an unknown stage.
+    #[error("{0}")]
+    NativeLibrary(String),
+    /// `describe` trapped, panicked, overran or returned what the host cannot decode.
+    #[error("describe failed: {0}")]
+    Describe(String),
+    /// The plugin asked for caller audio in a format the host cannot produce.
+    #[error("{0}")]
+    InputFormat(String),
+    /// The plugin implements another stage than the agent uses it for.
+    #[error("is a {found} plugin, but agent {agent} uses it as its {role} plugin")]
+    WrongStage {
+        /// What the plugin is.
+        found: &'static str,
+        /// The agent.
+        agent: String,
+        /// The role the agent gives it (`realtime`, `stt`, `llm`, `tts`).
+        role: &'static str,
+    },
+    /// The host could not prepare the plugin (the WASM engine, linking, instantiation).
+    #[error("{0}")]
+    Host(String),
 }
 
 /// Longest mark name a plugin may send (bytes). Marks are the plugin's own labels, echoed by
@@ -479,9 +562,7 @@ impl Session {
             SessionKind::Wasm(s) => s.take_io(),
             SessionKind::Native(s) => s.take_io(),
         };
-        for command in commands {
-            self.io.execute(command);
-        }
+        self.io.execute_all(commands);
     }
 
     /// Feeds one input and returns the outputs it caused, in order; the host I/O it asked for
@@ -509,12 +590,7 @@ impl Session {
     /// message), to feed back as [`SessionInput::Io`]. Pending while none is in flight.
     /// Cancel-safe.
     pub async fn next_io_event(&mut self) -> io::IoEvent {
-        if self.io.is_idle() {
-            // No I/O in flight: nothing can come until the session asks for some.
-            std::future::pending().await
-        } else {
-            self.io.next_event().await
-        }
+        self.io.next_in_flight().await
     }
 
     /// Charges host work done on the plugin's behalf (resampling the audio it played) to the
@@ -567,9 +643,7 @@ impl StageSession {
             StageKind::Wasm(s) => s.take_io(),
             StageKind::Native(s) => s.take_io(),
         };
-        for command in commands {
-            self.io.execute(command);
-        }
+        self.io.execute_all(commands);
     }
 
     /// Feeds one input and returns the outputs it caused, in order; the host I/O it asked for
@@ -590,11 +664,7 @@ impl StageSession {
     /// The next completion of the session's host I/O, to feed back as [`StageInput::Io`].
     /// Pending while none is in flight. Cancel-safe.
     pub async fn next_io_event(&mut self) -> io::IoEvent {
-        if self.io.is_idle() {
-            std::future::pending().await
-        } else {
-            self.io.next_event().await
-        }
+        self.io.next_in_flight().await
     }
 
     /// True when a call into the session holds its thread until it returns (a native library:
@@ -660,18 +730,18 @@ impl Plugins {
                 if let Some((plugin, _)) = by_name.get(&used.plugin)
                     && plugin.stage() != want
                 {
-                    return Err(PluginLoadError::Invalid {
+                    return Err(PluginLoadError {
                         name: used.plugin.clone(),
                         path: config
                             .plugins
                             .get(&used.plugin)
                             .map(|p| p.path.clone())
                             .unwrap_or_default(),
-                        reason: format!(
-                            "is a {} plugin, but agent {} uses it as its {role} plugin",
-                            plugin.stage().describe(),
-                            agent.name
-                        ),
+                        problem: LoadProblem::WrongStage {
+                            found: plugin.stage().describe(),
+                            agent: agent.name.clone(),
+                            role,
+                        },
                     });
                 }
             }

@@ -44,7 +44,7 @@ use super::budget::{CpuBucket, CpuLimits, escape_log};
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, Payload, SessionIo};
 
 use super::{
-    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
+    AudioEncoding, AudioFormat, LoadProblem, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
     SessionError, SessionInput, SessionOutput, Stage, StageInput, StageOutput, check_input_format,
     wasm,
 };
@@ -264,18 +264,15 @@ impl NativeLoader {
     /// itself.
     ///
     /// # Errors
-    /// [`PluginLoadError::Invalid`] when the file cannot be loaded, lacks the entry symbol, was
-    /// built for another ABI or contract version (the error names both), panics or overruns in
-    /// `describe`, or asks for an input format the host cannot produce.
+    /// [`PluginLoadError`], whose [`LoadProblem`] says which: the file cannot be read or
+    /// loaded, lacks the entry symbol, was built for another ABI or contract version (the error
+    /// names both), panics or overruns in `describe`, or asks for an input format the host
+    /// cannot produce.
     pub async fn load(&self, name: &str, path: &Path) -> Result<NativePlugin, PluginLoadError> {
-        let invalid = |reason: String| PluginLoadError::Invalid {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |problem: LoadProblem| PluginLoadError::new(name, path, problem);
         let canonical = path
             .canonicalize()
-            .map_err(|e| invalid(format!("cannot read the file: {e}")))?;
+            .map_err(|e| invalid(LoadProblem::Unreadable(e.to_string())))?;
         let table = {
             let mut libraries = self
                 .libraries
@@ -297,17 +294,14 @@ impl NativeLoader {
                 // SAFETY: `describe` takes a writable buffer; the table was checked.
                 call(api, |out| unsafe { (api.describe)(out) })
             })
-            .map_err(|e| invalid(format!("describe failed: {e}")))?;
+            .map_err(|e| invalid(LoadProblem::Describe(e.to_string())))?;
         if code != status::OK {
-            return Err(invalid(format!(
-                "describe failed: {}",
-                failure(code, &bytes)
-            )));
+            return Err(invalid(LoadProblem::Describe(failure(code, &bytes))));
         }
-        let info: sdk::PluginInfo =
-            abi::decode(&bytes).map_err(|e| invalid(format!("describe: {e}")))?;
+        let info: sdk::PluginInfo = abi::decode(&bytes)
+            .map_err(|e| invalid(LoadProblem::Describe(format!("undecodable: {e}"))))?;
         let input_format = format_from_sdk(info.input_format);
-        check_input_format(input_format).map_err(&invalid)?;
+        check_input_format(input_format).map_err(|e| invalid(LoadProblem::InputFormat(e)))?;
         // SAFETY: the table's strings point into the library, which is never unloaded.
         let build_info = unsafe { api.build_info.to_string_lossy() }.into_owned();
         Ok(NativePlugin {
@@ -328,26 +322,28 @@ impl NativeLoader {
 }
 
 /// Opens `path`, finds the entry symbol, and checks the table it returns.
-fn open_library(path: &Path) -> Result<Table, String> {
+fn open_library(path: &Path) -> Result<Table, LoadProblem> {
     // SAFETY: loading a library runs its initialisers. Native plugins are trusted code, chosen
     // by the operator in agents.toml; the docs say so.
     let library = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load the native library: {e}"))?;
+        .map_err(|e| LoadProblem::NativeLibrary(format!("cannot load the native library: {e}")))?;
     // SAFETY: the symbol's type is the ABI's entry type; a library that exports this name with
     // another type is not a Switchboard plugin and breaks the trust the operator gave it.
     let entry =
         unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL.as_bytes()) }.map_err(|e| {
-            format!(
+            LoadProblem::NativeLibrary(format!(
                 "does not export `{}` ({e}); build it with switchboard_plugin_api::export_plugin!",
                 abi::ENTRY_SYMBOL
-            )
+            ))
         })?;
     // SAFETY: the entry point takes a pointer to a table that lives forever.
     let ptr = unsafe { entry(&HOST_API) };
     // Never unload: the table, the strings in it and any thread the plugin started live in it.
     std::mem::forget(library);
     if ptr.is_null() {
-        return Err("the entry point returned no table".into());
+        return Err(LoadProblem::NativeLibrary(
+            "the entry point returned no table".into(),
+        ));
     }
     // SAFETY: non-null; every version of the table starts with `abi_version: u32, size: u32`,
     // and nothing else is read until both are checked.
@@ -356,39 +352,36 @@ fn open_library(path: &Path) -> Result<Table, String> {
         (head.read(), head.add(1).read())
     };
     if version != abi::ABI_VERSION {
-        return Err(format!(
-            "built for native ABI version {version}, but this host supports native ABI version \
-             {}; rebuild the plugin against switchboard-plugin-api {}",
-            abi::ABI_VERSION,
-            super::wasm::CONTRACT_VERSION
-        ));
+        return Err(LoadProblem::NativeAbi {
+            found: version,
+            supported: abi::ABI_VERSION,
+            contract: super::wasm::CONTRACT_VERSION,
+        });
     }
     if (size as usize) < size_of::<PluginApi>() {
-        return Err(format!(
+        return Err(LoadProblem::NativeLibrary(format!(
             "its native ABI table is {size} bytes, smaller than version {}'s {} bytes",
             abi::ABI_VERSION,
             size_of::<PluginApi>()
-        ));
+        )));
     }
     // SAFETY: version and size checked: this is a version-1 table, alive forever.
     let api: &'static PluginApi = unsafe { &*ptr };
     // SAFETY: the string points into the library, which is never unloaded.
     let contract = unsafe { api.contract_version.to_string_lossy() };
     if contract != super::wasm::CONTRACT_VERSION {
-        return Err(format!(
-            "built for {}@{contract}, but this host supports {}@{}; rebuild the plugin against \
-             switchboard-plugin-api {}",
-            super::wasm::CONTRACT_PACKAGE,
-            super::wasm::CONTRACT_PACKAGE,
-            super::wasm::CONTRACT_VERSION,
-            super::wasm::CONTRACT_VERSION,
-        ));
+        return Err(LoadProblem::ContractVersion {
+            package: super::wasm::CONTRACT_PACKAGE,
+            found: contract.into_owned(),
+            supported: super::wasm::CONTRACT_VERSION,
+            item: None,
+        });
     }
     if stage_of(api.stage).is_none() {
-        return Err(format!(
+        return Err(LoadProblem::NativeLibrary(format!(
             "declares stage {}, which this host does not know (0 realtime, 1 stt, 2 llm, 3 tts)",
             api.stage
-        ));
+        )));
     }
     Ok(Table(api))
 }

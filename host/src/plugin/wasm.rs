@@ -29,7 +29,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::{CpuBucket, CpuLimits, SliceClock, escape_log};
 use super::io::{HttpRequest, IoCommand, IoError, IoEvent, IoPolicy, Payload, SessionIo};
 use super::{
-    AudioEncoding, AudioFormat, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
+    AudioEncoding, AudioFormat, LoadProblem, PluginError, PluginInfo, PluginLoadError, Role, SessionConfig,
     SessionError, SessionInput, SessionOutput, Stage, StageInput, StageOutput,
 };
 
@@ -163,10 +163,8 @@ impl WasmEngine {
     /// # Errors
     /// wasmtime rejected the configuration, or the pool could not be reserved.
     pub fn with_allocator(allocator: Allocator) -> Result<Self, PluginLoadError> {
-        let engine_error = |reason: String| PluginLoadError::Invalid {
-            name: "<engine>".into(),
-            path: Default::default(),
-            reason,
+        let engine_error = |reason: String| {
+            PluginLoadError::new("<engine>", Path::new(""), LoadProblem::Host(reason))
         };
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
@@ -200,43 +198,49 @@ impl WasmEngine {
     /// itself.
     ///
     /// # Errors
-    /// [`PluginLoadError::Invalid`] when the file is not a component, does not export the
-    /// `switchboard:plugin@0.1.0` realtime world, traps in `describe`, or asks for an input
-    /// format the host cannot produce.
+    /// [`PluginLoadError`], whose [`LoadProblem`] says which: the file cannot be read, is not a
+    /// component, was built for another contract version (both named), does not export its
+    /// `switchboard:plugin` world, traps in `describe`, or asks for an input format the host
+    /// cannot produce.
     pub async fn load(&self, name: &str, path: &Path) -> Result<WasmPlugin, PluginLoadError> {
-        let invalid = |reason: String| PluginLoadError::Invalid {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |problem: LoadProblem| PluginLoadError::new(name, path, problem);
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(invalid(LoadProblem::Unreadable(e.to_string())));
+        }
         let component = Component::from_file(&self.engine, path)
-            .map_err(|e| invalid(format!("not a valid WASM component: {e:#}")))?;
+            .map_err(|e| invalid(LoadProblem::NotAComponent(format!("{e:#}"))))?;
         check_contract_version(&self.engine, &component).map_err(&invalid)?;
         let stage = stage_of(&self.engine, &component);
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| invalid(format!("linking WASI: {e:#}")))?;
+            .map_err(|e| invalid(LoadProblem::Host(format!("linking WASI: {e:#}"))))?;
         bindings::RealtimePlugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,
         )
-        .map_err(|e| invalid(format!("linking the host interface: {e:#}")))?;
+        .map_err(|e| {
+            invalid(LoadProblem::Host(format!(
+                "linking the host interface: {e:#}"
+            )))
+        })?;
         let world = match stage {
             Stage::Realtime => "realtime-plugin",
             Stage::Stt => "stt-plugin",
             Stage::Llm => "llm-plugin",
             Stage::Tts => "tts-plugin",
         };
-        let pre = linker.instantiate_pre(&component).map_err(|e| {
-            invalid(format!(
-                "does not fit the switchboard:plugin@0.1.0 {world} world: {e:#}"
-            ))
-        })?;
-        let not_exported = |e: wasmtime::Error| {
-            invalid(format!(
-                "does not export the switchboard:plugin@0.1.0 {world} world: {e:#}"
-            ))
+        let missing = |verb: &'static str, e: wasmtime::Error| {
+            invalid(LoadProblem::MissingExport {
+                verb,
+                version: CONTRACT_VERSION,
+                world,
+                detail: format!("{e:#}"),
+            })
         };
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| missing("fit", e))?;
+        let not_exported = |e: wasmtime::Error| missing("export", e);
         let pre = match stage {
             Stage::Realtime => {
                 Pre::Realtime(bindings::RealtimePluginPre::new(pre).map_err(not_exported)?)
@@ -268,7 +272,7 @@ impl WasmEngine {
         let (mut store, instance) = plugin
             .instantiate(OPEN_BUDGET)
             .await
-            .map_err(|e| invalid(format!("instantiation failed: {e}")))?;
+            .map_err(|e| invalid(LoadProblem::Host(format!("instantiation failed: {e}"))))?;
         let info = match &instance {
             Instance::Realtime(i) => {
                 i.switchboard_plugin_realtime()
@@ -279,9 +283,10 @@ impl WasmEngine {
             Instance::Llm(i) => i.switchboard_plugin_llm().call_describe(&mut store).await,
             Instance::Tts(i) => i.switchboard_plugin_tts().call_describe(&mut store).await,
         }
-        .map_err(|e| invalid(format!("describe trapped: {e:#}")))?;
+        .map_err(|e| invalid(LoadProblem::Describe(format!("trapped: {e:#}"))))?;
         let input_format = format_from_wit(info.input_format);
-        super::check_input_format(input_format).map_err(invalid)?;
+        super::check_input_format(input_format)
+            .map_err(|e| invalid(LoadProblem::InputFormat(e)))?;
         plugin.info = PluginInfo {
             name: info.name,
             version: info.version,
@@ -317,7 +322,7 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Refuses a component that imports or exports `switchboard:plugin` interfaces of another
 /// version, naming both versions (a clearer error than the linker's missing-import message).
-fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), String> {
+fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), LoadProblem> {
     let ty = component.component_type();
     let names = ty
         .imports(engine)
@@ -329,11 +334,12 @@ fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), 
         };
         let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("(none)");
         if version != CONTRACT_VERSION {
-            return Err(format!(
-                "built for {CONTRACT_PACKAGE}@{version} ({name}), but this host supports \
-                 {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the plugin against \
-                 switchboard-plugin-api {CONTRACT_VERSION}"
-            ));
+            return Err(LoadProblem::ContractVersion {
+                package: CONTRACT_PACKAGE,
+                found: version.to_string(),
+                supported: CONTRACT_VERSION,
+                item: Some(name.to_string()),
+            });
         }
     }
     Ok(())
