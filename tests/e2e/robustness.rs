@@ -16,7 +16,6 @@ use switchboard_tests::apology::{Ws, hear_apology};
 use switchboard_tests::{Gateway, write_config};
 use tokio_tungstenite::tungstenite::Message;
 
-
 const LOOPBACK: &str = r#"
 [plugins.echo]
 path = "{plugins}/echo.wasm"
@@ -474,7 +473,7 @@ async fn load_problem(path: &str, vanish: bool) -> anyhow::Result<LoadProblem> {
     match Plugins::load(&engine, &config).await {
         Err(e) => {
             assert_eq!(e.name, "p");
-            Ok(e.problem)
+            Ok(*e.problem)
         }
         Ok(_) => anyhow::bail!("{path} was loaded"),
     }
@@ -491,7 +490,10 @@ async fn load_errors_say_what_was_wrong() -> anyhow::Result<()> {
     std::fs::write(&text, "not a component")?;
     let path = text.display().to_string();
     let problem = load_problem(&path, false).await?;
-    assert!(matches!(problem, LoadProblem::NotAComponent(_)), "{problem:?}");
+    assert!(
+        matches!(problem, LoadProblem::NotAComponent(_)),
+        "{problem:?}"
+    );
     let problem = load_problem(&path, true).await?;
     assert!(matches!(problem, LoadProblem::Unreadable(_)), "{problem:?}");
     let problem = load_problem("{plugins}/future_version.wasm", false).await?;

@@ -320,8 +320,8 @@ pub struct PluginLoadError {
     pub name: String,
     /// File path.
     pub path: PathBuf,
-    /// What was wrong.
-    pub problem: LoadProblem,
+    /// What was wrong (boxed: the error travels in `Result`s on every load path).
+    pub problem: Box<LoadProblem>,
 }
 
 impl PluginLoadError {
@@ -330,7 +330,7 @@ impl PluginLoadError {
         Self {
             name: name.to_string(),
             path: path.to_path_buf(),
-            problem,
+            problem: Box::new(problem),
         }
     }
 }
@@ -737,11 +737,11 @@ impl Plugins {
                             .get(&used.plugin)
                             .map(|p| p.path.clone())
                             .unwrap_or_default(),
-                        problem: LoadProblem::WrongStage {
+                        problem: Box::new(LoadProblem::WrongStage {
                             found: plugin.stage().describe(),
                             agent: agent.name.clone(),
                             role,
-                        },
+                        }),
                     });
                 }
             }
