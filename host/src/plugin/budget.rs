@@ -247,6 +247,59 @@ impl LineLimiter {
     }
 }
 
+/// Timer events one session may be handed per second on average ([`TimerPacer`]): one per
+/// 4 ms, the clamp HTML puts on nested `setTimeout(0)`. A voice plugin's timers (silence
+/// timeouts, pacing 20 ms frames) fire far less often; a plugin that re-arms zero-delay timers
+/// as they fire (64 at once, the cap) would otherwise spin its call task through the host.
+pub const TIMER_EVENTS_PER_SECOND: u32 = 250;
+
+/// Timer events one session may be handed at once before [`TIMER_EVENTS_PER_SECOND`] applies:
+/// enough for every timer of a session ([`super::io::MAX_TIMERS_PER_SESSION`]) to fall due
+/// together.
+pub const TIMER_EVENT_BURST: u32 = 64;
+
+/// A token bucket of timer events ([`TIMER_EVENTS_PER_SECOND`], [`TIMER_EVENT_BURST`]): when a
+/// fired timer may be handed to the plugin. Times are tokio's, so paused-time tests pace too.
+#[derive(Debug, Clone)]
+pub struct TimerPacer {
+    tokens: f64,
+    refilled: Option<tokio::time::Instant>,
+}
+
+impl Default for TimerPacer {
+    fn default() -> Self {
+        Self {
+            tokens: f64::from(TIMER_EVENT_BURST),
+            refilled: None,
+        }
+    }
+}
+
+impl TimerPacer {
+    fn refill(&mut self, now: tokio::time::Instant) {
+        if let Some(last) = self.refilled {
+            let earned = now.saturating_duration_since(last).as_secs_f64()
+                * f64::from(TIMER_EVENTS_PER_SECOND);
+            self.tokens = (self.tokens + earned).min(f64::from(TIMER_EVENT_BURST));
+        }
+        self.refilled = Some(now);
+    }
+
+    /// How long to hold a timer event that fired at `now`: zero when it may be handed over
+    /// at once (it is then counted), else the wait until it may (nothing is counted; ask
+    /// again then).
+    pub fn wait(&mut self, now: tokio::time::Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / f64::from(TIMER_EVENTS_PER_SECOND))
+                .max(Duration::from_micros(100))
+        }
+    }
+}
+
 /// `text` made safe for one log line: cut at [`MAX_LOG_LINE_BYTES`] (on a character boundary,
 /// marked with `…[N bytes cut]`), and every control character (newline, NUL, DEL, escape)
 /// written as its Rust escape (`\n`, `\u{0}`), so a plugin cannot forge log lines or send

@@ -14,7 +14,7 @@
 //! The network side (TLS, the public-address resolver, the WebSocket and HTTP tasks) is in
 //! `transport`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 
-use super::budget::LineLimiter;
+use super::budget::{LineLimiter, TIMER_EVENT_BURST, TIMER_EVENTS_PER_SECOND, TimerPacer};
 use crate::config::Secret;
 
 /// Most WebSockets one session may have open (or opening) at once.
@@ -457,6 +457,11 @@ pub struct IoDriver {
     /// set, [`IoDriver::is_idle`] answers without touching the channel (a cache miss per frame
     /// with a thousand calls).
     quiet: bool,
+    /// Fired timers not handed over yet, oldest first: the pacer holds them (at most one per
+    /// pending timer, so at most [`MAX_TIMERS_PER_SESSION`]).
+    held_timers: VecDeque<u32>,
+    /// When a fired timer may be handed over ([`TimerPacer`]).
+    pacer: TimerPacer,
 }
 
 impl Default for IoDriver {
@@ -476,6 +481,8 @@ impl IoDriver {
             cancellable: HashMap::new(),
             tasks: JoinSet::new(),
             quiet: true,
+            held_timers: VecDeque::new(),
+            pacer: TimerPacer::default(),
         }
     }
 
@@ -485,20 +492,51 @@ impl IoDriver {
     pub fn is_idle(&mut self) -> bool {
         if !self.quiet {
             while self.tasks.try_join_next().is_some() {}
-            self.quiet = self.tasks.is_empty() && self.events_rx.is_empty();
+            self.quiet =
+                self.tasks.is_empty() && self.events_rx.is_empty() && self.held_timers.is_empty();
         }
         self.quiet
     }
 
     /// The next completion. Cancel-safe.
+    ///
+    /// Fired timers are paced ([`TimerPacer`]: at most [`TIMER_EVENTS_PER_SECOND`] after a
+    /// burst of [`TIMER_EVENT_BURST`]); other events pass a held timer.
     pub async fn next_event(&mut self) -> IoEvent {
-        // The driver holds a sender, so the channel never closes while it lives.
-        let event = match self.events_rx.recv().await {
-            Some(event) => event,
-            None => std::future::pending().await,
-        };
-        self.finished(&event);
-        event
+        loop {
+            let event = if let Some(&timer) = self.held_timers.front() {
+                let wait = self.pacer.wait(tokio::time::Instant::now());
+                if wait.is_zero() {
+                    self.held_timers.pop_front();
+                    IoEvent::Timer(timer)
+                } else {
+                    tokio::select! {
+                        biased;
+                        () = tokio::time::sleep(wait) => continue,
+                        event = self.events_rx.recv() => match event {
+                            Some(IoEvent::Timer(id)) => {
+                                self.held_timers.push_back(id);
+                                continue;
+                            }
+                            Some(event) => event,
+                            // The driver holds a sender: the channel never closes.
+                            None => std::future::pending().await,
+                        },
+                    }
+                }
+            } else {
+                match self.events_rx.recv().await {
+                    Some(IoEvent::Timer(id)) => {
+                        self.held_timers.push_back(id);
+                        continue;
+                    }
+                    Some(event) => event,
+                    None => std::future::pending().await,
+                }
+            };
+            self.finished(&event);
+            return event;
+        }
     }
 
     /// The next completion of the I/O in flight; pending while nothing is (no event can come
@@ -599,6 +637,7 @@ impl IoDriver {
                 self.cancellable.insert(id, abort);
             }
             IoCommand::Cancel { id } => {
+                self.held_timers.retain(|&held| held != id);
                 if let Some(task) = self.cancellable.remove(&id) {
                     task.abort();
                 }

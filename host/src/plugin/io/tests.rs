@@ -86,8 +86,9 @@ async fn timers_fire_and_cancel() {
 }
 
 /// A plugin that sets and lets timers fire in a loop leaves nothing behind: each fired
-/// timer's handle is released when its event is taken, not when the call ends.
-#[tokio::test]
+/// timer's handle is released when its event is taken, not when the call ends. (Paused time:
+/// the pacer spaces the events.)
+#[tokio::test(start_paused = true)]
 async fn fired_timers_release_their_handles() {
     let mut io = io(&[]);
     let mut driver = IoDriver::new();
@@ -102,6 +103,84 @@ async fn fired_timers_release_their_handles() {
     }
     assert_eq!(driver.handles(), 0);
     assert!(driver.tasks.len() <= 1, "{} tasks kept", driver.tasks.len());
+}
+
+/// A storm — every one of a session's 64 timers re-armed at zero delay as it fires — is
+/// handed to the plugin at [`TIMER_EVENTS_PER_SECOND`] after one burst, not as fast as the call
+/// task can spin; an event of another kind passes the held timers at once.
+#[tokio::test(start_paused = true)]
+async fn a_timer_storm_is_paced_and_other_events_pass_it() {
+    let mut io = io(&[]);
+    let mut driver = IoDriver::new();
+    for _ in 0..MAX_TIMERS_PER_SESSION {
+        io.set_timer(0).unwrap();
+    }
+    driver.execute_all(io.take_commands());
+    let started = tokio::time::Instant::now();
+    let mut delivered = 0u32;
+    while started.elapsed() < Duration::from_secs(2) {
+        let event = driver.next_event().await;
+        assert!(matches!(event, IoEvent::Timer(_)), "{event:?}");
+        io.observe(&event);
+        delivered += 1;
+        io.set_timer(0).unwrap();
+        driver.execute_all(io.take_commands());
+    }
+    let most = TIMER_EVENT_BURST + 2 * TIMER_EVENTS_PER_SECOND + 1;
+    let least = 2 * TIMER_EVENTS_PER_SECOND - 1;
+    assert!(
+        (least..=most).contains(&delivered),
+        "{delivered} timer events in 2 s (expected {least}..={most})"
+    );
+
+    // Timers are held now; an HTTP completion is handed over before them, at once.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    driver
+        .events_tx
+        .send(IoEvent::HttpDone(u32::MAX))
+        .await
+        .unwrap();
+    let before = tokio::time::Instant::now();
+    loop {
+        match driver.next_event().await {
+            IoEvent::HttpDone(id) => {
+                assert_eq!(id, u32::MAX);
+                break;
+            }
+            IoEvent::Timer(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        before.elapsed() < Duration::from_millis(10),
+        "{:?}",
+        before.elapsed()
+    );
+}
+
+/// A timer cancelled after it fired but while the pacer held it is never handed over.
+#[tokio::test(start_paused = true)]
+async fn a_held_timer_can_still_be_cancelled() {
+    let mut io = io(&[]);
+    let mut driver = IoDriver::new();
+    driver.pacer = TimerPacer::default();
+    // Spend the burst.
+    for _ in 0..TIMER_EVENT_BURST {
+        let id = io.set_timer(0).unwrap();
+        driver.execute_all(io.take_commands());
+        let event = driver.next_event().await;
+        assert_eq!(event, IoEvent::Timer(id));
+        io.observe(&event);
+    }
+    let doomed = io.set_timer(0).unwrap();
+    let kept = io.set_timer(1).unwrap();
+    driver.execute_all(io.take_commands());
+    // Both fire and are held; the first is cancelled before its turn.
+    let first = tokio::time::timeout(Duration::from_micros(500), driver.next_event()).await;
+    assert!(first.is_err(), "the pacer should hold the timer: {first:?}");
+    io.cancel(doomed);
+    driver.execute_all(io.take_commands());
+    assert_eq!(driver.next_event().await, IoEvent::Timer(kept));
 }
 
 /// Idle until a command starts work, busy while its task runs or its event waits, idle
