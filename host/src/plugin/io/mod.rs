@@ -24,7 +24,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::Message as WsMessage;
 
-use super::budget::{LineLimiter, TIMER_EVENT_BURST, TIMER_EVENTS_PER_SECOND, TimerPacer};
+use super::budget::{LineLimiter, TimerPacer};
 use crate::config::Secret;
 
 /// Most WebSockets one session may have open (or opening) at once.
@@ -500,8 +500,9 @@ impl IoDriver {
 
     /// The next completion. Cancel-safe.
     ///
-    /// Fired timers are paced ([`TimerPacer`]: at most [`TIMER_EVENTS_PER_SECOND`] after a
-    /// burst of [`TIMER_EVENT_BURST`]); other events pass a held timer.
+    /// Fired timers are paced ([`TimerPacer`]: at most
+    /// [`super::budget::TIMER_EVENTS_PER_SECOND`] after a burst of
+    /// [`super::budget::TIMER_EVENT_BURST`]); other events pass a held timer.
     pub async fn next_event(&mut self) -> IoEvent {
         loop {
             let event = if let Some(&timer) = self.held_timers.front() {

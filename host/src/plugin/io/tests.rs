@@ -1,4 +1,5 @@
 use super::*;
+use crate::plugin::budget::{TIMER_EVENT_BURST, TIMER_EVENTS_PER_SECOND};
 
 fn io(hosts: &[&str]) -> SessionIo {
     SessionIo::new(
