@@ -118,6 +118,9 @@ pub struct Playback {
     run_end_at: Option<Instant>,
     /// Position where the current reply began, if one is playing or queued.
     reply_start_ms: Option<u64>,
+    /// Replies begin and end where the engine says ([`Playback::begin_reply`]), not with the
+    /// first frame queued while idle.
+    explicit_replies: bool,
 }
 
 impl Playback {
@@ -134,7 +137,42 @@ impl Playback {
             next_clock_mark: 0,
             run_end_at: None,
             reply_start_ms: None,
+            explicit_replies: false,
         }
+    }
+
+    /// The clock with replies marked by the engine: a reply begins at
+    /// [`begin_reply`](Self::begin_reply) and ends at [`end_reply`](Self::end_reply) (or a
+    /// clear), spanning any gaps between its parts — a pipeline speaks a reply clause by clause.
+    /// By default a reply begins with the first frame queued while playback is idle.
+    pub fn with_explicit_replies(mut self) -> Self {
+        self.explicit_replies = true;
+        self
+    }
+
+    /// A reply begins with the next frame queued, unless one has begun already.
+    pub fn begin_reply(&mut self) {
+        if self.reply_start_ms.is_none() {
+            self.reply_start_ms = Some(self.end_ms());
+        }
+    }
+
+    /// The current reply is over: the audio queued next belongs to another.
+    pub fn end_reply(&mut self) {
+        self.reply_start_ms = None;
+    }
+
+    /// True while a reply is playing or queued.
+    pub fn in_reply(&self) -> bool {
+        self.reply_start_ms.is_some()
+    }
+
+    /// How much of the current reply the caller has heard by `now` (ms, by
+    /// [`heard_ms`](Self::heard_ms)); `None` when no reply is playing. The one place the
+    /// gateway computes "heard ms", for barge-in and for the transcript of both engines.
+    pub fn reply_heard_ms(&self, now: Instant) -> Option<u64> {
+        self.reply_start_ms
+            .map(|start| self.heard_ms(now).saturating_sub(start))
     }
 
     /// The playback position at `now` (ms on the sent-audio timeline) for pacing: the last echo
@@ -177,7 +215,7 @@ impl Playback {
         if self.queued_frames >= MAX_QUEUED_FRAMES {
             return Err(PlaybackError::QueueFull);
         }
-        if self.reply_start_ms.is_none() || self.is_idle(now) {
+        if !self.explicit_replies && (self.reply_start_ms.is_none() || self.is_idle(now)) {
             self.reply_start_ms = Some(self.sent_ms);
         }
         if self.run_end_at.is_some_and(|at| now < at) {
@@ -308,9 +346,7 @@ impl Playback {
     /// Plugin marks not yet sent are dropped; those in flight will echo as [`Echo::Cleared`].
     pub fn clear(&mut self, now: Instant) -> u64 {
         let heard_at = self.heard_ms(now);
-        let heard = self
-            .reply_start_ms
-            .map_or(0, |start| heard_at.saturating_sub(start));
+        let heard = self.reply_heard_ms(now).unwrap_or(0);
         self.queue.clear();
         self.queued_frames = 0;
         for mark in &mut self.in_flight {
@@ -510,6 +546,76 @@ mod tests {
         assert_eq!(p.on_echo("switchboard:clock:0", t1), Echo::Clock);
         assert_eq!(p.on_echo("reply-1", t1), Echo::Played("reply-1".into()));
         assert!(p.is_idle(t1));
+    }
+
+    /// Plays `frames` frames queued at `at`, with Twilio echoing every mark as it plays;
+    /// returns when everything has played.
+    fn play_out(p: &mut Playback, frames: usize, at: Instant) -> Instant {
+        for _ in 0..frames {
+            p.push_frame(frame(), at).unwrap();
+        }
+        let mut t = at;
+        for _ in 0..(frames * 4 + 200) {
+            for o in p.due(t) {
+                if let Outgoing::Mark(m) = o {
+                    let _ = p.on_echo(&m, t);
+                }
+            }
+            t += Duration::from_millis(5);
+        }
+        t
+    }
+
+    /// A reply spoken in parts with a silent gap between them (a pipeline's clauses): with
+    /// explicit replies, what the caller heard counts from the reply's start across the gap;
+    /// by default a reply starts again with the first frame after playback went idle.
+    #[test]
+    fn explicit_replies_span_gaps_between_their_parts() {
+        for explicit in [true, false] {
+            let t0 = Instant::now();
+            let mut p = Playback::new(t0);
+            if explicit {
+                p = p.with_explicit_replies();
+                p.begin_reply();
+            }
+            assert_eq!(p.in_reply(), explicit);
+            // The first clause (200 ms) plays out, then idles.
+            let t1 = play_out(&mut p, 10, t0);
+            assert!(p.is_idle(t1));
+            // The second clause: cut after 100 ms of it.
+            for _ in 0..10 {
+                p.push_frame(frame(), t1).unwrap();
+            }
+            let mut t = t1;
+            while t < t1 + Duration::from_millis(100) {
+                let _ = p.due(t);
+                t += Duration::from_millis(5);
+            }
+            let reply_heard = p.reply_heard_ms(t).unwrap_or_default();
+            let heard = p.clear(t);
+            assert_eq!(heard, reply_heard);
+            let expected = if explicit { 300 } else { 100 };
+            assert!(
+                heard.abs_diff(expected) <= 20,
+                "explicit {explicit}: heard {heard} ms, expected about {expected}"
+            );
+            assert!(!p.in_reply(), "a clear ends the reply");
+        }
+    }
+
+    /// `end_reply` closes a reply: the next `begin_reply` starts counting afresh.
+    #[test]
+    fn end_reply_starts_the_next_reply_afresh() {
+        let t0 = Instant::now();
+        let mut p = Playback::new(t0).with_explicit_replies();
+        p.begin_reply();
+        let t1 = play_out(&mut p, 10, t0);
+        p.begin_reply(); // no-op: a reply has begun
+        assert_eq!(p.reply_heard_ms(t1), Some(200));
+        p.end_reply();
+        assert_eq!(p.reply_heard_ms(t1), None);
+        p.begin_reply();
+        assert_eq!(p.reply_heard_ms(t1), Some(0));
     }
 
     #[test]

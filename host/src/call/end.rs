@@ -118,6 +118,8 @@ pub(super) fn call_end_record(
 }
 
 impl<S: MediaSocket> Call<S> {
+    /// Ends the call for `reason`: the engine told (unless its plugin failed: the caller hears
+    /// the apology instead), the breaker, call control, and the socket closed.
     pub(super) async fn finish(&mut self, reason: &EndReason) {
         if matches!(
             reason,
@@ -128,51 +130,12 @@ impl<S: MediaSocket> Call<S> {
             self.apologise().await;
         }
         let was_active = self.active.is_some();
-        if let Some(active) = &mut self.active {
-            match &mut active.engine {
-                Engine::Realtime(session) => {
-                    // A failure here counts like any other (metrics, breaker, record).
-                    if !self.abandoned
-                        && let Err(e) = session.handle(SessionInput::Hangup).await
-                    {
-                        tracing::warn!(error = %e, "plugin failed on hangup");
-                        self.stats.end_failure = Some(EndFailure {
-                            plugin: self.plugins.first().cloned().unwrap_or_default(),
-                            kind: e.kind(),
-                            message: e.to_string(),
-                        });
-                    }
-                }
-                Engine::Pipeline(p) => {
-                    // A reply still playing enters the record as far as the caller heard it.
-                    if let Some(origin) = p.reply_origin {
-                        let now = Instant::now();
-                        let heard_ms = active.playback.heard_ms(now).saturating_sub(origin);
-                        p.cut_heard = Some(heard_ms);
-                        let _ = p.turns.on(Event::Interrupted { heard_ms }, now);
-                    }
-                    // Each stage task ends after its hangup (a failure there is counted by
-                    // the stage task itself).
-                    for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
-                        let _ = p.worker(stage).0.send(StageInput::Hangup);
-                    }
-                    self.stats.turn_latency = std::mem::take(&mut p.turns.latencies);
-                    self.sync_transcript();
-                    for (n, latency) in self.stats.turn_latency.iter().enumerate() {
-                        tracing::info!(turn = n + 1, ?latency, "turn latency");
-                    }
-                }
-            }
+        if let Some((engine, mut line)) = self.engine_and_line() {
+            line.stats.end_failure = engine.end(&mut line).await;
         }
         let failed_at_end = self.stats.end_failure.as_ref().map(|f| f.plugin.clone());
         match reason {
-            EndReason::PluginFailed(_) => {
-                let blamed = self
-                    .failed_plugin
-                    .clone()
-                    .or_else(|| self.plugins.first().cloned());
-                self.record_failure(blamed);
-            }
+            EndReason::PluginFailed(failure) => self.record_failure(failure.plugin.clone()),
             EndReason::CircuitOpen(_) => {}
             _ if failed_at_end.is_some() => self.record_failure(failed_at_end),
             _ if was_active => {
@@ -195,6 +158,13 @@ impl<S: MediaSocket> Call<S> {
                 reason: "call ended".into(),
             };
             let _ = self.ws.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    /// Plays the apology on the socket, once the stream is known.
+    async fn apologise(&mut self) {
+        if let Some(stream_sid) = self.stream_sid.clone() {
+            line::apologise(&mut self.ws, &stream_sid).await;
         }
     }
 

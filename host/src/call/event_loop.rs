@@ -31,31 +31,11 @@ pub(super) async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Something the conversation engine of an active call produced.
-pub(super) enum EngineEvent {
-    /// A realtime session's host I/O completed.
-    Io(IoEvent),
-    /// A pipeline stage reported.
-    Report(StageReport),
-}
-
-/// The next event of the call's engine; pending while there is none.
+/// The next event of the call's engine; pending before `start`. Cancel-safe.
 pub(super) async fn next_engine_event(active: &mut Option<Active>) -> EngineEvent {
     match active {
-        Some(Active {
-            engine: Engine::Realtime(session),
-            ..
-        }) => EngineEvent::Io(session.next_io_event().await),
-        Some(Active {
-            engine: Engine::Pipeline(p),
-            ..
-        }) => match p.reports.recv().await {
-            Some(r) => EngineEvent::Report(r),
-            // Every stage task has stopped; each reported why first.
-            None => std::future::pending().await,
-        },
-        // Not started.
-        _ => std::future::pending().await,
+        Some(active) => active.engine.next_event().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -100,12 +80,9 @@ impl<S: MediaSocket> Call<S> {
             let (deadline, due, idle_at) = match &self.active {
                 None => (Some(start_deadline), None, None),
                 Some(a) => (
-                    a.hangup_deadline,
-                    a.playback.next_due(Instant::now()),
-                    match &a.engine {
-                        Engine::Pipeline(p) => p.idle_at,
-                        Engine::Realtime(_) => None,
-                    },
+                    a.playout.hangup_deadline,
+                    a.playout.playback.next_due(Instant::now()),
+                    a.engine.wake_at(),
                 ),
             };
             deadline_timer.arm(deadline);
@@ -116,19 +93,25 @@ impl<S: MediaSocket> Call<S> {
                 () = deadline_timer.sleep.as_mut(), if deadline.is_some() => {
                     Next::End(match &self.active {
                         None => EndReason::NoStart,
-                        Some(a) => a.ending(),
+                        Some(a) => a.playout.ending(),
                     })
                 }
-                () = due_timer.sleep.as_mut(), if due.is_some() => self.pump().await,
-                event = next_engine_event(&mut self.active) => match event {
-                    EngineEvent::Io(event) => self.feed(SessionInput::Io(event)).await,
-                    EngineEvent::Report(report) => self.on_report(report).await,
+                () = due_timer.sleep.as_mut(), if due.is_some() => match self.engine_and_line() {
+                    Some((_, mut line)) => line.pump().await,
+                    None => Next::Continue,
                 },
-                () = idle_timer.sleep.as_mut(), if idle_at.is_some() => self.check_idle().await,
+                event = next_engine_event(&mut self.active) => match self.engine_and_line() {
+                    Some((engine, mut line)) => engine.on_event(&mut line, event).await,
+                    None => Next::Continue,
+                },
+                () = idle_timer.sleep.as_mut(), if idle_at.is_some() => match self.engine_and_line() {
+                    Some((engine, mut line)) => engine.wake(&mut line).await,
+                    None => Next::Continue,
+                },
                 () = &mut shutdown => Next::End(EndReason::Shutdown),
             };
             // Everything one event produced goes out in one write.
-            if let Next::End(reason) = self.flush().await {
+            if let Next::End(reason) = line::flush(&mut self.ws, &mut self.unflushed).await {
                 break reason;
             }
             if let Next::End(reason) = next {
@@ -138,10 +121,7 @@ impl<S: MediaSocket> Call<S> {
         // A plugin failure names the plugin to blame (the one that failed, else the call's).
         let reason = match reason {
             EndReason::PluginFailed(mut failure) if failure.plugin.is_none() => {
-                failure.plugin = self
-                    .failed_plugin
-                    .clone()
-                    .or_else(|| self.plugins.first().cloned());
+                failure.plugin = self.plugins.first().cloned();
                 EndReason::PluginFailed(failure)
             }
             other => other,
@@ -193,7 +173,14 @@ impl<S: MediaSocket> Call<S> {
             }
             Inbound::Dtmf { dtmf, .. } => {
                 self.stats.dtmf += 1;
-                self.feed(SessionInput::Dtmf(dtmf.digit)).await
+                match self.engine_and_line() {
+                    Some((engine, mut line)) => engine.dtmf(&mut line, dtmf.digit).await,
+                    None => {
+                        self.stats.dropped += 1;
+                        tracing::warn!("dtmf before start dropped");
+                        Next::Continue
+                    }
+                }
             }
             Inbound::Mark { mark, .. } => self.on_mark(mark.name).await,
             Inbound::Stop { .. } => Next::End(EndReason::Stop),
@@ -256,33 +243,25 @@ impl<S: MediaSocket> Call<S> {
         if let Err(e) = active.to_plugin.convert(mulaw_in, &mut self.converted) {
             return Next::End(EndReason::plugin(SessionError::Host(e.to_string())));
         }
-        let data = self.converted.clone();
-        if let Engine::Pipeline(p) = &mut active.engine {
-            let speech = match p.vad.frame(mulaw_in) {
-                Ok(s) => s,
-                Err(e) => {
-                    return Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}"))));
-                }
-            };
-            return self
-                .pipeline_event(Event::CallerFrame {
-                    speech,
-                    data,
-                    timestamp_ms,
-                })
-                .await;
+        let frame = CallerFrame {
+            mulaw: mulaw_in,
+            data: self.converted.clone(),
+            timestamp_ms,
+        };
+        match self.engine_and_line() {
+            Some((engine, mut line)) => engine.caller_frame(&mut line, frame).await,
+            None => Next::Continue,
         }
-        self.feed(SessionInput::Audio { data, timestamp_ms }).await
     }
 
     pub(super) async fn on_mark(&mut self, name: String) -> Next {
         self.stats.marks_echoed += 1;
-        let Some(active) = &mut self.active else {
+        let Some((engine, mut line)) = self.engine_and_line() else {
             return Next::Continue;
         };
-        match active.playback.on_echo(&name, Instant::now()) {
-            Echo::Played(name) if name == HANGUP_MARK => Next::End(active.ending()),
-            Echo::Played(name) => self.feed(SessionInput::MarkPlayed(name)).await,
+        match line.playout.playback.on_echo(&name, Instant::now()) {
+            Echo::Played(name) if name == HANGUP_MARK => Next::End(line.playout.ending()),
+            Echo::Played(name) => engine.mark_played(&mut line, name).await,
             Echo::Cleared(name) => {
                 tracing::debug!(mark = %name, "mark returned by clear: not played");
                 Next::Continue

@@ -9,11 +9,12 @@
 mod end;
 #[cfg(test)]
 mod end_tests;
+mod engine;
 mod event_loop;
 pub mod inbox;
-mod outbound;
+mod line;
 pub mod pipeline;
-mod pipeline_call;
+mod pipeline_engine;
 mod realtime;
 pub mod stages;
 mod start;
@@ -42,6 +43,8 @@ use crate::records::{self, Records};
 use crate::routing::{self, RouteRequest};
 use crate::twilio::media_stream::{self, Inbound, MarkName, Outbound};
 use crate::twilio::rest::{RestClient, RestError, UpdateCall};
+use engine::{AnyEngine, CallerFrame, Engine, EngineEvent, PipelineEngine, RealtimeEngine};
+use line::{Line, Playout};
 use pipeline::{Action, Event, TurnConfig, TurnLatency, Turns};
 use stages::{REPORT_QUEUE, StageReport, StageWorker};
 use task::PendingTasks;
@@ -291,76 +294,12 @@ pub struct Turn {
     pub heard_ms: Option<u64>,
 }
 
-/// What runs the conversation of an active call.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per call; the realtime session is used on every frame, so it stays inline"
-)]
-enum Engine {
-    /// One realtime session (with the host I/O it asked for).
-    Realtime(Session),
-    /// Three stage sessions in their own tasks, and the host's turn-taking.
-    Pipeline(Box<PipelineCall>),
-}
-
-/// A pipeline call's state in the call task.
-struct PipelineCall {
-    turns: Turns,
-    vad: Vad,
-    stt: StageWorker,
-    llm: StageWorker,
-    tts: StageWorker,
-    reports: mpsc::Receiver<StageReport>,
-    /// Plugin names of the STT, LLM and TTS stages, for blame.
-    names: [String; 3],
-    /// Where the current reply's first frame sits on the playback timeline (ms).
-    reply_origin: Option<u64>,
-    /// When everything queued should have played: check then for `PlaybackIdle`.
-    idle_at: Option<Instant>,
-    /// History entries already copied into the call's transcript.
-    history_seen: usize,
-    /// Heard ms of the reply cut by the last barge-in, for its transcript entry.
-    cut_heard: Option<u64>,
-}
-
-impl PipelineCall {
-    fn worker(&mut self, stage: Stage) -> (&mut StageWorker, &str) {
-        match stage {
-            Stage::Stt => (&mut self.stt, &self.names[0]),
-            Stage::Llm => (&mut self.llm, &self.names[1]),
-            _ => (&mut self.tts, &self.names[2]),
-        }
-    }
-}
-
 /// State once `start` has arrived.
 struct Active {
-    stream_sid: String,
-    engine: Engine,
+    engine: AnyEngine,
+    playout: Playout,
     to_plugin: ToPlugin,
-    from_plugin: FromPlugin,
     next_chunk: Option<u64>,
-    /// Paces outbound audio and knows what the caller heard.
-    playback: Playback,
-    /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
-    deferred: Option<SessionInput>,
-    /// When `start` arrived (for time-to-first-audio).
-    started: Instant,
-    /// Set once the plugin hung up: close when the hang-up mark returns or at this deadline.
-    hangup_deadline: Option<Instant>,
-    /// Set when the plugin asked for a transfer: once the queued audio has played (as for a
-    /// hang-up), the call is redirected to this number.
-    transfer_to: Option<String>,
-}
-
-impl Active {
-    /// How the call ends once the plugin's last audio has played.
-    fn ending(&self) -> EndReason {
-        match &self.transfer_to {
-            Some(number) => EndReason::Transferred(number.clone()),
-            None => EndReason::HungUp,
-        }
-    }
 }
 
 /// A Media Streams socket as the call sees it: axum's `WebSocket` in the gateway, an in-memory
@@ -392,13 +331,11 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
         ctx,
         stream_sid: None,
         plugins: Vec::new(),
-        failed_plugin: None,
         task: None,
         metrics: CallMetrics::new(),
         stats: CallStats::default(),
         active: None,
         inbox: inbox::Inbox::default(),
-        abandoned: false,
         payload: Vec::with_capacity(FRAME_SAMPLES),
         converted: Vec::new(),
         unflushed: false,
@@ -414,10 +351,10 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
             "call ended"
         );
     });
-    let blamed = call
-        .failed_plugin
-        .clone()
-        .or_else(|| call.plugins.first().cloned());
+    let blamed = match &reason {
+        EndReason::PluginFailed(failure) => failure.plugin.clone(),
+        _ => call.plugins.first().cloned(),
+    };
     // The call's last frames are counted before it is: a scrape that sees the call sees them.
     call.metrics.frame.merge();
     call.metrics.lead.merge();
@@ -455,8 +392,6 @@ struct Call<S> {
     stream_sid: Option<String>,
     /// The plugins serving the call, once routed (one, or a pipeline's three).
     plugins: Vec<String>,
-    /// The plugin whose failure ended the call.
-    failed_plugin: Option<String>,
     /// The outbound call's task, once `start` named it.
     task: Option<task::Task>,
     /// Hot-path metric handles, fetched once per call.
@@ -465,9 +400,6 @@ struct Call<S> {
     active: Option<Active>,
     /// Twilio messages read while the plugin worked, not yet handled.
     inbox: inbox::Inbox,
-    /// A call into the realtime session was abandoned half-way (the caller hung up): the
-    /// session gets no `hangup`.
-    abandoned: bool,
     payload: Vec<u8>,
     converted: Vec<u8>,
     /// Messages queued by [`Call::send`] and not yet written.
@@ -479,4 +411,22 @@ struct Call<S> {
 enum Next {
     Continue,
     End(EndReason),
+}
+
+impl<S: MediaSocket> Call<S> {
+    /// The started call's engine, and the line it acts on the call through; `None` before
+    /// `start`.
+    fn engine_and_line(&mut self) -> Option<(&mut AnyEngine, Line<'_, S>)> {
+        let active = self.active.as_mut()?;
+        let line = Line {
+            ws: &mut self.ws,
+            inbox: &mut self.inbox,
+            stats: &mut self.stats,
+            metrics: &mut self.metrics,
+            unflushed: &mut self.unflushed,
+            playout: &mut active.playout,
+            can_transfer: self.ctx.rest.is_some(),
+        };
+        Some((&mut active.engine, line))
+    }
 }

@@ -1,125 +1,119 @@
-//! The realtime engine: one session fed each input in turn while the socket is watched for
-//! `stop` ([`super::inbox`]), and its outputs carried out (audio, marks, `clear`, transcripts,
-//! hang-up, transfer).
+//! The realtime engine: one speech-to-speech session fed each input in turn while the socket is
+//! watched for `stop` ([`super::inbox`]), and its outputs carried out through the [`Line`]
+//! (audio, marks, `clear`, transcripts, hang-up, transfer).
 
 use super::*;
 
-/// Feeds `input` to a realtime session while reading the socket into `inbox`, so that the
-/// caller hanging up ends the call at once however long the plugin takes (see [`inbox`]).
-/// `Err` is how the call ends when the socket ended it first; the session's call is then
-/// abandoned (dropped half-way) and the session must not be entered again.
-pub(super) async fn handle_watching<S: MediaSocket>(
-    session: &mut Session,
-    input: SessionInput,
-    ws: &mut S,
-    inbox: &mut inbox::Inbox,
-) -> Result<Result<Vec<SessionOutput>, crate::plugin::SessionError>, EndReason> {
-    let call = session.handle(input);
-    tokio::pin!(call);
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut call => return Ok(result),
-            read = ws.next(), if inbox.accepting() => {
-                if let Some(end) = inbox.push(read) {
-                    return Err(end);
-                }
+/// A realtime agent's engine: its one session and what the host owes it.
+pub(in crate::call) struct RealtimeEngine {
+    session: Session,
+    /// The plugin's name in agents.toml, for blame.
+    plugin: String,
+    /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
+    deferred: Option<SessionInput>,
+    /// A call into the session was abandoned half-way (the caller hung up): the session gets
+    /// no `hangup`.
+    abandoned: bool,
+}
+
+impl RealtimeEngine {
+    /// Opens a session of the plugin `used` names for `config`.
+    ///
+    /// # Errors
+    /// The plugin refused or failed to open a session: how the call ends.
+    pub(super) async fn open(
+        plugin: &Plugin,
+        used: &PluginUse,
+        config: &SessionConfig,
+    ) -> Result<Self, EndReason> {
+        match plugin.open(config).await {
+            Ok(session) => Ok(Self {
+                session,
+                plugin: used.plugin.clone(),
+                deferred: None,
+                abandoned: false,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, kind = e.kind(), "plugin session failed to open");
+                Err(EndReason::PluginFailed(PluginFailure::of(
+                    &used.plugin,
+                    None,
+                    e,
+                )))
             }
         }
     }
-}
 
-impl<S: MediaSocket> Call<S> {
-    /// Feeds one input to the plugin and carries out its outputs.
-    pub(super) async fn feed(&mut self, input: SessionInput) -> Next {
-        let Some(active) = &mut self.active else {
-            self.stats.dropped += 1;
-            tracing::warn!("event before start dropped");
-            return Next::Continue;
-        };
-        if active.hangup_deadline.is_some() {
+    fn failed(&self, e: SessionError) -> Next {
+        tracing::error!(error = %e, kind = e.kind(), "plugin failed");
+        Next::End(EndReason::PluginFailed(PluginFailure::of(
+            &self.plugin,
+            None,
+            e,
+        )))
+    }
+
+    /// Feeds one input to the plugin and carries out its outputs, then any input they caused.
+    async fn feed<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, input: SessionInput) -> Next {
+        if line.is_ending() {
             // Hanging up: the plugin is done; only the hang-up mark matters now.
             return Next::Continue;
         }
         let mut input = input;
         loop {
-            let Some(active) = &mut self.active else {
-                return Next::Continue;
-            };
-            let Engine::Realtime(session) = &mut active.engine else {
-                if let SessionInput::Dtmf(digit) = &input {
-                    tracing::info!(%digit, "DTMF on a pipeline call: not used yet");
-                }
-                return Next::Continue;
-            };
-            let handled = handle_watching(session, input, &mut self.ws, &mut self.inbox).await;
-            let outputs = match handled {
+            let outputs = match line.watching(self.session.handle(input)).await {
                 Ok(Ok(o)) => o,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, kind = e.kind(), "plugin failed");
-                    return Next::End(EndReason::plugin(e));
-                }
+                Ok(Err(e)) => return self.failed(e),
                 Err(end) => {
                     // The caller hung up while the plugin worked: the call ends now, and the
                     // call into the plugin is abandoned half-way.
-                    session.abandon();
+                    self.session.abandon();
                     self.abandoned = true;
                     tracing::info!(reason = %end, "call ended while the plugin was busy");
                     return Next::End(end);
                 }
             };
             for output in outputs {
-                if let Next::End(r) = self.carry_out(output).await {
+                if let Next::End(r) = self.carry_out(line, output).await {
                     return Next::End(r);
                 }
             }
             // Inputs the outputs caused (`interrupted` after a clear) go in next, in order.
-            match self.active.as_mut().and_then(|a| a.deferred.take()) {
+            match self.deferred.take() {
                 Some(next) => input = next,
                 None => return Next::Continue,
             }
         }
     }
 
-    pub(super) async fn carry_out(&mut self, output: SessionOutput) -> Next {
-        let Some(active) = &mut self.active else {
-            return Next::Continue;
-        };
+    async fn carry_out<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        output: SessionOutput,
+    ) -> Next {
         match output {
             SessionOutput::Play { format, data } => {
                 let started = std::time::Instant::now();
-                if let Err(e) = active.from_plugin.push(format, &data) {
-                    return Next::End(EndReason::plugin(SessionError::Output(e.to_string())));
+                if let Err(e) = line.push_audio(format, &data) {
+                    return self.failed(SessionError::Output(e.to_string()));
                 }
                 // Host work the plugin caused is taken from its CPU share.
-                if let Engine::Realtime(session) = &mut active.engine
-                    && let Err(e) = session.charge(started.elapsed())
-                {
-                    tracing::error!(error = %e, kind = e.kind(), "plugin failed");
-                    return Next::End(EndReason::plugin(e));
+                if let Err(e) = self.session.charge(started.elapsed()) {
+                    return self.failed(e);
                 }
-                self.queue_frames(false).await
+                line.queue_frames(false).await
             }
-            SessionOutput::Mark(name) => {
-                if let Next::End(r) = self.queue_frames(true).await {
-                    return Next::End(r);
-                }
-                if let Some(active) = &mut self.active {
-                    active.playback.push_mark(name);
-                }
-                self.pump().await
-            }
+            SessionOutput::Mark(name) => line.mark(name).await,
             SessionOutput::ClearPlayback => {
-                let now = Instant::now();
-                let was_playing = !active.playback.is_idle(now);
-                let heard_ms = active.playback.clear(now);
-                active.from_plugin.clear();
-                self.stats.clears += 1;
-                if was_playing {
+                let cleared = match line.clear().await {
+                    Ok(c) => c,
+                    Err(end) => return end,
+                };
+                if cleared.was_playing {
                     // Barge-in: tell the plugin how much of its reply the caller heard.
-                    tracing::debug!(heard_ms, "playback cleared");
-                    active.deferred = Some(SessionInput::Interrupted(heard_ms));
-                    if let Some(turn) = self
+                    tracing::debug!(heard_ms = cleared.heard_ms, "playback cleared");
+                    self.deferred = Some(SessionInput::Interrupted(cleared.heard_ms));
+                    if let Some(turn) = line
                         .stats
                         .transcript
                         .iter_mut()
@@ -127,47 +121,28 @@ impl<S: MediaSocket> Call<S> {
                         .find(|t| t.side == Side::Agent)
                         .filter(|t| t.heard_ms.is_none())
                     {
-                        turn.heard_ms = Some(heard_ms);
+                        turn.heard_ms = Some(cleared.heard_ms);
                     }
                 }
-                let msg = Outbound::Clear {
-                    stream_sid: &active.stream_sid,
-                }
-                .to_json();
-                self.send(msg).await
+                Next::Continue
             }
             SessionOutput::HangUp => {
-                if let Next::End(r) = self.queue_frames(true).await {
-                    return Next::End(r);
-                }
-                let Some(active) = &mut self.active else {
-                    return Next::Continue;
-                };
-                active.playback.push_mark(HANGUP_MARK.to_string());
-                let now = Instant::now();
-                active.hangup_deadline = Some(now + active.playback.remaining(now) + HANGUP_GRACE);
                 tracing::info!("plugin hung up; closing after queued audio plays");
-                self.pump().await
+                line.end_after_playback(None).await
             }
             SessionOutput::UserTranscript { text, is_final } => {
-                tracing::info!(side = "caller", is_final, %text, "transcript");
                 if is_final {
-                    self.stats.transcript.push(Turn {
-                        side: Side::Caller,
-                        text,
-                        heard_ms: None,
-                    });
+                    line.transcript(Side::Caller, text, None);
+                } else {
+                    tracing::debug!(side = "caller", %text, "partial transcript");
                 }
                 Next::Continue
             }
             SessionOutput::AgentTranscript { text, is_final } => {
-                tracing::info!(side = "agent", is_final, %text, "transcript");
                 if is_final {
-                    self.stats.transcript.push(Turn {
-                        side: Side::Agent,
-                        text,
-                        heard_ms: None,
-                    });
+                    line.transcript(Side::Agent, text, None);
+                } else {
+                    tracing::debug!(side = "agent", %text, "partial transcript");
                 }
                 Next::Continue
             }
@@ -176,22 +151,80 @@ impl<S: MediaSocket> Call<S> {
                     tracing::warn!(%number, "transfer to a number that is not E.164; ignored");
                     return Next::Continue;
                 }
-                if self.ctx.rest.is_none() {
+                if !line.can_transfer {
                     tracing::error!(%number, "transfer needs Twilio's REST API: set [twilio] account_sid and auth_token; ignored");
                     return Next::Continue;
                 }
-                if let Next::End(r) = self.queue_frames(true).await {
-                    return Next::End(r);
-                }
-                let Some(active) = &mut self.active else {
-                    return Next::Continue;
-                };
-                active.transfer_to = Some(number.clone());
-                active.playback.push_mark(HANGUP_MARK.to_string());
-                let now = Instant::now();
-                active.hangup_deadline = Some(now + active.playback.remaining(now) + HANGUP_GRACE);
                 tracing::info!(%number, "plugin asked for a transfer; redirecting after queued audio plays");
-                self.pump().await
+                line.end_after_playback(Some(number)).await
+            }
+        }
+    }
+}
+
+impl Engine for RealtimeEngine {
+    async fn started<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>) -> Next {
+        // The plugin greets (or not) from `open`.
+        Next::Continue
+    }
+
+    async fn caller_frame<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        frame: CallerFrame<'_>,
+    ) -> Next {
+        let input = SessionInput::Audio {
+            data: frame.data,
+            timestamp_ms: frame.timestamp_ms,
+        };
+        self.feed(line, input).await
+    }
+
+    async fn dtmf<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, digit: String) -> Next {
+        self.feed(line, SessionInput::Dtmf(digit)).await
+    }
+
+    async fn mark_played<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, name: String) -> Next {
+        self.feed(line, SessionInput::MarkPlayed(name)).await
+    }
+
+    async fn next_event(&mut self) -> EngineEvent {
+        EngineEvent::Io(self.session.next_io_event().await)
+    }
+
+    async fn on_event<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        event: EngineEvent,
+    ) -> Next {
+        match event {
+            EngineEvent::Io(event) => self.feed(line, SessionInput::Io(event)).await,
+            EngineEvent::Report(_) => Next::Continue,
+        }
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+
+    async fn wake<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>) -> Next {
+        Next::Continue
+    }
+
+    async fn end<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>) -> Option<EndFailure> {
+        if self.abandoned {
+            return None;
+        }
+        // A failure here counts like any other (metrics, breaker, record).
+        match self.session.handle(SessionInput::Hangup).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.kind(), "plugin failed on hangup");
+                Some(EndFailure {
+                    plugin: self.plugin.clone(),
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })
             }
         }
     }

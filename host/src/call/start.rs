@@ -90,14 +90,11 @@ impl<S: MediaSocket> Call<S> {
             agent: agent.name.clone(),
             parameters: params.clone(),
         };
-        let opened = match &agent.mode {
-            AgentMode::Realtime(used) => self.open_realtime(agent, used, call.clone()).await,
-            AgentMode::Pipeline(_) => self.open_pipeline(agent, call.clone()).await,
-        };
-        let (engine, input_format) = match opened {
-            Ok(o) => o,
-            Err(next) => return next,
-        };
+        let (engine, input_format) =
+            match open_engine(&self.ctx, self.task.as_ref(), agent, &call).await {
+                Ok(o) => o,
+                Err(end) => return Next::End(end),
+            };
         let to_plugin = match ToPlugin::new(input_format) {
             Ok(c) => c,
             Err(e) => return Next::End(EndReason::plugin(SessionError::Contract(e.to_string()))),
@@ -117,174 +114,76 @@ impl<S: MediaSocket> Call<S> {
             });
         }
         self.active = Some(Active {
-            stream_sid,
+            playout: Playout::new(stream_sid, engine.playback()),
             engine,
             to_plugin,
-            from_plugin: FromPlugin::new(),
             next_chunk: None,
-            playback: Playback::new(Instant::now()),
-            deferred: None,
-            started: Instant::now(),
-            hangup_deadline: None,
-            transfer_to: None,
         });
-        // A pipeline speaks its greeting through the TTS.
-        self.pipeline_event(Event::Started).await
-    }
-
-    /// The loaded plugin `used` names, or the end of the call.
-    pub(super) fn loaded(&mut self, used: &PluginUse) -> Result<Arc<Plugin>, Next> {
-        self.ctx.plugins.get(&used.plugin).cloned().ok_or_else(|| {
-            self.failed_plugin = Some(used.plugin.clone());
-            Next::End(EndReason::PluginFailed(PluginFailure::of(
-                &used.plugin,
-                None,
-                SessionError::Host("not loaded".into()),
-            )))
-        })
-    }
-
-    pub(super) fn session_config(
-        agent: &Agent,
-        used: &PluginUse,
-        call: CallInfo,
-        task: Option<&task::Task>,
-        allow_private_destinations: bool,
-    ) -> SessionConfig {
-        // A task fills the realtime plugin's `instructions` setting for this call only.
-        let settings = match (task, used.effective_settings.get("instructions")) {
-            (Some(task), Some(serde_json::Value::String(template))) => {
-                let mut settings = used.effective_settings.clone();
-                settings["instructions"] = serde_json::Value::String(task.render(template));
-                settings.to_string()
-            }
-            _ => used.settings_json.clone(),
-        };
-        SessionConfig {
-            call,
-            settings,
-            greeting: agent.greeting.clone(),
-            io: Arc::new(IoPolicy {
-                allowed_hosts: used.allowed_hosts.clone(),
-                secrets: used.secrets.clone(),
-                allow_private_destinations,
-            }),
+        match self.engine_and_line() {
+            Some((engine, mut line)) => engine.started(&mut line).await,
+            None => Next::Continue,
         }
     }
+}
 
-    pub(super) async fn open_realtime(
-        &mut self,
-        agent: &Agent,
-        used: &PluginUse,
-        call: CallInfo,
-    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
-        let plugin = self.loaded(used)?;
-        let config = Self::session_config(
-            agent,
-            used,
-            call,
-            self.task.as_ref(),
-            self.ctx.config.server.allow_private_destinations,
-        );
-        let session = match plugin.open(&config).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "plugin session failed to open");
-                return Err(Next::End(EndReason::plugin(e)));
-            }
-        };
-        Ok((Engine::Realtime(session), plugin.info().input_format))
-    }
-
-    pub(super) async fn open_pipeline(
-        &mut self,
-        agent: &Agent,
-        call: CallInfo,
-    ) -> Result<(Engine, crate::plugin::AudioFormat), Next> {
-        let Some(pipeline) = agent.pipeline() else {
-            return Err(Next::End(EndReason::plugin(SessionError::Host(
-                "agent has no pipeline".into(),
-            ))));
-        };
-        let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
-        let mut workers = Vec::with_capacity(3);
-        let mut stt_format = None;
-        for (stage, used) in [
-            (Stage::Stt, &pipeline.stt),
-            (Stage::Llm, &pipeline.llm),
-            (Stage::Tts, &pipeline.tts),
-        ] {
-            let plugin = self.loaded(used)?;
-            if stage == Stage::Stt {
-                stt_format = Some(plugin.info().input_format);
-            }
-            let session = match plugin
-                .open_stage(&Self::session_config(
-                    agent,
-                    used,
-                    call.clone(),
-                    None,
-                    self.ctx.config.server.allow_private_destinations,
-                ))
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, plugin = %used.plugin, "pipeline stage failed to open");
-                    self.failed_plugin = Some(used.plugin.clone());
-                    return Err(Next::End(EndReason::PluginFailed(PluginFailure::of(
-                        &used.plugin,
-                        Some(stage),
-                        e,
-                    ))));
-                }
+/// Opens the engine `agent` runs on, and says the format its plugin takes caller audio in.
+///
+/// # Errors
+/// A plugin is not loaded or failed to open a session: how the call ends.
+async fn open_engine(
+    ctx: &CallContext,
+    task: Option<&task::Task>,
+    agent: &Agent,
+    call: &CallInfo,
+) -> Result<(AnyEngine, crate::plugin::AudioFormat), EndReason> {
+    let allow_private = ctx.config.server.allow_private_destinations;
+    match &agent.mode {
+        AgentMode::Realtime(used) => {
+            let plugin = pipeline_engine::loaded(&ctx.plugins, used)?;
+            let config = session_config(agent, used, call.clone(), task, allow_private);
+            let engine = RealtimeEngine::open(&plugin, used, &config).await?;
+            Ok((AnyEngine::Realtime(engine), plugin.info().input_format))
+        }
+        AgentMode::Pipeline(_) => {
+            let config =
+                |used: &PluginUse| session_config(agent, used, call.clone(), None, allow_private);
+            // A task fills the pipeline's instructions template for this call only.
+            let instructions = |template: &str| match task {
+                Some(task) => task.render(template),
+                None => template.to_string(),
             };
-            workers.push(StageWorker::spawn(
-                stage,
-                session,
-                report_tx.clone(),
-                stages::Blame {
-                    plugin: used.plugin.clone(),
-                    breaker: self.ctx.plugins.breaker(&used.plugin).cloned(),
-                },
-            ));
+            let (engine, format) =
+                PipelineEngine::open(agent, &ctx.plugins, config, instructions).await?;
+            Ok((AnyEngine::Pipeline(Box::new(engine)), format))
         }
-        let vad = Vad::new()
-            .map_err(|e| Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}")))))?;
-        let mut workers = workers.into_iter();
-        let (Some(stt), Some(llm), Some(tts), Some(format)) =
-            (workers.next(), workers.next(), workers.next(), stt_format)
-        else {
-            return Err(Next::End(EndReason::plugin(SessionError::Host(
-                "pipeline stages missing".into(),
-            ))));
-        };
-        let instructions = match &self.task {
-            Some(task) => task.render(&pipeline.instructions),
-            None => pipeline.instructions.clone(),
-        };
-        let turns = Turns::new(TurnConfig {
-            instructions,
-            endpointing: pipeline.endpointing,
-            greeting: agent.greeting.clone(),
-        });
-        let call = PipelineCall {
-            turns,
-            vad,
-            stt,
-            llm,
-            tts,
-            reports,
-            names: [
-                pipeline.stt.plugin.clone(),
-                pipeline.llm.plugin.clone(),
-                pipeline.tts.plugin.clone(),
-            ],
-            reply_origin: None,
-            idle_at: None,
-            history_seen: 0,
-            cut_heard: None,
-        };
-        Ok((Engine::Pipeline(Box::new(call)), format))
+    }
+}
+
+/// The session config of the plugin `used` names, for one call of `agent`.
+fn session_config(
+    agent: &Agent,
+    used: &PluginUse,
+    call: CallInfo,
+    task: Option<&task::Task>,
+    allow_private_destinations: bool,
+) -> SessionConfig {
+    // A task fills the realtime plugin's `instructions` setting for this call only.
+    let settings = match (task, used.effective_settings.get("instructions")) {
+        (Some(task), Some(serde_json::Value::String(template))) => {
+            let mut settings = used.effective_settings.clone();
+            settings["instructions"] = serde_json::Value::String(task.render(template));
+            settings.to_string()
+        }
+        _ => used.settings_json.clone(),
+    };
+    SessionConfig {
+        call,
+        settings,
+        greeting: agent.greeting.clone(),
+        io: Arc::new(IoPolicy {
+            allowed_hosts: used.allowed_hosts.clone(),
+            secrets: used.secrets.clone(),
+            allow_private_destinations,
+        }),
     }
 }

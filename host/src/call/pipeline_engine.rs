@@ -1,0 +1,349 @@
+//! The pipeline engine: caller frames through the VAD into [`super::pipeline::Turns`] (the
+//! host's turn-taking), its actions to the stage workers ([`super::stages`]: STT, LLM and TTS
+//! sessions in their own tasks), their reports back, and the transcript kept in step with the
+//! history.
+
+use super::*;
+
+/// A pipeline agent's engine.
+pub(in crate::call) struct PipelineEngine {
+    turns: Turns,
+    vad: Vad,
+    stt: StageWorker,
+    llm: StageWorker,
+    tts: StageWorker,
+    reports: mpsc::Receiver<StageReport>,
+    /// Plugin names of the STT, LLM and TTS stages, for blame.
+    names: [String; 3],
+    /// When everything queued should have played: check then for `PlaybackIdle`.
+    idle_at: Option<Instant>,
+    /// History entries already copied into the call's transcript.
+    history_seen: usize,
+    /// Heard ms of the reply cut by the last barge-in, for its transcript entry.
+    cut_heard: Option<u64>,
+}
+
+/// A stage failed: the call ends, blaming its plugin.
+fn stage_failed(name: &str, stage: Stage, error: SessionError) -> Next {
+    Next::End(EndReason::PluginFailed(PluginFailure::of(
+        name,
+        Some(stage),
+        error,
+    )))
+}
+
+impl PipelineEngine {
+    /// Opens the agent's three stage sessions, each in its own task, and the turn-taking.
+    /// `config(used)` is the session config of the stage plugin `used` names. Returns the
+    /// engine and the format the STT takes caller audio in.
+    ///
+    /// # Errors
+    /// A stage plugin is not loaded or failed to open: how the call ends.
+    pub(super) async fn open(
+        agent: &Agent,
+        plugins: &Plugins,
+        config: impl Fn(&PluginUse) -> SessionConfig,
+        instructions: impl FnOnce(&str) -> String,
+    ) -> Result<(Self, crate::plugin::AudioFormat), EndReason> {
+        let Some(pipeline) = agent.pipeline() else {
+            return Err(EndReason::plugin(SessionError::Host(
+                "agent has no pipeline".into(),
+            )));
+        };
+        let (report_tx, reports) = mpsc::channel(REPORT_QUEUE);
+        let mut workers = Vec::with_capacity(3);
+        let mut stt_format = None;
+        for (stage, used) in [
+            (Stage::Stt, &pipeline.stt),
+            (Stage::Llm, &pipeline.llm),
+            (Stage::Tts, &pipeline.tts),
+        ] {
+            let plugin = loaded(plugins, used)?;
+            if stage == Stage::Stt {
+                stt_format = Some(plugin.info().input_format);
+            }
+            let session = plugin.open_stage(&config(used)).await.map_err(|e| {
+                tracing::error!(error = %e, kind = e.kind(), plugin = %used.plugin, "pipeline stage failed to open");
+                EndReason::PluginFailed(PluginFailure::of(&used.plugin, Some(stage), e))
+            })?;
+            workers.push(StageWorker::spawn(
+                stage,
+                session,
+                report_tx.clone(),
+                stages::Blame {
+                    plugin: used.plugin.clone(),
+                    breaker: plugins.breaker(&used.plugin).cloned(),
+                },
+            ));
+        }
+        let vad =
+            Vad::new().map_err(|e| EndReason::plugin(SessionError::Host(format!("VAD: {e}"))))?;
+        let mut workers = workers.into_iter();
+        let (Some(stt), Some(llm), Some(tts), Some(format)) =
+            (workers.next(), workers.next(), workers.next(), stt_format)
+        else {
+            return Err(EndReason::plugin(SessionError::Host(
+                "pipeline stages missing".into(),
+            )));
+        };
+        let turns = Turns::new(TurnConfig {
+            instructions: instructions(&pipeline.instructions),
+            endpointing: pipeline.endpointing,
+            greeting: agent.greeting.clone(),
+        });
+        let engine = Self {
+            turns,
+            vad,
+            stt,
+            llm,
+            tts,
+            reports,
+            names: [
+                pipeline.stt.plugin.clone(),
+                pipeline.llm.plugin.clone(),
+                pipeline.tts.plugin.clone(),
+            ],
+            idle_at: None,
+            history_seen: 0,
+            cut_heard: None,
+        };
+        Ok((engine, format))
+    }
+
+    fn worker(&mut self, stage: Stage) -> (&mut StageWorker, &str) {
+        match stage {
+            Stage::Stt => (&mut self.stt, &self.names[0]),
+            Stage::Llm => (&mut self.llm, &self.names[1]),
+            _ => (&mut self.tts, &self.names[2]),
+        }
+    }
+
+    /// Feeds one event to the turn-taking and carries out what it decides.
+    async fn event<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, event: Event) -> Next {
+        let actions = self.turns.on(event, Instant::now());
+        self.actions(line, actions).await
+    }
+
+    async fn actions<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        actions: Vec<Action>,
+    ) -> Next {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let (stage, input) = match action {
+                Action::Stt(input) => (Stage::Stt, input),
+                Action::Llm(input) => (Stage::Llm, input),
+                Action::Tts(input) => (Stage::Tts, input),
+                Action::Play { format, data } => {
+                    line.playout.playback.begin_reply();
+                    if let Err(e) = line.push_audio(format, &data) {
+                        return stage_failed(
+                            &self.names[2],
+                            Stage::Tts,
+                            SessionError::Output(e.to_string()),
+                        );
+                    }
+                    if let Next::End(r) = line.queue_frames(false).await {
+                        return Next::End(r);
+                    }
+                    continue;
+                }
+                Action::ClearPlayback => {
+                    let cleared = match line.clear().await {
+                        Ok(c) => c,
+                        Err(end) => return end,
+                    };
+                    let heard_ms = cleared.heard_ms;
+                    self.idle_at = None;
+                    self.cut_heard = Some(heard_ms);
+                    tracing::debug!(heard_ms, "barge-in: playback cleared");
+                    queue.extend(
+                        self.turns
+                            .on(Event::Interrupted { heard_ms }, Instant::now()),
+                    );
+                    continue;
+                }
+            };
+            let is_audio = matches!(input, StageInput::Audio { .. });
+            let (worker, name) = self.worker(stage);
+            if let Err(e) = worker.send(input) {
+                if is_audio {
+                    line.stats.stt_dropped += 1;
+                    if line.stats.stt_dropped == 1 {
+                        tracing::warn!(plugin = %name, "{e}: caller audio dropped");
+                    }
+                } else {
+                    tracing::error!(plugin = %name, "{e}");
+                    return stage_failed(name, stage, SessionError::Host(e.to_string()));
+                }
+            }
+        }
+        self.sync_transcript(line);
+        Next::Continue
+    }
+
+    /// Copies new history entries into the call's transcript.
+    fn sync_transcript<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) {
+        let history = self.turns.history();
+        for (role, text) in &history[self.history_seen..] {
+            let (side, heard_ms) = match role {
+                Role::User => (Side::Caller, None),
+                _ => (Side::Agent, self.cut_heard.take()),
+            };
+            line.transcript(side, text.clone(), heard_ms);
+            if side == Side::Agent {
+                line.playout.playback.end_reply();
+            }
+        }
+        self.history_seen = history.len();
+    }
+
+    /// Sets when to next check whether playback has gone idle.
+    fn schedule_idle<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) {
+        let now = Instant::now();
+        let playback = &line.playout.playback;
+        let wanted = playback.in_reply() || !playback.is_idle(now);
+        let at = now + playback.remaining(now) + Duration::from_millis(FRAME_MS);
+        // Keep an earlier check: re-arming later on every report would starve it (the STT
+        // reports every 20 ms). A check that comes too early re-arms itself.
+        self.idle_at = wanted.then(|| self.idle_at.map_or(at, |old| old.min(at)));
+    }
+}
+
+/// The loaded plugin `used` names, or the end of the call.
+pub(super) fn loaded(plugins: &Plugins, used: &PluginUse) -> Result<Arc<Plugin>, EndReason> {
+    plugins.get(&used.plugin).cloned().ok_or_else(|| {
+        EndReason::PluginFailed(PluginFailure::of(
+            &used.plugin,
+            None,
+            SessionError::Host("not loaded".into()),
+        ))
+    })
+}
+
+impl Engine for PipelineEngine {
+    async fn started<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        // The greeting goes through the TTS.
+        self.event(line, Event::Started).await
+    }
+
+    async fn caller_frame<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        frame: CallerFrame<'_>,
+    ) -> Next {
+        let speech = match self.vad.frame(frame.mulaw) {
+            Ok(s) => s,
+            Err(e) => return Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}")))),
+        };
+        let event = Event::CallerFrame {
+            speech,
+            data: frame.data,
+            timestamp_ms: frame.timestamp_ms,
+        };
+        self.event(line, event).await
+    }
+
+    async fn dtmf<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>, digit: String) -> Next {
+        tracing::info!(%digit, "DTMF on a pipeline call: not used yet");
+        Next::Continue
+    }
+
+    async fn mark_played<S: MediaSocket>(
+        &mut self,
+        _line: &mut Line<'_, S>,
+        _name: String,
+    ) -> Next {
+        // The host sends a pipeline's marks for its own clock only.
+        Next::Continue
+    }
+
+    async fn next_event(&mut self) -> EngineEvent {
+        match self.reports.recv().await {
+            Some(r) => EngineEvent::Report(r),
+            // Every stage task has stopped; each reported why first.
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn on_event<S: MediaSocket>(
+        &mut self,
+        line: &mut Line<'_, S>,
+        event: EngineEvent,
+    ) -> Next {
+        let EngineEvent::Report(report) = event else {
+            return Next::Continue;
+        };
+        let stage = report.stage;
+        let (worker, name) = self.worker(stage);
+        if !worker.is_current(&report) {
+            return Next::Continue; // cancelled work
+        }
+        let outputs = match report.result {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(plugin = %name, stage = stage.describe(), error = %e, kind = e.kind(), "pipeline stage failed");
+                return stage_failed(name, stage, e);
+            }
+        };
+        for output in outputs {
+            let flush = matches!(output, StageOutput::UtteranceDone);
+            if let StageOutput::Transcript { text, is_final } = &output {
+                tracing::debug!(is_final, %text, "caller transcript");
+            }
+            let event = match stage {
+                Stage::Stt => Event::Stt(output),
+                Stage::Llm => Event::Llm(output),
+                _ => Event::Tts(output),
+            };
+            if let Next::End(r) = self.event(line, event).await {
+                return Next::End(r);
+            }
+            if flush {
+                // A clause is complete: its last partial frame goes out padded.
+                if let Next::End(r) = line.queue_frames(true).await {
+                    return Next::End(r);
+                }
+            }
+        }
+        self.schedule_idle(line);
+        Next::Continue
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        self.idle_at
+    }
+
+    /// Playback may have gone idle: tell the turn-taking, or check again later.
+    async fn wake<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        self.idle_at = None;
+        let next = if line.playout.playback.is_idle(Instant::now()) {
+            self.event(line, Event::PlaybackIdle).await
+        } else {
+            Next::Continue
+        };
+        self.schedule_idle(line);
+        next
+    }
+
+    async fn end<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Option<EndFailure> {
+        // A reply still playing enters the record as far as the caller heard it.
+        let now = Instant::now();
+        if let Some(heard_ms) = line.playout.playback.reply_heard_ms(now) {
+            self.cut_heard = Some(heard_ms);
+            let _ = self.turns.on(Event::Interrupted { heard_ms }, now);
+        }
+        // Each stage task ends after its hangup (a failure there is counted by the stage task
+        // itself).
+        for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
+            let _ = self.worker(stage).0.send(StageInput::Hangup);
+        }
+        line.stats.turn_latency = std::mem::take(&mut self.turns.latencies);
+        self.sync_transcript(line);
+        for (n, latency) in line.stats.turn_latency.iter().enumerate() {
+            tracing::info!(turn = n + 1, ?latency, "turn latency");
+        }
+        None
+    }
+}
