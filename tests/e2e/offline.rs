@@ -120,3 +120,53 @@ async fn the_offline_agent_answers_a_spoken_question() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The shipped front desk's caller context, offline: a caller listed in the demo customers file
+/// (`host/assets/demo-customers.csv`) is greeted by name, and asking "Where is my order?" hears
+/// their order's status from the same file — in the transcript, and on the phone (transcribed
+/// back by the local recognizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_front_desk_greets_a_known_caller_by_name() -> anyhow::Result<()> {
+    let models = speech_plugins()?;
+    let gw = Gateway::start(&write_config(&config(&models))?).await?;
+    let mut events = gw.state.subscribe();
+    // The greeting plays first (a few seconds of Piper); the caller asks after it.
+    let mut script = silence(7000);
+    script.extend(wav_frames(&fixture("speech/order-question.wav"))?);
+    let log = phone::call(
+        &gw.url,
+        json!({"From": "+1 (500) 555-0101"}),
+        script,
+        Duration::from_secs(22),
+    )
+    .await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.stats);
+    for t in &end.stats.transcript {
+        println!("{:?}: {}", t.side, t.text);
+    }
+    let agent: Vec<&str> = end
+        .stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Agent)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(
+        agent.first().copied(),
+        Some("Hello Ada Lovelace, thanks for calling."),
+        "{agent:?}"
+    );
+    assert!(
+        agent.contains(&"Your order 1042 is out for delivery and arrives tomorrow before noon."),
+        "{agent:?}"
+    );
+    let heard: Vec<Vec<u8>> = log.media.iter().map(|(_, f)| f.clone()).collect();
+    let heard = words(&transcribe(&models, &heard).await?);
+    println!("the caller heard: {heard:?}");
+    assert!(
+        heard.contains("lovelace") && heard.contains("delivery"),
+        "the caller heard {heard:?}"
+    );
+    Ok(())
+}

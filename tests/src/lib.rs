@@ -144,10 +144,16 @@ pub fn speech_plugins() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// The greeting [`offline_agent_config`]'s agent speaks to a caller listed in the shipped demo
+/// customers file (`host/assets/demo-customers.csv`), as the shipped agents.toml's does.
+pub const KNOWN_CALLER_GREETING: &str = "Hello {caller.name}, thanks for calling.";
+
 /// An agents.toml template (for [`write_config`]) with one offline pipeline agent, the default:
 /// local Whisper STT and Piper TTS (models under `models`, see [`speech_plugins`]) around the
-/// scripted dialogue, whose `hours` intent answers "We are open from {hours}." and whose
-/// `address` intent answers "We are at 12 Market Street.".
+/// scripted dialogue, whose `hours` intent answers "We are open from {hours}.", whose `order`
+/// intent tells a caller found in the shipped demo customers file their order's status, and
+/// whose `address` intent answers "We are at 12 Market Street.". A caller in that file is
+/// greeted with [`KNOWN_CALLER_GREETING`]; others get no greeting.
 pub fn offline_agent_config(models: &Path, hours: &str) -> String {
     let whisper = models.join("whisper-tiny.en");
     let piper = models.join("piper");
@@ -171,11 +177,21 @@ name = "front-desk"
 endpointing_ms = 700
 stt = {{ plugin = "whisper", settings = {{ model_dir = "{whisper}" }} }}
 tts = {{ plugin = "piper", settings = {{ voice = "{voice}", onnxruntime = "{ort}" }} }}
-llm = {{ plugin = "scripted", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "We are open from {{hours}}." }}, {{ name = "address", keywords = ["address", "where"], reply = "We are at 12 Market Street." }}], slots = {{ hours = "{hours}" }}, fallback = "Sorry, I did not get that." }} }}
+llm = {{ plugin = "scripted", settings = {{ intents = [{{ name = "hours", keywords = ["hours", "open"], reply = "We are open from {{hours}}." }}, {{ name = "order", keywords = ["order"], reply = "I can't find an order for this number.", caller_reply = "Your order {{caller.order}} is {{caller.order_status}}." }}, {{ name = "address", keywords = ["address", "where"], reply = "We are at 12 Market Street." }}], slots = {{ hours = "{hours}" }}, fallback = "Sorry, I did not get that." }} }}
+
+[agents.caller_context]
+lookup = "customers"
+greeting = "{KNOWN_CALLER_GREETING}"
+
+[lookups.customers]
+path = "{customers}"
 
 [routing]
 default = "front-desk"
 "#,
+        customers = workspace_root()
+            .join("host/assets/demo-customers.csv")
+            .display(),
         whisper = whisper.display(),
         voice = piper.join("en_US-joe-medium.onnx").display(),
         ort = piper.join("libonnxruntime.so.1.32.0").display(),

@@ -34,8 +34,9 @@ fn stage_failed(name: &str, stage: Stage, error: SessionError) -> Next {
 
 impl PipelineEngine {
     /// Opens the agent's three stage sessions, each in its own task, and the turn-taking.
-    /// `config(used)` is the session config of the stage plugin `used` names. Returns the
-    /// engine and the format the STT takes caller audio in.
+    /// `config(used)` is the session config of the stage plugin `used` names; `instructions`
+    /// fills the pipeline's instructions for this call; `greeting` is spoken first. Returns
+    /// the engine and the format the STT takes caller audio in.
     ///
     /// # Errors
     /// A stage plugin is not loaded or failed to open: how the call ends.
@@ -44,6 +45,7 @@ impl PipelineEngine {
         plugins: &Plugins,
         config: impl Fn(&PluginUse) -> SessionConfig,
         instructions: impl FnOnce(&str) -> String,
+        greeting: Option<String>,
     ) -> Result<(Self, crate::plugin::AudioFormat), EndReason> {
         let Some(pipeline) = agent.pipeline() else {
             return Err(EndReason::plugin(SessionError::Host(
@@ -89,7 +91,7 @@ impl PipelineEngine {
         let turns = Turns::new(TurnConfig {
             instructions: instructions(&pipeline.instructions),
             endpointing: pipeline.endpointing,
-            greeting: agent.greeting.clone(),
+            greeting,
         });
         let engine = Self {
             turns,

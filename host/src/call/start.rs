@@ -2,6 +2,7 @@
 //! fallback, the outbound task, and opening the agent's session(s).
 
 use super::*;
+use crate::config::lookup::{Row, caller_instructions, render_caller};
 
 impl<S: MediaSocket> Call<S> {
     pub(super) async fn on_start(
@@ -81,6 +82,21 @@ impl<S: MediaSocket> Call<S> {
             .collect();
         self.stats.agent = Some(agent.name.clone());
         self.span.record("plugin", self.plugins.join("+").as_str());
+        // Who the caller is, from memory: the lookup never delays the greeting.
+        let context = agent.caller_context.as_ref();
+        let caller = context.and_then(|c| c.find(&params));
+        if let (Some(row), Some(context)) = (&caller, context) {
+            tracing::info!(lookup = %context.name, "caller found in the lookup file");
+            params.extend(row.iter().map(|(k, v)| (format!("caller.{k}"), v.clone())));
+        }
+        let greeting = match (&caller, context.and_then(|c| c.greeting.as_deref())) {
+            (Some(row), Some(greeting)) => Some(render_caller(greeting, Some(row))),
+            _ => agent
+                .greeting
+                .as_deref()
+                .map(|g| render_caller(g, caller.as_deref())),
+        };
+        let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let call = CallInfo {
             call_sid: start.call_sid.clone(),
             stream_sid: stream_sid.clone(),
@@ -90,11 +106,16 @@ impl<S: MediaSocket> Call<S> {
             agent: agent.name.clone(),
             parameters: params.clone(),
         };
-        let (engine, input_format) =
-            match open_engine(&self.ctx, self.task.as_ref(), agent, &call).await {
-                Ok(o) => o,
-                Err(end) => return Next::End(end),
-            };
+        let setup = Setup {
+            task: self.task.as_ref(),
+            caller: caller.as_deref(),
+            caller_lookup: context.map(|c| c.name.as_str()),
+            greeting,
+        };
+        let (engine, input_format) = match open_engine(&self.ctx, &setup, agent, &call).await {
+            Ok(o) => o,
+            Err(end) => return Next::End(end),
+        };
         let to_plugin = match ToPlugin::new(input_format) {
             Ok(c) => c,
             Err(e) => return Next::End(EndReason::plugin(SessionError::Contract(e.to_string()))),
@@ -126,13 +147,43 @@ impl<S: MediaSocket> Call<S> {
     }
 }
 
+/// What this call adds to its agent: the outbound task, the caller found in the agent's lookup
+/// file, and the greeting that follows from them.
+struct Setup<'a> {
+    task: Option<&'a task::Task>,
+    caller: Option<&'a Row>,
+    /// The agent's `caller_context.lookup`, when it has one.
+    caller_lookup: Option<&'a str>,
+    greeting: Option<String>,
+}
+
+impl Setup<'_> {
+    /// An instructions template for this call: the task filled in (or appended), then the
+    /// caller (see [`caller_instructions`]).
+    fn instructions(&self, template: &str) -> String {
+        let text = match self.task {
+            Some(task) => task.render(template),
+            None => template.to_string(),
+        };
+        match self.caller_lookup {
+            Some(lookup) => caller_instructions(&text, self.caller, lookup),
+            None => text,
+        }
+    }
+
+    /// True when the call changes an instructions template.
+    fn changes_instructions(&self) -> bool {
+        self.task.is_some() || self.caller_lookup.is_some()
+    }
+}
+
 /// Opens the engine `agent` runs on, and says the format its plugin takes caller audio in.
 ///
 /// # Errors
 /// A plugin is not loaded or failed to open a session: how the call ends.
 async fn open_engine(
     ctx: &CallContext,
-    task: Option<&task::Task>,
+    setup: &Setup<'_>,
     agent: &Agent,
     call: &CallInfo,
 ) -> Result<(AnyEngine, crate::plugin::AudioFormat), EndReason> {
@@ -140,38 +191,44 @@ async fn open_engine(
     match &agent.mode {
         AgentMode::Realtime(used) => {
             let plugin = pipeline_engine::loaded(&ctx.plugins, used)?;
-            let config = session_config(agent, used, call.clone(), task, allow_private);
+            let config = session_config(used, call.clone(), Some(setup), allow_private);
             let engine = RealtimeEngine::open(&plugin, used, &config).await?;
             Ok((AnyEngine::Realtime(engine), plugin.info().input_format))
         }
         AgentMode::Pipeline(_) => {
-            let config =
-                |used: &PluginUse| session_config(agent, used, call.clone(), None, allow_private);
-            // A task fills the pipeline's instructions template for this call only.
-            let instructions = |template: &str| match task {
-                Some(task) => task.render(template),
-                None => template.to_string(),
+            // The stages get the greeting; the instructions reach the LLM through the history.
+            let config = |used: &PluginUse| {
+                let mut config = session_config(used, call.clone(), None, allow_private);
+                config.greeting.clone_from(&setup.greeting);
+                config
             };
-            let (engine, format) =
-                PipelineEngine::open(agent, &ctx.plugins, config, instructions).await?;
+            let (engine, format) = PipelineEngine::open(
+                agent,
+                &ctx.plugins,
+                config,
+                |template| setup.instructions(template),
+                setup.greeting.clone(),
+            )
+            .await?;
             Ok((AnyEngine::Pipeline(Box::new(engine)), format))
         }
     }
 }
 
-/// The session config of the plugin `used` names, for one call of `agent`.
+/// The session config of the plugin `used` names, for one call. With a `setup` (a realtime
+/// agent), its greeting, and its instructions in the plugin's `instructions` setting.
 fn session_config(
-    agent: &Agent,
     used: &PluginUse,
     call: CallInfo,
-    task: Option<&task::Task>,
+    setup: Option<&Setup<'_>>,
     allow_private_destinations: bool,
 ) -> SessionConfig {
-    // A task fills the realtime plugin's `instructions` setting for this call only.
-    let settings = match (task, used.effective_settings.get("instructions")) {
-        (Some(task), Some(serde_json::Value::String(template))) => {
+    let settings = match (setup, used.effective_settings.get("instructions")) {
+        (Some(setup), Some(serde_json::Value::String(template)))
+            if setup.changes_instructions() =>
+        {
             let mut settings = used.effective_settings.clone();
-            settings["instructions"] = serde_json::Value::String(task.render(template));
+            settings["instructions"] = serde_json::Value::String(setup.instructions(template));
             settings.to_string()
         }
         _ => used.settings_json.clone(),
@@ -179,7 +236,7 @@ fn session_config(
     SessionConfig {
         call,
         settings,
-        greeting: agent.greeting.clone(),
+        greeting: setup.and_then(|s| s.greeting.clone()),
         io: Arc::new(IoPolicy {
             allowed_hosts: used.allowed_hosts.clone(),
             secrets: used.secrets.clone(),

@@ -309,6 +309,29 @@ pub enum ConfigErrorKind {
         /// The other agent names, as `known: a, b`.
         known: String,
     },
+    /// A `[lookups.NAME]` file did not load.
+    #[error("lookup file does not load: {0}")]
+    Lookup(#[source] super::lookup::LookupError),
+    /// An agent's `caller_context.lookup` names no `[lookups.NAME]`.
+    #[error("unknown lookup {name:?} ({known})")]
+    UnknownLookup {
+        /// The name given.
+        name: String,
+        /// The names that exist, as `known: a, b` or `no [lookups] are defined`.
+        known: String,
+    },
+    /// A `{caller.COLUMN}` placeholder names a column the lookup file does not have.
+    #[error(
+        "{{caller.{column}}}: the lookup {lookup} has no column {column:?} (columns: {columns})"
+    )]
+    UnknownCallerColumn {
+        /// The column named.
+        column: String,
+        /// The lookup's name.
+        lookup: String,
+        /// The columns it has.
+        columns: String,
+    },
     /// `routing.default` names no agent.
     #[error("unknown agent {name:?} ({known})")]
     UnknownDefaultAgent {

@@ -262,6 +262,10 @@ impl RawConfig {
             it.spanned(token, &api.key("tokens").index(i));
         }
         it.opt(self.records.path.as_mut(), &root.key("records").key("path"));
+        for (name, lookup) in &mut self.lookups {
+            let path = root.key("lookups").key(name);
+            it.spanned(&mut lookup.get_mut().path, &path.key("path"));
+        }
 
         for (name, plugin) in &mut self.plugins {
             let path = root.key("plugins").key(name);
@@ -286,6 +290,11 @@ impl RawConfig {
                 }
             }
             it.opt(agent.greeting.as_mut(), &path.key("greeting"));
+            if let Some(context) = agent.caller_context.as_mut() {
+                let context = context.get_mut();
+                let c_path = path.key("caller_context");
+                it.opt(context.greeting.as_mut(), &c_path.key("greeting"));
+            }
             let mut uses = Vec::new();
             if let Some(realtime) = agent.realtime.as_mut() {
                 uses.push((realtime.get_mut(), path.key("realtime")));

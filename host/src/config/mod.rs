@@ -21,6 +21,7 @@
 
 mod error;
 mod interpolate;
+pub mod lookup;
 mod raw;
 mod span;
 mod validate;
@@ -30,6 +31,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use interpolate::EnvLookup;
@@ -192,6 +194,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[records]`: durable call records.
     pub records: RecordsConfig,
+    /// `[lookups.NAME]`: caller-context files, loaded, by name.
+    pub lookups: BTreeMap<String, Arc<lookup::Lookup>>,
     /// Lookup tables for [`crate::routing`], built during validation.
     pub(crate) routes: RouteIndex,
 }
@@ -411,6 +415,33 @@ pub struct Agent {
     pub fallback: Option<String>,
     /// What runs the conversation: one realtime plugin, or a pipeline of three.
     pub mode: AgentMode,
+    /// `caller_context`: who the caller is, looked up at call start.
+    pub caller_context: Option<CallerContext>,
+}
+
+/// An agent's `caller_context`: the caller looked up in a `[lookups.NAME]` file at call start
+/// (from memory). A caller found there gets `caller.COLUMN` customParameters for the plugins,
+/// `{caller.COLUMN}` placeholders filled in the instructions (the row appended to instructions
+/// without any), and [`CallerContext::greeting`] instead of the agent's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerContext {
+    /// The `[lookups.NAME]` name.
+    pub name: String,
+    /// The loaded file.
+    pub lookup: Arc<lookup::Lookup>,
+    /// The customParameter whose value is looked up (`From`, the caller's number, by default).
+    pub by: String,
+    /// The greeting for a caller found, with `{caller.COLUMN}` placeholders; every column it
+    /// names is one of the file's (checked at load).
+    pub greeting: Option<String>,
+}
+
+impl CallerContext {
+    /// The caller's row, when the value of the `by` parameter among `params` is in the file.
+    pub fn find(&self, params: &[(String, String)]) -> Option<Arc<lookup::Row>> {
+        let value = params.iter().find(|(n, _)| *n == self.by).map(|(_, v)| v)?;
+        self.lookup.get(value).cloned()
+    }
 }
 
 impl Agent {

@@ -42,6 +42,36 @@ pub struct RawConfig {
     /// `[records]`: where call records are kept; optional.
     #[serde(default)]
     pub records: RawRecords,
+    /// `[lookups.NAME]` sections: caller-context files, by name.
+    #[serde(default)]
+    pub lookups: BTreeMap<String, Spanned<RawLookup>>,
+}
+
+/// One `[lookups.NAME]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLookup {
+    /// `path`: a `.csv` (header row) or `.json` (array of objects) file, relative to the config.
+    pub path: Spanned<String>,
+    /// `key`: the column rows are keyed by; `phone` when absent.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+}
+
+/// An agent's `caller_context` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallerContext {
+    /// `lookup`: the `[lookups.NAME]` to look the caller up in.
+    pub lookup: Spanned<String>,
+    /// `by`: the customParameter whose value is looked up; `From` (the caller's number) when
+    /// absent.
+    #[serde(default)]
+    pub by: Option<Spanned<String>>,
+    /// `greeting`: spoken instead of the agent's greeting when the caller is found, with
+    /// `{caller.COLUMN}` placeholders.
+    #[serde(default)]
+    pub greeting: Option<Spanned<String>>,
 }
 
 /// `[api]` as written. `Debug` hides the tokens.
@@ -200,6 +230,9 @@ pub struct RawAgent {
     /// takes turns between caller and agent.
     #[serde(default)]
     pub pipeline: Option<Spanned<RawPipeline>>,
+    /// `caller_context`: look the caller up at call start; optional.
+    #[serde(default)]
+    pub caller_context: Option<Spanned<RawCallerContext>>,
 }
 
 /// An agent's `pipeline` table as written.

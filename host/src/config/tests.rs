@@ -753,3 +753,60 @@ mod properties {
         }
     }
 }
+
+/// A config with a `[lookups.customers]` CSV beside it and one agent using it.
+fn with_lookup(context: &str) -> (TempDir, Result<Config, ConfigErrors>) {
+    let dir = TempDir::new();
+    dir.write("echo.wasm", b"\0asm");
+    dir.write(
+        "customers.csv",
+        b"phone,name,order\n+15005550101,Ada Lovelace,1042\n",
+    );
+    let text = format!(
+        r#"[plugins.echo]
+path = "echo.wasm"
+
+[lookups.customers]
+path = "customers.csv"
+
+[[agents]]
+name = "desk"
+realtime = {{ plugin = "echo" }}
+{context}
+"#
+    );
+    let source = Source::new(dir.path().join("agents.toml"), text);
+    let result = from_source(&source, &no_env);
+    (dir, result)
+}
+
+#[test]
+fn caller_context_finds_the_caller_by_their_number() {
+    let (_dir, config) = with_lookup(
+        "caller_context = { lookup = \"customers\", greeting = \"Hello {caller.name}.\" }",
+    );
+    let config = config.unwrap();
+    let context = config.agents[0].caller_context.as_ref().unwrap();
+    assert_eq!(context.by, "From");
+    assert_eq!(context.greeting.as_deref(), Some("Hello {caller.name}."));
+    let params = |from: &str| vec![("From".to_string(), from.to_string())];
+    let row = context.find(&params("+1 500 555 0101")).unwrap();
+    assert_eq!(row["name"], "Ada Lovelace");
+    assert!(context.find(&params("+15005550199")).is_none());
+    assert!(context.find(&[]).is_none());
+}
+
+#[test]
+fn caller_context_errors_are_located() {
+    let (_dir, result) = with_lookup("caller_context = { lookup = \"clients\" }");
+    let errors = result.unwrap_err();
+    let e = at_key(&errors, "agents[0].caller_context.lookup");
+    assert!(e.to_string().contains("known: customers"), "{e}");
+
+    let (_dir, result) = with_lookup(
+        "caller_context = { lookup = \"customers\", greeting = \"Hi {caller.surname}\" }",
+    );
+    let errors = result.unwrap_err();
+    let e = at_key(&errors, "agents[0].caller_context.greeting");
+    assert!(e.to_string().contains("no column \"surname\""), "{e}");
+}

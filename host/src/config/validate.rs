@@ -14,17 +14,19 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind, ConfigErrors};
+use super::lookup::{Lookup, caller_placeholders};
 use super::raw::{
-    RawAgent, RawApi, RawConfig, RawPlugin, RawPluginUse, RawRecords, RawServer, RawTwilio,
+    RawAgent, RawApi, RawCallerContext, RawConfig, RawLookup, RawPlugin, RawPluginUse, RawRecords,
+    RawServer, RawTwilio,
 };
 use super::span::{KeyPath, Locator, line_col};
 use super::{
-    ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS, Config,
-    DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS, DEFAULT_ENDPOINTING_MS,
-    DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS,
-    ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig,
-    PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
-    TwilioConfig,
+    ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS,
+    CallerContext, Config, DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS,
+    DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL,
+    DRAIN_RANGE_SECONDS, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
+    MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind, PluginUse, RecordsConfig,
+    RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
 };
 use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 
@@ -56,6 +58,8 @@ impl RawConfig {
         let records = v.records(self.records, &root.key("records"));
         let known_plugins: BTreeSet<String> = self.plugins.keys().cloned().collect();
         let plugins = v.plugins(self.plugins, &root.key("plugins"));
+        let declared_lookups: BTreeSet<String> = self.lookups.keys().cloned().collect();
+        let lookups = v.lookups(self.lookups, &root.key("lookups"));
 
         let agents_path = root.key("agents");
         if self.agents.is_empty() {
@@ -71,7 +75,11 @@ impl RawConfig {
             if let Some(fallback) = agent.get_mut().fallback.take() {
                 fallbacks.push((i, path.key("fallback"), fallback));
             }
-            let agent = v.agent(agent, &path, &known_plugins, &plugins, &mut seen);
+            let context = agent.get_mut().caller_context.take();
+            let mut agent = v.agent(agent, &path, &known_plugins, &plugins, &mut seen);
+            agent.caller_context = context.and_then(|c| {
+                v.caller_context(c, &path.key("caller_context"), &lookups, &declared_lookups)
+            });
             index.add(&agent, agents.len());
             agents.push(agent);
         }
@@ -128,6 +136,7 @@ impl RawConfig {
             default_agent,
             api,
             records,
+            lookups,
             routes: index,
         })
     }
@@ -641,7 +650,91 @@ impl<'s> Validator<'s> {
             greeting,
             fallback: None,
             mode,
+            caller_context: None,
         }
+    }
+
+    /// Loads every `[lookups.NAME]` file (paths relative to the config file).
+    fn lookups(
+        &mut self,
+        raw: BTreeMap<String, Spanned<RawLookup>>,
+        path: &KeyPath,
+    ) -> BTreeMap<String, std::sync::Arc<Lookup>> {
+        let mut lookups = BTreeMap::new();
+        for (name, lookup) in raw {
+            let lookup = lookup.into_inner();
+            let span = lookup.path.span();
+            let file = resolve_plugin_path(self.source.path(), lookup.path.get_ref());
+            let key = lookup
+                .key
+                .map_or_else(|| "phone".to_string(), Spanned::into_inner);
+            match Lookup::load(&file, &key) {
+                Ok(loaded) => {
+                    lookups.insert(name, std::sync::Arc::new(loaded));
+                }
+                Err(e) => self.err(
+                    Some(span),
+                    &path.key(&name).key("path"),
+                    ConfigErrorKind::Lookup(e),
+                ),
+            }
+        }
+        lookups
+    }
+
+    /// Validates an agent's `caller_context` against the loaded lookups.
+    fn caller_context(
+        &mut self,
+        raw: Spanned<RawCallerContext>,
+        path: &KeyPath,
+        lookups: &BTreeMap<String, std::sync::Arc<Lookup>>,
+        declared: &BTreeSet<String>,
+    ) -> Option<CallerContext> {
+        let raw = raw.into_inner();
+        let span = raw.lookup.span();
+        let name = raw.lookup.into_inner();
+        let Some(lookup) = lookups.get(&name) else {
+            if declared.contains(&name) {
+                // Its file did not load: that error is reported at the lookup.
+                return None;
+            }
+            let known = known_list(
+                declared.iter().map(String::as_str),
+                "no [lookups] are defined",
+            );
+            self.err(
+                Some(span),
+                &path.key("lookup"),
+                ConfigErrorKind::UnknownLookup { name, known },
+            );
+            return None;
+        };
+        let greeting = raw.greeting.and_then(|g| {
+            let span = g.span();
+            let text = g.into_inner();
+            for column in caller_placeholders(&text) {
+                if !lookup.columns.iter().any(|c| c == column) {
+                    self.err(
+                        Some(span.clone()),
+                        &path.key("greeting"),
+                        ConfigErrorKind::UnknownCallerColumn {
+                            column: column.to_string(),
+                            lookup: name.clone(),
+                            columns: lookup.columns.join(", "),
+                        },
+                    );
+                }
+            }
+            Some(text).filter(|t| !t.is_empty())
+        });
+        Some(CallerContext {
+            lookup: lookup.clone(),
+            name,
+            by: raw
+                .by
+                .map_or_else(|| "From".to_string(), Spanned::into_inner),
+            greeting,
+        })
     }
 
     /// Validates one `{ plugin, settings, secrets, allowed_hosts }` table of an agent.

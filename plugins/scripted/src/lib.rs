@@ -16,6 +16,11 @@
 //! Keywords match whole words, case-insensitively; a keyword of several words matches them in
 //! sequence. A reply that names a slot `slots` lacks is refused at `open`, naming both.
 //!
+//! Caller context: when the agent has a `caller_context` and the caller was found, the host
+//! passes their row as `caller.COLUMN` parameters. An intent's optional `caller_reply` may name
+//! them as slots (`"Your order {caller.order} is {caller.order_status}."`); it is used when
+//! every `{caller.*}` slot it names is known for this call, and `reply` otherwise.
+//!
 //! To use a real model instead, point the agent's LLM stage at any OpenAI-compatible
 //! `/v1/chat/completions` endpoint (see the repository README).
 
@@ -39,6 +44,10 @@ struct Intent {
     name: String,
     keywords: Vec<String>,
     reply: String,
+    /// The reply for a caller the host found in the agent's lookup file, with `{caller.*}`
+    /// slots; `reply` when one of them is unknown.
+    #[serde(default)]
+    caller_reply: Option<String>,
 }
 
 /// One call's scripted conversation.
@@ -67,6 +76,16 @@ impl Llm for Scripted {
         let settings: Settings = serde_json::from_str(&config.settings)
             .map_err(|e| PluginError::InvalidConfig(format!("scripted settings: {e}")))?;
         let fill = |text: &str, whose: &str| fill_slots(text, &settings.slots, whose);
+        // The slots plus the caller's `caller.*` parameters, for `caller_reply`.
+        let mut with_caller = settings.slots.clone();
+        with_caller.extend(
+            config
+                .call
+                .parameters
+                .iter()
+                .filter(|(name, _)| name.starts_with("caller."))
+                .cloned(),
+        );
         let mut intents = Vec::new();
         for intent in &settings.intents {
             if intent.keywords.is_empty() {
@@ -76,7 +95,19 @@ impl Llm for Scripted {
                 )));
             }
             let keywords = intent.keywords.iter().map(|k| words(k)).collect();
-            let reply = fill(&intent.reply, &format!("intents.{}.reply", intent.name))?;
+            let mut reply = fill(&intent.reply, &format!("intents.{}.reply", intent.name))?;
+            if let Some(caller_reply) = &intent.caller_reply {
+                let whose = format!("intents.{}.caller_reply", intent.name);
+                let missing = missing_slots(caller_reply, &with_caller);
+                if let Some(name) = missing.iter().find(|n| !n.starts_with("caller.")) {
+                    return Err(PluginError::InvalidConfig(format!(
+                        "{whose}: slot {{{name}}} is not in slots"
+                    )));
+                }
+                if missing.is_empty() {
+                    reply = fill_slots(caller_reply, &with_caller, &whose)?;
+                }
+            }
             intents.push((intent.name.clone(), keywords, reply));
         }
         Ok(Self {
@@ -165,6 +196,26 @@ fn fill_slots(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The slots `text` names that `slots` lacks.
+fn missing_slots<'t>(
+    text: &'t str,
+    slots: &std::collections::BTreeMap<String, String>,
+) -> Vec<&'t str> {
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        if !slots.contains_key(name) {
+            missing.push(name);
+        }
+        rest = &rest[start + len + 1..];
+    }
+    missing
 }
 
 /// `text` cut after each `.`, `!` or `?` that ends a sentence, each piece keeping its spacing.

@@ -85,3 +85,60 @@ fn a_reply_naming_an_unknown_slot_is_refused_at_open() {
     assert!(message.contains("intents.address.reply"), "{message}");
     assert!(message.contains("{street}"), "{message}");
 }
+
+const WITH_CALLER: &str = r#"{
+  "intents": [
+    {"name": "order", "keywords": ["order"], "reply": "Please call {phone}.",
+     "caller_reply": "Your order {caller.order} is {caller.order_status}."}
+  ],
+  "slots": {"phone": "five five five"},
+  "fallback": "Sorry?"
+}"#;
+
+/// A caller the host found in the agent's lookup file hears `caller_reply`, filled from their
+/// `caller.*` parameters; an unknown caller (or one whose row lacks a column it names) hears
+/// `reply`.
+#[test]
+fn a_known_caller_hears_the_caller_reply() {
+    let open = |parameters: &[(&str, &str)]| {
+        let mut config = switchboard_plugin_api::testing::config_for(
+            WITH_CALLER,
+            <Scripted as Llm>::describe().input_format,
+        );
+        config.call.parameters = parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        StageHarness::<AsLlm<Scripted>>::open_with(config).unwrap()
+    };
+    let mut known = open(&[
+        ("From", "+15005550001"),
+        ("caller.order", "1234"),
+        ("caller.order_status", "on its way"),
+    ]);
+    assert_eq!(
+        ask(&mut known, "where is my order").0,
+        "Your order 1234 is on its way."
+    );
+    let mut unknown = open(&[("From", "+15005550009")]);
+    assert_eq!(
+        ask(&mut unknown, "my order?").0,
+        "Please call five five five."
+    );
+    let mut partial = open(&[("caller.order", "1234")]);
+    assert_eq!(
+        ask(&mut partial, "my order?").0,
+        "Please call five five five."
+    );
+}
+
+/// A `caller_reply` naming a slot that is neither in `slots` nor a `caller.*` one is refused at
+/// open.
+#[test]
+fn a_caller_reply_with_an_unknown_slot_is_refused() {
+    let script = WITH_CALLER.replace("{caller.order}", "{order_id}");
+    let Err(PluginError::InvalidConfig(e)) = StageHarness::<AsLlm<Scripted>>::open(&script) else {
+        panic!("should be refused");
+    };
+    assert!(e.contains("{order_id}"), "{e}");
+}
