@@ -13,6 +13,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod callbacks;
 pub mod check;
 pub mod config;
 pub mod logging;

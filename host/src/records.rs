@@ -118,7 +118,27 @@ pub const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN failure_kind TEXT;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN callback_url TEXT;
+    CREATE TABLE callbacks (
+        id              TEXT PRIMARY KEY NOT NULL,
+        call_sid        TEXT NOT NULL,
+        url             TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        delivered_at_ms INTEGER,
+        failed_at_ms    INTEGER,
+        last_error      TEXT
+    ) STRICT;
+    CREATE INDEX callbacks_due ON callbacks (next_attempt_ms)
+        WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL;
+",
 ];
+
+pub mod outbox;
+pub use outbox::{Attempt, PendingCallback};
 
 /// Why a call records operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +208,9 @@ pub struct NewCall {
     pub status: Option<String>,
     /// The task of an outbound call, as given to the API (any JSON).
     pub task: Option<serde_json::Value>,
+    /// Where to POST the call's record when it ends (`POST /calls`'s `callback_url`); see
+    /// [`outbox`].
+    pub callback_url: Option<String>,
     /// When the call was created, unix epoch milliseconds.
     pub created_at_ms: i64,
 }
@@ -481,6 +504,8 @@ enum Command {
     Status(StatusUpdate, Reply<()>),
     Get(String, Reply<Option<CallRecord>>),
     List(ListFilter, Reply<Vec<CallRecord>>),
+    DueCallbacks(u32, Reply<(Vec<PendingCallback>, Option<i64>)>),
+    CallbackAttempted(String, Attempt, Reply<()>),
     Flush(Reply<()>),
 }
 
@@ -653,6 +678,29 @@ impl Records {
         self.request(|reply| Command::List(filter, reply)).await
     }
 
+    /// Up to `limit` callback messages due now, and when the next one after them is due (unix
+    /// epoch milliseconds); see [`outbox`].
+    ///
+    /// # Errors
+    /// The database failed, or the writer stopped.
+    pub async fn due_callbacks(
+        &self,
+        limit: u32,
+    ) -> Result<(Vec<PendingCallback>, Option<i64>), RecordsError> {
+        self.request(|reply| Command::DueCallbacks(limit, reply))
+            .await
+    }
+
+    /// Records how an attempt to deliver callback message `id` went.
+    ///
+    /// # Errors
+    /// The database failed, or the writer stopped.
+    pub async fn callback_attempted(&self, id: &str, attempt: Attempt) -> Result<(), RecordsError> {
+        let id = id.to_string();
+        self.request(|reply| Command::CallbackAttempted(id, attempt, reply))
+            .await
+    }
+
     /// Waits until every command sent before it (from any clone) has been served, so every
     /// write sent before it is committed.
     ///
@@ -819,6 +867,9 @@ fn serve(conn: Connection, mut commands: mpsc::Receiver<Command>) {
         conn: &conn,
         statements: HashMap::new(),
     };
+    if let Err(error) = db.sweep_callbacks() {
+        tracing::error!(%error, "callbacks of ended calls could not be queued");
+    }
     while let Some(command) = commands.blocking_recv() {
         db.serve(command);
     }
@@ -844,10 +895,11 @@ macro_rules! columns {
 
 /// Bare column names in `DO UPDATE` refer to the row already stored, `excluded.*` to this event.
 const SQL_CREATED: &str = "
-    INSERT INTO calls (call_sid, direction, from_addr, to_addr, agent, task, created_at_ms,
-        updated_at_ms)
-    VALUES (:call_sid, :direction, :from, :to, :agent, :task, :created_at_ms, :now)
+    INSERT INTO calls (call_sid, direction, from_addr, to_addr, agent, task, callback_url,
+        created_at_ms, updated_at_ms)
+    VALUES (:call_sid, :direction, :from, :to, :agent, :task, :callback_url, :created_at_ms, :now)
     ON CONFLICT (call_sid) DO UPDATE SET
+        callback_url = COALESCE(excluded.callback_url, callback_url),
         direction = COALESCE(excluded.direction, direction),
         from_addr = COALESCE(excluded.from_addr, from_addr),
         to_addr = COALESCE(excluded.to_addr, to_addr),
@@ -925,6 +977,8 @@ const SQL_GET: &str = concat!(
 
 const SQL_CURSOR: &str = "SELECT created_at_ms FROM calls WHERE call_sid = :call_sid";
 
+const SQL_STREAMED: &str = "SELECT started_at_ms FROM calls WHERE call_sid = :call_sid";
+
 /// The writer thread's view of the database.
 struct Db<'c> {
     conn: &'c Connection,
@@ -960,6 +1014,13 @@ impl<'c> Db<'c> {
             Command::List(filter, reply) => {
                 let _ = reply.send(self.list(&filter));
             }
+            Command::DueCallbacks(limit, reply) => {
+                let _ = reply.send(self.due_callbacks(now_ms(), limit));
+            }
+            Command::CallbackAttempted(id, attempt, reply) => {
+                let result = self.callback_attempted(&id, &attempt);
+                answer(reply, result, &id);
+            }
             Command::Flush(reply) => {
                 let _ = reply.send(Ok(()));
             }
@@ -983,6 +1044,7 @@ impl<'c> Db<'c> {
             ":to": call.to,
             ":agent": call.agent,
             ":task": task,
+            ":callback_url": call.callback_url,
             ":created_at_ms": call.created_at_ms,
             ":now": now_ms(),
         })?;
@@ -1019,6 +1081,8 @@ impl<'c> Db<'c> {
     fn call_ended(&mut self, ended: &CallEnd) -> Result<(), RecordsError> {
         let transcript = serde_json::to_string(&ended.transcript)?;
         let turn_latency = serde_json::to_string(&ended.turn_latency)?;
+        // The end and its callback (if the call has one) are written together.
+        let tx = Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)?;
         self.statement(SQL_ENDED)?.execute(named_params! {
             ":call_sid": ended.call_sid,
             ":outcome": ended.outcome,
@@ -1032,12 +1096,28 @@ impl<'c> Db<'c> {
             ":first_audio_ms": ended.first_audio_ms.map(to_sql_int),
             ":now": now_ms(),
         })?;
+        self.enqueue_callback(&ended.call_sid)?;
+        tx.commit()?;
         Ok(())
     }
 
     fn status(&mut self, update: &StatusUpdate) -> Result<(), RecordsError> {
         let tx = Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)?;
         self.apply_status(update)?;
+        if is_terminal_status(&update.status) {
+            // A call that ends without ever streaming (busy, no answer, failed) reports now; one
+            // that streamed reported when its stream ended.
+            let streamed: Option<i64> = self
+                .statement(SQL_STREAMED)?
+                .query_row(named_params! {":call_sid": update.call_sid}, |row| {
+                    row.get(0)
+                })
+                .optional()?
+                .flatten();
+            if streamed.is_none() {
+                self.enqueue_callback(&update.call_sid)?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -1245,6 +1325,7 @@ mod tests {
             agent: Some(agent.to_owned()),
             status: Some("ringing".to_owned()),
             task: None,
+            callback_url: None,
             created_at_ms,
         }
     }

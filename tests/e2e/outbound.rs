@@ -12,6 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use switchboard::call::EndReason;
 use switchboard::simulate::{self, Options};
+use switchboard_tests::callback_receiver::CallbackReceiver;
 use switchboard_tests::fake_openai_http::{FakeHttpOptions, FakeOpenAiHttp};
 use switchboard_tests::fake_twilio::FakeTwilio;
 use switchboard_tests::{Gateway, beckett, write_config};
@@ -20,6 +21,8 @@ const ACCOUNT: &str = "AC11111111111111111111111111111111";
 const TOKEN: &str = "twilio-auth-token";
 const OPERATOR: &str = "operator-token";
 const OTHER_OPERATOR: &str = "second-operator-token";
+/// Signs callbacks (Standard Webhooks' example secret).
+const CALLBACK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn config(twilio_base: &str, twilio_token: &str, llm: &FakeOpenAiHttp, burst: u32) -> String {
     format!(
@@ -34,6 +37,7 @@ caller_id = "+15005550006"
 tokens = ["{OPERATOR}", "{OTHER_OPERATOR}"]
 rate_per_minute = 1
 burst = {burst}
+callback_secret = "{CALLBACK_SECRET}"
 
 [plugins.stt]
 path = "{{plugins}}/fixed_stt.wasm"
@@ -542,5 +546,60 @@ async fn operator_hangs_up_a_call() -> anyhow::Result<()> {
         (r.status, r.json["code"].as_str()),
         (400, Some("invalid_sid"))
     );
+    Ok(())
+}
+
+/// An outbound call placed with a `callback_url`: when it ends, its record reaches the
+/// receiver signed by the Standard Webhooks scheme, through two refused deliveries (retried
+/// with backoff), exactly once accepted, with the same `webhook-id` on every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_result_reaches_the_callback_once_signed() -> anyhow::Result<()> {
+    let s = setup(TOKEN, 20).await?;
+    let receiver = CallbackReceiver::start(CALLBACK_SECRET, 2).await?;
+    let r = place(
+        &s.gateway,
+        json!({"to": "+15551230002", "agent": "hanger", "callback_url": "ftp://example.com/x"}),
+    )
+    .await?;
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert_eq!(r.json["code"], "invalid_callback_url", "{}", r.json);
+
+    let placed = place(
+        &s.gateway,
+        json!({"to": "+15551230002", "agent": "hanger", "callback_url": receiver.url}),
+    )
+    .await?;
+    anyhow::ensure!(placed.status == 201, "{}", placed.json);
+    let created = s.twilio.next_created().await?;
+    let url = created.url.clone().expect("Url");
+    let mut opts = answer(&url, &created.sid, &s.gateway, vec![0; 8000 * 3]);
+    opts.dtmf = vec![(Duration::from_millis(400), "1".into())];
+    simulate::run(opts).await?;
+
+    let delivery = receiver.accepted(Duration::from_secs(30)).await?;
+    assert_eq!(delivery.id, format!("msg_{}", created.sid));
+    assert_eq!(delivery.body["type"], "call.ended", "{}", delivery.body);
+    let data = &delivery.body["data"];
+    assert_eq!(data["call_sid"], created.sid.as_str(), "{data}");
+    assert_eq!(data["outcome"], "hung-up", "{data}");
+    assert_eq!(data["agent"], "hanger", "{data}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    assert!(
+        (now - delivery.timestamp).abs() < 300,
+        "{}",
+        delivery.timestamp
+    );
+
+    // Nothing more comes: the accepted message is not sent again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = receiver.deliveries();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(
+        all.iter().all(|d| d.signature_valid && d.id == delivery.id),
+        "{all:?}"
+    );
+    assert_eq!(all.iter().filter(|d| d.accepted).count(), 1);
     Ok(())
 }

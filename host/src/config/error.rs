@@ -309,6 +309,9 @@ pub enum ConfigErrorKind {
         /// The other agent names, as `known: a, b`.
         known: String,
     },
+    /// `[api] callback_secret` is not a Standard Webhooks secret.
+    #[error("invalid callback secret: {0}")]
+    InvalidCallbackSecret(String),
     /// A `[lookups.NAME]` file did not load.
     #[error("lookup file does not load: {0}")]
     Lookup(#[source] super::lookup::LookupError),

@@ -261,6 +261,10 @@ impl RawConfig {
         for (i, token) in self.api.tokens.iter_mut().flatten().enumerate() {
             it.spanned(token, &api.key("tokens").index(i));
         }
+        it.opt(
+            self.api.callback_secret.as_mut(),
+            &api.key("callback_secret"),
+        );
         it.opt(self.records.path.as_mut(), &root.key("records").key("path"));
         for (name, lookup) in &mut self.lookups {
             let path = root.key("lookups").key(name);

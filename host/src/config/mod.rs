@@ -318,6 +318,9 @@ pub struct ApiConfig {
     pub rate_per_minute: u32,
     /// Requests a token may make at once (token-bucket size).
     pub burst: u32,
+    /// `callback_secret`: signs the callbacks of outbound calls ([`crate::callbacks`]);
+    /// `None`: `POST /calls` refuses a `callback_url`.
+    pub callback_secret: Option<crate::callbacks::WebhookSecret>,
 }
 
 /// Default `[api] rate_per_minute`.
@@ -332,6 +335,7 @@ impl Default for ApiConfig {
         Self {
             tokens: Vec::new(),
             rate_per_minute: DEFAULT_API_RATE_PER_MINUTE,
+            callback_secret: None,
             burst: DEFAULT_API_BURST,
         }
     }

@@ -87,6 +87,10 @@ pub struct RawApi {
     /// `burst`: requests a token may make at once; optional.
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// `callback_secret`: the Standard Webhooks secret (`whsec_…`) that signs callbacks;
+    /// optional.
+    #[serde(default)]
+    pub callback_secret: Option<Spanned<String>>,
 }
 
 impl fmt::Debug for RawApi {

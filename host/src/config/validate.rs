@@ -412,10 +412,29 @@ impl<'s> Validator<'s> {
             DEFAULT_API_RATE_PER_MINUTE,
         );
         let burst = count(raw.burst, "burst", DEFAULT_API_BURST);
+        let callback_secret = raw.callback_secret.and_then(|secret| {
+            let span = secret.span();
+            let text = secret.into_inner();
+            if text.is_empty() {
+                return None;
+            }
+            match crate::callbacks::WebhookSecret::parse(&text) {
+                Ok(secret) => Some(secret),
+                Err(reason) => {
+                    self.err(
+                        Some(span),
+                        &path.key("callback_secret"),
+                        ConfigErrorKind::InvalidCallbackSecret(reason),
+                    );
+                    None
+                }
+            }
+        });
         ApiConfig {
             tokens,
             rate_per_minute,
             burst,
+            callback_secret,
         }
     }
 

@@ -31,6 +31,15 @@ pub const INBOUND_GAP_FRAMES: &str = "switchboard_inbound_gap_frames_total";
 /// Counter `{plugin, kind}`: plugin failures that ended a call; `kind` is `error` (the plugin
 /// returned one), `trap` (panic, time or memory limit) or `open` (the session did not open).
 pub const PLUGIN_FAILURES: &str = "switchboard_plugin_failures_total";
+/// Counter `{outcome}`: callback delivery attempts (`delivered`, `retry`, `gave_up`); see
+/// [`crate::callbacks`].
+pub const CALLBACK_ATTEMPTS: &str = "switchboard_callback_attempts_total";
+
+/// Counts one callback delivery attempt with `outcome`.
+pub fn callback_attempt(outcome: &'static str) {
+    metrics::counter!(CALLBACK_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
 /// Gauge `{plugin}`: 1 while the plugin's circuit breaker is open, else 0.
 pub const CIRCUIT_OPEN: &str = "switchboard_plugin_circuit_open";
 /// Counter `{result}`: configuration reloads, `ok` or `failed`.
@@ -107,6 +116,10 @@ fn describe() {
         "Silent frames inserted for gaps in media.chunk."
     );
     describe_counter!(PLUGIN_FAILURES, "Plugin failures that ended a call.");
+    describe_counter!(
+        CALLBACK_ATTEMPTS,
+        "Callback delivery attempts, by outcome (delivered, retry, gave_up)."
+    );
     describe_gauge!(
         CIRCUIT_OPEN,
         "1 while the plugin's circuit breaker is open."

@@ -2,7 +2,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `POST /calls` | JSON `{to, agent, from?, task?: {type?, prompt, context?}}` → places the call through Twilio's REST API; 201 `{call_sid, status, agent, to, from}` |
+//! | `POST /calls` | JSON `{to, agent, from?, task?: {type?, prompt, context?}, callback_url?}` → places the call through Twilio's REST API; 201 `{call_sid, status, agent, to, from}`; the call's record is POSTed, signed, to `callback_url` when it ends ([`crate::callbacks`]) |
 //! | `GET /calls?agent=&status=&outcome=&direction=&since=&until=&limit=&before=` | call records, newest first |
 //! | `GET /calls/{sid}` | one call record, with transcript and per-turn latency |
 //! | `POST /calls/{sid}/hangup` | ends the call through Twilio's REST API (`Status=completed`) |
@@ -210,6 +210,26 @@ struct PlaceCall {
     from: Option<String>,
     #[serde(default)]
     task: Option<Task>,
+    /// Where to POST the call's record, signed, when the call ends ([`crate::callbacks`]).
+    #[serde(default)]
+    callback_url: Option<String>,
+}
+
+/// Longest `callback_url` accepted (bytes).
+pub const MAX_CALLBACK_URL_BYTES: usize = 2048;
+
+/// A callback URL: `http://` or `https://` with a host, at most [`MAX_CALLBACK_URL_BYTES`].
+fn check_callback_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_CALLBACK_URL_BYTES {
+        return Err(format!(
+            "callback_url is over {MAX_CALLBACK_URL_BYTES} bytes"
+        ));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("callback_url must be an http:// or https:// URL with a host".into());
+    }
+    Ok(())
 }
 
 /// `POST /calls`: place an outbound call to `to` answered by `agent`.
@@ -280,6 +300,25 @@ pub async fn place_call(
         && let Err(why) = task.check()
     {
         return error(StatusCode::BAD_REQUEST, "invalid_task", &why);
+    }
+    if let Some(url) = &request.callback_url {
+        if let Err(why) = check_callback_url(url) {
+            return error(StatusCode::BAD_REQUEST, "invalid_callback_url", &why);
+        }
+        if config.api.callback_secret.is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "no_callback_secret",
+                "a callback_url needs [api] callback_secret (whsec_…) to sign the callback",
+            );
+        }
+        if ctx.records.is_none() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_records",
+                "callbacks are delivered from the call records; [records] is off",
+            );
+        }
     }
     let Some(rest) = ctx.rest.clone() else {
         return error(
@@ -354,6 +393,7 @@ pub async fn place_call(
             agent: Some(agent.name.clone()),
             status: call.status.clone(),
             task,
+            callback_url: request.callback_url.clone(),
             created_at_ms: records::now_ms(),
         };
         if let Err(e) = records.call_created(created).await {

@@ -81,6 +81,8 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     /// Shards serving this state ([`run_sharded`]); 1 for one work-stealing runtime.
     shards: usize,
+    /// Set once the callback deliverer runs (one per gateway, however many shards serve).
+    callbacks_started: Arc<AtomicBool>,
 }
 
 /// Opens the call records `config` asks for: its SQLite file (reporting calls the previous
@@ -138,6 +140,28 @@ impl AppState {
             shutdown: Arc::new(shutdown),
             metrics,
             shards: 1,
+            callbacks_started: Arc::default(),
+        }
+    }
+
+    /// Starts delivering the callbacks of outbound calls from the call records'
+    /// outbox ([`crate::callbacks`]), signed with the current config's `[api]
+    /// callback_secret`, unless already started. Called by [`serve`]; needs a tokio runtime.
+    pub fn start_callbacks(&self) {
+        if self.callbacks_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(records) = self.context().records.clone() else {
+            return;
+        };
+        let current = self.current.clone();
+        match crate::callbacks::Deliverer::new(records, move || {
+            current.load().config.api.callback_secret.clone()
+        }) {
+            Ok(deliverer) => {
+                tokio::spawn(deliverer.run());
+            }
+            Err(e) => tracing::error!(error = %e, "callbacks cannot be delivered"),
         }
     }
 
@@ -411,6 +435,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
+    state.start_callbacks();
     // Media frames and marks are small writes 20 ms apart: without TCP_NODELAY, Nagle's
     // algorithm and delayed ACKs can hold a mark behind its frame for tens of milliseconds.
     let listener = listener.tap_io(|tcp| {
@@ -582,6 +607,7 @@ async fn voice_response(state: &AppState, uri: &Uri, headers: &HeaderMap, body: 
                     agent: Some(route.agent.name.clone()),
                     status: params.get("CallStatus").map(str::to_string),
                     task: None,
+                    callback_url: None,
                     created_at_ms: records::now_ms(),
                 };
                 if let Err(e) = records.call_created(created).await {
