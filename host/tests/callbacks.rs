@@ -194,7 +194,7 @@ default = "echo"
     let call_url = lock(&shared).call_url.clone().expect("the call's Url");
 
     // The callee answers: Twilio fetches the call's Url and streams for a second.
-    let mut opts = switchboard::simulate::Options::new(&format!("http://{address}"), vec![0; 8000]);
+    let mut opts = switchboard::simulate::Options::new(format!("http://{address}"), vec![0; 8000]);
     opts.voice_url = Some(call_url);
     opts.call_sid = Some(CALL_SID.into());
     opts.account_sid = Some(ACCOUNT.into());
