@@ -3,6 +3,7 @@
 
 mod call;
 mod call_loop;
+mod frozen_contract;
 mod fuzz;
 mod metrics;
 mod offline;

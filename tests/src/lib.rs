@@ -83,6 +83,7 @@ pub fn plugin_dirs() -> anyhow::Result<PluginDirs> {
                 .args(["-p", "switchboard-fixture-fixed-stt"])
                 .args(["-p", "switchboard-fixture-tone-tts"])
                 .args(["-p", "switchboard-fixture-fuzzer"])
+                .args(["-p", "switchboard-fixture-frozen-v0-1"])
                 .output()
                 .map_err(|e| format!("running cargo plugins: {e}"))?;
             if !out.status.success() {
