@@ -650,7 +650,7 @@ mod tests {
         assert_eq!(API.stage, STAGE_REALTIME);
         assert_eq!(API.size as usize, size_of::<PluginApi>());
         // SAFETY: the table's strings are `'static` literals of this crate.
-        assert_eq!(unsafe { API.contract_version.to_string_lossy() }, "0.1.0");
+        assert_eq!(unsafe { API.contract_version.to_string_lossy() }, "0.2.0");
         // SAFETY: as above.
         assert_eq!(unsafe { API.build_info.to_string_lossy() }, "counter 1.0.0");
     }

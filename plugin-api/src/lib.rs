@@ -2,7 +2,7 @@
 //!
 //! One source builds two ways: as a WASM component (`--target wasm32-wasip2`, sandboxed, loaded
 //! from a `.wasm` file) and as a native library (a `cdylib`, trusted, loaded from a `.so` or
-//! `.dylib`). Both speak the same contract, `switchboard:plugin@0.1.0` in `wit/plugin.wit`: a
+//! `.dylib`). Both speak the same contract, `switchboard:plugin@0.2.0` in `wit/plugin.wit`: a
 //! plugin is a sans-IO state machine that the host feeds one input at a time.
 //!
 //! Implement one trait per stage on your session type and export it with one macro:
@@ -66,7 +66,7 @@ pub use bindings::*;
 /// `types` and `host` interfaces generated above. Their types are re-exported in [`types`].
 pub mod stages {
     macro_rules! stage_world {
-        ($(#[$doc:meta])* $module:ident, $world:literal, $macro:literal, $bindings:literal) => {
+        ($(#[$doc:meta])* $module:ident, $world:literal, $macro:literal, $bindings:literal $(, $iface:literal => $path:path)*) => {
             $(#[$doc])*
             #[allow(unsafe_code, missing_docs)]
             pub mod $module {
@@ -77,8 +77,9 @@ pub mod stages {
                     export_macro_name: $macro,
                     default_bindings_module: $bindings,
                     with: {
-                        "switchboard:plugin/types@0.1.0": crate::switchboard::plugin::types,
-                        "switchboard:plugin/host@0.1.0": crate::switchboard::plugin::host,
+                        "switchboard:plugin/types@0.2.0": crate::switchboard::plugin::types,
+                        "switchboard:plugin/host@0.2.0": crate::switchboard::plugin::host,
+                        $($iface: $path,)*
                     },
                     generate_all,
                     additional_derives: [PartialEq, Eq, Clone, serde::Serialize, serde::Deserialize],
@@ -92,7 +93,8 @@ pub mod stages {
     );
     stage_world!(
         /// The `llm-plugin` world.
-        llm, "llm-plugin", "__export_llm", "switchboard_plugin_api::stages::llm"
+        llm, "llm-plugin", "__export_llm", "switchboard_plugin_api::stages::llm",
+        "switchboard:plugin/tools@0.2.0" => crate::switchboard::plugin::tools
     );
     stage_world!(
         /// The `tts-plugin` world.
@@ -119,7 +121,19 @@ pub mod __private {
 
 /// Version of the contract this SDK implements: the WIT package version of `wit/plugin.wit`.
 /// The host refuses a plugin built for another version.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+impl types::Message {
+    /// A message of `role` with `content` and no tool calls.
+    pub fn new(role: types::Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
 
 /// The contract's types, under their WIT names (kebab-case turned into Rust case).
 pub mod types {
@@ -133,6 +147,7 @@ pub mod types {
         SttInput, SttOutput, SttTranscript,
     };
     pub use crate::stages::tts::exports::switchboard::plugin::tts::{TtsInput, TtsOutput};
+    pub use crate::switchboard::plugin::tools::{Tool, ToolCall, ToolOutcome, ToolResult};
     pub use crate::switchboard::plugin::types::{
         AudioEncoding, AudioFormat, AudioFrame, CallInfo, Header, HttpChunk, HttpHead, HttpRequest,
         IoError, IoEvent, IoFailed, IoHandle, LogLevel, Payload, PluginError, PluginInfo,

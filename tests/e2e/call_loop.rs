@@ -326,3 +326,31 @@ async fn a_transfer_without_the_rest_api_is_refused_and_the_call_goes_on() -> an
     assert_eq!(task.await?.0, EndReason::Stop);
     Ok(())
 }
+
+/// A plugin calls a tool (contract 0.2.0) on an agent that has none: the host hands it an error
+/// result naming the tool, the plugin goes on (here, says the result), and the call goes on —
+/// through the WASM component and the native library alike.
+#[tokio::test(start_paused = true)]
+async fn a_tool_call_to_an_agent_without_tools_gets_an_error_result() -> anyhow::Result<()> {
+    for path in ["{plugins}/misbehave.wasm", "{native:misbehave}"] {
+        let config = switchboard_tests::SANDBOX_CONFIG
+            .replace("MISBEHAVE", path)
+            .replace("BEHAVIOUR", "toolcall");
+        let (task, mut peer) = call(context(&config).await?);
+        peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
+            .await?;
+        peer.send(dtmf(SID, "1")).await?;
+        peer.send(media(SID, 1, 0x11)).await?;
+        peer.until("media", SID).await.expect("the call goes on");
+        peer.send(stop(SID)).await?;
+        let (reason, stats) = task.await?;
+        assert_eq!(reason, EndReason::Stop, "{path}");
+        let said: Vec<&str> = stats.transcript.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(
+            said,
+            [r#"call_1: error no tool named "lookup_order" is available to this agent"#],
+            "{path}"
+        );
+    }
+    Ok(())
+}

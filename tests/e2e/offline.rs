@@ -164,8 +164,10 @@ async fn the_offline_front_desk_greets_a_known_caller_by_name() -> anyhow::Resul
     let heard: Vec<Vec<u8>> = log.media.iter().map(|(_, f)| f.clone()).collect();
     let heard = words(&transcribe(&models, &heard).await?);
     println!("the caller heard: {heard:?}");
+    // Whisper tiny.en on a phone line is not word-perfect with names ("Ada Lovelace" has come
+    // back as "a to love life" on a loaded machine): the name by its stem, the order exactly.
     assert!(
-        heard.contains("lovelace") && heard.contains("delivery"),
+        heard.contains("love") && heard.contains("1042") && heard.contains("delivery"),
         "the caller heard {heard:?}"
     );
     Ok(())

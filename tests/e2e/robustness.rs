@@ -420,7 +420,7 @@ async fn load_error(path: &str) -> anyhow::Result<String> {
     }
 }
 
-/// A plugin built for another contract version (a WIT 0.2.0 component) or another native ABI
+/// A plugin built for a contract version the host does not load (a WIT 0.3.0 component) or another native ABI
 /// version (a table saying 2) is refused when agents.toml is loaded, with an error that names
 /// both versions; the host reads nothing of a native table past its version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +428,10 @@ async fn plugin_for_another_version_is_refused() -> anyhow::Result<()> {
     for (path, versions) in [
         (
             "{plugins}/future_version.wasm",
-            ["switchboard:plugin@0.2.0", "switchboard:plugin@0.1.0"],
+            [
+                "switchboard:plugin@0.3.0",
+                "switchboard:plugin 0.2.0 or 0.1.0",
+            ],
         ),
         (
             "{native:future_version}",
@@ -499,7 +502,7 @@ async fn load_errors_say_what_was_wrong() -> anyhow::Result<()> {
     let problem = load_problem("{plugins}/future_version.wasm", false).await?;
     assert!(
         matches!(&problem, LoadProblem::ContractVersion { found, supported, .. }
-            if found == "0.2.0" && *supported == "0.1.0"),
+            if found == "0.3.0" && *supported == "0.2.0 or 0.1.0"),
         "{problem:?}"
     );
     let problem = load_problem("{native:future_version}", false).await?;

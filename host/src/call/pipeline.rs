@@ -311,6 +311,11 @@ impl Turns {
                 }
                 self.finish_reply_if_played();
             }
+            StageOutput::ToolCall(call) => {
+                // The host offers pipeline agents no tools yet, so a model calling one is
+                // ignored; the reply goes on (its `done` still comes).
+                tracing::warn!(tool = %call.name, "the language model called a tool, but this agent has none; ignored");
+            }
             _ => {}
         }
     }

@@ -3,14 +3,16 @@
 //! (audio, marks, `clear`, transcripts, hang-up, transfer).
 
 use super::*;
+use crate::plugin::tools::ToolResult;
 
 /// A realtime agent's engine: its one session and what the host owes it.
 pub(in crate::call) struct RealtimeEngine {
     session: Session,
     /// The plugin's name in agents.toml, for blame.
     plugin: String,
-    /// An input the host owes the plugin after the outputs being carried out (`interrupted`).
-    deferred: Option<SessionInput>,
+    /// Inputs the host owes the plugin after the outputs being carried out (`interrupted`, a
+    /// tool's result), in order.
+    deferred: std::collections::VecDeque<SessionInput>,
     /// A call into the session was abandoned half-way (the caller hung up): the session gets
     /// no `hangup`.
     abandoned: bool,
@@ -30,7 +32,7 @@ impl RealtimeEngine {
             Ok(session) => Ok(Self {
                 session,
                 plugin: used.plugin.clone(),
-                deferred: None,
+                deferred: std::collections::VecDeque::new(),
                 abandoned: false,
             }),
             Err(e) => {
@@ -79,7 +81,7 @@ impl RealtimeEngine {
                 }
             }
             // Inputs the outputs caused (`interrupted` after a clear) go in next, in order.
-            match self.deferred.take() {
+            match self.deferred.pop_front() {
                 Some(next) => input = next,
                 None => return Next::Continue,
             }
@@ -112,7 +114,8 @@ impl RealtimeEngine {
                 if cleared.was_playing {
                     // Barge-in: tell the plugin how much of its reply the caller heard.
                     tracing::debug!(heard_ms = cleared.heard_ms, "playback cleared");
-                    self.deferred = Some(SessionInput::Interrupted(cleared.heard_ms));
+                    self.deferred
+                        .push_back(SessionInput::Interrupted(cleared.heard_ms));
                     if let Some(turn) = line
                         .stats
                         .transcript
@@ -144,6 +147,13 @@ impl RealtimeEngine {
                 } else {
                     tracing::debug!(side = "agent", %text, "partial transcript");
                 }
+                Next::Continue
+            }
+            SessionOutput::ToolCall(call) => {
+                // No tools are granted to agents yet: the model hears so, and the call goes on.
+                tracing::warn!(tool = %call.name, "the plugin called a tool this agent does not have; answered with an error");
+                self.deferred
+                    .push_back(SessionInput::ToolResult(ToolResult::not_granted(&call)));
                 Next::Continue
             }
             SessionOutput::Transfer(number) => {

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod budget;
 pub mod io;
 pub mod native;
+pub mod tools;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -108,6 +109,10 @@ pub enum SessionInput {
     Hangup,
     /// Host I/O the plugin asked for completed.
     Io(io::IoEvent),
+    /// The agent's tools (contract 0.2.0; never sent to a 0.1.0 plugin).
+    Tools(Vec<tools::Tool>),
+    /// The result of a tool call the plugin made (contract 0.2.0).
+    ToolResult(tools::ToolResult),
 }
 
 /// One output of a session (WIT `session-output`).
@@ -142,6 +147,8 @@ pub enum SessionOutput {
     Transfer(String),
     /// End the call after the queued audio has played.
     HangUp,
+    /// Call a tool (contract 0.2.0).
+    ToolCall(tools::ToolCall),
 }
 
 /// Which contract a plugin implements: its WIT world, or the native table's `stage`.
@@ -205,6 +212,8 @@ pub enum StageInput {
     Io(io::IoEvent),
     /// The call is over.
     Hangup,
+    /// llm: the agent's tools (contract 0.2.0; never sent to a 0.1.0 plugin).
+    Tools(Vec<tools::Tool>),
 }
 
 /// One output of a pipeline-stage session (WIT `stt-output`, `llm-output`, `tts-output`).
@@ -234,6 +243,8 @@ pub enum StageOutput {
     },
     /// tts: everything before the last flush has been returned.
     UtteranceDone,
+    /// llm: the reply calls a tool (contract 0.2.0).
+    ToolCall(tools::ToolCall),
 }
 
 /// A plugin's own error (WIT `plugin-error`), as `kind: message`.
@@ -346,8 +357,8 @@ pub enum LoadProblem {
     NotAComponent(String),
     /// The plugin was built against another version of the `switchboard:plugin` contract.
     #[error(
-        "built for {package}@{found}{}, but this host supports {package}@{supported}; rebuild \
-         the plugin against switchboard-plugin-api {supported}",
+        "built for {package}@{found}{}, but this host loads {package} {supported}; rebuild \
+         the plugin against a switchboard-plugin-api of one of those",
         .item.as_deref().map(|i| format!(" ({i})")).unwrap_or_default()
     )]
     ContractVersion {
@@ -355,7 +366,7 @@ pub enum LoadProblem {
         package: &'static str,
         /// The version the plugin was built for.
         found: String,
-        /// The version this host supports.
+        /// The versions this host loads (`0.2.0 or 0.1.0`).
         supported: &'static str,
         /// The import or export that named the version (WASM), if known.
         item: Option<String>,

@@ -123,7 +123,11 @@ impl Realtime for EchoSession {
             SessionInput::MarkPlayed(name) => {
                 host::log(LogLevel::Debug, &format!("caller heard up to mark {name}"));
             }
-            SessionInput::Interrupted(_) | SessionInput::Hangup | SessionInput::Io(_) => {}
+            SessionInput::Interrupted(_)
+            | SessionInput::Hangup
+            | SessionInput::Io(_)
+            | SessionInput::Tools(_)
+            | SessionInput::ToolResult(_) => {}
         }
         Ok(out)
     }

@@ -125,6 +125,13 @@ impl Llm for OpenAiLlm {
                 });
             }
             LlmInput::Cancel | LlmInput::Hangup => self.abandon(),
+            // Function calling through Chat Completions is not wired in this plugin yet: the
+            // model is not offered the tools, so it never calls one.
+            LlmInput::Tools(tools) if !tools.is_empty() => host::log(
+                LogLevel::Warn,
+                "openai-llm does not offer tools to the model yet; the agent's tools are unused",
+            ),
+            LlmInput::Tools(_) => {}
             LlmInput::Io(event) => {
                 let current = self.reply.as_ref().map(|r| r.response.id);
                 if request_of(&event).is_some() && request_of(&event) == current {
@@ -158,8 +165,26 @@ impl OpenAiLlm {
                     Role::System => "system",
                     Role::User => "user",
                     Role::Assistant => "assistant",
+                    Role::Tool => "tool",
                 };
-                json!({ "role": role, "content": m.content })
+                let mut message = json!({ "role": role, "content": m.content });
+                if let Some(id) = &m.tool_call_id {
+                    message["tool_call_id"] = json!(id);
+                }
+                if !m.tool_calls.is_empty() {
+                    message["tool_calls"] = m
+                        .tool_calls
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "id": c.id,
+                                "type": "function",
+                                "function": { "name": c.name, "arguments": c.arguments },
+                            })
+                        })
+                        .collect();
+                }
+                message
             })
             .collect();
         let mut body = json!({

@@ -41,10 +41,7 @@ fn host_calls() -> Vec<(Option<u32>, HostCall)> {
 /// Asks for a reply; returns its request's handle.
 fn reply(call: &mut Call) -> u32 {
     let out = call
-        .send(LlmInput::Reply(vec![Message {
-            role: Role::User,
-            content: "Hi".into(),
-        }]))
+        .send(LlmInput::Reply(vec![Message::new(Role::User, "Hi")]))
         .unwrap();
     assert!(out.is_empty());
     host_calls()
@@ -93,14 +90,8 @@ fn the_request_is_a_streamed_chat_completion_without_a_key_header_when_none_is_g
     let mut call =
         Call::open(r#"{"base_url": "http://127.0.0.1:8080/v1/", "model": "llama"}"#).unwrap();
     call.send(LlmInput::Reply(vec![
-        Message {
-            role: Role::System,
-            content: "Be brief.".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: "Hello.".into(),
-        },
+        Message::new(Role::System, "Be brief."),
+        Message::new(Role::Assistant, "Hello."),
     ]))
     .unwrap();
     let request = host_calls()

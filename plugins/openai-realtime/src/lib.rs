@@ -188,7 +188,16 @@ impl Realtime for OpenAiRealtime {
             SessionInput::Hangup => {
                 let _ = host::ws_close(self.socket);
             }
-            SessionInput::Dtmf(_) | SessionInput::MarkPlayed(_) => {}
+            // Function calling through the Realtime API is not wired in this plugin yet: the
+            // model is not offered the tools, so it never calls one.
+            SessionInput::Tools(tools) if !tools.is_empty() => host::log(
+                LogLevel::Warn,
+                "openai-realtime does not offer tools to the model yet; the agent's tools are unused",
+            ),
+            SessionInput::Dtmf(_)
+            | SessionInput::MarkPlayed(_)
+            | SessionInput::Tools(_)
+            | SessionInput::ToolResult(_) => {}
         }
         Ok(out)
     }

@@ -17,14 +17,8 @@ const SCRIPT: &str = r#"{
 
 fn ask(call: &mut StageHarness<AsLlm<Scripted>>, said: &str) -> (String, usize) {
     let history = vec![
-        Message {
-            role: Role::System,
-            content: "Be brief.".into(),
-        },
-        Message {
-            role: Role::User,
-            content: said.into(),
-        },
+        Message::new(Role::System, "Be brief."),
+        Message::new(Role::User, said),
     ];
     let out = call.send(LlmInput::Reply(history)).unwrap();
     assert_eq!(out.last(), Some(&LlmOutput::Done), "{out:?}");

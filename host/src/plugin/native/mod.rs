@@ -52,6 +52,7 @@ use super::{
 mod callbacks;
 mod convert;
 
+use super::wasm::Contract;
 use callbacks::*;
 use convert::*;
 
@@ -127,7 +128,10 @@ impl NativeLoader {
         check_input_format(input_format).map_err(|e| invalid(LoadProblem::InputFormat(e)))?;
         // SAFETY: the table's strings point into the library, which is never unloaded.
         let build_info = unsafe { api.build_info.to_string_lossy() }.into_owned();
+        // SAFETY: as above; `open_library` checked it names a contract this host loads.
+        let contract = unsafe { api.contract_version.to_string_lossy() };
         Ok(NativePlugin {
+            contract: Contract::of(&contract).unwrap_or(Contract::V0_2),
             name: name.to_string(),
             stage: stage_of(api.stage).unwrap_or(Stage::Realtime),
             handle_budget: HANDLE_BUDGET,
@@ -192,11 +196,11 @@ fn open_library(path: &Path) -> Result<Table, LoadProblem> {
     let api: &'static PluginApi = unsafe { &*ptr };
     // SAFETY: the string points into the library, which is never unloaded.
     let contract = unsafe { api.contract_version.to_string_lossy() };
-    if contract != super::wasm::CONTRACT_VERSION {
+    if super::wasm::Contract::of(&contract).is_none() {
         return Err(LoadProblem::ContractVersion {
             package: super::wasm::CONTRACT_PACKAGE,
             found: contract.into_owned(),
-            supported: super::wasm::CONTRACT_VERSION,
+            supported: super::wasm::SUPPORTED_CONTRACTS,
             item: None,
         });
     }
@@ -379,6 +383,8 @@ fn failure_error(code: i32, bytes: &[u8]) -> SessionError {
 pub struct NativePlugin {
     name: String,
     stage: Stage,
+    /// The contract version its types come from.
+    contract: Contract,
     /// Wall-clock budget of one `handle`; [`HANDLE_BUDGET`] unless the config raised it.
     handle_budget: Duration,
     /// Each session's CPU share over its call.
@@ -476,6 +482,7 @@ impl NativePlugin {
         match code {
             status::OK if !ptr.ptr.is_null() => Ok(NativeSession {
                 raw: Some(ptr),
+                contract: self.contract,
                 input_format: self.info.input_format,
                 watch: Watch::new(&self.name, self.handle_budget),
                 io: Box::new(io),
@@ -512,6 +519,8 @@ impl Drop for RawSession {
 pub struct NativeSession {
     /// `None` once the session failed: after a panic or an overrun it must not be entered again.
     raw: Option<RawSession>,
+    /// The contract version of the plugin's types (a 0.1.0 plugin never gets tool inputs).
+    contract: Contract,
     input_format: AudioFormat,
     watch: Arc<Watch>,
     /// Boxed: a native session sits beside a WASM one in [`super::Session`].
@@ -535,6 +544,11 @@ impl NativeSession {
     ) -> Result<Vec<SessionOutput>, SessionError> {
         if let SessionInput::Io(event) = &input {
             self.io.observe(event);
+        }
+        let old = self.contract == Contract::V0_1;
+        if old && matches!(input, SessionInput::Tools(_) | SessionInput::ToolResult(_)) {
+            // 0.1.0 has no tool calls.
+            return Ok(Vec::new());
         }
         let input = input_to_sdk(input, self.input_format);
         let outputs: Vec<sdk::SessionOutput> = if self.inline {
@@ -671,26 +685,38 @@ impl NativeStageSession {
                         history
                             .into_iter()
                             .map(|(role, content)| sdk::Message {
-                                role: match role {
-                                    Role::System => sdk::Role::System,
-                                    Role::User => sdk::Role::User,
-                                    Role::Assistant => sdk::Role::Assistant,
-                                },
+                                role: role_to_sdk(role),
                                 content,
+                                tool_calls: Vec::new(),
+                                tool_call_id: None,
                             })
                             .collect(),
                     ),
                     StageInput::Cancel => sdk::LlmInput::Cancel,
                     StageInput::Io(e) => sdk::LlmInput::Io(event_to_sdk(e)),
                     StageInput::Hangup => sdk::LlmInput::Hangup,
+                    StageInput::Tools(tools) => {
+                        sdk::LlmInput::Tools(tools.into_iter().map(tool_to_sdk).collect())
+                    }
                     other => return wrong(&other),
                 };
-                let outputs: Vec<sdk::LlmOutput> = self.session.call_handle(&input)?;
+                let outputs: Vec<sdk::LlmOutput> = if self.session.contract == Contract::V0_1 {
+                    // 0.1.0's messages have no tool fields, and it takes no tools.
+                    match v0_1::llm_input(input) {
+                        Some(input) => self.session.call_handle(&input)?,
+                        None => return Ok(Vec::new()),
+                    }
+                } else {
+                    self.session.call_handle(&input)?
+                };
                 Ok(outputs
                     .into_iter()
                     .map(|o| match o {
                         sdk::LlmOutput::TextDelta(t) => StageOutput::TextDelta(t),
                         sdk::LlmOutput::Done => StageOutput::Done,
+                        sdk::LlmOutput::ToolCall(call) => {
+                            StageOutput::ToolCall(tool_call_from_sdk(call))
+                        }
                     })
                     .collect())
             }

@@ -2,6 +2,7 @@
 //! and the conversions between the contract's WIT types and the host's.
 
 use super::*;
+use crate::plugin::tools::{Tool, ToolCall, ToolOutcome};
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -13,6 +14,8 @@ impl WasiView for HostState {
 }
 
 impl wit::Host for HostState {}
+
+impl bindings::switchboard::plugin::tools::Host for HostState {}
 
 impl bindings::switchboard::plugin::host::Host for HostState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
@@ -232,5 +235,52 @@ pub(super) fn output_from_wit(o: wit_rt::SessionOutput) -> SessionOutput {
         },
         wit_rt::SessionOutput::Transfer(n) => SessionOutput::Transfer(n),
         wit_rt::SessionOutput::HangUp => SessionOutput::HangUp,
+        wit_rt::SessionOutput::ToolCall(call) => SessionOutput::ToolCall(tool_call_from_wit(call)),
+    }
+}
+
+/// A realtime input for a 0.2.0 component.
+pub(super) fn input_to_wit(input: SessionInput, format: AudioFormat) -> wit_rt::SessionInput {
+    match input {
+        SessionInput::Audio { data, timestamp_ms } => {
+            wit_rt::SessionInput::Audio(wit::AudioFrame {
+                format: format_to_wit(format),
+                data,
+                timestamp_ms,
+            })
+        }
+        SessionInput::Dtmf(d) => wit_rt::SessionInput::Dtmf(d),
+        SessionInput::MarkPlayed(m) => wit_rt::SessionInput::MarkPlayed(m),
+        SessionInput::Interrupted(ms) => wit_rt::SessionInput::Interrupted(ms),
+        SessionInput::Hangup => wit_rt::SessionInput::Hangup,
+        SessionInput::Io(event) => wit_rt::SessionInput::Io(event_to_wit(event)),
+        SessionInput::Tools(tools) => {
+            wit_rt::SessionInput::Tools(tools.into_iter().map(tool_to_wit).collect())
+        }
+        SessionInput::ToolResult(result) => {
+            wit_rt::SessionInput::ToolResult(wit_tools::ToolResult {
+                id: result.id,
+                outcome: match result.outcome {
+                    ToolOutcome::Output(o) => wit_tools::ToolOutcome::Output(o),
+                    ToolOutcome::Error(e) => wit_tools::ToolOutcome::Error(e),
+                },
+            })
+        }
+    }
+}
+
+pub(super) fn tool_to_wit(tool: Tool) -> wit_tools::Tool {
+    wit_tools::Tool {
+        name: tool.name,
+        description: tool.description,
+        parameters: tool.parameters,
+    }
+}
+
+pub(super) fn tool_call_from_wit(call: wit_tools::ToolCall) -> ToolCall {
+    ToolCall {
+        id: call.id,
+        name: call.name,
+        arguments: call.arguments,
     }
 }

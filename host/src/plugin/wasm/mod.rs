@@ -35,6 +35,7 @@ use super::{
 
 mod host;
 mod meter;
+mod v0_1;
 
 use host::*;
 use meter::{Limiter, Meter};
@@ -53,7 +54,7 @@ mod bindings {
 /// `HostState` implements the host for every world).
 mod stage_bindings {
     macro_rules! stage_world {
-        ($module:ident, $world:literal) => {
+        ($module:ident, $world:literal $(, $iface:literal => $path:path)*) => {
             pub mod $module {
                 wasmtime::component::bindgen!({
                     world: $world,
@@ -62,17 +63,23 @@ mod stage_bindings {
                     with: {
                         "switchboard:plugin/types": super::super::bindings::switchboard::plugin::types,
                         "switchboard:plugin/host": super::super::bindings::switchboard::plugin::host,
+                        $($iface: $path,)*
                     },
                 });
             }
         };
     }
     stage_world!(stt, "stt-plugin");
-    stage_world!(llm, "llm-plugin");
+    stage_world!(
+        llm,
+        "llm-plugin",
+        "switchboard:plugin/tools" => super::super::bindings::switchboard::plugin::tools
+    );
     stage_world!(tts, "tts-plugin");
 }
 
 use bindings::exports::switchboard::plugin::realtime as wit_rt;
+use bindings::switchboard::plugin::tools as wit_tools;
 use bindings::switchboard::plugin::types as wit;
 
 /// How often the engine's epoch advances: the longest a guest runs before the host looks at it
@@ -215,7 +222,7 @@ impl WasmEngine {
         }
         let component = Component::from_file(&self.engine, path)
             .map_err(|e| invalid(LoadProblem::NotAComponent(format!("{e:#}"))))?;
-        check_contract_version(&self.engine, &component).map_err(&invalid)?;
+        let contract = check_contract_version(&self.engine, &component).map_err(&invalid)?;
         let stage = stage_of(&self.engine, &component);
         let mut linker = Linker::<HostState>::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -229,6 +236,24 @@ impl WasmEngine {
                 "linking the host interface: {e:#}"
             )))
         })?;
+        if contract == Contract::V0_1 {
+            // A 0.1.0 component imports `host@0.1.0` (the same functions) and `types@0.1.0`
+            // (types only: mapped onto the current ones).
+            v0_1::bindings::switchboard::plugin::host::add_to_linker::<
+                HostState,
+                wasmtime::component::HasSelf<HostState>,
+            >(&mut linker, |state| state)
+            .and_then(|()| {
+                linker
+                    .instance("switchboard:plugin/types@0.1.0")
+                    .map(|_| ())
+            })
+            .map_err(|e| {
+                invalid(LoadProblem::Host(format!(
+                    "linking the 0.1.0 host interface: {e:#}"
+                )))
+            })?;
+        }
         let world = match stage {
             Stage::Realtime => "realtime-plugin",
             Stage::Stt => "stt-plugin",
@@ -238,7 +263,7 @@ impl WasmEngine {
         let missing = |verb: &'static str, e: wasmtime::Error| {
             invalid(LoadProblem::MissingExport {
                 verb,
-                version: CONTRACT_VERSION,
+                version: contract.version(),
                 world,
                 detail: format!("{e:#}"),
             })
@@ -247,18 +272,30 @@ impl WasmEngine {
             .instantiate_pre(&component)
             .map_err(|e| missing("fit", e))?;
         let not_exported = |e: wasmtime::Error| missing("export", e);
-        let pre = match stage {
-            Stage::Realtime => {
+        let pre = match (contract, stage) {
+            (Contract::V0_2, Stage::Realtime) => {
                 Pre::Realtime(bindings::RealtimePluginPre::new(pre).map_err(not_exported)?)
             }
-            Stage::Stt => {
+            (Contract::V0_2, Stage::Stt) => {
                 Pre::Stt(stage_bindings::stt::SttPluginPre::new(pre).map_err(not_exported)?)
             }
-            Stage::Llm => {
+            (Contract::V0_2, Stage::Llm) => {
                 Pre::Llm(stage_bindings::llm::LlmPluginPre::new(pre).map_err(not_exported)?)
             }
-            Stage::Tts => {
+            (Contract::V0_2, Stage::Tts) => {
                 Pre::Tts(stage_bindings::tts::TtsPluginPre::new(pre).map_err(not_exported)?)
+            }
+            (Contract::V0_1, Stage::Realtime) => {
+                Pre::V01Realtime(v0_1::bindings::RealtimePluginPre::new(pre).map_err(not_exported)?)
+            }
+            (Contract::V0_1, Stage::Stt) => {
+                Pre::V01Stt(v0_1::stages::stt::SttPluginPre::new(pre).map_err(not_exported)?)
+            }
+            (Contract::V0_1, Stage::Llm) => {
+                Pre::V01Llm(v0_1::stages::llm::LlmPluginPre::new(pre).map_err(not_exported)?)
+            }
+            (Contract::V0_1, Stage::Tts) => {
+                Pre::V01Tts(v0_1::stages::tts::TtsPluginPre::new(pre).map_err(not_exported)?)
             }
         };
         let mut plugin = WasmPlugin {
@@ -288,6 +325,14 @@ impl WasmEngine {
             Instance::Stt(i) => i.switchboard_plugin_stt().call_describe(&mut store).await,
             Instance::Llm(i) => i.switchboard_plugin_llm().call_describe(&mut store).await,
             Instance::Tts(i) => i.switchboard_plugin_tts().call_describe(&mut store).await,
+            Instance::V01Realtime(i) => {
+                i.switchboard_plugin_realtime()
+                    .call_describe(&mut store)
+                    .await
+            }
+            Instance::V01Stt(i) => i.switchboard_plugin_stt().call_describe(&mut store).await,
+            Instance::V01Llm(i) => i.switchboard_plugin_llm().call_describe(&mut store).await,
+            Instance::V01Tts(i) => i.switchboard_plugin_tts().call_describe(&mut store).await,
         }
         .map_err(|e| invalid(LoadProblem::Describe(format!("trapped: {e:#}"))))?;
         let input_format = format_from_wit(info.input_format);
@@ -323,32 +368,72 @@ fn pool_config(sessions: u32) -> wasmtime::PoolingAllocationConfig {
 /// The WIT package whose interfaces a plugin imports and exports.
 pub const CONTRACT_PACKAGE: &str = "switchboard:plugin";
 
-/// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The contract version this host implements (and its SDK builds plugins for).
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
-/// Refuses a component that imports or exports `switchboard:plugin` interfaces of another
-/// version, naming both versions (a clearer error than the linker's missing-import message).
-fn check_contract_version(engine: &Engine, component: &Component) -> Result<(), LoadProblem> {
+/// Every contract version this host loads plugins of: the current one, and the released ones
+/// before it (frozen in `plugin-api/wit-X.Y.Z/`).
+pub const SUPPORTED_CONTRACT_VERSIONS: [&str; 2] = [CONTRACT_VERSION, "0.1.0"];
+
+/// The contract versions this host loads, for error messages (`0.2.0 or 0.1.0`).
+pub const SUPPORTED_CONTRACTS: &str = "0.2.0 or 0.1.0";
+
+/// A contract version a plugin was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `switchboard:plugin@0.1.0`: no tool calls.
+    V0_1,
+    /// `switchboard:plugin@0.2.0`: tool calls.
+    V0_2,
+}
+
+impl Contract {
+    /// The version, as in the WIT package name.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1.0",
+            Self::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The contract of version `version`, if this host loads it.
+    pub fn of(version: &str) -> Option<Self> {
+        match version {
+            "0.1.0" => Some(Self::V0_1),
+            "0.2.0" => Some(Self::V0_2),
+            _ => None,
+        }
+    }
+}
+
+/// The one contract version a component's `switchboard:plugin` imports and exports name; a
+/// version this host does not load (or a mix) is refused, naming both (a clearer error than the
+/// linker's missing-import message).
+fn check_contract_version(engine: &Engine, component: &Component) -> Result<Contract, LoadProblem> {
     let ty = component.component_type();
     let names = ty
         .imports(engine)
         .map(|(name, _)| name)
         .chain(ty.exports(engine).map(|(name, _)| name));
+    let mut found: Option<Contract> = None;
     for name in names {
         let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE) else {
             continue;
         };
         let version = rest.rsplit_once('@').map(|(_, v)| v).unwrap_or("(none)");
-        if version != CONTRACT_VERSION {
-            return Err(LoadProblem::ContractVersion {
-                package: CONTRACT_PACKAGE,
-                found: version.to_string(),
-                supported: CONTRACT_VERSION,
-                item: Some(name.to_string()),
-            });
+        let refused = || LoadProblem::ContractVersion {
+            package: CONTRACT_PACKAGE,
+            found: version.to_string(),
+            supported: SUPPORTED_CONTRACTS,
+            item: Some(name.to_string()),
+        };
+        match (Contract::of(version), found) {
+            (None, _) => return Err(refused()),
+            (Some(c), Some(f)) if c != f => return Err(refused()),
+            (Some(c), _) => found = Some(c),
         }
     }
-    Ok(())
+    Ok(found.unwrap_or(Contract::V0_2))
 }
 
 /// The stage a component implements, by the contract interface it exports (realtime when it
@@ -374,20 +459,28 @@ fn stage_of(engine: &Engine, component: &Component) -> Stage {
     .map_or(Stage::Realtime, |(_, stage)| stage)
 }
 
-/// A component prepared for instantiation, by world.
+/// A component prepared for instantiation, by world and contract version.
 enum Pre {
     Realtime(bindings::RealtimePluginPre<HostState>),
     Stt(stage_bindings::stt::SttPluginPre<HostState>),
     Llm(stage_bindings::llm::LlmPluginPre<HostState>),
     Tts(stage_bindings::tts::TtsPluginPre<HostState>),
+    V01Realtime(v0_1::bindings::RealtimePluginPre<HostState>),
+    V01Stt(v0_1::stages::stt::SttPluginPre<HostState>),
+    V01Llm(v0_1::stages::llm::LlmPluginPre<HostState>),
+    V01Tts(v0_1::stages::tts::TtsPluginPre<HostState>),
 }
 
-/// An instance, by world.
+/// An instance, by world and contract version.
 enum Instance {
     Realtime(bindings::RealtimePlugin),
     Stt(stage_bindings::stt::SttPlugin),
     Llm(stage_bindings::llm::LlmPlugin),
     Tts(stage_bindings::tts::TtsPlugin),
+    V01Realtime(v0_1::bindings::RealtimePlugin),
+    V01Stt(v0_1::stages::stt::SttPlugin),
+    V01Llm(v0_1::stages::llm::LlmPlugin),
+    V01Tts(v0_1::stages::tts::TtsPlugin),
 }
 
 /// A compiled, linked WASM plugin.
@@ -467,6 +560,13 @@ impl WasmPlugin {
             Pre::Stt(p) => p.instantiate_async(&mut store).await.map(Instance::Stt),
             Pre::Llm(p) => p.instantiate_async(&mut store).await.map(Instance::Llm),
             Pre::Tts(p) => p.instantiate_async(&mut store).await.map(Instance::Tts),
+            Pre::V01Realtime(p) => p
+                .instantiate_async(&mut store)
+                .await
+                .map(Instance::V01Realtime),
+            Pre::V01Stt(p) => p.instantiate_async(&mut store).await.map(Instance::V01Stt),
+            Pre::V01Llm(p) => p.instantiate_async(&mut store).await.map(Instance::V01Llm),
+            Pre::V01Tts(p) => p.instantiate_async(&mut store).await.map(Instance::V01Tts),
         }
         .map_err(|e| trap(&mut store, e))?;
         Ok((store, instance))
@@ -478,19 +578,32 @@ impl WasmPlugin {
     /// The plugin refused the config ([`SessionError::Plugin`]) or trapped.
     pub async fn open(&self, config: &SessionConfig) -> Result<WasmSession, SessionError> {
         let (mut store, instance) = self.instantiate(self.open_budget()).await?;
-        let Instance::Realtime(instance) = instance else {
-            return Err(SessionError::Contract(format!(
-                "is a {} plugin, not a realtime plugin",
-                self.stage.describe()
-            )));
+        let instance = match instance {
+            Instance::Realtime(i) => RealtimeInstance::V02(i),
+            Instance::V01Realtime(i) => RealtimeInstance::V01(i),
+            _ => {
+                return Err(SessionError::Contract(format!(
+                    "is a {} plugin, not a realtime plugin",
+                    self.stage.describe()
+                )));
+            }
         };
         store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let wit_config = config_to_wit(config, self.info.input_format);
-        let session = instance
-            .switchboard_plugin_realtime()
-            .session()
-            .call_open(&mut store, &wit_config)
-            .await;
+        let session = match &instance {
+            RealtimeInstance::V02(i) => {
+                i.switchboard_plugin_realtime()
+                    .session()
+                    .call_open(&mut store, &wit_config)
+                    .await
+            }
+            RealtimeInstance::V01(i) => {
+                i.switchboard_plugin_realtime()
+                    .session()
+                    .call_open(&mut store, &wit_config)
+                    .await
+            }
+        };
         let session = match session {
             Ok(r) => r.map_err(plugin_error)?,
             Err(e) => return Err(trap(&mut store, e)),
@@ -536,10 +649,28 @@ impl WasmPlugin {
         store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let cfg = config_to_wit(config, self.info.input_format);
         let opened = match &instance {
-            Instance::Realtime(_) => {
+            Instance::Realtime(_) | Instance::V01Realtime(_) => {
                 return Err(SessionError::Contract(
                     "is a realtime plugin, not a pipeline stage".into(),
                 ));
+            }
+            Instance::V01Stt(i) => {
+                i.switchboard_plugin_stt()
+                    .recognizer()
+                    .call_open(&mut store, &cfg)
+                    .await
+            }
+            Instance::V01Llm(i) => {
+                i.switchboard_plugin_llm()
+                    .conversation()
+                    .call_open(&mut store, &cfg)
+                    .await
+            }
+            Instance::V01Tts(i) => {
+                i.switchboard_plugin_tts()
+                    .synthesizer()
+                    .call_open(&mut store, &cfg)
+                    .await
             }
             Instance::Stt(i) => {
                 i.switchboard_plugin_stt()
@@ -591,11 +722,6 @@ impl WasmStageSession {
     /// The input is not one this stage takes, the plugin returned an error, or it trapped (the
     /// session is closed after a trap).
     pub async fn handle(&mut self, input: StageInput) -> Result<Vec<StageOutput>, SessionError> {
-        use stage_bindings::{
-            llm::exports::switchboard::plugin::llm as wl,
-            stt::exports::switchboard::plugin::stt as ws,
-            tts::exports::switchboard::plugin::tts as wt,
-        };
         let Some(resource) = self.resource else {
             return Err(SessionError::Contract("session already failed".into()));
         };
@@ -607,15 +733,16 @@ impl WasmStageSession {
                 "this stage does not take {input:?}"
             )))
         };
-        self.store.data_mut().meter.begin(self.handle_budget);
-        self.store.set_epoch_deadline(1);
-        let result = match &self.instance {
-            Instance::Realtime(_) => return wrong(&input),
-            Instance::Stt(i) => {
+        let format = self.input_format;
+        // The stt and tts interfaces are the same in every contract version; only their
+        // generated modules differ.
+        macro_rules! stt {
+            ($i:expr, $ws:path) => {{
+                use $ws as ws;
                 let input = match input {
                     StageInput::Audio { data, timestamp_ms } => {
                         ws::SttInput::Audio(wit::AudioFrame {
-                            format: format_to_wit(self.input_format),
+                            format: format_to_wit(format),
                             data,
                             timestamp_ms,
                         })
@@ -625,7 +752,9 @@ impl WasmStageSession {
                     StageInput::Hangup => ws::SttInput::Hangup,
                     other => return wrong(&other),
                 };
-                i.switchboard_plugin_stt()
+                self.store.data_mut().meter.begin(self.handle_budget);
+                self.store.set_epoch_deadline(1);
+                $i.switchboard_plugin_stt()
                     .recognizer()
                     .call_handle(&mut self.store, resource, &input)
                     .await
@@ -644,8 +773,96 @@ impl WasmStageSession {
                                 .collect::<Vec<_>>()
                         })
                     })
-            }
+            }};
+        }
+        macro_rules! tts {
+            ($i:expr, $wt:path) => {{
+                use $wt as wt;
+                let input = match input {
+                    StageInput::Text(t) => wt::TtsInput::Text(t),
+                    StageInput::Flush => wt::TtsInput::Flush,
+                    StageInput::Cancel => wt::TtsInput::Cancel,
+                    StageInput::Io(e) => wt::TtsInput::Io(event_to_wit(e)),
+                    StageInput::Hangup => wt::TtsInput::Hangup,
+                    other => return wrong(&other),
+                };
+                self.store.data_mut().meter.begin(self.handle_budget);
+                self.store.set_epoch_deadline(1);
+                $i.switchboard_plugin_tts()
+                    .synthesizer()
+                    .call_handle(&mut self.store, resource, &input)
+                    .await
+                    .map(|r| {
+                        r.map(|outputs| {
+                            outputs
+                                .into_iter()
+                                .map(|o| match o {
+                                    wt::TtsOutput::Audio(frame) => StageOutput::Audio {
+                                        format: format_from_wit(frame.format),
+                                        data: frame.data,
+                                    },
+                                    wt::TtsOutput::UtteranceDone => StageOutput::UtteranceDone,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            }};
+        }
+        let result = match &self.instance {
+            Instance::Realtime(_) | Instance::V01Realtime(_) => return wrong(&input),
+            Instance::Stt(i) => stt!(i, stage_bindings::stt::exports::switchboard::plugin::stt),
+            Instance::V01Stt(i) => stt!(i, v0_1::stages::stt::exports::switchboard::plugin::stt),
+            Instance::Tts(i) => tts!(i, stage_bindings::tts::exports::switchboard::plugin::tts),
+            Instance::V01Tts(i) => tts!(i, v0_1::stages::tts::exports::switchboard::plugin::tts),
             Instance::Llm(i) => {
+                use stage_bindings::llm::exports::switchboard::plugin::llm as wl;
+                let input = match input {
+                    StageInput::Reply(history) => wl::LlmInput::Reply(
+                        history
+                            .into_iter()
+                            .map(|(role, content)| wl::Message {
+                                role: match role {
+                                    Role::System => wl::Role::System,
+                                    Role::User => wl::Role::User,
+                                    Role::Assistant => wl::Role::Assistant,
+                                },
+                                content,
+                                tool_calls: Vec::new(),
+                                tool_call_id: None,
+                            })
+                            .collect(),
+                    ),
+                    StageInput::Cancel => wl::LlmInput::Cancel,
+                    StageInput::Io(e) => wl::LlmInput::Io(event_to_wit(e)),
+                    StageInput::Hangup => wl::LlmInput::Hangup,
+                    StageInput::Tools(tools) => {
+                        wl::LlmInput::Tools(tools.into_iter().map(tool_to_wit).collect())
+                    }
+                    other => return wrong(&other),
+                };
+                self.store.data_mut().meter.begin(self.handle_budget);
+                self.store.set_epoch_deadline(1);
+                i.switchboard_plugin_llm()
+                    .conversation()
+                    .call_handle(&mut self.store, resource, &input)
+                    .await
+                    .map(|r| {
+                        r.map(|outputs| {
+                            outputs
+                                .into_iter()
+                                .map(|o| match o {
+                                    wl::LlmOutput::TextDelta(t) => StageOutput::TextDelta(t),
+                                    wl::LlmOutput::Done => StageOutput::Done,
+                                    wl::LlmOutput::ToolCall(call) => {
+                                        StageOutput::ToolCall(tool_call_from_wit(call))
+                                    }
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            }
+            Instance::V01Llm(i) => {
+                use v0_1::stages::llm::exports::switchboard::plugin::llm as wl;
                 let input = match input {
                     StageInput::Reply(history) => wl::LlmInput::Reply(
                         history
@@ -663,8 +880,12 @@ impl WasmStageSession {
                     StageInput::Cancel => wl::LlmInput::Cancel,
                     StageInput::Io(e) => wl::LlmInput::Io(event_to_wit(e)),
                     StageInput::Hangup => wl::LlmInput::Hangup,
+                    // 0.1.0 has no tool calls.
+                    StageInput::Tools(_) => return Ok(Vec::new()),
                     other => return wrong(&other),
                 };
+                self.store.data_mut().meter.begin(self.handle_budget);
+                self.store.set_epoch_deadline(1);
                 i.switchboard_plugin_llm()
                     .conversation()
                     .call_handle(&mut self.store, resource, &input)
@@ -676,34 +897,6 @@ impl WasmStageSession {
                                 .map(|o| match o {
                                     wl::LlmOutput::TextDelta(t) => StageOutput::TextDelta(t),
                                     wl::LlmOutput::Done => StageOutput::Done,
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-            }
-            Instance::Tts(i) => {
-                let input = match input {
-                    StageInput::Text(t) => wt::TtsInput::Text(t),
-                    StageInput::Flush => wt::TtsInput::Flush,
-                    StageInput::Cancel => wt::TtsInput::Cancel,
-                    StageInput::Io(e) => wt::TtsInput::Io(event_to_wit(e)),
-                    StageInput::Hangup => wt::TtsInput::Hangup,
-                    other => return wrong(&other),
-                };
-                i.switchboard_plugin_tts()
-                    .synthesizer()
-                    .call_handle(&mut self.store, resource, &input)
-                    .await
-                    .map(|r| {
-                        r.map(|outputs| {
-                            outputs
-                                .into_iter()
-                                .map(|o| match o {
-                                    wt::TtsOutput::Audio(frame) => StageOutput::Audio {
-                                        format: format_from_wit(frame.format),
-                                        data: frame.data,
-                                    },
-                                    wt::TtsOutput::UtteranceDone => StageOutput::UtteranceDone,
                                 })
                                 .collect::<Vec<_>>()
                         })
@@ -738,10 +931,22 @@ impl WasmStageSession {
     }
 }
 
+/// A realtime input, converted for the instance's contract version.
+enum RealtimeInput {
+    V02(wit_rt::SessionInput),
+    V01(v0_1::rt::SessionInput),
+}
+
+/// A realtime instance, by contract version.
+enum RealtimeInstance {
+    V02(bindings::RealtimePlugin),
+    V01(v0_1::bindings::RealtimePlugin),
+}
+
 /// One call's session: its own store, instance and `session` resource.
 pub struct WasmSession {
     store: Store<HostState>,
-    instance: bindings::RealtimePlugin,
+    instance: RealtimeInstance,
     session: Option<ResourceAny>,
     input_format: AudioFormat,
     handle_budget: Duration,
@@ -760,31 +965,38 @@ impl WasmSession {
         let Some(session) = self.session else {
             return Err(SessionError::Contract("session already failed".into()));
         };
-        let input = match input {
-            SessionInput::Audio { data, timestamp_ms } => {
-                wit_rt::SessionInput::Audio(wit::AudioFrame {
-                    format: format_to_wit(self.input_format),
-                    data,
-                    timestamp_ms,
-                })
-            }
-            SessionInput::Dtmf(d) => wit_rt::SessionInput::Dtmf(d),
-            SessionInput::MarkPlayed(m) => wit_rt::SessionInput::MarkPlayed(m),
-            SessionInput::Interrupted(ms) => wit_rt::SessionInput::Interrupted(ms),
-            SessionInput::Hangup => wit_rt::SessionInput::Hangup,
-            SessionInput::Io(event) => {
-                self.store.data_mut().io.observe(&event);
-                wit_rt::SessionInput::Io(event_to_wit(event))
-            }
+        if let SessionInput::Io(event) = &input {
+            self.store.data_mut().io.observe(event);
+        }
+        let input = match &self.instance {
+            RealtimeInstance::V02(_) => RealtimeInput::V02(input_to_wit(input, self.input_format)),
+            RealtimeInstance::V01(_) => match v0_1::input_to_wit(input, self.input_format) {
+                Some(input) => RealtimeInput::V01(input),
+                // 0.1.0 has no tool calls.
+                None => return Ok(Vec::new()),
+            },
         };
         self.store.data_mut().meter.begin(self.handle_budget);
         self.store.set_epoch_deadline(1);
-        let result = self
-            .instance
-            .switchboard_plugin_realtime()
-            .session()
-            .call_handle(&mut self.store, session, &input)
-            .await;
+        let result = match (&self.instance, &input) {
+            (RealtimeInstance::V02(i), RealtimeInput::V02(input)) => i
+                .switchboard_plugin_realtime()
+                .session()
+                .call_handle(&mut self.store, session, input)
+                .await
+                .map(|r| r.map(|o| o.into_iter().map(output_from_wit).collect::<Vec<_>>())),
+            (RealtimeInstance::V01(i), RealtimeInput::V01(input)) => i
+                .switchboard_plugin_realtime()
+                .session()
+                .call_handle(&mut self.store, session, input)
+                .await
+                .map(|r| r.map(|o| o.into_iter().map(v0_1::output_from_wit).collect::<Vec<_>>())),
+            _ => {
+                return Err(SessionError::Contract(
+                    "input of another contract version".into(),
+                ));
+            }
+        };
         let outputs = match result {
             Ok(r) => r.map_err(plugin_error),
             Err(e) => {
@@ -805,7 +1017,7 @@ impl WasmSession {
                 outputs.len()
             )));
         }
-        Ok(outputs.into_iter().map(output_from_wit).collect())
+        Ok(outputs)
     }
 }
 

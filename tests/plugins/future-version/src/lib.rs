@@ -1,4 +1,4 @@
-//! Test fixture: a realtime plugin built against `switchboard:plugin@0.2.0` (a copy of the
+//! Test fixture: a realtime plugin built against `switchboard:plugin@0.3.0` (a copy of the
 //! contract with only the version changed), which the host must refuse at load time with an error
 //! naming both versions.
 
@@ -7,7 +7,7 @@
 // table (the only way to build one for another ABI version).
 #![allow(unsafe_code, missing_docs)]
 
-// This fixture uses wit-bindgen directly (not the SDK, which is for 0.1.0) for its WASM side.
+// This fixture uses wit-bindgen directly (not the SDK, which is for 0.2.0) for its WASM side.
 
 wit_bindgen::generate!({ world: "realtime-plugin", path: "wit", generate_all });
 
@@ -90,7 +90,7 @@ mod native {
     static API: PluginApi = PluginApi {
         abi_version: 2,
         size: size_of::<PluginApi>() as u32,
-        contract_version: Str::new("0.2.0"),
+        contract_version: Str::new("0.3.0"),
         build_info: Str::new("switchboard-fixture-future-version"),
         describe,
         open,

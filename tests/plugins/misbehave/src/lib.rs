@@ -28,6 +28,10 @@
 //! - `hangup`: asks the host to hang up (`hang-up`).
 //! - `transfer`: asks the host to transfer the call to +15005550123 (`transfer`).
 //!
+//! And one tool call (contract 0.2.0):
+//! - `toolcall`: calls the tool `lookup_order` (call id `call_1`) and, given its result, says
+//!   it as a final agent transcript (`call_1: output …` or `call_1: error …`).
+//!
 //! It builds both ways, like every plugin: as a WASM component and as a native library.
 
 #![forbid(unsafe_code)]
@@ -43,7 +47,7 @@ struct MisbehaveSession {
 }
 
 /// Every behaviour, longest first where one name contains another.
-const BEHAVIOURS: [&str; 15] = [
+const BEHAVIOURS: [&str; 16] = [
     "open-spin",
     "hangup-spin",
     "spin",
@@ -59,6 +63,7 @@ const BEHAVIOURS: [&str; 15] = [
     "timers",
     "hangup",
     "transfer",
+    "toolcall",
 ];
 
 fn busy_wait(ms: u64) {
@@ -117,6 +122,16 @@ impl Realtime for MisbehaveSession {
                 Ok(Vec::new())
             }
             SessionInput::Hangup if self.behaviour == "hangup-spin" => spin_forever(),
+            SessionInput::ToolResult(result) => {
+                let said = match result.outcome {
+                    ToolOutcome::Output(o) => format!("{}: output {o}", result.id),
+                    ToolOutcome::Error(e) => format!("{}: error {e}", result.id),
+                };
+                Ok(vec![SessionOutput::AgentTranscript(Transcript {
+                    text: said,
+                    is_final: true,
+                })])
+            }
             _ => Ok(Vec::new()),
         }
     }
@@ -143,6 +158,11 @@ impl MisbehaveSession {
             }
             "hangup" => vec![SessionOutput::HangUp],
             "transfer" => vec![SessionOutput::Transfer("+15005550123".into())],
+            "toolcall" => vec![SessionOutput::ToolCall(ToolCall {
+                id: "call_1".into(),
+                name: "lookup_order".into(),
+                arguments: r#"{"order": "1042"}"#.into(),
+            })],
             "flood" => (0..100_000)
                 .map(|i| SessionOutput::Mark(format!("flood-{i}")))
                 .collect(),
