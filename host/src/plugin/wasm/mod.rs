@@ -648,48 +648,27 @@ impl WasmPlugin {
         let (mut store, instance) = self.instantiate(self.open_budget()).await?;
         store.data_mut().io = SessionIo::new(&self.name, config.io.clone());
         let cfg = config_to_wit(config, self.info.input_format);
+        // Every version's stage interfaces open alike; only their generated modules differ.
+        macro_rules! open {
+            ($i:expr, $interface:ident, $resource:ident) => {
+                $i.$interface()
+                    .$resource()
+                    .call_open(&mut store, &cfg)
+                    .await
+            };
+        }
         let opened = match &instance {
             Instance::Realtime(_) | Instance::V01Realtime(_) => {
                 return Err(SessionError::Contract(
                     "is a realtime plugin, not a pipeline stage".into(),
                 ));
             }
-            Instance::V01Stt(i) => {
-                i.switchboard_plugin_stt()
-                    .recognizer()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
-            Instance::V01Llm(i) => {
-                i.switchboard_plugin_llm()
-                    .conversation()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
-            Instance::V01Tts(i) => {
-                i.switchboard_plugin_tts()
-                    .synthesizer()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
-            Instance::Stt(i) => {
-                i.switchboard_plugin_stt()
-                    .recognizer()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
-            Instance::Llm(i) => {
-                i.switchboard_plugin_llm()
-                    .conversation()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
-            Instance::Tts(i) => {
-                i.switchboard_plugin_tts()
-                    .synthesizer()
-                    .call_open(&mut store, &cfg)
-                    .await
-            }
+            Instance::Stt(i) => open!(i, switchboard_plugin_stt, recognizer),
+            Instance::V01Stt(i) => open!(i, switchboard_plugin_stt, recognizer),
+            Instance::Llm(i) => open!(i, switchboard_plugin_llm, conversation),
+            Instance::V01Llm(i) => open!(i, switchboard_plugin_llm, conversation),
+            Instance::Tts(i) => open!(i, switchboard_plugin_tts, synthesizer),
+            Instance::V01Tts(i) => open!(i, switchboard_plugin_tts, synthesizer),
         };
         let resource = match opened {
             Ok(r) => r.map_err(plugin_error)?,
