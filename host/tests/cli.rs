@@ -88,7 +88,11 @@ fn serve_shipped_config_and_simulate_a_call() {
                 "\"target/plugins/plugin/",
                 &format!("\"{}/{triple}/plugin/", plugins.display()),
             )
-            .replace("\"target/plugins", &format!("\"{}", plugins.display())),
+            .replace("\"target/plugins", &format!("\"{}", plugins.display()))
+            .replace(
+                "\"host/assets/",
+                &format!("\"{}/host/assets/", root.display()),
+            ),
     )
     .expect("write config");
     // From the repository root, as README says: the speech plugins find `models/` there.
@@ -120,6 +124,23 @@ fn serve_shipped_config_and_simulate_a_call() {
     let bytes = std::fs::metadata(&heard).expect("heard.wav written").len();
     // At least the length of the recording at 8 kHz PCM16.
     assert!(bytes > 10 * 8000 * 2 - 8000, "heard.wav is {bytes} bytes");
+
+    // README's caller-context try: a caller in the demo customers file is greeted by name and
+    // told their order's status.
+    let out = Command::new(BIN)
+        .args(["simulate", "--from", "+15005550101", "--wav"])
+        .arg(root.join("tests/fixtures/speech/order-question.wav"))
+        .args(["--url", &format!("http://{address}")])
+        .arg("--config")
+        .arg(&config)
+        .envs(KEYS)
+        .output()
+        .expect("simulate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    println!("{stdout}");
+    assert!(stdout.contains("Hello Ada Lovelace"), "{stdout}");
+    assert!(stdout.contains("Your order 1042 is"), "{stdout}");
     drop(server);
 }
 

@@ -130,8 +130,8 @@ async fn the_offline_front_desk_greets_a_known_caller_by_name() -> anyhow::Resul
     let models = speech_plugins()?;
     let gw = Gateway::start(&write_config(&config(&models))?).await?;
     let mut events = gw.state.subscribe();
-    // The greeting plays first (a few seconds of Piper); the caller asks after it.
-    let mut script = silence(7000);
+    // The greeting plays first (a few seconds of Piper); the recording waits 9 s before it asks.
+    let mut script = silence(500);
     script.extend(wav_frames(&fixture("speech/order-question.wav"))?);
     let log = phone::call(
         &gw.url,
@@ -165,9 +165,13 @@ async fn the_offline_front_desk_greets_a_known_caller_by_name() -> anyhow::Resul
     let heard = words(&transcribe(&models, &heard).await?);
     println!("the caller heard: {heard:?}");
     // Whisper tiny.en on a phone line is not word-perfect with names ("Ada Lovelace" has come
-    // back as "a to love life" on a loaded machine): the name by its stem, the order exactly.
+    // back as "a to love life" and "ada loeblase"): the transcript above proves the name the
+    // voice was given; here, that the greeting and the order's status reached the phone.
     assert!(
-        heard.contains("love") && heard.contains("1042") && heard.contains("delivery"),
+        heard.starts_with("hello")
+            && heard.contains("thanks for calling")
+            && heard.contains("1042")
+            && heard.contains("delivery"),
         "the caller heard {heard:?}"
     );
     Ok(())
