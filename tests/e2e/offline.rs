@@ -32,6 +32,12 @@ async fn transcribe(models: &Path, frames: &[Vec<u8>]) -> anyhow::Result<String>
     let plugin = NativeLoader::global().load("whisper", &lib).await?;
     let mut plugin = plugin;
     plugin.set_handle_budget(Duration::from_secs(30));
+    // Transcribing a whole call at once is one long computation: as much of the machine as it
+    // wants (the gateway's own whisper gets `cpu_percent = 100` in agents.toml).
+    plugin.set_cpu_limits(switchboard::plugin::budget::CpuLimits {
+        percent: 400,
+        burst: Duration::from_secs(600),
+    });
     let settings = json!({"model_dir": models.join("whisper-tiny.en")}).to_string();
     let mut session = plugin
         .open_stage(&SessionConfig {
