@@ -24,5 +24,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod simulate;
+pub mod tools;
 pub mod twilio;
 pub mod twiml;

@@ -312,6 +312,18 @@ pub enum ConfigErrorKind {
     /// `[api] callback_secret` is not a Standard Webhooks secret.
     #[error("invalid callback secret: {0}")]
     InvalidCallbackSecret(String),
+    /// A `[tools.NAME]` or `[mcp.NAME]` section, or an agent's tool grant, is wrong; the
+    /// message says how.
+    #[error("{0}")]
+    Tool(String),
+    /// An agent's `tools` names a tool that is not defined.
+    #[error("unknown tool {name:?} ({known})")]
+    UnknownTool {
+        /// The name given.
+        name: String,
+        /// What may be granted: built-ins, `[tools]` names and `[mcp]` servers.
+        known: String,
+    },
     /// A `[lookups.NAME]` file did not load.
     #[error("lookup file does not load: {0}")]
     Lookup(#[source] super::lookup::LookupError),

@@ -271,6 +271,30 @@ impl RawConfig {
             it.spanned(&mut lookup.get_mut().path, &path.key("path"));
         }
 
+        for (name, tool) in &mut self.tools {
+            let path = root.key("tools").key(name);
+            let tool = tool.get_mut();
+            it.opt(tool.url.as_mut(), &path.key("url"));
+            for (header, value) in tool.headers.iter_mut().flatten() {
+                it.spanned(value, &path.key("headers").key(header));
+            }
+        }
+        for (name, server) in &mut self.mcp {
+            let path = root.key("mcp").key(name);
+            let server = server.get_mut();
+            it.opt(server.url.as_mut(), &path.key("url"));
+            it.opt(server.command.as_mut(), &path.key("command"));
+            for (n, arg) in server.args.iter_mut().flatten().enumerate() {
+                it.spanned(arg, &path.key("args").index(n));
+            }
+            for (key, value) in server.env.iter_mut().flatten() {
+                it.spanned(value, &path.key("env").key(key));
+            }
+            for (header, value) in server.headers.iter_mut().flatten() {
+                it.spanned(value, &path.key("headers").key(header));
+            }
+        }
+
         for (name, plugin) in &mut self.plugins {
             let path = root.key("plugins").key(name);
             let plugin = plugin.get_mut();

@@ -24,6 +24,7 @@ mod interpolate;
 pub mod lookup;
 mod raw;
 mod span;
+pub mod tools;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -196,6 +197,10 @@ pub struct Config {
     pub records: RecordsConfig,
     /// `[lookups.NAME]`: caller-context files, loaded, by name.
     pub lookups: BTreeMap<String, Arc<lookup::Lookup>>,
+    /// `[tools.NAME]`: tools defined for agents, by name.
+    pub tools: BTreeMap<String, Arc<tools::ToolDef>>,
+    /// `[mcp.NAME]`: MCP servers, in name order.
+    pub mcp: Vec<crate::tools::mcp::McpServerConfig>,
     /// Lookup tables for [`crate::routing`], built during validation.
     pub(crate) routes: RouteIndex,
 }
@@ -421,6 +426,8 @@ pub struct Agent {
     pub mode: AgentMode,
     /// `caller_context`: who the caller is, looked up at call start.
     pub caller_context: Option<CallerContext>,
+    /// What the agent may do beyond talking: tools, transfers, results.
+    pub tools: tools::AgentTools,
 }
 
 /// An agent's `caller_context`: the caller looked up in a `[lookups.NAME]` file at call start

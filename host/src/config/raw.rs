@@ -45,6 +45,12 @@ pub struct RawConfig {
     /// `[lookups.NAME]` sections: caller-context files, by name.
     #[serde(default)]
     pub lookups: BTreeMap<String, Spanned<RawLookup>>,
+    /// `[tools.NAME]` sections: tools the host runs for agents, by name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, Spanned<super::tools::RawTool>>,
+    /// `[mcp.NAME]` sections: MCP servers whose tools agents may be granted, by name.
+    #[serde(default)]
+    pub mcp: BTreeMap<String, Spanned<super::tools::RawMcp>>,
 }
 
 /// One `[lookups.NAME]` section as written.
@@ -237,6 +243,22 @@ pub struct RawAgent {
     /// `caller_context`: look the caller up at call start; optional.
     #[serde(default)]
     pub caller_context: Option<Spanned<RawCallerContext>>,
+    /// `tools`: what the agent may call: `[tools]` names, built-ins (`end_call`,
+    /// `transfer_call`, `record_result`), `SERVER.*` or `SERVER.TOOL`; optional.
+    #[serde(default)]
+    pub tools: Option<Vec<Spanned<String>>>,
+    /// `transfer_to`: numbers (E.164) and `+prefix*` patterns `transfer_call` may dial.
+    #[serde(default)]
+    pub transfer_to: Option<Vec<Spanned<String>>>,
+    /// `tool_filler_ms`: a pipeline agent says `filler` when a tool runs this long.
+    #[serde(default)]
+    pub tool_filler_ms: Option<Spanned<i64>>,
+    /// `filler`: the phrase said while a slow tool runs.
+    #[serde(default)]
+    pub filler: Option<Spanned<String>>,
+    /// `result_schema`: JSON Schema of what `record_result` stores.
+    #[serde(default)]
+    pub result_schema: Option<Spanned<toml::Table>>,
 }
 
 /// An agent's `pipeline` table as written.

@@ -20,6 +20,7 @@ use super::raw::{
     RawServer, RawTwilio,
 };
 use super::span::{KeyPath, Locator, line_col};
+use super::tools::{AgentTools, RawAgentTools};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS,
     CallerContext, Config, DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS,
@@ -60,6 +61,10 @@ impl RawConfig {
         let plugins = v.plugins(self.plugins, &root.key("plugins"));
         let declared_lookups: BTreeSet<String> = self.lookups.keys().cloned().collect();
         let lookups = v.lookups(self.lookups, &root.key("lookups"));
+        let declared_tools: BTreeSet<String> = self.tools.keys().cloned().collect();
+        let tools = v.tools(self.tools, &root.key("tools"), &lookups);
+        let mcp = v.mcp(self.mcp, &root.key("mcp"));
+        let mcp_names: BTreeSet<String> = mcp.iter().map(|s| s.name.clone()).collect();
 
         let agents_path = root.key("agents");
         if self.agents.is_empty() {
@@ -76,10 +81,21 @@ impl RawConfig {
                 fallbacks.push((i, path.key("fallback"), fallback));
             }
             let context = agent.get_mut().caller_context.take();
+            let raw_tools = {
+                let a = agent.get_mut();
+                RawAgentTools {
+                    tools: a.tools.take(),
+                    transfer_to: a.transfer_to.take(),
+                    tool_filler_ms: a.tool_filler_ms.take(),
+                    filler: a.filler.take(),
+                    result_schema: a.result_schema.take(),
+                }
+            };
             let mut agent = v.agent(agent, &path, &known_plugins, &plugins, &mut seen);
             agent.caller_context = context.and_then(|c| {
                 v.caller_context(c, &path.key("caller_context"), &lookups, &declared_lookups)
             });
+            agent.tools = v.agent_tools(raw_tools, &path, &tools, &declared_tools, &mcp_names);
             index.add(&agent, agents.len());
             agents.push(agent);
         }
@@ -137,6 +153,8 @@ impl RawConfig {
             api,
             records,
             lookups,
+            tools,
+            mcp,
             routes: index,
         })
     }
@@ -153,7 +171,7 @@ struct Seen {
     matches: HashMap<BTreeMap<String, String>, (String, usize)>,
 }
 
-struct Validator<'s> {
+pub(super) struct Validator<'s> {
     source: &'s Source,
     errors: Vec<ConfigError>,
     /// Built on first use: only needed to locate problems inside settings tables.
@@ -161,14 +179,14 @@ struct Validator<'s> {
 }
 
 impl<'s> Validator<'s> {
-    fn err(&mut self, span: Option<Range<usize>>, path: &KeyPath, kind: ConfigErrorKind) {
+    pub(super) fn err(&mut self, span: Option<Range<usize>>, path: &KeyPath, kind: ConfigErrorKind) {
         self.errors
             .push(ConfigError::at(self.source, span, Some(path), kind));
     }
 
     /// The value of an optional integer key when it lies in `range`; an out-of-range error at
     /// the key otherwise.
-    fn in_range(
+    pub(super) fn in_range(
         &mut self,
         value: Option<Spanned<i64>>,
         range: std::ops::RangeInclusive<u64>,
@@ -194,11 +212,16 @@ impl<'s> Validator<'s> {
         }
     }
 
-    fn locate(&mut self, path: &KeyPath) -> Option<Range<usize>> {
+    pub(super) fn locate(&mut self, path: &KeyPath) -> Option<Range<usize>> {
         let text = self.source.text();
         self.locator
             .get_or_insert_with(|| Locator::new(text))
             .span_of(path)
+    }
+
+    /// The config file's path.
+    pub(super) fn source_path(&self) -> &Path {
+        self.source.path()
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
@@ -670,6 +693,7 @@ impl<'s> Validator<'s> {
             fallback: None,
             mode,
             caller_context: None,
+            tools: AgentTools::default(),
         }
     }
 
@@ -874,7 +898,7 @@ impl<'s> Validator<'s> {
 
     /// Converts a TOML value to JSON. Datetimes become their TOML text
     /// (`1979-05-27T07:32:00Z`); NaN and infinities are errors (JSON cannot hold them).
-    fn json(&mut self, value: toml::Value, path: &KeyPath) -> serde_json::Value {
+    pub(super) fn json(&mut self, value: toml::Value, path: &KeyPath) -> serde_json::Value {
         use serde_json::Value as J;
         match value {
             toml::Value::String(s) => J::String(s),
@@ -926,7 +950,7 @@ fn overlay(base: Option<&serde_json::Value>, over: &serde_json::Value) -> serde_
 
 /// `known: a, b, c` (in the given order, without repeats, at most [`MAX_NAMES_SHOWN`]
 /// names), or `none` when there are no names.
-fn known_list<'a>(names: impl Iterator<Item = &'a str>, none: &str) -> String {
+pub(super) fn known_list<'a>(names: impl Iterator<Item = &'a str>, none: &str) -> String {
     let mut seen = BTreeSet::new();
     let names: Vec<&str> = names.filter(|name| seen.insert(*name)).collect();
     if names.is_empty() {
@@ -947,7 +971,7 @@ fn known_list<'a>(names: impl Iterator<Item = &'a str>, none: &str) -> String {
 /// Resolves a plugin path from the config: absolute paths as is, relative ones against
 /// the config file's directory, made absolute (lexically, without touching the
 /// filesystem) so they stay valid if the working directory changes.
-fn resolve_plugin_path(config_path: &Path, plugin_path: &str) -> PathBuf {
+pub(super) fn resolve_plugin_path(config_path: &Path, plugin_path: &str) -> PathBuf {
     let plugin_path = Path::new(plugin_path);
     if plugin_path.is_absolute() {
         return plugin_path.to_path_buf();

@@ -54,6 +54,10 @@ pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Gauge: 1 while the gateway drains (SIGTERM received), else 0.
 pub const DRAINING: &str = "switchboard_draining";
 
+/// Tool calls finished, by `tool` and `outcome` (`ok`, `error`).
+pub const TOOL_CALLS: &str = "switchboard_tool_calls_total";
+/// Latency of tool calls, from the plugin's call to the result, by `tool`.
+pub const TOOL_SECONDS: &str = "switchboard_tool_call_duration_seconds";
 /// Histogram buckets for `_seconds` metrics: 100 µs to 10 s, covering a frame's host time
 /// (tens of µs) up to a slow pipeline turn.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -106,6 +110,12 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(ACTIVE_CALLS, "Calls whose task is running.");
     describe_counter!(CALLS, "Calls ended, by agent and outcome.");
+    describe_counter!(TOOL_CALLS, "Tool calls finished, by tool and outcome.");
+    describe_histogram!(
+        TOOL_SECONDS,
+        Unit::Seconds,
+        "Tool call latency, from the plugin's call to its result, by tool."
+    );
     describe_histogram!(
         WEBHOOK_SECONDS,
         Unit::Seconds,
