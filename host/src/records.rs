@@ -135,6 +135,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX callbacks_due ON callbacks (next_attempt_ms)
         WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN result TEXT;
+",
 ];
 
 pub mod outbox;
@@ -258,6 +261,8 @@ pub struct CallEnd {
     pub frames_out: u64,
     /// Milliseconds from the stream's start to the first audio sent to the caller.
     pub first_audio_ms: Option<u64>,
+    /// What the agent's `record_result` stored (schema-valid), if it did.
+    pub result: Option<serde_json::Value>,
 }
 
 /// One turn of a call's conversation.
@@ -269,6 +274,9 @@ pub struct TranscriptTurn {
     pub text: String,
     /// For an agent turn cut short by barge-in: milliseconds of it the caller heard.
     pub heard_ms: Option<u64>,
+    /// A `tool` turn: the call, its result (both truncated) and its latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<crate::tools::ToolTrace>,
 }
 
 /// Timings of one agent turn, in milliseconds from the end of the caller's speech.
@@ -340,6 +348,8 @@ pub struct CallRecord {
     pub failure_kind: Option<String>,
     /// The outbound call's task.
     pub task: Option<serde_json::Value>,
+    /// What the agent recorded with `record_result`.
+    pub result: Option<serde_json::Value>,
     /// First time any event saw the call, unix epoch milliseconds.
     pub created_at_ms: i64,
     /// When the (first) stream started, unix epoch milliseconds.
@@ -889,7 +899,7 @@ macro_rules! columns {
         "call_sid, direction, from_addr, to_addr, agent, plugin, stream_sid, status, outcome,
         reason, failure_kind, task, created_at_ms, started_at_ms, answered_at_ms, ended_at_ms,
         status_ended_at_ms, duration_s, frames_in, frames_out, first_audio_ms, transcript,
-        turn_latency, status_history, updated_at_ms"
+        turn_latency, status_history, updated_at_ms, result"
     };
 }
 
@@ -931,10 +941,11 @@ const SQL_STARTED: &str = "
 
 const SQL_ENDED: &str = "
     INSERT INTO calls (call_sid, outcome, reason, failure_kind, ended_at_ms, transcript,
-        turn_latency, frames_in, frames_out, first_audio_ms, created_at_ms, updated_at_ms)
+        turn_latency, frames_in, frames_out, first_audio_ms, result, created_at_ms, updated_at_ms)
     VALUES (:call_sid, :outcome, :reason, :failure_kind, :ended_at_ms, :transcript,
-        :turn_latency, :frames_in, :frames_out, :first_audio_ms, :ended_at_ms, :now)
+        :turn_latency, :frames_in, :frames_out, :first_audio_ms, :result, :ended_at_ms, :now)
     ON CONFLICT (call_sid) DO UPDATE SET
+        result = COALESCE(excluded.result, result),
         outcome = excluded.outcome,
         reason = excluded.reason,
         failure_kind = excluded.failure_kind,
@@ -1094,6 +1105,7 @@ impl<'c> Db<'c> {
             ":frames_in": to_sql_int(ended.frames_in),
             ":frames_out": to_sql_int(ended.frames_out),
             ":first_audio_ms": ended.first_audio_ms.map(to_sql_int),
+            ":result": ended.result.as_ref().map(serde_json::Value::to_string),
             ":now": now_ms(),
         })?;
         self.enqueue_callback(&ended.call_sid)?;
@@ -1245,15 +1257,19 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let list = |column: &str| -> rusqlite::Result<String> {
         Ok(row.get::<_, Option<String>>(column)?.unwrap_or_default())
     };
-    let task = row
-        .get::<_, Option<String>>("task")?
-        .and_then(|json| match serde_json::from_str(&json) {
-            Ok(task) => Some(task),
-            Err(error) => {
-                tracing::warn!(%call_sid, column = "task", %error, "corrupt JSON in call record; reading it as absent");
-                None
-            }
-        });
+    let json = |column: &str| -> rusqlite::Result<Option<serde_json::Value>> {
+        Ok(row
+            .get::<_, Option<String>>(column)?
+            .and_then(|json| match serde_json::from_str(&json) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    tracing::warn!(%call_sid, column, %error, "corrupt JSON in call record; reading it as absent");
+                    None
+                }
+            }))
+    };
+    let task = json("task")?;
+    let result = json("result")?;
     Ok(CallRecord {
         direction: row.get("direction")?,
         from: row.get("from_addr")?,
@@ -1266,6 +1282,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         reason: row.get("reason")?,
         failure_kind: row.get("failure_kind")?,
         task,
+        result,
         created_at_ms: row.get("created_at_ms")?,
         started_at_ms: row.get("started_at_ms")?,
         answered_at_ms: row.get("answered_at_ms")?,

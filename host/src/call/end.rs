@@ -95,10 +95,12 @@ pub(super) fn call_end_record(
                 side: match t.side {
                     Side::Caller => "caller",
                     Side::Agent => "agent",
+                    Side::Tool => "tool",
                 }
                 .to_string(),
                 text: t.text.clone(),
                 heard_ms: t.heard_ms,
+                tool: t.tool.clone(),
             })
             .collect(),
         turn_latency: stats
@@ -114,6 +116,7 @@ pub(super) fn call_end_record(
         frames_in: stats.frames_in,
         frames_out: stats.frames_out,
         first_audio_ms: ms(stats.first_audio),
+        result: stats.result.clone(),
     }
 }
 

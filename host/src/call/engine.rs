@@ -28,6 +28,19 @@ pub(super) enum EngineEvent {
     Io(IoEvent),
     /// A pipeline stage reported.
     Report(StageReport),
+    /// A tool call in flight finished.
+    ToolDone(crate::tools::Finished),
+    /// The agent's tools changed (an MCP server's tools arrived, changed or went).
+    ToolsChanged(Vec<crate::plugin::tools::Tool>),
+}
+
+impl From<crate::tools::ToolEvent> for EngineEvent {
+    fn from(event: crate::tools::ToolEvent) -> Self {
+        match event {
+            crate::tools::ToolEvent::Finished(f) => Self::ToolDone(f),
+            crate::tools::ToolEvent::Changed(t) => Self::ToolsChanged(t),
+        }
+    }
 }
 
 /// A conversation engine: reacts to the caller (audio, DTMF), to the playback clock (a mark

@@ -204,6 +204,17 @@ impl<S: MediaSocket> Line<'_, S> {
             side,
             text,
             heard_ms,
+            tool: None,
+        });
+    }
+
+    /// Puts a finished tool call in the transcript (not in the log: results may be private).
+    pub(super) fn tool_transcript(&mut self, trace: crate::tools::ToolTrace) {
+        self.stats.transcript.push(Turn {
+            side: Side::Tool,
+            text: trace.line(),
+            heard_ms: None,
+            tool: Some(trace),
         });
     }
 

@@ -19,6 +19,7 @@ mod realtime;
 pub mod stages;
 mod start;
 pub mod task;
+mod tool_calls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,53 @@ pub struct CallContext {
     pub tasks: PendingTasks,
     /// Becomes `true` when the gateway's drain deadline passes: the call ends politely.
     pub shutdown: watch::Receiver<bool>,
+    /// What runs agents' tools: the MCP servers' connections and an HTTP client.
+    pub tools: ToolHost,
+}
+
+/// What runs agents' tools, shared by every call (and kept across reloads).
+#[derive(Clone)]
+pub struct ToolHost {
+    /// The MCP servers' connections, once started ([`ToolHost::start_mcp`]); shared by every
+    /// context of the gateway, so a reload keeps connections whose server is unchanged.
+    pub mcp: Arc<std::sync::OnceLock<crate::tools::mcp::McpPool>>,
+    /// HTTP tools' client (connection pool).
+    pub http: reqwest::Client,
+}
+
+impl ToolHost {
+    /// No MCP servers started yet; a fresh HTTP client.
+    pub fn new() -> Self {
+        Self {
+            mcp: Arc::default(),
+            http: reqwest::Client::builder()
+                .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Starts connecting to `config`'s MCP servers, or (when already started) applies them
+    /// as a reload: unchanged servers keep their connection. Needs a tokio runtime; returns at
+    /// once.
+    pub fn start_mcp(&self, config: &Config) {
+        match self.mcp.get() {
+            Some(pool) => pool.reconfigure(config.mcp.clone()),
+            None => {
+                if !config.mcp.is_empty() {
+                    let _ = self
+                        .mcp
+                        .set(crate::tools::mcp::McpPool::start(config.mcp.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Default for ToolHost {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl CallContext {
@@ -110,6 +158,7 @@ impl CallContext {
             records: None,
             tasks: PendingTasks::default(),
             shutdown: watch::channel(false).1,
+            tools: ToolHost::new(),
         })
     }
 }
@@ -258,6 +307,8 @@ pub struct CallStats {
     /// counted, logged and recorded like any other failure, though the call ended for another
     /// reason.
     pub end_failure: Option<EndFailure>,
+    /// What the agent's `record_result` stored (schema-valid), if it did.
+    pub result: Option<serde_json::Value>,
 }
 
 /// A plugin failure at the end of a call (see [`CallStats::end_failure`]).
@@ -278,6 +329,8 @@ pub enum Side {
     Caller,
     /// The agent (the plugin).
     Agent,
+    /// A tool the agent called (the host ran it).
+    Tool,
 }
 
 /// One final transcript of one side.
@@ -292,6 +345,8 @@ pub struct Turn {
     /// For an agent turn cut short by barge-in: the milliseconds of it the caller heard, by
     /// the playback clock.
     pub heard_ms: Option<u64>,
+    /// A [`Side::Tool`] turn's call and result.
+    pub tool: Option<crate::tools::ToolTrace>,
 }
 
 /// State once `start` has arrived.

@@ -17,6 +17,12 @@
 //!   LLM and TTS. The call task answers with [`Event::Interrupted`] (the playback clock's heard
 //!   ms), and the history keeps the clauses heard in full plus the heard share of the clause that
 //!   was playing (whole words).
+//! - **Tool calls.** The LLM's tool calls run while the reply's text so far plays ([`Action::RunTool`];
+//!   the call task answers each with [`Event::ToolResult`]). When the LLM is done and every result
+//!   is in, the history gets the assistant message carrying the calls and one `tool` message per
+//!   result, and the LLM is asked to continue. A tool still running after the agent's filler delay
+//!   ([`Event::ToolsSlow`]) with nothing playing makes the agent say its filler phrase. A barge-in
+//!   keeps the calls: their results still enter the history, for the next turn.
 //! - **Latency.** Each turn records end of caller speech → STT final → LLM first text → TTS first
 //!   audio → first audio sent to the caller ([`TurnLatency`]).
 
@@ -25,7 +31,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::audio::FRAME_MS;
-use crate::plugin::{AudioEncoding, AudioFormat, Role, StageInput, StageOutput};
+use crate::plugin::tools::{ToolCall, ToolOutcome, ToolResult};
+use crate::plugin::{AudioEncoding, AudioFormat, Message, Role, StageInput, StageOutput};
 
 /// Default caller silence that ends a turn: long enough for a breath between phrases, short
 /// enough that the agent does not feel slow (the 500–800 ms range usual on the phone).
@@ -43,6 +50,8 @@ pub struct TurnConfig {
     pub endpointing: Duration,
     /// Said first, through the TTS, when the call starts.
     pub greeting: Option<String>,
+    /// Said while a slow tool runs ([`Event::ToolsSlow`]); `None`: nothing is said.
+    pub filler: Option<String>,
 }
 
 /// Something that happened on the call.
@@ -73,6 +82,16 @@ pub enum Event {
     },
     /// Everything queued for the caller has played.
     PlaybackIdle,
+    /// A tool call ([`Action::RunTool`]) finished. `continue_reply` is false when the call
+    /// ends after this reply (`end_call`, `transfer_call`): the LLM is not asked to go on.
+    ToolResult {
+        /// The result.
+        result: ToolResult,
+        /// Ask the LLM to continue once every result of the reply is in.
+        continue_reply: bool,
+    },
+    /// A tool has been running for the agent's filler delay.
+    ToolsSlow,
 }
 
 /// What the call task must do, in order.
@@ -93,6 +112,8 @@ pub enum Action {
     },
     /// Clear playback now and answer with [`Event::Interrupted`].
     ClearPlayback,
+    /// Run this tool call; answer with [`Event::ToolResult`].
+    RunTool(ToolCall),
 }
 
 /// Timings of one turn, from the end of the caller's speech.
@@ -114,6 +135,8 @@ struct Clause {
     text: String,
     audio_ms: u64,
     done: bool,
+    /// The filler phrase: played, never in the history.
+    filler: bool,
 }
 
 #[derive(Debug, Default)]
@@ -126,13 +149,33 @@ struct Reply {
     interrupted: bool,
     /// The greeting (not an LLM reply).
     greeting: bool,
+    /// Clauses already in the history (with the tool calls that followed them).
+    committed: usize,
+}
+
+/// The tool calls of a reply, until every result is in.
+#[derive(Debug)]
+struct PendingTools {
+    calls: Vec<ToolCall>,
+    /// Aligned with `calls`.
+    results: Vec<Option<ToolOutcome>>,
+    /// What the reply said before the calls (set when the LLM is done).
+    text: String,
+    /// The LLM finished the reply that made the calls.
+    llm_done: bool,
+    /// The reply is still going (no barge-in): continue it when the results are in.
+    live: bool,
+    continue_reply: bool,
+    /// The filler was said for these calls.
+    filled: bool,
 }
 
 /// One call's turn-taking state. See the module docs.
 #[derive(Debug)]
 pub struct Turns {
     config: TurnConfig,
-    history: Vec<(Role, String)>,
+    history: Vec<Message>,
+    tools: Option<PendingTools>,
     in_speech: bool,
     silence: Duration,
     /// The caller's final transcripts of the current turn.
@@ -156,6 +199,7 @@ impl Turns {
         Self {
             config,
             history: Vec::new(),
+            tools: None,
             in_speech: false,
             silence: Duration::ZERO,
             heard: String::new(),
@@ -169,7 +213,7 @@ impl Turns {
     }
 
     /// The conversation so far (without the instructions).
-    pub fn history(&self) -> &[(Role, String)] {
+    pub fn history(&self) -> &[Message] {
         &self.history
     }
 
@@ -199,8 +243,114 @@ impl Turns {
                 self.audible = false;
                 self.finish_reply_if_played();
             }
+            Event::ToolResult {
+                result,
+                continue_reply,
+            } => self.tool_result(result, continue_reply, &mut out),
+            Event::ToolsSlow => self.tools_slow(&mut out),
         }
         out
+    }
+
+    /// Nothing in progress: no reply, no tool call waiting.
+    pub fn is_quiet(&self) -> bool {
+        self.reply.is_none() && self.tools.is_none()
+    }
+
+    /// Tool calls of the current reply still running.
+    pub fn tools_pending(&self) -> bool {
+        self.tools
+            .as_ref()
+            .is_some_and(|t| t.results.iter().any(Option::is_none))
+    }
+
+    fn tool_result(&mut self, result: ToolResult, continue_reply: bool, out: &mut Vec<Action>) {
+        let Some(pending) = &mut self.tools else {
+            return;
+        };
+        if let Some(i) = pending.calls.iter().position(|c| c.id == result.id) {
+            pending.results[i] = Some(result.outcome);
+        }
+        pending.continue_reply &= continue_reply;
+        self.tools_complete(out);
+    }
+
+    /// When the LLM is done and every result is in: the calls and results enter the history,
+    /// and a live reply continues.
+    fn tools_complete(&mut self, out: &mut Vec<Action>) {
+        let complete = self
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.llm_done && t.results.iter().all(Option::is_some));
+        if !complete {
+            return;
+        }
+        let Some(pending) = self.tools.take() else {
+            return;
+        };
+        self.history.push(Message {
+            role: Role::Assistant,
+            content: pending.text,
+            tool_calls: pending.calls.clone(),
+            tool_call_id: None,
+        });
+        for (call, outcome) in pending.calls.iter().zip(pending.results) {
+            let content = match outcome {
+                Some(ToolOutcome::Output(o)) => o,
+                Some(ToolOutcome::Error(e)) => serde_json::json!({ "error": e }).to_string(),
+                None => continue,
+            };
+            self.history.push(Message {
+                role: Role::Tool,
+                content,
+                tool_calls: Vec::new(),
+                tool_call_id: Some(call.id.clone()),
+            });
+        }
+        let live = pending.live && self.reply.as_ref().is_some_and(|r| !r.interrupted);
+        if !live {
+            return;
+        }
+        if pending.continue_reply {
+            out.push(Action::Llm(StageInput::Reply(self.request())));
+        } else if let Some(reply) = &mut self.reply {
+            reply.llm_done = true;
+            self.finish_reply_if_played();
+        }
+    }
+
+    fn tools_slow(&mut self, out: &mut Vec<Action>) {
+        let Some(filler) = self.config.filler.clone() else {
+            return;
+        };
+        let waiting = self.tools_pending()
+            && self.tools.as_ref().is_some_and(|t| t.live && !t.filled)
+            && self
+                .reply
+                .as_ref()
+                .is_some_and(|r| !r.interrupted && r.clauses.iter().all(|c| c.done));
+        if !waiting || self.audible {
+            return;
+        }
+        if let Some(t) = &mut self.tools {
+            t.filled = true;
+        }
+        if let Some(reply) = &mut self.reply {
+            reply.clauses.push(Clause {
+                text: filler.clone(),
+                filler: true,
+                ..Clause::default()
+            });
+        }
+        out.push(Action::Tts(StageInput::Text(filler)));
+        out.push(Action::Tts(StageInput::Flush));
+    }
+
+    /// The LLM request for the history so far: the instructions, then the history.
+    fn request(&self) -> Vec<Message> {
+        let mut request = vec![Message::text(Role::System, self.config.instructions.clone())];
+        request.extend(self.history.iter().cloned());
+        request
     }
 
     fn caller_frame(
@@ -274,11 +424,9 @@ impl Turns {
         if self.latency.stt_final.is_none() {
             self.latency.stt_final = Some(now - ended);
         }
-        self.history.push((Role::User, said));
-        let mut request = vec![(Role::System, self.config.instructions.clone())];
-        request.extend(self.history.iter().cloned());
+        self.history.push(Message::text(Role::User, said));
         self.reply = Some(Reply::default());
-        out.push(Action::Llm(StageInput::Reply(request)));
+        out.push(Action::Llm(StageInput::Reply(self.request())));
     }
 
     fn llm(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {
@@ -305,16 +453,38 @@ impl Turns {
             }
             StageOutput::Done => {
                 let rest = std::mem::take(&mut reply.pending);
-                reply.llm_done = true;
+                let calling = self.tools.as_ref().is_some_and(|t| !t.llm_done);
+                if !calling {
+                    reply.llm_done = true;
+                }
                 if !rest.trim().is_empty() {
                     self.say(rest, out);
                 }
-                self.finish_reply_if_played();
+                if calling {
+                    // The text so far goes into the history with the calls.
+                    if let (Some(reply), Some(tools)) = (&mut self.reply, &mut self.tools) {
+                        tools.text = spoken(&reply.clauses[reply.committed..]);
+                        reply.committed = reply.clauses.len();
+                        tools.llm_done = true;
+                    }
+                    self.tools_complete(out);
+                } else {
+                    self.finish_reply_if_played();
+                }
             }
             StageOutput::ToolCall(call) => {
-                // The host offers pipeline agents no tools yet, so a model calling one is
-                // ignored; the reply goes on (its `done` still comes).
-                tracing::warn!(tool = %call.name, "the language model called a tool, but this agent has none; ignored");
+                let tools = self.tools.get_or_insert_with(|| PendingTools {
+                    calls: Vec::new(),
+                    results: Vec::new(),
+                    text: String::new(),
+                    llm_done: false,
+                    live: true,
+                    continue_reply: true,
+                    filled: false,
+                });
+                tools.calls.push(call.clone());
+                tools.results.push(None);
+                out.push(Action::RunTool(call));
             }
             _ => {}
         }
@@ -366,11 +536,25 @@ impl Turns {
         let Some(reply) = self.reply.take() else {
             return;
         };
-        let heard = heard_text(&reply.clauses, heard_ms);
+        if let Some(tools) = &mut self.tools {
+            // The calls run on; their results enter the history for the next turn (after what
+            // the caller heard, below, when the LLM had not finished).
+            tools.live = false;
+            tools.llm_done = true;
+        }
+        // The clauses already given to the history (before tool calls) played first.
+        let committed_ms: u64 = reply.clauses[..reply.committed]
+            .iter()
+            .map(|c| c.audio_ms)
+            .sum();
+        let rest = &reply.clauses[reply.committed..];
+        let heard = heard_text(rest, heard_ms.saturating_sub(committed_ms));
         if !heard.is_empty() {
-            self.history.push((Role::Assistant, heard));
+            self.history.push(Message::text(Role::Assistant, heard));
         }
         self.close_turn();
+        let mut none = Vec::new();
+        self.tools_complete(&mut none);
     }
 
     /// Once the LLM is done, every clause synthesized and all audio played, the reply enters
@@ -384,9 +568,10 @@ impl Turns {
                 && !r.interrupted
         });
         if finished && let Some(reply) = self.reply.take() {
-            let text: String = reply.clauses.iter().map(|c| c.text.as_str()).collect();
-            self.history
-                .push((Role::Assistant, text.trim().to_string()));
+            let text = spoken(&reply.clauses[reply.committed..]);
+            if !text.is_empty() || reply.committed == 0 {
+                self.history.push(Message::text(Role::Assistant, text));
+            }
             self.close_turn();
         }
     }
@@ -414,6 +599,16 @@ fn clause_end(text: &str) -> Option<usize> {
     None
 }
 
+/// The text of `clauses` for the history: every clause but the filler.
+fn spoken(clauses: &[Clause]) -> String {
+    let text: String = clauses
+        .iter()
+        .filter(|c| !c.filler)
+        .map(|c| c.text.as_str())
+        .collect();
+    text.trim().to_string()
+}
+
 /// Milliseconds of `bytes` of audio in `format`.
 fn duration_ms(format: AudioFormat, bytes: usize) -> u64 {
     let bytes_per_sample = match format.encoding {
@@ -431,9 +626,14 @@ fn heard_text(clauses: &[Clause], heard_ms: u64) -> String {
     let mut left = heard_ms;
     for clause in clauses {
         if left >= clause.audio_ms {
-            out.push_str(&clause.text);
+            if !clause.filler {
+                out.push_str(&clause.text);
+            }
             left -= clause.audio_ms;
             continue;
+        }
+        if clause.filler {
+            break;
         }
         if clause.audio_ms > 0 && left > 0 {
             let words: Vec<&str> = clause.text.split_whitespace().collect();

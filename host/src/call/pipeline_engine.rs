@@ -4,6 +4,7 @@
 //! history.
 
 use super::*;
+use crate::tools::Toolbox;
 
 /// A pipeline agent's engine.
 pub(in crate::call) struct PipelineEngine {
@@ -21,6 +22,14 @@ pub(in crate::call) struct PipelineEngine {
     history_seen: usize,
     /// Heard ms of the reply cut by the last barge-in, for its transcript entry.
     cut_heard: Option<u64>,
+    /// What the agent may call, and the calls in flight.
+    tools: Toolbox,
+    /// The agent's filler delay.
+    filler_after: Duration,
+    /// When to tell the turn-taking a tool is slow (the filler delay after a call started).
+    filler_at: Option<Instant>,
+    /// `end_call` or `transfer_call`: the call ends once the reply has played.
+    ending: Option<tool_calls::Ending>,
 }
 
 /// A stage failed: the call ends, blaming its plugin.
@@ -46,6 +55,7 @@ impl PipelineEngine {
         config: impl Fn(&PluginUse) -> SessionConfig,
         instructions: impl FnOnce(&str) -> String,
         greeting: Option<String>,
+        tools: Toolbox,
     ) -> Result<(Self, crate::plugin::AudioFormat), EndReason> {
         let Some(pipeline) = agent.pipeline() else {
             return Err(EndReason::plugin(SessionError::Host(
@@ -92,6 +102,8 @@ impl PipelineEngine {
             instructions: instructions(&pipeline.instructions),
             endpointing: pipeline.endpointing,
             greeting,
+            filler: Some(agent.tools.filler.clone())
+                .filter(|f| !tools.is_empty() && !f.trim().is_empty()),
         });
         let engine = Self {
             turns,
@@ -108,6 +120,10 @@ impl PipelineEngine {
             idle_at: None,
             history_seen: 0,
             cut_heard: None,
+            tools,
+            filler_after: agent.tools.filler_after,
+            filler_at: None,
+            ending: None,
         };
         Ok((engine, format))
     }
@@ -151,6 +167,27 @@ impl PipelineEngine {
                     }
                     continue;
                 }
+                Action::RunTool(call) => {
+                    let (done, ending) = tool_calls::dispatch(&mut self.tools, line, call);
+                    let continue_reply = ending.is_none();
+                    if ending.is_some() {
+                        self.ending = ending;
+                    }
+                    match done {
+                        Some(done) => queue.extend(self.turns.on(
+                            Event::ToolResult {
+                                result: done.result(),
+                                continue_reply,
+                            },
+                            Instant::now(),
+                        )),
+                        None => {
+                            self.filler_at
+                                .get_or_insert_with(|| Instant::now() + self.filler_after);
+                        }
+                    }
+                    continue;
+                }
                 Action::ClearPlayback => {
                     let cleared = match line.clear().await {
                         Ok(c) => c,
@@ -182,20 +219,30 @@ impl PipelineEngine {
             }
         }
         self.sync_transcript(line);
+        if self.ending.is_some() && self.turns.is_quiet() {
+            // `end_call` / `transfer_call`: the reply has played.
+            let to = self.ending.take().and_then(|e| e.0);
+            return line.end_after_playback(to).await;
+        }
         Next::Continue
     }
 
-    /// Copies new history entries into the call's transcript.
+    /// Copies new history entries into the call's transcript (tool calls are entered as they
+    /// finish, by [`tool_calls::finished`]).
     fn sync_transcript<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) {
         let history = self.turns.history();
-        for (role, text) in &history[self.history_seen..] {
-            let (side, heard_ms) = match role {
-                Role::User => (Side::Caller, None),
-                _ => (Side::Agent, self.cut_heard.take()),
-            };
-            line.transcript(side, text.clone(), heard_ms);
-            if side == Side::Agent {
-                line.playout.playback.end_reply();
+        for message in &history[self.history_seen..] {
+            match message.role {
+                Role::User => line.transcript(Side::Caller, message.content.clone(), None),
+                Role::Assistant if message.tool_calls.is_empty() => {
+                    line.transcript(Side::Agent, message.content.clone(), self.cut_heard.take());
+                    line.playout.playback.end_reply();
+                }
+                Role::Assistant if !message.content.is_empty() => {
+                    // Said before its tool calls; the reply goes on.
+                    line.transcript(Side::Agent, message.content.clone(), None);
+                }
+                _ => {}
             }
         }
         self.history_seen = history.len();
@@ -226,6 +273,14 @@ pub(super) fn loaded(plugins: &Plugins, used: &PluginUse) -> Result<Arc<Plugin>,
 
 impl Engine for PipelineEngine {
     async fn started<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        // The LLM learns its tools first of all inputs (the MCP tools available now; later
+        // ones follow as they arrive).
+        if !self.tools.is_empty() {
+            let tools = self.tools.tools();
+            if let Next::End(r) = self.actions(line, vec![Action::Llm(StageInput::Tools(tools))]).await {
+                return Next::End(r);
+            }
+        }
         // The greeting goes through the TTS.
         self.event(line, Event::Started).await
     }
@@ -262,10 +317,13 @@ impl Engine for PipelineEngine {
     }
 
     async fn next_event(&mut self) -> EngineEvent {
-        match self.reports.recv().await {
-            Some(r) => EngineEvent::Report(r),
-            // Every stage task has stopped; each reported why first.
-            None => std::future::pending().await,
+        tokio::select! {
+            report = self.reports.recv() => match report {
+                Some(r) => EngineEvent::Report(r),
+                // Every stage task has stopped; each reported why first.
+                None => std::future::pending().await,
+            },
+            event = self.tools.next_event() => event.into(),
         }
     }
 
@@ -274,8 +332,25 @@ impl Engine for PipelineEngine {
         line: &mut Line<'_, S>,
         event: EngineEvent,
     ) -> Next {
-        let EngineEvent::Report(report) = event else {
-            return Next::Continue;
+        let report = match event {
+            EngineEvent::Report(report) => report,
+            EngineEvent::ToolDone(done) => {
+                let done = tool_calls::finished(line, done);
+                let event = Event::ToolResult {
+                    result: done.result(),
+                    continue_reply: true,
+                };
+                let next = self.event(line, event).await;
+                self.schedule_idle(line);
+                return next;
+            }
+            EngineEvent::ToolsChanged(tools) => {
+                tracing::info!(tools = tools.len(), "the agent's tools changed");
+                return self
+                    .actions(line, vec![Action::Llm(StageInput::Tools(tools))])
+                    .await;
+            }
+            EngineEvent::Io(_) => return Next::Continue,
         };
         let stage = report.stage;
         let (worker, name) = self.worker(stage);
@@ -314,11 +389,27 @@ impl Engine for PipelineEngine {
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        self.idle_at
+        match (self.idle_at, self.filler_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Playback may have gone idle: tell the turn-taking, or check again later.
+    /// A tool may be slow (the filler), or playback may have gone idle: tell the turn-taking,
+    /// or check again later.
     async fn wake<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        let now = Instant::now();
+        if self.filler_at.is_some_and(|at| at <= now) {
+            self.filler_at = None;
+            if self.turns.tools_pending()
+                && let Next::End(r) = self.event(line, Event::ToolsSlow).await
+            {
+                return Next::End(r);
+            }
+        }
+        if self.idle_at.is_none_or(|at| at > now) {
+            return Next::Continue;
+        }
         self.idle_at = None;
         let next = if line.playout.playback.is_idle(Instant::now()) {
             self.event(line, Event::PlaybackIdle).await
@@ -330,6 +421,7 @@ impl Engine for PipelineEngine {
     }
 
     async fn end<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Option<EndFailure> {
+        self.tools.abort_all();
         // A reply still playing enters the record as far as the caller heard it.
         let now = Instant::now();
         if let Some(heard_ms) = line.playout.playback.reply_heard_ms(now) {

@@ -12,6 +12,7 @@ fn turns() -> Turns {
         instructions: "Be brief.".into(),
         endpointing: DEFAULT_ENDPOINTING,
         greeting: None,
+        filler: Some("One moment, please.".into()),
     })
 }
 
@@ -72,8 +73,8 @@ fn endpointing_after_the_configured_silence_then_history_goes_to_the_llm() {
     assert_eq!(
         out,
         vec![Action::Llm(StageInput::Reply(vec![
-            (Role::System, "Be brief.".into()),
-            (Role::User, "What are your hours?".into()),
+            Message::text(Role::System, "Be brief."),
+            Message::text(Role::User, "What are your hours?"),
         ]))]
     );
 }
@@ -122,9 +123,9 @@ fn llm_text_streams_to_tts_clause_by_clause_and_enters_history_once_played() {
     let _ = t.on(Event::PlaybackIdle, now);
     assert_eq!(
         t.history()[1],
-        (
+        Message::text(
             Role::Assistant,
-            "We are open from nine to five, Monday to Friday. Anything else?".into()
+            "We are open from nine to five, Monday to Friday. Anything else?"
         )
     );
     assert_eq!(t.latencies.len(), 1);
@@ -164,9 +165,9 @@ fn barge_in_clears_cancels_and_keeps_only_what_was_heard() {
     let _ = t.on(Event::Interrupted { heard_ms: 1500 }, now);
     assert_eq!(
         t.history()[1],
-        (
+        Message::text(
             Role::Assistant,
-            "We are open from nine to five, Monday to Friday".into()
+            "We are open from nine to five, Monday to Friday"
         )
     );
 }
@@ -177,6 +178,7 @@ fn greeting_is_spoken_first_and_remembered() {
         instructions: String::new(),
         endpointing: DEFAULT_ENDPOINTING,
         greeting: Some("Hello, how can I help?".into()),
+        filler: None,
     });
     let now = Instant::now();
     let out = t.on(Event::Started, now);
@@ -192,7 +194,7 @@ fn greeting_is_spoken_first_and_remembered() {
     let _ = t.on(Event::PlaybackIdle, now);
     assert_eq!(
         t.history(),
-        &[(Role::Assistant, "Hello, how can I help?".into())]
+        &[Message::text(Role::Assistant, "Hello, how can I help?")]
     );
 }
 
@@ -210,4 +212,175 @@ fn the_recognizers_own_end_of_turn_wins() {
     );
     let out = t.on(Event::Stt(StageOutput::EndOfTurn), now);
     assert!(matches!(&out[0], Action::Llm(StageInput::Reply(h)) if h.len() == 2));
+}
+
+/// The caller asked; returns the time after their turn closed.
+fn ask(t: &mut Turns, text: &str, mut now: Instant) -> Instant {
+    for _ in 0..10 {
+        let _ = frame(t, true, now);
+        now += Duration::from_millis(20);
+    }
+    for _ in 0..30 {
+        let _ = frame(t, false, now);
+        now += Duration::from_millis(20);
+    }
+    let _ = t.on(
+        Event::Stt(StageOutput::Transcript {
+            text: text.into(),
+            is_final: true,
+        }),
+        now,
+    );
+    now
+}
+
+fn tool_call(id: &str) -> crate::plugin::tools::ToolCall {
+    crate::plugin::tools::ToolCall {
+        id: id.into(),
+        name: "order_status".into(),
+        arguments: r#"{"order":"1042"}"#.into(),
+    }
+}
+
+fn result(id: &str, output: &str) -> Event {
+    Event::ToolResult {
+        result: ToolResult {
+            id: id.into(),
+            outcome: ToolOutcome::Output(output.into()),
+        },
+        continue_reply: true,
+    }
+}
+
+#[test]
+fn tool_calls_run_and_the_reply_continues_with_their_results() {
+    let mut t = turns();
+    let now = ask(&mut t, "Where is my order?", Instant::now());
+    let out = t.on(Event::Llm(StageOutput::TextDelta("Let me check that. ".into())), now);
+    assert!(out.contains(&Action::Tts(StageInput::Text("Let me check that. ".into()))));
+    // Two calls in one reply (parallel).
+    assert_eq!(
+        t.on(Event::Llm(StageOutput::ToolCall(tool_call("a"))), now),
+        vec![Action::RunTool(tool_call("a"))]
+    );
+    let _ = t.on(Event::Llm(StageOutput::ToolCall(tool_call("b"))), now);
+    // One result before the LLM is done, one after: nothing is asked until both are in.
+    assert!(t.on(result("a", r#"{"status":"shipped"}"#), now).is_empty());
+    assert!(t.on(Event::Llm(StageOutput::Done), now).is_empty());
+    assert!(t.tools_pending());
+    let out = t.on(result("b", r#"{"eta":"Tuesday"}"#), now);
+    let [Action::Llm(StageInput::Reply(request))] = out.as_slice() else {
+        panic!("expected the continuation, got {out:?}");
+    };
+    // system, user, assistant (text + calls), tool a, tool b — in that order.
+    assert_eq!(request.len(), 5);
+    assert_eq!(request[2].role, Role::Assistant);
+    assert_eq!(request[2].content, "Let me check that.");
+    assert_eq!(request[2].tool_calls, vec![tool_call("a"), tool_call("b")]);
+    assert_eq!(request[3].tool_call_id.as_deref(), Some("a"));
+    assert_eq!(request[4].role, Role::Tool);
+    assert_eq!(request[4].content, r#"{"eta":"Tuesday"}"#);
+    // The continuation is spoken and, once played, only it enters the history as new text.
+    let _ = t.on(Event::Llm(StageOutput::TextDelta("It ships Tuesday.".into())), now);
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    let _ = t.on(Event::Tts(audio(500)), now);
+    let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    let _ = t.on(Event::Tts(audio(500)), now);
+    let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    let _ = t.on(Event::PlaybackIdle, now);
+    assert!(t.is_quiet());
+    let last = t.history().last().unwrap();
+    assert_eq!(*last, Message::text(Role::Assistant, "It ships Tuesday."));
+}
+
+#[test]
+fn an_error_result_reaches_the_model_as_a_tool_message() {
+    let mut t = turns();
+    let now = ask(&mut t, "Where is my order?", Instant::now());
+    let _ = t.on(Event::Llm(StageOutput::ToolCall(tool_call("a"))), now);
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    let out = t.on(
+        Event::ToolResult {
+            result: ToolResult {
+                id: "a".into(),
+                outcome: ToolOutcome::Error("the tool timed out after 5.0 s".into()),
+            },
+            continue_reply: true,
+        },
+        now,
+    );
+    let [Action::Llm(StageInput::Reply(request))] = out.as_slice() else {
+        panic!("expected the continuation, got {out:?}");
+    };
+    assert_eq!(
+        request.last().unwrap().content,
+        r#"{"error":"the tool timed out after 5.0 s"}"#
+    );
+}
+
+#[test]
+fn a_slow_tool_gets_the_filler_once_and_it_never_enters_the_history() {
+    let mut t = turns();
+    let now = ask(&mut t, "Where is my order?", Instant::now());
+    let _ = t.on(Event::Llm(StageOutput::ToolCall(tool_call("a"))), now);
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    assert_eq!(
+        t.on(Event::ToolsSlow, now),
+        vec![
+            Action::Tts(StageInput::Text("One moment, please.".into())),
+            Action::Tts(StageInput::Flush)
+        ]
+    );
+    let _ = t.on(Event::Tts(audio(900)), now);
+    let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    assert!(t.on(Event::ToolsSlow, now).is_empty(), "said once");
+    let _ = t.on(Event::PlaybackIdle, now);
+    let out = t.on(result("a", "{}"), now);
+    let [Action::Llm(StageInput::Reply(request))] = out.as_slice() else {
+        panic!("expected the continuation, got {out:?}");
+    };
+    assert!(request.iter().all(|m| !m.content.contains("One moment")));
+}
+
+#[test]
+fn a_barge_in_during_a_tool_call_keeps_its_result_for_the_next_turn() {
+    let mut t = turns();
+    let mut now = ask(&mut t, "Where is my order?", Instant::now());
+    let _ = t.on(Event::Llm(StageOutput::ToolCall(tool_call("a"))), now);
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    // The caller speaks while the tool runs: barge-in.
+    let out = frame(&mut t, true, now);
+    assert!(out.contains(&Action::ClearPlayback));
+    let _ = t.on(Event::Interrupted { heard_ms: 0 }, now);
+    now += Duration::from_millis(20);
+    // The result arrives: into the history, no continuation (the caller has the floor).
+    assert!(t.on(result("a", r#"{"status":"shipped"}"#), now).is_empty());
+    let h = t.history();
+    assert_eq!(h[h.len() - 2].tool_calls, vec![tool_call("a")]);
+    assert_eq!(h[h.len() - 1].tool_call_id.as_deref(), Some("a"));
+}
+
+#[test]
+fn end_call_stops_the_reply_from_continuing() {
+    let mut t = turns();
+    let now = ask(&mut t, "Bye", Instant::now());
+    let _ = t.on(Event::Llm(StageOutput::TextDelta("Goodbye!".into())), now);
+    let _ = t.on(Event::Llm(StageOutput::ToolCall(tool_call("end"))), now);
+    let _ = t.on(
+        Event::ToolResult {
+            result: ToolResult {
+                id: "end".into(),
+                outcome: ToolOutcome::Output("{}".into()),
+            },
+            continue_reply: false,
+        },
+        now,
+    );
+    let out = t.on(Event::Llm(StageOutput::Done), now);
+    assert!(!out.iter().any(|a| matches!(a, Action::Llm(_))), "{out:?}");
+    let _ = t.on(Event::Tts(audio(500)), now);
+    let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    assert!(!t.is_quiet(), "the goodbye is still playing");
+    let _ = t.on(Event::PlaybackIdle, now);
+    assert!(t.is_quiet());
 }

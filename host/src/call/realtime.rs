@@ -3,7 +3,7 @@
 //! (audio, marks, `clear`, transcripts, hang-up, transfer).
 
 use super::*;
-use crate::plugin::tools::ToolResult;
+use crate::tools::Toolbox;
 
 /// A realtime agent's engine: its one session and what the host owes it.
 pub(in crate::call) struct RealtimeEngine {
@@ -16,6 +16,8 @@ pub(in crate::call) struct RealtimeEngine {
     /// A call into the session was abandoned half-way (the caller hung up): the session gets
     /// no `hangup`.
     abandoned: bool,
+    /// What the agent may call, and the calls in flight.
+    tools: Toolbox,
 }
 
 impl RealtimeEngine {
@@ -27,6 +29,7 @@ impl RealtimeEngine {
         plugin: &Plugin,
         used: &PluginUse,
         config: &SessionConfig,
+        tools: Toolbox,
     ) -> Result<Self, EndReason> {
         match plugin.open(config).await {
             Ok(session) => Ok(Self {
@@ -34,6 +37,7 @@ impl RealtimeEngine {
                 plugin: used.plugin.clone(),
                 deferred: std::collections::VecDeque::new(),
                 abandoned: false,
+                tools,
             }),
             Err(e) => {
                 tracing::error!(error = %e, kind = e.kind(), "plugin session failed to open");
@@ -150,11 +154,15 @@ impl RealtimeEngine {
                 Next::Continue
             }
             SessionOutput::ToolCall(call) => {
-                // No tools are granted to agents yet: the model hears so, and the call goes on.
-                tracing::warn!(tool = %call.name, "the plugin called a tool this agent does not have; answered with an error");
-                self.deferred
-                    .push_back(SessionInput::ToolResult(ToolResult::not_granted(&call)));
-                Next::Continue
+                let (done, ending) = tool_calls::dispatch(&mut self.tools, line, call);
+                if let Some(done) = done {
+                    self.deferred
+                        .push_back(SessionInput::ToolResult(done.result()));
+                }
+                match ending {
+                    Some(tool_calls::Ending(to)) => line.end_after_playback(to).await,
+                    None => Next::Continue,
+                }
             }
             SessionOutput::Transfer(number) => {
                 if !crate::config::is_e164(&number) {
@@ -173,9 +181,14 @@ impl RealtimeEngine {
 }
 
 impl Engine for RealtimeEngine {
-    async fn started<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>) -> Next {
-        // The plugin greets (or not) from `open`.
-        Next::Continue
+    async fn started<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        // The plugin greets (or not) from `open`; it learns its tools first of all inputs, with
+        // the MCP tools available now (later ones follow as they arrive).
+        if self.tools.is_empty() {
+            return Next::Continue;
+        }
+        let tools = self.tools.tools();
+        self.feed(line, SessionInput::Tools(tools)).await
     }
 
     async fn caller_frame<S: MediaSocket>(
@@ -199,7 +212,10 @@ impl Engine for RealtimeEngine {
     }
 
     async fn next_event(&mut self) -> EngineEvent {
-        EngineEvent::Io(self.session.next_io_event().await)
+        tokio::select! {
+            event = self.session.next_io_event() => EngineEvent::Io(event),
+            event = self.tools.next_event() => event.into(),
+        }
     }
 
     async fn on_event<S: MediaSocket>(
@@ -209,6 +225,15 @@ impl Engine for RealtimeEngine {
     ) -> Next {
         match event {
             EngineEvent::Io(event) => self.feed(line, SessionInput::Io(event)).await,
+            EngineEvent::ToolDone(done) => {
+                let done = tool_calls::finished(line, done);
+                self.feed(line, SessionInput::ToolResult(done.result()))
+                    .await
+            }
+            EngineEvent::ToolsChanged(tools) => {
+                tracing::info!(tools = tools.len(), "the agent's tools changed");
+                self.feed(line, SessionInput::Tools(tools)).await
+            }
             EngineEvent::Report(_) => Next::Continue,
         }
     }
@@ -222,6 +247,7 @@ impl Engine for RealtimeEngine {
     }
 
     async fn end<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>) -> Option<EndFailure> {
+        self.tools.abort_all();
         if self.abandoned {
             return None;
         }

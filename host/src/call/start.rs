@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::config::lookup::{Row, caller_instructions, render_caller};
+use crate::tools::Toolbox;
+use crate::tools::mcp::CallMeta;
 
 impl<S: MediaSocket> Call<S> {
     pub(super) async fn on_start(
@@ -192,7 +194,7 @@ async fn open_engine(
         AgentMode::Realtime(used) => {
             let plugin = pipeline_engine::loaded(&ctx.plugins, used)?;
             let config = session_config(used, call.clone(), Some(setup), allow_private);
-            let engine = RealtimeEngine::open(&plugin, used, &config).await?;
+            let engine = RealtimeEngine::open(&plugin, used, &config, toolbox(ctx, setup, agent, call)).await?;
             Ok((AnyEngine::Realtime(engine), plugin.info().input_format))
         }
         AgentMode::Pipeline(_) => {
@@ -208,11 +210,29 @@ async fn open_engine(
                 config,
                 |template| setup.instructions(template),
                 setup.greeting.clone(),
+                toolbox(ctx, setup, agent, call),
             )
             .await?;
             Ok((AnyEngine::Pipeline(Box::new(engine)), format))
         }
     }
+}
+
+/// The tools of `agent` for this call: its grants, the gateway's MCP connections, and the
+/// task's result schema.
+fn toolbox(ctx: &CallContext, setup: &Setup<'_>, agent: &Agent, call: &CallInfo) -> Toolbox {
+    Toolbox::new(
+        &agent.tools,
+        ctx.tools.mcp.get().cloned(),
+        CallMeta {
+            call_sid: call.call_sid.clone(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            agent: call.agent.clone(),
+        },
+        ctx.tools.http.clone(),
+        setup.task.and_then(task::Task::result_schema),
+    )
 }
 
 /// The session config of the plugin `used` names, for one call. With a `setup` (a realtime

@@ -40,6 +40,10 @@ pub struct Task {
     /// Facts the agent may use (any JSON: names, dates, order numbers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,
+    /// JSON Schema of the result the agent records with `record_result` (the agent must be
+    /// granted it); replaces the agent's own `result_schema` for this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_schema: Option<serde_json::Value>,
 }
 
 impl Task {
@@ -60,7 +64,23 @@ impl Task {
         if self.context_text().len() > MAX_CONTEXT_BYTES {
             return Err(format!("task.context is over {MAX_CONTEXT_BYTES} bytes"));
         }
+        if let Some(schema) = &self.result_schema {
+            if schema.to_string().len() > MAX_CONTEXT_BYTES {
+                return Err(format!("task.result_schema is over {MAX_CONTEXT_BYTES} bytes"));
+            }
+            crate::tools::schema::Schema::compile(schema.clone(), false)
+                .map_err(|e| format!("task.result_schema is {e}"))?;
+        }
         Ok(())
+    }
+
+    /// The task's result schema, compiled; `None` without one (or, never after
+    /// [`Task::check`], an invalid one).
+    pub fn result_schema(&self) -> Option<Arc<crate::tools::schema::Schema>> {
+        let json = self.result_schema.clone()?;
+        crate::tools::schema::Schema::compile(json, false)
+            .ok()
+            .map(Arc::new)
     }
 
     /// The context as text: a string as is, anything else as compact JSON, none as "".
@@ -174,6 +194,7 @@ mod tests {
             kind: Some("reminder".into()),
             prompt: "Remind Ana of her dentist appointment.".into(),
             context: Some(serde_json::json!({"name": "Ana", "time": "3 pm"})),
+            result_schema: None,
         }
     }
 
@@ -198,6 +219,7 @@ mod tests {
             kind: None,
             prompt: "Say hi.".into(),
             context: None,
+            result_schema: None,
         };
         assert_eq!(bare.render(""), "Task for this call: Say hi.");
     }

@@ -210,7 +210,7 @@ impl AgentTools {
     pub fn may_transfer_to(&self, number: &str) -> bool {
         is_e164(number)
             && self.transfer_to.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => number.starts_with(prefix),
+                Some(prefix) => number.len() > prefix.len() && number.starts_with(prefix),
                 None => p == number,
             })
     }

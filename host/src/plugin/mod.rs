@@ -185,6 +185,33 @@ pub enum Role {
     User,
     /// The agent.
     Assistant,
+    /// A tool's result (contract 0.2.0).
+    Tool,
+}
+
+/// One message of a language model's history (WIT `llm.message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// The text; for a [`Role::Tool`] message, the result (output JSON, or the error).
+    pub content: String,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<tools::ToolCall>,
+    /// A tool message's call id.
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A plain text message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 /// One input to a pipeline-stage session (WIT `stt-input`, `llm-input`, `tts-input` in one
@@ -201,7 +228,7 @@ pub enum StageInput {
     /// stt: the host's endpointing ended the caller's turn.
     EndOfTurn,
     /// llm: reply to this history, oldest first.
-    Reply(Vec<(Role, String)>),
+    Reply(Vec<Message>),
     /// tts: speak this text after what came before.
     Text(String),
     /// tts: no more text for this utterance.

@@ -69,16 +69,19 @@ fn ended(sid: &str, at: i64) -> CallEnd {
                 side: "agent".to_owned(),
                 text: "Hello, front desk.".to_owned(),
                 heard_ms: None,
+                tool: None,
             },
             TranscriptTurn {
                 side: "caller".to_owned(),
                 text: "Hi, I'd like a room.".to_owned(),
                 heard_ms: None,
+                tool: None,
             },
             TranscriptTurn {
                 side: "agent".to_owned(),
                 text: "Of course".to_owned(),
                 heard_ms: Some(640),
+                tool: None,
             },
         ],
         turn_latency: vec![TurnLatency {
@@ -90,6 +93,7 @@ fn ended(sid: &str, at: i64) -> CallEnd {
         frames_in: 1500,
         frames_out: 1234,
         first_audio_ms: Some(180),
+        result: None,
     }
 }
 

@@ -180,6 +180,11 @@ impl AppState {
         ctx.records.clone_from(&old.records);
         ctx.tasks = self.tasks.clone();
         ctx.shutdown = self.shutdown.subscribe();
+        // One set of MCP connections for the gateway's life; the reload's servers applied.
+        ctx.tools.mcp.clone_from(&old.tools.mcp);
+        if old.tools.mcp.get().is_some() {
+            ctx.tools.start_mcp(&ctx.config);
+        }
         self.api.store(Arc::new(ApiGuard::new(&ctx.config.api)));
         self.current.store(Arc::new(ctx));
     }
@@ -436,6 +441,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
     state.start_callbacks();
+    let ctx = state.context();
+    ctx.tools.start_mcp(&ctx.config);
     // Media frames and marks are small writes 20 ms apart: without TCP_NODELAY, Nagle's
     // algorithm and delayed ACKs can hold a mark behind its frame for tens of milliseconds.
     let listener = listener.tap_io(|tcp| {

@@ -61,10 +61,19 @@ impl Finished {
     }
 }
 
+/// What [`Toolbox::next_event`] yields.
+#[derive(Debug)]
+pub enum ToolEvent {
+    /// A call in flight finished.
+    Finished(Finished),
+    /// The tools the model may call are now these.
+    Changed(Vec<Tool>),
+}
+
 /// What [`Toolbox::dispatch`] made of a tool call.
 #[derive(Debug)]
 pub enum Dispatch {
-    /// It runs; [`Toolbox::next_finished`] yields its result.
+    /// It runs; [`Toolbox::next_event`] yields its result.
     Running,
     /// Answered at once (not granted, bad arguments, too many in flight).
     Done(Finished),
@@ -219,26 +228,42 @@ impl Toolbox {
         changed
     }
 
-    /// Resolves when the tool list changed (an MCP server's tools arrived, changed or went);
-    /// pending forever when no MCP server is granted. Cancel-safe.
-    pub async fn changed(&mut self) -> Vec<Tool> {
+    /// The next thing the call must act on: a call in flight finished, or the tool list
+    /// changed (an MCP server's tools arrived, changed or went). Pending while neither
+    /// happens. Cancel-safe.
+    pub async fn next_event(&mut self) -> ToolEvent {
         loop {
-            if self.mcp.is_empty() {
-                return std::future::pending().await;
-            }
-            let (closed, index) = {
+            let mcp = &mut self.mcp;
+            let running = &mut self.running;
+            let changed = async {
+                if mcp.is_empty() {
+                    return std::future::pending().await;
+                }
                 let (result, index, _rest) = futures_util::future::select_all(
-                    self.mcp.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
+                    mcp.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
                 )
                 .await;
                 (result.is_err(), index)
             };
-            if closed {
-                // The pool dropped the server (a reload removed it): its tools are gone.
-                self.mcp.remove(index);
-            }
-            if self.relist() {
-                return self.tools();
+            tokio::select! {
+                joined = running.join_next(), if !running.is_empty() => match joined {
+                    Some(Ok(finished)) => return ToolEvent::Finished(finished),
+                    Some(Err(e)) => {
+                        // A panic inside a tool's task is a host bug; the model gets no result
+                        // for that call, and the call goes on.
+                        tracing::error!(error = %e, "a tool task failed");
+                    }
+                    None => {}
+                },
+                (closed, index) = changed => {
+                    if closed {
+                        // The pool dropped the server (a reload removed it): its tools are gone.
+                        self.mcp.remove(index);
+                    }
+                    if self.relist() {
+                        return ToolEvent::Changed(self.tools());
+                    }
+                }
             }
         }
     }
@@ -411,21 +436,6 @@ impl Toolbox {
     /// Calls in flight.
     pub fn running(&self) -> usize {
         self.running.len()
-    }
-
-    /// The next call in flight to finish; pending while none is. Cancel-safe.
-    pub async fn next_finished(&mut self) -> Finished {
-        loop {
-            match self.running.join_next().await {
-                Some(Ok(finished)) => return finished,
-                Some(Err(e)) => {
-                    // A panic inside a tool's task is a host bug; the model gets no result for
-                    // that call, and the call goes on.
-                    tracing::error!(error = %e, "a tool task failed");
-                }
-                None => return std::future::pending().await,
-            }
-        }
     }
 
     /// Abandons every call in flight (the call is over).

@@ -113,6 +113,15 @@ pub(super) fn role_to_sdk(role: Role) -> sdk::Role {
         Role::System => sdk::Role::System,
         Role::User => sdk::Role::User,
         Role::Assistant => sdk::Role::Assistant,
+        Role::Tool => sdk::Role::Tool,
+    }
+}
+
+pub(super) fn tool_call_to_sdk(call: ToolCall) -> sdk::ToolCall {
+    sdk::ToolCall {
+        id: call.id,
+        name: call.name,
+        arguments: call.arguments,
     }
 }
 

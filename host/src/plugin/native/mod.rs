@@ -684,11 +684,11 @@ impl NativeStageSession {
                     StageInput::Reply(history) => sdk::LlmInput::Reply(
                         history
                             .into_iter()
-                            .map(|(role, content)| sdk::Message {
-                                role: role_to_sdk(role),
-                                content,
-                                tool_calls: Vec::new(),
-                                tool_call_id: None,
+                            .map(|m| sdk::Message {
+                                role: role_to_sdk(m.role),
+                                content: m.content,
+                                tool_calls: m.tool_calls.into_iter().map(tool_call_to_sdk).collect(),
+                                tool_call_id: m.tool_call_id,
                             })
                             .collect(),
                     ),

@@ -277,6 +277,14 @@ pub(super) fn tool_to_wit(tool: Tool) -> wit_tools::Tool {
     }
 }
 
+pub(super) fn tool_call_to_wit(call: ToolCall) -> wit_tools::ToolCall {
+    wit_tools::ToolCall {
+        id: call.id,
+        name: call.name,
+        arguments: call.arguments,
+    }
+}
+
 pub(super) fn tool_call_from_wit(call: wit_tools::ToolCall) -> ToolCall {
     ToolCall {
         id: call.id,

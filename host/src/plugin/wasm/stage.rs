@@ -166,15 +166,16 @@ impl WasmStageSession {
                     StageInput::Reply(history) => wl::LlmInput::Reply(
                         history
                             .into_iter()
-                            .map(|(role, content)| wl::Message {
-                                role: match role {
+                            .map(|m| wl::Message {
+                                role: match m.role {
                                     Role::System => wl::Role::System,
                                     Role::User => wl::Role::User,
                                     Role::Assistant => wl::Role::Assistant,
+                                    Role::Tool => wl::Role::Tool,
                                 },
-                                content,
-                                tool_calls: Vec::new(),
-                                tool_call_id: None,
+                                content: m.content,
+                                tool_calls: m.tool_calls.into_iter().map(tool_call_to_wit).collect(),
+                                tool_call_id: m.tool_call_id,
                             })
                             .collect(),
                     ),
@@ -213,13 +214,18 @@ impl WasmStageSession {
                     StageInput::Reply(history) => wl::LlmInput::Reply(
                         history
                             .into_iter()
-                            .map(|(role, content)| wl::Message {
-                                role: match role {
+                            // 0.1.0 has no tool calls, so no tool messages either.
+                            .filter_map(|m| {
+                                let role = match m.role {
                                     Role::System => wl::Role::System,
                                     Role::User => wl::Role::User,
                                     Role::Assistant => wl::Role::Assistant,
-                                },
-                                content,
+                                    Role::Tool => return None,
+                                };
+                                Some(wl::Message {
+                                    role,
+                                    content: m.content,
+                                })
                             })
                             .collect(),
                     ),
