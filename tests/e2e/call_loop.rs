@@ -345,12 +345,19 @@ async fn a_tool_call_to_an_agent_without_tools_gets_an_error_result() -> anyhow:
         peer.send(stop(SID)).await?;
         let (reason, stats) = task.await?;
         assert_eq!(reason, EndReason::Stop, "{path}");
-        let said: Vec<&str> = stats.transcript.iter().map(|t| t.text.as_str()).collect();
+        let said: Vec<&str> = stats
+            .transcript
+            .iter()
+            .filter(|t| t.side == switchboard::call::Side::Agent)
+            .map(|t| t.text.as_str())
+            .collect();
         assert_eq!(
             said,
             [r#"call_1: error no tool named "lookup_order" is available to this agent"#],
             "{path}"
         );
+        let tool = stats.transcript.iter().find_map(|t| t.tool.as_ref());
+        assert!(tool.is_some_and(|t| t.name == "lookup_order" && !t.ok), "{path}");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use switchboard::plugin::io::IoPolicy;
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{
+    Message,
     AudioEncoding, AudioFormat, CallInfo, Plugin, Role, SessionConfig, SessionError, Stage,
     StageInput, StageOutput, StageSession,
 };
@@ -123,8 +124,8 @@ fn has_done(out: &[StageOutput]) -> bool {
 
 fn history() -> StageInput {
     StageInput::Reply(vec![
-        (Role::System, "Be brief.".into()),
-        (Role::User, "A table for two, please.".into()),
+        Message::text(Role::System, "Be brief."),
+        Message::text(Role::User, "A table for two, please."),
     ])
 }
 

@@ -67,6 +67,18 @@ realtime = {{ plugin = "misbehave", settings = {{ behaviour = "hangup" }} }}
 name = "transferer"
 realtime = {{ plugin = "misbehave", settings = {{ behaviour = "transfer" }} }}
 
+# DTMF 2: a transfer it may not make; 3: a result; 4: an allowed transfer; 5: end the call.
+[[agents]]
+name = "controller"
+tools = ["transfer_call", "end_call", "record_result"]
+transfer_to = ["+15005550123"]
+realtime = {{ plugin = "misbehave", settings = {{ behaviour = "toolcall", calls = [
+    {{ name = "transfer_call", arguments = {{ number = "+19995550000" }} }},
+    {{ name = "record_result", arguments = {{ attending = true, note = "Tuesday works" }} }},
+    {{ name = "transfer_call", arguments = {{ number = "+15005550123" }} }},
+    {{ name = "end_call", arguments = {{ reason = "done" }} }},
+] }} }}
+
 [routing]
 default = "hanger"
 "#,
@@ -601,5 +613,112 @@ async fn a_task_result_reaches_the_callback_once_signed() -> anyhow::Result<()> 
         "{all:?}"
     );
     assert_eq!(all.iter().filter(|d| d.accepted).count(), 1);
+    Ok(())
+}
+
+/// Places a call for `agent` with `body`'s extra fields, answers it and presses `digits`
+/// (400 ms apart, from 400 ms).
+async fn place_and_press(
+    s: &Setup,
+    body: Value,
+    digits: &[&str],
+) -> anyhow::Result<(String, simulate::Summary)> {
+    let placed = place(&s.gateway, body).await?;
+    anyhow::ensure!(placed.status == 201, "{}", placed.json);
+    let created = s.twilio.next_created().await?;
+    let url = created.url.clone().expect("Url");
+    let mut opts = answer(&url, &created.sid, &s.gateway, vec![0; 8000 * 3]);
+    opts.dtmf = digits
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (Duration::from_millis(400 * (i as u64 + 1)), (*d).to_string()))
+        .collect();
+    let summary = simulate::run(opts).await?;
+    Ok((created.sid, summary))
+}
+
+/// The call-control tools through a real plugin and the fake Twilio REST API: a transfer to a
+/// number the agent does not allow is an error result and the call goes on; `record_result`
+/// checks the task's schema and stores the result, which the record and the signed callback
+/// carry; an allowed transfer goes through Twilio. Every tool call is in the transcript with
+/// its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_control_tools_transfer_only_where_allowed_and_record_the_result() -> anyhow::Result<()> {
+    let s = setup(TOKEN, 20).await?;
+    let receiver = CallbackReceiver::start(CALLBACK_SECRET, 0).await?;
+    let mut ended = s.gateway.state.subscribe();
+    // A task schema the result must meet (a wrong one is refused up front).
+    let bad = place(
+        &s.gateway,
+        json!({"to": "+15551230002", "agent": "controller",
+               "task": {"prompt": "Confirm", "result_schema": {"type": "nonsense"}}}),
+    )
+    .await?;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    let schema = json!({"type": "object", "required": ["attending"],
+                        "properties": {"attending": {"type": "boolean"}, "note": {"type": "string"}}});
+    let (sid, summary) = place_and_press(
+        &s,
+        json!({"to": "+15551230002", "agent": "controller", "callback_url": receiver.url,
+               "task": {"prompt": "Confirm the appointment.", "result_schema": schema}}),
+        &["2", "3", "4"],
+    )
+    .await?;
+    assert!(summary.closed_by_gateway, "the agent transferred the call");
+    let updated = s.twilio.next_update().await?;
+    assert_eq!(updated.sid, sid);
+    assert_eq!(
+        updated.twiml.as_deref(),
+        Some(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>+15005550123</Dial></Response>"#)
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
+    assert_eq!(end.reason, EndReason::Transferred("+15005550123".into()));
+
+    let record = get(&s.gateway, &format!("/calls/{sid}")).await?;
+    let json = &record.json;
+    assert_eq!(json["result"], json!({"attending": true, "note": "Tuesday works"}), "{json}");
+    let turns = json["transcript"].as_array().expect("transcript");
+    let said: Vec<&str> = turns.iter().filter_map(|t| t["text"].as_str()).collect();
+    assert_eq!(said[0], "tools: transfer_call,end_call,record_result", "{said:?}");
+    let tools: Vec<&Value> = turns.iter().filter(|t| t["side"] == "tool").collect();
+    assert_eq!(tools.len(), 3, "{json}");
+    assert_eq!(tools[0]["tool"]["name"], "transfer_call");
+    assert_eq!(tools[0]["tool"]["ok"], false);
+    assert!(
+        tools[0]["tool"]["result"].as_str().is_some_and(|r| r.contains("not allowed")),
+        "{}",
+        tools[0]
+    );
+    assert_eq!(tools[1]["tool"]["name"], "record_result");
+    assert_eq!(tools[1]["tool"]["ok"], true);
+    assert!(tools.iter().all(|t| t["tool"]["latency_ms"].is_u64()), "{json}");
+    // The model heard the refusal (the plugin says each result).
+    assert!(
+        said.iter().any(|t| t.starts_with("call_2: error transfers to \"+19995550000\" are not allowed")),
+        "{said:?}"
+    );
+
+    let delivery = receiver.accepted(Duration::from_secs(30)).await?;
+    assert!(delivery.signature_valid);
+    assert_eq!(delivery.body["data"]["result"]["attending"], true, "{}", delivery.body);
+    Ok(())
+}
+
+/// `end_call` hangs up through Twilio once the queued audio has played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_after_the_audio() -> anyhow::Result<()> {
+    let s = setup(TOKEN, 20).await?;
+    let mut ended = s.gateway.state.subscribe();
+    let (sid, summary) = place_and_press(
+        &s,
+        json!({"to": "+15551230002", "agent": "controller"}),
+        &["5"],
+    )
+    .await?;
+    assert!(summary.closed_by_gateway, "the agent ended the call");
+    let updated = s.twilio.next_update().await?;
+    assert_eq!((updated.sid.as_str(), updated.status.as_str()), (sid.as_str(), "completed"));
+    let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
+    assert_eq!(end.reason, EndReason::HungUp);
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{
+    Message,
     CallInfo, Plugin, Role, SessionConfig, SessionError, Stage, StageInput, StageOutput,
 };
 use switchboard_tests::plugin_dirs;
@@ -52,8 +53,8 @@ async fn scripted_llm_replies_through_the_host_in_both_builds() -> anyhow::Resul
         let mut session = plugin.open_stage(&config(SCRIPT)).await?;
         let out = session
             .handle(StageInput::Reply(vec![
-                (Role::System, "Be brief.".into()),
-                (Role::User, "When do you open?".into()),
+                Message::text(Role::System, "Be brief."),
+                Message::text(Role::User, "When do you open?"),
             ]))
             .await?;
         assert_eq!(

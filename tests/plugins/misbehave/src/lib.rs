@@ -30,7 +30,9 @@
 //!
 //! And one tool call (contract 0.2.0):
 //! - `toolcall`: calls the tool `lookup_order` (call id `call_1`) and, given its result, says
-//!   it as a final agent transcript (`call_1: output …` or `call_1: error …`).
+//!   it as a final agent transcript (`call_1: output …` or `call_1: error …`). DTMF `2`–`9`
+//!   make the calls the settings list (`"calls": [{"name": …, "arguments": {…}}, …]`, `2` the
+//!   first), with ids `call_2`…; the tools the host declares are said as `tools: a,b,…`.
 //!
 //! It builds both ways, like every plugin: as a WASM component and as a native library.
 
@@ -40,6 +42,8 @@ use switchboard_plugin_api::prelude::*;
 
 struct MisbehaveSession {
     behaviour: String,
+    /// `toolcall`: the calls DTMF `2`–`9` make, as (name, arguments JSON).
+    calls: Vec<(String, String)>,
     /// `1` was pressed: the per-frame behaviours are on.
     triggered: bool,
     /// Frames echoed since `1` (for `churn`'s rates).
@@ -94,16 +98,34 @@ impl Realtime for MisbehaveSession {
     }
 
     fn open(config: SessionConfig) -> Result<Self, PluginError> {
+        let settings = serde_json::from_str::<serde_json::Value>(&config.settings).ok();
+        let named = settings
+            .as_ref()
+            .and_then(|s| s.get("behaviour"))
+            .and_then(|b| b.as_str())
+            .unwrap_or(&config.settings);
         let behaviour = BEHAVIOURS
             .into_iter()
-            .find(|b| config.settings.contains(b))
+            .find(|b| named.contains(b))
             .unwrap_or("none")
             .to_string();
         if behaviour == "open-spin" {
             spin_forever();
         }
+        let calls = settings
+            .and_then(|s| s.get("calls").and_then(|c| c.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_string(),
+                    c["arguments"].to_string(),
+                )
+            })
+            .collect();
         Ok(MisbehaveSession {
             behaviour,
+            calls,
             triggered: false,
             frames: 0,
         })
@@ -122,6 +144,26 @@ impl Realtime for MisbehaveSession {
                 Ok(Vec::new())
             }
             SessionInput::Hangup if self.behaviour == "hangup-spin" => spin_forever(),
+            SessionInput::Dtmf(d) if self.behaviour == "toolcall" => {
+                let n = d.parse::<usize>().unwrap_or(0);
+                Ok(n.checked_sub(2)
+                    .and_then(|i| self.calls.get(i))
+                    .map(|(name, arguments)| {
+                        vec![SessionOutput::ToolCall(ToolCall {
+                            id: format!("call_{n}"),
+                            name: name.clone(),
+                            arguments: arguments.clone(),
+                        })]
+                    })
+                    .unwrap_or_default())
+            }
+            SessionInput::Tools(tools) => {
+                let names: Vec<String> = tools.into_iter().map(|t| t.name).collect();
+                Ok(vec![SessionOutput::AgentTranscript(Transcript {
+                    text: format!("tools: {}", names.join(",")),
+                    is_final: true,
+                })])
+            }
             SessionInput::ToolResult(result) => {
                 let said = match result.outcome {
                     ToolOutcome::Output(o) => format!("{}: output {o}", result.id),
