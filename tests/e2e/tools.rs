@@ -1,0 +1,178 @@
+//! Agents' tools at the call level, against real MCP servers (rmcp's server side on loopback):
+//! a call never waits for an MCP server. With one slow to start (5 s), one down and one dying
+//! mid-call, the greeting's time to first audio is what it is without any (measured against an
+//! agent without tools in the same run), tools that arrive late reach the live session, the
+//! tools of a server that dies leave it, and the call completes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::call::{CallContext, CallStats, EndReason, Side};
+use switchboard::plugin::Plugins;
+use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard_tests::mcp_server::{self, Behaviour};
+use switchboard_tests::memory_socket::{self, Peer, media, start, stop};
+use switchboard_tests::write_config;
+use tokio::task::JoinHandle;
+
+const SID: &str = "MZ1";
+
+fn config(slow: &str, down: &str, dying: &str) -> String {
+    format!(
+        r#"
+[plugins.stt]
+path = "{{plugins}}/fixed_stt.wasm"
+[plugins.llm]
+path = "{{plugins}}/scripted.wasm"
+[plugins.tts]
+path = "{{plugins}}/tone_tts.wasm"
+[plugins.misbehave]
+path = "{{plugins}}/misbehave.wasm"
+
+[mcp.slow]
+url = "{slow}"
+allow = ["book_slot"]
+[mcp.down]
+url = "{down}"
+[mcp.dying]
+url = "{dying}"
+allow = ["order_status"]
+
+[[agents]]
+name = "plain"
+greeting = "Thank you for calling the front desk."
+[agents.pipeline]
+stt = {{ plugin = "stt", settings = {{ text = "hello" }} }}
+llm = {{ plugin = "llm", settings = {{ intents = [], fallback = "Sorry." }} }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = 5 }} }}
+
+[[agents]]
+name = "tooled"
+match = {{ agent = "tooled" }}
+greeting = "Thank you for calling the front desk."
+tools = ["slow.*", "down.*", "dying.*"]
+[agents.pipeline]
+stt = {{ plugin = "stt", settings = {{ text = "hello" }} }}
+llm = {{ plugin = "llm", settings = {{ intents = [], fallback = "Sorry." }} }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = 5 }} }}
+
+[[agents]]
+name = "watcher"
+match = {{ agent = "watcher" }}
+tools = ["slow.*", "down.*", "dying.*"]
+realtime = {{ plugin = "misbehave", settings = {{ behaviour = "toolcall" }} }}
+
+[routing]
+default = "plain"
+"#
+    )
+}
+
+async fn context(body: &str) -> anyhow::Result<CallContext> {
+    let config =
+        switchboard::config::from_file(&write_config(body)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
+    let plugins = Plugins::load(&engine, &config).await?;
+    let ctx = CallContext::new(Arc::new(config), plugins)?;
+    // As `serve` does: the MCP connections start, in the background.
+    ctx.tools.start_mcp(&ctx.config);
+    Ok(ctx)
+}
+
+fn call(ctx: &CallContext) -> (JoinHandle<(EndReason, CallStats)>, Peer) {
+    let (socket, peer) = memory_socket::pair();
+    (
+        tokio::spawn(switchboard::call::run(socket, ctx.clone())),
+        peer,
+    )
+}
+
+/// One call to `agent` until its first audio; returns its time to first audio.
+async fn greeting_ttfa(ctx: &CallContext, agent: &str) -> anyhow::Result<Duration> {
+    let (task, mut peer) = call(ctx);
+    peer.send(start(SID, serde_json::json!({ "agent": agent })))
+        .await?;
+    peer.until("media", SID).await.expect("the greeting plays");
+    peer.send(stop(SID)).await?;
+    let (reason, stats) = task.await?;
+    assert_eq!(reason, EndReason::Stop, "{agent}");
+    Ok(stats.first_audio.expect("time to first audio"))
+}
+
+/// Sends the next caller frame.
+async fn frame(peer: &mut Peer, seq: &mut u64) -> anyhow::Result<()> {
+    *seq += 1;
+    peer.send(media(SID, *seq, 0x7f)).await
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_never_waits_for_an_mcp_server() -> anyhow::Result<()> {
+    let slow = mcp_server::start_http(Behaviour {
+        slow_start: Duration::from_secs(5),
+    })
+    .await;
+    let mut dying = mcp_server::start_http(Behaviour::default()).await;
+    let down = {
+        // A port nothing listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}/mcp", l.local_addr()?)
+    };
+    let ctx = context(&config(&slow.url, &down, &dying.url)).await?;
+    let pool = ctx.tools.mcp.get().cloned().expect("MCP started");
+
+    // The greeting, with and without MCP tools, alternately, while `slow` is still starting.
+    let mut plain = Vec::new();
+    let mut tooled = Vec::new();
+    for _ in 0..3 {
+        plain.push(greeting_ttfa(&ctx, "plain").await?);
+        tooled.push(greeting_ttfa(&ctx, "tooled").await?);
+    }
+    let (plain, tooled) = (median(plain), median(tooled));
+    println!("greeting time to first audio: no tools {plain:?}, three MCP servers {tooled:?}");
+    assert!(
+        tooled < plain + Duration::from_millis(500),
+        "MCP servers delayed the greeting: {tooled:?} against {plain:?}"
+    );
+
+    // A realtime call that lives through the servers coming and going: it sees each tool list.
+    let mut dying_tools = pool.tools("dying").expect("dying is configured");
+    let (task, mut peer) = call(&ctx);
+    peer.send(start(SID, serde_json::json!({ "agent": "watcher" })))
+        .await?;
+    let mut seq = 1;
+    frame(&mut peer, &mut seq).await?;
+    // `dying` lists its tool; then it dies, and its tool leaves the session.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        dying_tools.wait_for(|t| !t.is_empty()),
+    )
+    .await??;
+    frame(&mut peer, &mut seq).await?;
+    dying.kill();
+    tokio::time::timeout(Duration::from_secs(60), dying_tools.wait_for(|t| t.is_empty())).await??;
+    // `slow` comes up after its 5 s; its tool reaches the live session.
+    let mut slow_tools = pool.tools("slow").expect("slow is configured");
+    tokio::time::timeout(Duration::from_secs(60), slow_tools.wait_for(|t| !t.is_empty())).await??;
+    // The call goes on: its audio still echoes.
+    frame(&mut peer, &mut seq).await?;
+    peer.until("media", SID).await.expect("the call goes on");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    peer.send(stop(SID)).await?;
+    let (reason, stats) = task.await?;
+    assert_eq!(reason, EndReason::Stop);
+    let lists: Vec<&str> = stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Agent)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert!(lists.contains(&"tools: order_status"), "{lists:?}");
+    assert!(lists.contains(&"tools: "), "dying's tool left: {lists:?}");
+    assert_eq!(lists.last(), Some(&"tools: book_slot"), "{lists:?}");
+    Ok(())
+}
