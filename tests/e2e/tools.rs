@@ -176,3 +176,136 @@ async fn a_call_never_waits_for_an_mcp_server() -> anyhow::Result<()> {
     assert_eq!(lists.last(), Some(&"tools: book_slot"), "{lists:?}");
     Ok(())
 }
+
+/// An order API on loopback: `GET /orders/{n}` answers `{"order": n, "status": "shipped"}`.
+async fn order_api() -> anyhow::Result<String> {
+    use axum::extract::Path;
+    let app = axum::Router::new().route(
+        "/orders/{n}",
+        axum::routing::get(|Path(n): Path<String>| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            axum::Json(serde_json::json!({"order": n, "status": "shipped"}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+/// The `[tools]`, `[mcp]` and grant every model-driven test uses: an HTTP tool and an MCP tool.
+fn tool_config(orders: &str, mcp: &str) -> String {
+    format!(
+        r#"
+[tools.order_status]
+description = "The status of an order, by its number"
+method = "GET"
+url = "{orders}/orders/{{order}}"
+parameters = {{ type = "object", required = ["order"], properties = {{ order = {{ type = "string" }} }} }}
+
+[mcp.calendar]
+url = "{mcp}"
+allow = ["book_slot"]
+"#
+    )
+}
+
+/// Waits until the gateway's MCP pool lists `server`'s tools.
+async fn mcp_ready(gw: &switchboard_tests::Gateway, server: &str) -> anyhow::Result<()> {
+    let pool = gw.state.context().tools.mcp.get().cloned();
+    let mut tools = pool
+        .and_then(|p| p.tools(server))
+        .ok_or_else(|| anyhow::anyhow!("no MCP server {server}"))?;
+    tokio::time::timeout(Duration::from_secs(60), tools.wait_for(|t| !t.is_empty())).await??;
+    Ok(())
+}
+
+/// Checks a finished call's transcript: both tools ran, with their latency, and the agent's
+/// answer was built from both results.
+fn assert_both_tools_answered(stats: &CallStats) {
+    let tools: Vec<_> = stats.transcript.iter().filter_map(|t| t.tool.as_ref()).collect();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{:?}", stats.transcript);
+    assert!(names.contains(&"order_status") && names.contains(&"book_slot"), "{names:?}");
+    assert!(tools.iter().all(|t| t.ok), "{tools:?}");
+    let order = tools.iter().find(|t| t.name == "order_status").expect("order");
+    assert!(order.latency_ms >= 50, "the API answers after 50 ms: {order:?}");
+    let answer: String = stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Agent)
+        .map(|t| t.text.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(answer.contains("shipped"), "{answer}");
+    assert!(answer.contains("Tuesday"), "{answer}");
+}
+
+/// A realtime agent (the OpenAI Realtime plugin against the fake, which streams two parallel
+/// function calls as the real API does) calls an HTTP tool and an MCP tool: the session
+/// declares both, each result goes back as a `function_call_output` and the model's answer is
+/// built from them; the MCP server got the call's metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_agent_calls_an_http_tool_and_an_mcp_tool() -> anyhow::Result<()> {
+    use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, FunctionCall};
+    use switchboard_tests::phone::{self, silence, speech};
+    let orders = order_api().await?;
+    let calendar = mcp_server::start_http(Behaviour::default()).await;
+    let fake = FakeOpenAi::start(
+        FakeOptions {
+            reply_ms: 600,
+            ..FakeOptions::default()
+        }
+        .call_on_turn(
+            1,
+            [
+                FunctionCall::new("order_status", r#"{"order":"1042"}"#),
+                FunctionCall::new("book_slot", r#"{"day":"Tuesday"}"#),
+            ],
+        ),
+    )
+    .await?;
+    let config = format!(
+        r#"
+[plugins.openai]
+path = "{{plugins}}/openai_realtime.wasm"
+{tools}
+[[agents]]
+name = "assistant"
+tools = ["order_status", "calendar.*"]
+realtime = {{ plugin = "openai", settings = {{ base_url = "{url}", instructions = "Be brief." }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["127.0.0.1"] }}
+
+[routing]
+default = "assistant"
+"#,
+        tools = tool_config(&orders, &calendar.url),
+        url = fake.url,
+    );
+    let gw = switchboard_tests::Gateway::start(&write_config(&config)?).await?;
+    mcp_ready(&gw, "calendar").await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(500);
+    script.extend(speech(600));
+    script.extend(silence(3000));
+    phone::call(&gw.url, serde_json::json!({}), script, Duration::from_secs(2)).await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
+    assert_eq!(end.reason, EndReason::Stop);
+
+    assert_eq!(fake.declared_tools(), ["order_status", "book_slot"]);
+    let outputs = fake.function_call_outputs();
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(outputs.iter().any(|o| o.output.contains("shipped")), "{outputs:?}");
+    assert!(outputs.iter().any(|o| o.output.contains("Tuesday")), "{outputs:?}");
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+    assert_both_tools_answered(&end.stats);
+    let calls = calendar.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].meta["switchboard/callSid"],
+        end.stats.call_sid.clone().unwrap_or_default().as_str()
+    );
+    assert_eq!(calls[0].meta["switchboard/agent"], "assistant");
+    Ok(())
+}

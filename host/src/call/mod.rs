@@ -116,9 +116,13 @@ impl ToolHost {
     }
 
     /// Starts connecting to `config`'s MCP servers, or (when already started) applies them
-    /// as a reload: unchanged servers keep their connection. Needs a tokio runtime; returns at
-    /// once.
+    /// as a reload: unchanged servers keep their connection. Returns at once; does nothing
+    /// outside a tokio runtime.
     pub fn start_mcp(&self, config: &Config) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Not serving yet: `serve` starts them.
+            return;
+        }
         match self.mcp.get() {
             Some(pool) => pool.reconfigure(config.mcp.clone()),
             None => {

@@ -129,6 +129,9 @@ impl AppState {
                  every Twilio request will be refused with 403 until one is set"
             );
         }
+        // The MCP servers start connecting now, in the background (when in a runtime; else
+        // `serve` starts them).
+        ctx.tools.start_mcp(&ctx.config);
         Self {
             current: Arc::new(ArcSwap::from_pointee(ctx)),
             active_calls: Arc::new(AtomicUsize::new(0)),

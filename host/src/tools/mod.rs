@@ -29,6 +29,9 @@ use schema::Schema;
 /// Tool calls one call may have in flight; another is answered at once with an error.
 pub const MAX_RUNNING: usize = 8;
 
+/// Largest MCP tool output handed to the model (bytes); a larger one is an error result.
+pub const MAX_MCP_OUTPUT_BYTES: usize = 64 * 1024;
+
 /// Longest argument or result text kept in a transcript entry (characters).
 pub const TRANSCRIPT_TEXT_CHARS: usize = 300;
 
@@ -406,6 +409,9 @@ impl Toolbox {
                 let meta = self.meta.clone();
                 self.running.spawn(async move {
                     let outcome = match pool.call(&server, &call.name, arguments, &meta).await {
+                        Ok(output) if output.len() > MAX_MCP_OUTPUT_BYTES => ToolOutcome::Error(
+                            format!("the tool's result is larger than {MAX_MCP_OUTPUT_BYTES} bytes"),
+                        ),
                         Ok(output) => ToolOutcome::Output(output),
                         Err(e) => ToolOutcome::Error(e),
                     };

@@ -13,6 +13,22 @@
 //! model's context holds no words the caller never heard. Late deltas of the interrupted reply
 //! are dropped.
 //!
+//! Function calling (module `function_calls`): the agent's tools (the `tools` input, sent after `open`
+//! and again whenever they change) are declared in `session.update` as `session.tools`
+//! (`{"type": "function", name, description, parameters}`) with `tool_choice: "auto"`: in the
+//! first `session.update` if they arrive before the socket opens, else in a `session.update` of
+//! their own carrying only `type`, `tools` and `tool_choice` (resending the audio settings
+//! mid-call could be refused once the model has spoken). Each completed `function_call` item
+//! becomes one `tool-call` output; its `tool-result` goes back as a `function_call_output` item,
+//! then a `response.create` makes the model speak it: once per response, after the last of its
+//! parallel calls is answered, and never while a response is in progress (deferred to that
+//! response's `response.done`). Barge-in during a tool call loses nothing: the result still
+//! reaches the model and still gets its reply.
+//!
+//! The plugin says nothing while a tool runs; the model should. Give a realtime agent whose tools
+//! can be slow an instruction such as "Before calling a tool, tell the caller briefly what you
+//! are doing." so the caller hears an acknowledgement instead of silence.
+//!
 //! Settings (`realtime.settings` in agents.toml; all optional):
 //! - `model` (`"gpt-realtime"`), `voice` (`"marin"`), `instructions` (`""`);
 //! - `greeting`: text the agent says first (default: the agent's `greeting`);
@@ -26,6 +42,8 @@
 
 #![forbid(unsafe_code)]
 
+mod function_calls;
+
 use std::collections::VecDeque;
 
 use base64::Engine as _;
@@ -33,6 +51,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_plugin_api::prelude::*;
+
+use crate::function_calls::FunctionCalls;
 
 /// Caller audio kept while the upstream session is being set up (1 s of 20 ms frames).
 const MAX_BUFFERED_FRAMES: usize = 50;
@@ -93,6 +113,12 @@ pub struct OpenAiRealtime {
     settings: Settings,
     greeting: Option<String>,
     socket: IoHandle,
+    /// The socket opened and the first `session.update` went out.
+    opened: bool,
+    /// The agent's tools as Realtime function definitions (the last `tools` input).
+    tools: Vec<Value>,
+    /// The model's function calls and the replies owed for their results.
+    calls: FunctionCalls,
     /// `session.updated` confirmed μ-law both ways.
     ready: bool,
     /// Caller frames waiting for `ready`.
@@ -154,6 +180,9 @@ impl Realtime for OpenAiRealtime {
             settings,
             greeting,
             socket,
+            opened: false,
+            tools: Vec::new(),
+            calls: FunctionCalls::default(),
             ready: false,
             buffered: VecDeque::new(),
             playing_item: None,
@@ -188,16 +217,35 @@ impl Realtime for OpenAiRealtime {
             SessionInput::Hangup => {
                 let _ = host::ws_close(self.socket);
             }
-            // Function calling through the Realtime API is not wired in this plugin yet: the
-            // model is not offered the tools, so it never calls one.
-            SessionInput::Tools(tools) if !tools.is_empty() => host::log(
-                LogLevel::Warn,
-                "openai-realtime does not offer tools to the model yet; the agent's tools are unused",
-            ),
-            SessionInput::Dtmf(_)
-            | SessionInput::MarkPlayed(_)
-            | SessionInput::Tools(_)
-            | SessionInput::ToolResult(_) => {}
+            SessionInput::Tools(tools) => {
+                let tools = function_calls::definitions(&tools);
+                if self.opened && tools != self.tools {
+                    self.send(&json!({
+                        "type": "session.update",
+                        "session": {
+                            "type": "realtime",
+                            "tools": tools,
+                            "tool_choice": "auto",
+                        },
+                    }))?;
+                }
+                self.tools = tools;
+            }
+            SessionInput::ToolResult(result) => {
+                let id = result.id.clone();
+                match self.calls.result(result) {
+                    Some(events) => {
+                        for event in &events {
+                            self.send(event)?;
+                        }
+                    }
+                    None => host::log(
+                        LogLevel::Warn,
+                        &format!("a tool result for {id}, which no call is waiting for; dropped"),
+                    ),
+                }
+            }
+            SessionInput::Dtmf(_) | SessionInput::MarkPlayed(_) => {}
         }
         Ok(out)
     }
@@ -231,7 +279,7 @@ impl OpenAiRealtime {
         if !self.settings.transcription_model.is_empty() {
             input["transcription"] = json!({ "model": self.settings.transcription_model });
         }
-        json!({
+        let mut update = json!({
             "type": "session.update",
             "session": {
                 "type": "realtime",
@@ -243,13 +291,19 @@ impl OpenAiRealtime {
                     "output": { "format": { "type": "audio/pcmu" }, "voice": self.settings.voice },
                 },
             },
-        })
+        });
+        if !self.tools.is_empty() {
+            update["session"]["tools"] = json!(self.tools);
+            update["session"]["tool_choice"] = json!("auto");
+        }
+        update
     }
 
     fn on_io(&mut self, event: IoEvent, out: &mut Vec<SessionOutput>) -> Result<(), PluginError> {
         match event {
             IoEvent::WsOpened(socket) if socket == self.socket => {
                 self.send(&self.session_update())?;
+                self.opened = true;
             }
             IoEvent::WsMessage(WsMessage {
                 socket,
@@ -345,13 +399,36 @@ impl OpenAiRealtime {
                     is_final: true,
                 }));
             }
+            "response.created" => self.calls.response_created(),
+            "response.output_item.added" => self.calls.item_added(event),
+            "response.function_call_arguments.done" => {
+                out.extend(
+                    self.calls
+                        .arguments_done(event)
+                        .map(SessionOutput::ToolCall),
+                );
+            }
+            "response.output_item.done" => {
+                out.extend(self.calls.item_done(event).map(SessionOutput::ToolCall));
+            }
             "response.done" => {
-                // The reply is complete on the server; it may still be playing here.
+                // The reply is complete on the server; it may still be playing here. Results
+                // that waited for it get their reply now.
+                if let Some(create) = self.calls.response_done() {
+                    self.send(&create)?;
+                }
             }
             "error" => {
                 let error = &event["error"];
                 let code = error["code"].as_str().unwrap_or_default();
                 let message = error["message"].as_str().unwrap_or("unknown error");
+                if code == "conversation_already_has_active_response"
+                    && let Some(create) = self
+                        .calls
+                        .refused(error["event_id"].as_str().unwrap_or_default())
+                {
+                    self.send(&create)?;
+                }
                 if BENIGN_ERRORS.contains(&code) {
                     host::log(LogLevel::Warn, &format!("OpenAI: {code}: {message}"));
                 } else {

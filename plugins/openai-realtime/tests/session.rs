@@ -1,54 +1,15 @@
 //! The OpenAI Realtime plugin's protocol logic, driven by the plugin test kit: the harness
 //! stands in for the host, records the plugin's WebSocket traffic, and feeds server events back.
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use common::{open, ready, sent, server, session_updated};
 use openai_realtime::OpenAiRealtime;
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard_plugin_api::prelude::*;
 use switchboard_plugin_api::testing::{Harness, HostCall};
-
-fn open(settings: &str) -> Harness<OpenAiRealtime> {
-    Harness::<OpenAiRealtime>::with_secret("api_key", "sk-unit");
-    let mut config = Harness::<OpenAiRealtime>::config(settings);
-    config.greeting = Some("Welcome".into());
-    Harness::open_with(config).unwrap()
-}
-
-/// The JSON events the plugin sent on its socket since the last call.
-fn sent(call: &Harness<OpenAiRealtime>) -> Vec<Value> {
-    call.take_host_calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            HostCall::WsSend {
-                message: Payload::Text(t),
-                ..
-            } => serde_json::from_str(&t).ok(),
-            _ => None,
-        })
-        .collect()
-}
-
-fn server(
-    call: &mut Harness<OpenAiRealtime>,
-    event: Value,
-) -> Result<Vec<SessionOutput>, PluginError> {
-    call.send(SessionInput::Io(IoEvent::WsMessage(WsMessage {
-        socket: 1,
-        message: Payload::Text(event.to_string()),
-    })))
-}
-
-fn ready(call: &mut Harness<OpenAiRealtime>) {
-    call.send(SessionInput::Io(IoEvent::WsOpened(1))).unwrap();
-    server(
-        call,
-        json!({"type": "session.updated", "session": {"audio": {
-            "input": {"format": {"type": "audio/pcmu"}},
-            "output": {"format": {"type": "audio/pcmu"}}}}}),
-    )
-    .unwrap();
-}
 
 #[test]
 fn connects_with_the_granted_key_and_sets_up_mulaw() {
@@ -70,13 +31,7 @@ fn connects_with_the_granted_key_and_sets_up_mulaw() {
         update["session"]["audio"]["input"]["format"]["type"],
         "audio/pcmu"
     );
-    server(
-        &mut call,
-        json!({"type": "session.updated", "session": {"audio": {
-            "input": {"format": {"type": "audio/pcmu"}},
-            "output": {"format": {"type": "audio/pcmu"}}}}}),
-    )
-    .unwrap();
+    server(&mut call, session_updated()).unwrap();
     let events = sent(&call);
     assert_eq!(events[0]["type"], "response.create");
     assert!(
