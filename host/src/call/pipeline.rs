@@ -348,7 +348,10 @@ impl Turns {
 
     /// The LLM request for the history so far: the instructions, then the history.
     fn request(&self) -> Vec<Message> {
-        let mut request = vec![Message::text(Role::System, self.config.instructions.clone())];
+        let mut request = vec![Message::text(
+            Role::System,
+            self.config.instructions.clone(),
+        )];
         request.extend(self.history.iter().cloned());
         request
     }

@@ -277,7 +277,10 @@ impl Engine for PipelineEngine {
         // ones follow as they arrive).
         if !self.tools.is_empty() {
             let tools = self.tools.tools();
-            if let Next::End(r) = self.actions(line, vec![Action::Llm(StageInput::Tools(tools))]).await {
+            if let Next::End(r) = self
+                .actions(line, vec![Action::Llm(StageInput::Tools(tools))])
+                .await
+            {
                 return Next::End(r);
             }
         }

@@ -256,7 +256,10 @@ fn result(id: &str, output: &str) -> Event {
 fn tool_calls_run_and_the_reply_continues_with_their_results() {
     let mut t = turns();
     let now = ask(&mut t, "Where is my order?", Instant::now());
-    let out = t.on(Event::Llm(StageOutput::TextDelta("Let me check that. ".into())), now);
+    let out = t.on(
+        Event::Llm(StageOutput::TextDelta("Let me check that. ".into())),
+        now,
+    );
     assert!(out.contains(&Action::Tts(StageInput::Text("Let me check that. ".into()))));
     // Two calls in one reply (parallel).
     assert_eq!(
@@ -281,7 +284,10 @@ fn tool_calls_run_and_the_reply_continues_with_their_results() {
     assert_eq!(request[4].role, Role::Tool);
     assert_eq!(request[4].content, r#"{"eta":"Tuesday"}"#);
     // The continuation is spoken and, once played, only it enters the history as new text.
-    let _ = t.on(Event::Llm(StageOutput::TextDelta("It ships Tuesday.".into())), now);
+    let _ = t.on(
+        Event::Llm(StageOutput::TextDelta("It ships Tuesday.".into())),
+        now,
+    );
     let _ = t.on(Event::Llm(StageOutput::Done), now);
     let _ = t.on(Event::Tts(audio(500)), now);
     let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);

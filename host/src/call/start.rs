@@ -194,7 +194,9 @@ async fn open_engine(
         AgentMode::Realtime(used) => {
             let plugin = pipeline_engine::loaded(&ctx.plugins, used)?;
             let config = session_config(used, call.clone(), Some(setup), allow_private);
-            let engine = RealtimeEngine::open(&plugin, used, &config, toolbox(ctx, setup, agent, call)).await?;
+            let engine =
+                RealtimeEngine::open(&plugin, used, &config, toolbox(ctx, setup, agent, call))
+                    .await?;
             Ok((AnyEngine::Realtime(engine), plugin.info().input_format))
         }
         AgentMode::Pipeline(_) => {

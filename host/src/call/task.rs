@@ -66,7 +66,9 @@ impl Task {
         }
         if let Some(schema) = &self.result_schema {
             if schema.to_string().len() > MAX_CONTEXT_BYTES {
-                return Err(format!("task.result_schema is over {MAX_CONTEXT_BYTES} bytes"));
+                return Err(format!(
+                    "task.result_schema is over {MAX_CONTEXT_BYTES} bytes"
+                ));
             }
             crate::tools::schema::Schema::compile(schema.clone(), false)
                 .map_err(|e| format!("task.result_schema is {e}"))?;

@@ -810,3 +810,114 @@ fn caller_context_errors_are_located() {
     let e = at_key(&errors, "agents[0].caller_context.greeting");
     assert!(e.to_string().contains("no column \"surname\""), "{e}");
 }
+
+const TOOLS: &str = r#"
+[plugins.echo]
+path = "echo.wasm"
+
+[tools.order_status]
+description = "Order status"
+method = "get"
+url = "https://shop.example.com/orders/{order}"
+headers = { Authorization = "Bearer ${SHOP_TOKEN}" }
+parameters = { type = "object", required = ["order"], properties = { order = { type = "string" } } }
+
+[mcp.calendar]
+url = "https://calendar.example.com/mcp"
+allow = ["book_slot"]
+
+[mcp.crm]
+command = "./crm-mcp"
+args = ["--stdio"]
+env = { CRM_KEY = "k" }
+
+[[agents]]
+name = "a"
+realtime = { plugin = "echo" }
+tools = ["order_status", "calendar.*", "crm.lookup", "transfer_call", "end_call"]
+transfer_to = ["+14155550100", "+1212*"]
+tool_filler_ms = 800
+filler = "Hold on."
+"#;
+
+#[test]
+fn tools_mcp_servers_and_grants_load() {
+    let env = |name: &str| (name == "SHOP_TOKEN").then(|| "s3cret".to_string());
+    let (_dir, result) = build(TOOLS, &env);
+    let config = result.expect("valid");
+    let tool = &config.tools["order_status"];
+    let tools::ToolKind::Http(http) = &tool.kind else {
+        panic!("an HTTP tool")
+    };
+    assert_eq!(http.method, reqwest::Method::GET);
+    assert_eq!(http.headers[0].1.expose(), "Bearer s3cret");
+    assert!(
+        !format!("{tool:?}").contains("s3cret"),
+        "secrets stay out of Debug"
+    );
+    assert_eq!(config.mcp.len(), 2);
+    let crm = config.mcp.iter().find(|s| s.name == "crm").expect("crm");
+    let crate::tools::mcp::McpTransport::Stdio { command, .. } = &crm.transport else {
+        panic!("stdio")
+    };
+    assert!(
+        command.ends_with("/crm-mcp") && command.starts_with('/'),
+        "{command}"
+    );
+    let agent = &config.agents[0];
+    assert_eq!(agent.tools.grants.len(), 5);
+    assert!(matches!(
+        &agent.tools.grants[2],
+        tools::Grant::Mcp { server, tool: Some(t) } if server == "crm" && t == "lookup"
+    ));
+    assert_eq!(agent.tools.filler, "Hold on.");
+    assert_eq!(
+        agent.tools.filler_after,
+        std::time::Duration::from_millis(800)
+    );
+}
+
+#[test]
+fn bad_tools_are_located_errors() {
+    let env = |_: &str| Some("x".to_string());
+    let bad = TOOLS
+        .replace(
+            "\"order_status\", \"calendar.*\"",
+            "\"order_stats\", \"calendar.*\"",
+        )
+        .replace(
+            "url = \"https://shop.example.com",
+            "url = \"ftp://shop.example.com",
+        )
+        .replace("type = \"object\", required", "type = \"array\", required")
+        .replace("\"+1212*\"", "\"1212\"")
+        .replace(
+            "command = \"./crm-mcp\"",
+            "command = \"./crm-mcp\"\nurl = \"https://x\"",
+        );
+    let errors = build_err(&bad, &env);
+    let text = errors.to_string();
+    assert!(text.contains("unknown tool \"order_stats\""), "{text}");
+    assert!(text.contains("is not an http(s) URL template"), "{text}");
+    assert!(text.contains("must be an object schema"), "{text}");
+    assert!(
+        text.contains("neither an E.164 number nor a prefix"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs `url` (Streamable HTTP) or `command` (stdio)"),
+        "{text}"
+    );
+    assert!(text.contains("agents.toml:"), "{text}");
+    // transfer_call without numbers to transfer to.
+    let errors = build_err(
+        &TOOLS.replace("transfer_to = [\"+14155550100\", \"+1212*\"]\n", ""),
+        &env,
+    );
+    assert!(
+        errors
+            .to_string()
+            .contains("`transfer_to` lists no numbers"),
+        "{errors}"
+    );
+}

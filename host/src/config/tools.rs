@@ -266,7 +266,14 @@ impl Validator<'_> {
             let parameters = self.schema(tool.parameters, &path.key("parameters"), true);
             let kind = match (tool.url, tool.lookup) {
                 (Some(url), None) => self
-                    .http_tool(url, tool.method, tool.headers, tool.timeout_ms, tool.max_response_bytes, &path)
+                    .http_tool(
+                        url,
+                        tool.method,
+                        tool.headers,
+                        tool.timeout_ms,
+                        tool.max_response_bytes,
+                        &path,
+                    )
                     .map(ToolKind::Http),
                 (None, Some(lookup)) => {
                     let l_span = lookup.span();
@@ -284,7 +291,10 @@ impl Validator<'_> {
                             self.err(
                                 Some(l_span),
                                 &path.key("lookup"),
-                                ConfigErrorKind::UnknownLookup { name: l_name, known },
+                                ConfigErrorKind::UnknownLookup {
+                                    name: l_name,
+                                    known,
+                                },
                             );
                             None
                         }
@@ -610,7 +620,9 @@ impl Validator<'_> {
                         &entry_path,
                         ConfigErrorKind::UnknownTool {
                             name,
-                            known: format!("{known}; an MCP server's tools as SERVER.* or SERVER.TOOL"),
+                            known: format!(
+                                "{known}; an MCP server's tools as SERVER.* or SERVER.TOOL"
+                            ),
                         },
                     );
                 }
@@ -650,10 +662,9 @@ impl Validator<'_> {
                 ),
             );
         }
-        if let Some(ms) = raw.tool_filler_ms {
-            if let Some(ms) = self.in_range(Some(ms), 0..=60_000, &path.key("tool_filler_ms")) {
-                out.filler_after = Duration::from_millis(ms);
-            }
+        if let Some(ms) = self.in_range(raw.tool_filler_ms, 0..=60_000, &path.key("tool_filler_ms"))
+        {
+            out.filler_after = Duration::from_millis(ms);
         }
         if let Some(filler) = raw.filler {
             out.filler = filler.into_inner();

@@ -179,7 +179,12 @@ pub(super) struct Validator<'s> {
 }
 
 impl<'s> Validator<'s> {
-    pub(super) fn err(&mut self, span: Option<Range<usize>>, path: &KeyPath, kind: ConfigErrorKind) {
+    pub(super) fn err(
+        &mut self,
+        span: Option<Range<usize>>,
+        path: &KeyPath,
+        kind: ConfigErrorKind,
+    ) {
         self.errors
             .push(ConfigError::at(self.source, span, Some(path), kind));
     }

@@ -42,7 +42,9 @@ pub async fn run(
     );
     let mut url = match url::Url::parse(&url) {
         Ok(u) => u,
-        Err(e) => return ToolOutcome::Error(format!("invalid arguments: the URL does not parse ({e})")),
+        Err(e) => {
+            return ToolOutcome::Error(format!("invalid arguments: the URL does not parse ({e})"));
+        }
     };
     if !with_body && !arguments.is_empty() {
         let mut pairs = url.query_pairs_mut();
@@ -68,7 +70,12 @@ pub async fn run(
         Err(e) if e.is_timeout() => {
             return ToolOutcome::Error(format!("the tool timed out after {secs:.1} s"));
         }
-        Err(e) => return ToolOutcome::Error(format!("the tool's server could not be reached ({})", cause(&e))),
+        Err(e) => {
+            return ToolOutcome::Error(format!(
+                "the tool's server could not be reached ({})",
+                cause(&e)
+            ));
+        }
     };
     let status = response.status();
     let mut body = Vec::new();
@@ -87,7 +94,12 @@ pub async fn run(
             Err(e) if e.is_timeout() => {
                 return ToolOutcome::Error(format!("the tool timed out after {secs:.1} s"));
             }
-            Err(e) => return ToolOutcome::Error(format!("the tool's response broke off ({})", cause(&e))),
+            Err(e) => {
+                return ToolOutcome::Error(format!(
+                    "the tool's response broke off ({})",
+                    cause(&e)
+                ));
+            }
         }
     }
     let text = String::from_utf8_lossy(&body);

@@ -108,6 +108,9 @@ enum Runner {
     Mcp { server: String, schema: Arc<Schema> },
 }
 
+/// An MCP server's tools as they change.
+type ToolList = watch::Receiver<Arc<Vec<Tool>>>;
+
 /// One call's tools.
 pub struct Toolbox {
     agent: AgentTools,
@@ -116,8 +119,8 @@ pub struct Toolbox {
     http: reqwest::Client,
     /// The schema `record_result` checks: the task's, else the agent's.
     result_schema: Option<Arc<Schema>>,
-    /// MCP grants with their servers' live tool lists.
-    mcp: Vec<(Option<String>, watch::Receiver<Arc<Vec<Tool>>>)>,
+    /// MCP grants (one tool, or all) with their servers' live tool lists.
+    mcp: Vec<(Option<String>, ToolList)>,
     /// The tools as last listed: what the model sees, and what runs each.
     listed: Vec<(Tool, Runner)>,
     running: JoinSet<Finished>,
@@ -139,7 +142,10 @@ impl Toolbox {
             if let Grant::Mcp { server, tool } = grant {
                 match pool.as_ref().and_then(|p| p.tools(server)) {
                     Some(rx) => mcp.push((tool.clone(), rx)),
-                    None => tracing::warn!(server, "agent granted tools of an MCP server that is not configured"),
+                    None => tracing::warn!(
+                        server,
+                        "agent granted tools of an MCP server that is not configured"
+                    ),
                 }
             }
         }
@@ -216,7 +222,9 @@ impl Toolbox {
                                     schema: Arc::new(schema),
                                 },
                             )),
-                            Err(e) => tracing::warn!(server, tool = %tool.name, error = %e, "MCP tool skipped: bad input schema"),
+                            Err(e) => {
+                                tracing::warn!(server, tool = %tool.name, error = %e, "MCP tool skipped: bad input schema")
+                            }
                         }
                     }
                 }
@@ -301,7 +309,8 @@ impl Toolbox {
         match runner {
             Runner::EndCall => {
                 let outcome = ToolOutcome::Output(
-                    r#"{"ok":true,"note":"the call ends once what you are saying has played"}"#.into(),
+                    r#"{"ok":true,"note":"the call ends once what you are saying has played"}"#
+                        .into(),
                 );
                 Dispatch::EndCall(done(call, outcome))
             }
@@ -403,15 +412,18 @@ impl Toolbox {
                     return refused;
                 }
                 let Some(pool) = self.pool.clone() else {
-                    let outcome = ToolOutcome::Error("the tool's MCP server is not configured".into());
+                    let outcome =
+                        ToolOutcome::Error("the tool's MCP server is not configured".into());
                     return Dispatch::Done(done(call, outcome));
                 };
                 let meta = self.meta.clone();
                 self.running.spawn(async move {
                     let outcome = match pool.call(&server, &call.name, arguments, &meta).await {
-                        Ok(output) if output.len() > MAX_MCP_OUTPUT_BYTES => ToolOutcome::Error(
-                            format!("the tool's result is larger than {MAX_MCP_OUTPUT_BYTES} bytes"),
-                        ),
+                        Ok(output) if output.len() > MAX_MCP_OUTPUT_BYTES => {
+                            ToolOutcome::Error(format!(
+                                "the tool's result is larger than {MAX_MCP_OUTPUT_BYTES} bytes"
+                            ))
+                        }
                         Ok(output) => ToolOutcome::Output(output),
                         Err(e) => ToolOutcome::Error(e),
                     };

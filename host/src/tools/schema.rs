@@ -24,7 +24,9 @@ impl Schema {
     /// a tool's parameters).
     pub fn compile(json: Value, object: bool) -> Result<Self, String> {
         if object && json.get("type").and_then(Value::as_str) != Some("object") {
-            return Err("a tool's parameters must be an object schema (`type = \"object\"`)".into());
+            return Err(
+                "a tool's parameters must be an object schema (`type = \"object\"`)".into(),
+            );
         }
         let validator = jsonschema::validator_for(&json)
             .map_err(|e| format!("not a valid JSON Schema: {e}"))?;

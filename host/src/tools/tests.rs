@@ -11,13 +11,20 @@ async fn backend() -> String {
     let app = axum::Router::new()
         .route(
             "/orders/{n}",
-            get(|axum::extract::Path(n): axum::extract::Path<String>| async move {
-                axum::Json(serde_json::json!({"order": n, "status": "shipped"}))
-            }),
+            get(
+                |axum::extract::Path(n): axum::extract::Path<String>| async move {
+                    axum::Json(serde_json::json!({"order": n, "status": "shipped"}))
+                },
+            ),
         )
         .route(
             "/broken",
-            any(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "database down") }),
+            any(|| async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "database down",
+                )
+            }),
         )
         .route(
             "/slow",
@@ -128,9 +135,7 @@ async fn run(tools: &mut Toolbox, call: ToolCall) -> ToolOutcome {
             ToolEvent::Changed(_) => panic!("no MCP here"),
         },
         Dispatch::Done(f) | Dispatch::EndCall(f) => f.outcome,
-        Dispatch::Transfer { finished, .. } | Dispatch::Record { finished, .. } => {
-            finished.outcome
-        }
+        Dispatch::Transfer { finished, .. } | Dispatch::Record { finished, .. } => finished.outcome,
     }
 }
 
@@ -159,7 +164,8 @@ async fn an_http_tool_fills_its_url_and_returns_the_json() {
 async fn arguments_go_into_the_query_or_the_body_with_the_headers() {
     let config = config_with(&backend().await);
     let mut tools = toolbox(&config);
-    let ToolOutcome::Output(got) = run(&mut tools, call("echo_get", r#"{"day":"Tue sday","n":2}"#)).await
+    let ToolOutcome::Output(got) =
+        run(&mut tools, call("echo_get", r#"{"day":"Tue sday","n":2}"#)).await
     else {
         panic!("echo failed")
     };
@@ -251,7 +257,11 @@ async fn results_are_checked_against_the_schema_the_task_brings() {
         .into_iter()
         .find(|t| t.name == "record_result")
         .unwrap();
-    assert!(record.parameters.contains(r#""result":{"type":"integer"}"#), "{}", record.parameters);
+    assert!(
+        record.parameters.contains(r#""result":{"type":"integer"}"#),
+        "{}",
+        record.parameters
+    );
     match tools.dispatch(call("record_result", r#"{"result":4}"#)) {
         Dispatch::Record { value, .. } => assert_eq!(value, serde_json::json!(4)),
         other => panic!("expected a record, got {other:?}"),

@@ -687,7 +687,11 @@ impl NativeStageSession {
                             .map(|m| sdk::Message {
                                 role: role_to_sdk(m.role),
                                 content: m.content,
-                                tool_calls: m.tool_calls.into_iter().map(tool_call_to_sdk).collect(),
+                                tool_calls: m
+                                    .tool_calls
+                                    .into_iter()
+                                    .map(tool_call_to_sdk)
+                                    .collect(),
                                 tool_call_id: m.tool_call_id,
                             })
                             .collect(),

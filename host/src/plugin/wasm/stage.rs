@@ -174,7 +174,11 @@ impl WasmStageSession {
                                     Role::Tool => wl::Role::Tool,
                                 },
                                 content: m.content,
-                                tool_calls: m.tool_calls.into_iter().map(tool_call_to_wit).collect(),
+                                tool_calls: m
+                                    .tool_calls
+                                    .into_iter()
+                                    .map(tool_call_to_wit)
+                                    .collect(),
                                 tool_call_id: m.tool_call_id,
                             })
                             .collect(),
