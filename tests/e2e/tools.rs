@@ -154,10 +154,18 @@ async fn a_call_never_waits_for_an_mcp_server() -> anyhow::Result<()> {
     .await??;
     frame(&mut peer, &mut seq).await?;
     dying.kill();
-    tokio::time::timeout(Duration::from_secs(60), dying_tools.wait_for(|t| t.is_empty())).await??;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        dying_tools.wait_for(|t| t.is_empty()),
+    )
+    .await??;
     // `slow` comes up after its 5 s; its tool reaches the live session.
     let mut slow_tools = pool.tools("slow").expect("slow is configured");
-    tokio::time::timeout(Duration::from_secs(60), slow_tools.wait_for(|t| !t.is_empty())).await??;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        slow_tools.wait_for(|t| !t.is_empty()),
+    )
+    .await??;
     // The call goes on: its audio still echoes.
     frame(&mut peer, &mut seq).await?;
     peer.until("media", SID).await.expect("the call goes on");
@@ -180,13 +188,30 @@ async fn a_call_never_waits_for_an_mcp_server() -> anyhow::Result<()> {
 /// An order API on loopback: `GET /orders/{n}` answers `{"order": n, "status": "shipped"}`.
 async fn order_api() -> anyhow::Result<String> {
     use axum::extract::Path;
-    let app = axum::Router::new().route(
-        "/orders/{n}",
-        axum::routing::get(|Path(n): Path<String>| async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            axum::Json(serde_json::json!({"order": n, "status": "shipped"}))
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/orders/{n}",
+            axum::routing::get(|Path(n): Path<String>| async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                axum::Json(serde_json::json!({"order": n, "status": "shipped"}))
+            }),
+        )
+        .route(
+            "/broken",
+            axum::routing::any(|| async {
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "database down",
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            axum::routing::any(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
@@ -204,6 +229,15 @@ description = "The status of an order, by its number"
 method = "GET"
 url = "{orders}/orders/{{order}}"
 parameters = {{ type = "object", required = ["order"], properties = {{ order = {{ type = "string" }} }} }}
+
+[tools.broken]
+description = "Always fails"
+url = "{orders}/broken"
+
+[tools.slow]
+description = "Too slow"
+url = "{orders}/slow"
+timeout_ms = 300
 
 [mcp.calendar]
 url = "{mcp}"
@@ -225,13 +259,27 @@ async fn mcp_ready(gw: &switchboard_tests::Gateway, server: &str) -> anyhow::Res
 /// Checks a finished call's transcript: both tools ran, with their latency, and the agent's
 /// answer was built from both results.
 fn assert_both_tools_answered(stats: &CallStats) {
-    let tools: Vec<_> = stats.transcript.iter().filter_map(|t| t.tool.as_ref()).collect();
+    let tools: Vec<_> = stats
+        .transcript
+        .iter()
+        .filter_map(|t| t.tool.as_ref())
+        .filter(|t| t.ok)
+        .collect();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{:?}", stats.transcript);
-    assert!(names.contains(&"order_status") && names.contains(&"book_slot"), "{names:?}");
+    assert!(
+        names.contains(&"order_status") && names.contains(&"book_slot"),
+        "{names:?}"
+    );
     assert!(tools.iter().all(|t| t.ok), "{tools:?}");
-    let order = tools.iter().find(|t| t.name == "order_status").expect("order");
-    assert!(order.latency_ms >= 50, "the API answers after 50 ms: {order:?}");
+    let order = tools
+        .iter()
+        .find(|t| t.name == "order_status")
+        .expect("order");
+    assert!(
+        order.latency_ms >= 50,
+        "the API answers after 50 ms: {order:?}"
+    );
     let answer: String = stats
         .transcript
         .iter()
@@ -243,10 +291,11 @@ fn assert_both_tools_answered(stats: &CallStats) {
     assert!(answer.contains("Tuesday"), "{answer}");
 }
 
-/// A realtime agent (the OpenAI Realtime plugin against the fake, which streams two parallel
+/// A realtime agent (the OpenAI Realtime plugin against the fake, which streams parallel
 /// function calls as the real API does) calls an HTTP tool and an MCP tool: the session
-/// declares both, each result goes back as a `function_call_output` and the model's answer is
-/// built from them; the MCP server got the call's metadata.
+/// declares them, each result goes back as a `function_call_output` and the model's answer is
+/// built from them; the MCP server got the call's metadata. On the next turn an invalid
+/// argument, a timeout and a 500 each reach the model as an error result, and the call goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_realtime_agent_calls_an_http_tool_and_an_mcp_tool() -> anyhow::Result<()> {
     use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, FunctionCall};
@@ -264,6 +313,14 @@ async fn a_realtime_agent_calls_an_http_tool_and_an_mcp_tool() -> anyhow::Result
                 FunctionCall::new("order_status", r#"{"order":"1042"}"#),
                 FunctionCall::new("book_slot", r#"{"day":"Tuesday"}"#),
             ],
+        )
+        .call_on_turn(
+            2,
+            [
+                FunctionCall::new("order_status", r#"{"order":1042}"#),
+                FunctionCall::new("slow", "{}"),
+                FunctionCall::new("broken", "{}"),
+            ],
         ),
     )
     .await?;
@@ -274,7 +331,7 @@ path = "{{plugins}}/openai_realtime.wasm"
 {tools}
 [[agents]]
 name = "assistant"
-tools = ["order_status", "calendar.*"]
+tools = ["order_status", "calendar.*", "broken", "slow"]
 realtime = {{ plugin = "openai", settings = {{ base_url = "{url}", instructions = "Be brief." }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["127.0.0.1"] }}
 
 [routing]
@@ -289,15 +346,51 @@ default = "assistant"
     let mut script = silence(500);
     script.extend(speech(600));
     script.extend(silence(3000));
-    phone::call(&gw.url, serde_json::json!({}), script, Duration::from_secs(2)).await?;
+    script.extend(speech(600));
+    script.extend(silence(2000));
+    // The call lasts as long as the script.
+    phone::call(
+        &gw.url,
+        serde_json::json!({}),
+        script,
+        Duration::from_millis(6700),
+    )
+    .await?;
     let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
-    assert_eq!(end.reason, EndReason::Stop);
+    assert_eq!(end.reason, EndReason::Stop, "the call went on to its end");
 
-    assert_eq!(fake.declared_tools(), ["order_status", "book_slot"]);
-    let outputs = fake.function_call_outputs();
-    assert_eq!(outputs.len(), 2, "{outputs:?}");
-    assert!(outputs.iter().any(|o| o.output.contains("shipped")), "{outputs:?}");
-    assert!(outputs.iter().any(|o| o.output.contains("Tuesday")), "{outputs:?}");
+    assert_eq!(
+        fake.declared_tools(),
+        ["order_status", "book_slot", "broken", "slow"]
+    );
+    let all = fake.function_call_outputs();
+    assert_eq!(
+        all.len(),
+        5,
+        "{all:?}\ncalls: {:?}\nerrors: {:?}\ntranscript: {:?}",
+        fake.function_calls(),
+        fake.errors(),
+        end.stats.transcript
+    );
+    // Turn 2: an invalid argument, a timeout and a 500 each reach the model as an error.
+    let errors: Vec<&str> = all[2..].iter().map(|o| o.output.as_str()).collect();
+    assert!(
+        errors.iter().all(|o| o.starts_with(r#"{"error":"#)),
+        "{errors:?}"
+    );
+    let joined = errors.join(" ");
+    assert!(joined.contains("invalid arguments: /order"), "{joined}");
+    assert!(joined.contains("timed out after 0.3 s"), "{joined}");
+    assert!(joined.contains("HTTP 500: database down"), "{joined}");
+    let outputs = &all[..2];
+    assert!(
+        outputs.iter().any(|o| o.output.contains("shipped")),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs.iter().any(|o| o.output.contains("Tuesday")),
+        "{outputs:?}"
+    );
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
     assert_both_tools_answered(&end.stats);
     let calls = calendar.calls();
