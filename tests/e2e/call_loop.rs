@@ -357,7 +357,10 @@ async fn a_tool_call_to_an_agent_without_tools_gets_an_error_result() -> anyhow:
             "{path}"
         );
         let tool = stats.transcript.iter().find_map(|t| t.tool.as_ref());
-        assert!(tool.is_some_and(|t| t.name == "lookup_order" && !t.ok), "{path}");
+        assert!(
+            tool.is_some_and(|t| t.name == "lookup_order" && !t.ok),
+            "{path}"
+        );
     }
     Ok(())
 }

@@ -13,9 +13,8 @@ use switchboard::plugin::io::IoPolicy;
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{
-    Message,
-    AudioEncoding, AudioFormat, CallInfo, Plugin, Role, SessionConfig, SessionError, Stage,
-    StageInput, StageOutput, StageSession,
+    AudioEncoding, AudioFormat, CallInfo, Message, Plugin, Role, SessionConfig, SessionError,
+    Stage, StageInput, StageOutput, StageSession,
 };
 use switchboard_tests::fake_openai_http::{Failure, FakeHttpOptions, FakeOpenAiHttp, wav_pcm};
 use switchboard_tests::plugin_dirs;

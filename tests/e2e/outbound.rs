@@ -631,7 +631,12 @@ async fn place_and_press(
     opts.dtmf = digits
         .iter()
         .enumerate()
-        .map(|(i, d)| (Duration::from_millis(400 * (i as u64 + 1)), (*d).to_string()))
+        .map(|(i, d)| {
+            (
+                Duration::from_millis(400 * (i as u64 + 1)),
+                (*d).to_string(),
+            )
+        })
         .collect();
     let summary = simulate::run(opts).await?;
     Ok((created.sid, summary))
@@ -643,7 +648,8 @@ async fn place_and_press(
 /// carry; an allowed transfer goes through Twilio. Every tool call is in the transcript with
 /// its latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_control_tools_transfer_only_where_allowed_and_record_the_result() -> anyhow::Result<()> {
+async fn call_control_tools_transfer_only_where_allowed_and_record_the_result() -> anyhow::Result<()>
+{
     let s = setup(TOKEN, 20).await?;
     let receiver = CallbackReceiver::start(CALLBACK_SECRET, 0).await?;
     let mut ended = s.gateway.state.subscribe();
@@ -669,38 +675,57 @@ async fn call_control_tools_transfer_only_where_allowed_and_record_the_result() 
     assert_eq!(updated.sid, sid);
     assert_eq!(
         updated.twiml.as_deref(),
-        Some(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>+15005550123</Dial></Response>"#)
+        Some(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial>+15005550123</Dial></Response>"#
+        )
     );
     let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
     assert_eq!(end.reason, EndReason::Transferred("+15005550123".into()));
 
     let record = get(&s.gateway, &format!("/calls/{sid}")).await?;
     let json = &record.json;
-    assert_eq!(json["result"], json!({"attending": true, "note": "Tuesday works"}), "{json}");
+    assert_eq!(
+        json["result"],
+        json!({"attending": true, "note": "Tuesday works"}),
+        "{json}"
+    );
     let turns = json["transcript"].as_array().expect("transcript");
     let said: Vec<&str> = turns.iter().filter_map(|t| t["text"].as_str()).collect();
-    assert_eq!(said[0], "tools: transfer_call,end_call,record_result", "{said:?}");
+    assert_eq!(
+        said[0], "tools: transfer_call,end_call,record_result",
+        "{said:?}"
+    );
     let tools: Vec<&Value> = turns.iter().filter(|t| t["side"] == "tool").collect();
     assert_eq!(tools.len(), 3, "{json}");
     assert_eq!(tools[0]["tool"]["name"], "transfer_call");
     assert_eq!(tools[0]["tool"]["ok"], false);
     assert!(
-        tools[0]["tool"]["result"].as_str().is_some_and(|r| r.contains("not allowed")),
+        tools[0]["tool"]["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("not allowed")),
         "{}",
         tools[0]
     );
     assert_eq!(tools[1]["tool"]["name"], "record_result");
     assert_eq!(tools[1]["tool"]["ok"], true);
-    assert!(tools.iter().all(|t| t["tool"]["latency_ms"].is_u64()), "{json}");
+    assert!(
+        tools.iter().all(|t| t["tool"]["latency_ms"].is_u64()),
+        "{json}"
+    );
     // The model heard the refusal (the plugin says each result).
     assert!(
-        said.iter().any(|t| t.starts_with("call_2: error transfers to \"+19995550000\" are not allowed")),
+        said.iter()
+            .any(|t| t.starts_with("call_2: error transfers to \"+19995550000\" are not allowed")),
         "{said:?}"
     );
 
     let delivery = receiver.accepted(Duration::from_secs(30)).await?;
     assert!(delivery.signature_valid);
-    assert_eq!(delivery.body["data"]["result"]["attending"], true, "{}", delivery.body);
+    assert_eq!(
+        delivery.body["data"]["result"]["attending"], true,
+        "{}",
+        delivery.body
+    );
     Ok(())
 }
 
@@ -717,7 +742,10 @@ async fn end_call_hangs_up_after_the_audio() -> anyhow::Result<()> {
     .await?;
     assert!(summary.closed_by_gateway, "the agent ended the call");
     let updated = s.twilio.next_update().await?;
-    assert_eq!((updated.sid.as_str(), updated.status.as_str()), (sid.as_str(), "completed"));
+    assert_eq!(
+        (updated.sid.as_str(), updated.status.as_str()),
+        (sid.as_str(), "completed")
+    );
     let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await??;
     assert_eq!(end.reason, EndReason::HungUp);
     Ok(())

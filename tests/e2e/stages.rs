@@ -7,8 +7,7 @@ use std::sync::Arc;
 use switchboard::plugin::native::NativeLoader;
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{
-    Message,
-    CallInfo, Plugin, Role, SessionConfig, SessionError, Stage, StageInput, StageOutput,
+    CallInfo, Message, Plugin, Role, SessionConfig, SessionError, Stage, StageInput, StageOutput,
 };
 use switchboard_tests::plugin_dirs;
 
