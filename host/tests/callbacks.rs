@@ -2,7 +2,8 @@
 //! `callback_url` ends while the receiver is refusing deliveries; the gateway is SIGKILLed
 //! before any delivery succeeds and started again on the same records database; the receiver,
 //! now accepting, gets the call's record exactly once, with a valid Standard Webhooks signature
-//! and the same `webhook-id` as the attempts before the kill.
+//! and the same `webhook-id` as the attempts before the kill, carrying the result the agent
+//! recorded (`record_result`, checked against the task's `result_schema`).
 
 mod common;
 
@@ -161,7 +162,8 @@ path = "{}"
 
 [[agents]]
 name = "echo"
-realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+tools = ["record_result"]
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate", result = {{ attending = true }} }} }}
 
 [routing]
 default = "echo"
@@ -182,6 +184,9 @@ default = "echo"
                     "to": "+15551230002",
                     "agent": "echo",
                     "callback_url": format!("http://{services_addr}/hook"),
+                    "task": {"prompt": "Confirm the appointment.", "result_schema":
+                        {"type": "object", "required": ["attending"],
+                         "properties": {"attending": {"type": "boolean"}}}},
                 })
                 .to_string(),
             )
@@ -241,4 +246,9 @@ default = "echo"
     assert_eq!(body["type"], "call.ended", "{body}");
     assert_eq!(body["data"]["call_sid"], CALL_SID, "{body}");
     assert_eq!(body["data"]["agent"], "echo", "{body}");
+    assert_eq!(
+        body["data"]["result"],
+        serde_json::json!({"attending": true}),
+        "{body}"
+    );
 }

@@ -4,7 +4,15 @@
 //!   a `file` part holding a PCM16 mono WAV and a `model` field, answers `{"text": …}`.
 //! - `POST /v1/chat/completions`: requires `stream: true`, `model` and `messages`; streams
 //!   `chat.completion.chunk` server-sent events, one content delta per event with a delay
-//!   between them, then a `finish_reason` chunk and `data: [DONE]`.
+//!   between them, then a `finish_reason` chunk and `data: [DONE]`. Function calling as the
+//!   real API does it: `tools`, `tool_choice` and `parallel_tool_calls` are checked (400s with
+//!   the API's messages), and so is the history — a `tool` message must answer a call of the
+//!   assistant message before it, and every call of an assistant message must be answered
+//!   before the next other message. With a [`ToolScript`], a user turn of a request that
+//!   offers tools is answered with streamed tool calls (`delta.tool_calls`: id, type and name
+//!   first, then the arguments in fragments; `finish_reason: "tool_calls"`). A request whose
+//!   history ends with tool results is answered with a text built from them
+//!   ([`ToolScript::answer`]).
 //! - `POST /v1/audio/speech`: requires `model`, `voice`, `input` and `response_format: "pcm"`;
 //!   streams raw PCM bytes in chunks with a delay between them.
 //!
@@ -67,6 +75,107 @@ pub struct FakeHttpOptions {
     pub split_events: bool,
     /// Fail on purpose.
     pub failure: Option<Failure>,
+    /// Chat completions: call tools instead of saying `deltas` (see [`ToolScript`]).
+    pub tool_script: Option<ToolScript>,
+}
+
+/// What the answer built from tool results starts with (see [`ToolScript::answer`]).
+pub const DEFAULT_ANSWER_PREFIX: &str = "Here is what I found: ";
+
+/// Most characters of one streamed arguments fragment: OpenAI streams arguments a token or so
+/// at a time; a few characters make every call's arguments arrive in several fragments.
+const ARGUMENT_FRAGMENT_CHARS: usize = 6;
+
+/// The fake's function calling: which user turns it answers with tool calls, and which calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolScript {
+    /// Which user turns get the calls.
+    pub trigger: ToolTrigger,
+    /// The calls of one reply, streamed as parallel calls (indexes 0, 1, …). Only calls of
+    /// tools the request offers are made (a model cannot call a tool it was not given: with
+    /// none left the reply is the text `deltas`); with `parallel_tool_calls: false`, only the
+    /// first.
+    pub calls: Vec<ScriptedCall>,
+    /// Text said before the calls, as content deltas of the same reply (models sometimes say
+    /// "Let me check." first).
+    pub preamble: Option<String>,
+    /// The start of the answer built from tool results.
+    pub answer_prefix: String,
+}
+
+/// Which user turns a [`ToolScript`] answers with its calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolTrigger {
+    /// Every request that offers tools and ends with a user message.
+    Always,
+    /// Such a request whose user message contains this text (ignoring case).
+    UserSays(String),
+}
+
+/// One call a [`ToolScript`] makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptedCall {
+    /// The tool's name.
+    pub name: String,
+    /// The arguments (streamed as their JSON text).
+    pub arguments: Value,
+}
+
+impl Default for ToolScript {
+    fn default() -> Self {
+        Self {
+            trigger: ToolTrigger::Always,
+            calls: Vec::new(),
+            preamble: None,
+            answer_prefix: DEFAULT_ANSWER_PREFIX.into(),
+        }
+    }
+}
+
+impl ToolScript {
+    /// Calls `name` with `arguments` on every user turn of a request that offers tools.
+    pub fn call(name: &str, arguments: Value) -> Self {
+        Self::default().and_call(name, arguments)
+    }
+
+    /// Also calls `name` with `arguments`, in parallel (the next index).
+    #[must_use]
+    pub fn and_call(mut self, name: &str, arguments: Value) -> Self {
+        self.calls.push(ScriptedCall {
+            name: name.into(),
+            arguments,
+        });
+        self
+    }
+
+    /// Calls only when the user's message contains `text` (ignoring case).
+    #[must_use]
+    pub fn when_user_says(mut self, text: &str) -> Self {
+        self.trigger = ToolTrigger::UserSays(text.into());
+        self
+    }
+
+    /// Says `text` before the calls, in the same reply.
+    #[must_use]
+    pub fn saying_first(mut self, text: &str) -> Self {
+        self.preamble = Some(text.into());
+        self
+    }
+
+    /// The text the fake answers a history ending with tool results whose contents are
+    /// `contents` (in order): `"{answer_prefix}{content1}; {content2}"`. Without a script the
+    /// fake answers `ToolScript::default().answer(…)`.
+    pub fn answer(&self, contents: &[&str]) -> String {
+        format!("{}{}", self.answer_prefix, contents.join("; "))
+    }
+
+    /// True when a request whose last message is the user's `said` gets the calls.
+    fn triggered_by(&self, said: &str) -> bool {
+        match &self.trigger {
+            ToolTrigger::Always => true,
+            ToolTrigger::UserSays(text) => said.to_lowercase().contains(&text.to_lowercase()),
+        }
+    }
 }
 
 impl Default for FakeHttpOptions {
@@ -85,6 +194,7 @@ impl Default for FakeHttpOptions {
             speech_chunk: 4_801,
             split_events: false,
             failure: None,
+            tool_script: None,
         }
     }
 }
@@ -118,6 +228,28 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// The names of the tools a chat completion offered (`tools[].function.name`), in order.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.json
+            .as_ref()
+            .and_then(|j| j["tools"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The roles of a chat completion's `messages`, in order.
+    pub fn roles(&self) -> Vec<String> {
+        self.json
+            .as_ref()
+            .and_then(|j| j["messages"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|m| m["role"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// The text field `name` of a form.
     pub fn field(&self, name: &str) -> Option<String> {
         self.form
@@ -132,6 +264,8 @@ struct Log {
     requests: Vec<Recorded>,
     /// Streams that reached their last byte (a cancelled one never does).
     finished_streams: usize,
+    /// The ids of the tool calls streamed, in order.
+    tool_call_ids: Vec<String>,
 }
 
 struct Shared {
@@ -194,6 +328,22 @@ impl FakeOpenAiHttp {
         self.log().finished_streams
     }
 
+    /// The JSON bodies of the chat-completion requests so far, in order (refused ones too).
+    pub fn chat_requests(&self) -> Vec<Value> {
+        self.log()
+            .requests
+            .iter()
+            .filter(|r| r.path == "/v1/chat/completions")
+            .map(|r| r.json.clone().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// The ids of the tool calls the fake streamed so far (`call_fake1`, `call_fake2`, …), in
+    /// order.
+    pub fn tool_call_ids(&self) -> Vec<String> {
+        self.log().tool_call_ids.clone()
+    }
+
     fn log(&self) -> std::sync::MutexGuard<'_, Log> {
         self.shared.log.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -201,8 +351,19 @@ impl FakeOpenAiHttp {
 
 /// OpenAI's error object with this status.
 fn api_error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+    api_error_at(status, message, kind, None, code)
+}
+
+/// OpenAI's error object with this status, naming the request's offending `param`.
+fn api_error_at(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
     let body =
-        json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+        json!({ "error": { "message": message, "type": kind, "param": param, "code": code } });
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -484,6 +645,9 @@ async fn chat_completions(
     if json["stream"] != true || !json["model"].is_string() || !json["messages"].is_array() {
         return bad_request("expected model, messages and stream: true");
     }
+    if let Err(refused) = check_tools(&json).and_then(|()| check_history(&json)) {
+        return refused.response();
+    }
     let o = &shared.options;
     let chunk = |delta: Value, finish: Value| {
         json!({
@@ -491,15 +655,46 @@ async fn chat_completions(
             "model": json["model"], "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
         })
     };
+    let (first, deltas, finish) = match reply_of(&shared, &json) {
+        Reply::Text(texts) => (
+            json!({"role": "assistant", "content": ""}),
+            texts.into_iter().map(|t| json!({ "content": t })).collect(),
+            "stop",
+        ),
+        Reply::Calls { preamble, calls } => {
+            let mut first = json!({"role": "assistant", "content": ""});
+            let mut deltas: Vec<Value> = preamble
+                .map(|p| json!({ "content": p }))
+                .into_iter()
+                .collect();
+            for (index, (id, call)) in calls.iter().enumerate() {
+                let mut opening = json!({"tool_calls": [{
+                    "index": index, "id": id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }]});
+                if index == 0 && deltas.is_empty() {
+                    // As OpenAI opens a reply that only calls: the role, no content, the call.
+                    opening["role"] = "assistant".into();
+                    opening["content"] = Value::Null;
+                    opening["refusal"] = Value::Null;
+                    first = opening;
+                } else {
+                    deltas.push(opening);
+                }
+                for fragment in fragments(&call.arguments.to_string()) {
+                    let entry = json!({"index": index, "function": {"arguments": fragment}});
+                    deltas.push(json!({ "tool_calls": [entry] }));
+                }
+            }
+            (first, deltas, "tool_calls")
+        }
+    };
     let mut events = vec![(
         Duration::ZERO,
-        format!(
-            ": keep-alive\n\ndata: {}",
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null)
-        ),
+        format!(": keep-alive\n\ndata: {}", chunk(first, Value::Null)),
     )];
     let mut steps = Vec::new();
-    for (n, delta) in o.deltas.iter().enumerate() {
+    for (n, delta) in deltas.iter().enumerate() {
         match o.failure {
             Some(Failure::AbortAfter(after)) if n == after => {
                 steps.push(Step::Cut(o.delay));
@@ -512,16 +707,16 @@ async fn chat_completions(
             }
             _ => events.push((
                 o.delay,
-                format!("data: {}", chunk(json!({ "content": delta }), Value::Null)),
+                format!("data: {}", chunk(delta.clone(), Value::Null)),
             )),
         }
     }
     if steps.is_empty()
-        && !matches!(o.failure, Some(Failure::ErrorEventAfter(n)) if n < o.deltas.len())
+        && !matches!(o.failure, Some(Failure::ErrorEventAfter(n)) if n < deltas.len())
     {
         events.push((
             Duration::ZERO,
-            format!("data: {}", chunk(json!({}), json!("stop"))),
+            format!("data: {}", chunk(json!({}), json!(finish))),
         ));
         events.push((Duration::ZERO, "data: [DONE]".into()));
     }
@@ -538,6 +733,359 @@ async fn chat_completions(
     }
     all.extend(steps);
     streamed(shared.clone(), "text/event-stream", all)
+}
+
+/// What a chat completion answers.
+enum Reply {
+    /// These content deltas.
+    Text(Vec<String>),
+    /// Tool calls (with their ids), after an optional content delta.
+    Calls {
+        preamble: Option<String>,
+        calls: Vec<(String, ScriptedCall)>,
+    },
+}
+
+/// The reply to a valid request: an answer from tool results when the history ends with them,
+/// the script's calls for a user turn it triggers on, the configured deltas otherwise.
+fn reply_of(shared: &Shared, json: &Value) -> Reply {
+    let o = &shared.options;
+    let messages = json["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let first_result = messages
+        .iter()
+        .rposition(|m| m["role"] != "tool")
+        .map_or(0, |i| i + 1);
+    if first_result < messages.len() {
+        let script = o.tool_script.clone().unwrap_or_default();
+        let mut texts = vec![script.answer_prefix];
+        for (n, result) in messages[first_result..].iter().enumerate() {
+            let separator = if n == 0 { "" } else { "; " };
+            texts.push(format!("{separator}{}", text_of(&result["content"])));
+        }
+        texts.retain(|t| !t.is_empty());
+        return Reply::Text(texts);
+    }
+    let offered: Vec<&str> = json["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    let user_turn = messages
+        .last()
+        .filter(|m| m["role"] == "user")
+        .map(|m| text_of(&m["content"]));
+    if let (Some(script), Some(said)) = (&o.tool_script, user_turn)
+        && script.triggered_by(&said)
+    {
+        let mut calls: Vec<ScriptedCall> = script
+            .calls
+            .iter()
+            .filter(|c| offered.contains(&c.name.as_str()))
+            .cloned()
+            .collect();
+        if json["parallel_tool_calls"] == false {
+            calls.truncate(1);
+        }
+        if !calls.is_empty() {
+            let mut log = shared.log.lock().unwrap_or_else(|e| e.into_inner());
+            let calls = calls
+                .into_iter()
+                .map(|call| {
+                    let id = format!("call_fake{}", log.tool_call_ids.len() + 1);
+                    log.tool_call_ids.push(id.clone());
+                    (id, call)
+                })
+                .collect();
+            return Reply::Calls {
+                preamble: script.preamble.clone(),
+                calls,
+            };
+        }
+    }
+    Reply::Text(o.deltas.clone())
+}
+
+/// A message's text: its `content` string, or its text parts joined.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// `arguments` cut as a model streams them: in pieces of at most [`ARGUMENT_FRAGMENT_CHARS`]
+/// characters, at least two of them.
+fn fragments(arguments: &str) -> Vec<String> {
+    let chars: Vec<char> = arguments.chars().collect();
+    let size = ARGUMENT_FRAGMENT_CHARS.min(chars.len().div_ceil(2)).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+/// A request the real API refuses with 400 `invalid_request_error`.
+struct Refused {
+    message: String,
+    /// The offending parameter (`messages.[3].role`, `tools[0].function.name`).
+    param: String,
+    code: Option<&'static str>,
+}
+
+impl Refused {
+    fn new(
+        message: impl Into<String>,
+        param: impl Into<String>,
+        code: Option<&'static str>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            param: param.into(),
+            code,
+        }
+    }
+
+    fn response(&self) -> Response {
+        api_error_at(
+            StatusCode::BAD_REQUEST,
+            &self.message,
+            "invalid_request_error",
+            Some(&self.param),
+            self.code,
+        )
+    }
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` as the API checks them: a non-empty list
+/// of function tools with valid names and object schemas; the other two only with tools.
+fn check_tools(json: &Value) -> Result<(), Refused> {
+    let tools = match &json["tools"] {
+        Value::Null => {
+            for key in ["tool_choice", "parallel_tool_calls"] {
+                if !json[key].is_null() {
+                    return Err(Refused::new(
+                        format!(
+                            "Invalid value for '{key}': '{key}' is only allowed when 'tools' are specified."
+                        ),
+                        key,
+                        None,
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        Value::Array(tools) if tools.is_empty() => {
+            return Err(Refused::new(
+                "Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                "tools",
+                Some("empty_array"),
+            ));
+        }
+        Value::Array(tools) => tools,
+        _ => {
+            return Err(Refused::new(
+                "Invalid type for 'tools': expected an array of objects.",
+                "tools",
+                Some("invalid_type"),
+            ));
+        }
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        if tool["type"] != "function" {
+            return Err(Refused::new(
+                format!("Invalid value for 'tools[{i}].type': expected 'function'."),
+                format!("tools[{i}].type"),
+                Some("invalid_value"),
+            ));
+        }
+        let function = &tool["function"];
+        let Some(name) = function["name"].as_str() else {
+            return Err(Refused::new(
+                format!("Missing required parameter: 'tools[{i}].function.name'."),
+                format!("tools[{i}].function.name"),
+                Some("missing_required_parameter"),
+            ));
+        };
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(Refused::new(
+                format!(
+                    "Invalid 'tools[{i}].function.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
+                ),
+                format!("tools[{i}].function.name"),
+                Some("invalid_value"),
+            ));
+        }
+        if !(function["parameters"].is_null() || function["parameters"].is_object()) {
+            return Err(Refused::new(
+                format!("Invalid type for 'tools[{i}].function.parameters': expected an object."),
+                format!("tools[{i}].function.parameters"),
+                Some("invalid_type"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The history as the API checks it: each message's shape, a `tool` message answering a call
+/// of the assistant message before it, and every call of an assistant message answered before
+/// the next message that is not a tool result.
+fn check_history(json: &Value) -> Result<(), Refused> {
+    let messages = json["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    // The assistant message whose calls the tool messages now answer.
+    let mut open: Option<Answering> = None;
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        let content = &message["content"];
+        if role == "tool" {
+            let Some(id) = message["tool_call_id"].as_str() else {
+                return Err(Refused::new(
+                    format!("Missing required parameter: 'messages[{i}].tool_call_id'."),
+                    format!("messages[{i}].tool_call_id"),
+                    Some("missing_required_parameter"),
+                ));
+            };
+            let Some(answering) = open.as_mut().filter(|a| a.ids.iter().any(|c| c == id)) else {
+                return Err(Refused::new(
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+                    format!("messages.[{i}].role"),
+                    None,
+                ));
+            };
+            answering.left.retain(|c| c != id);
+            if !(content.is_string() || content.is_array()) {
+                return Err(content_type(i, content));
+            }
+            continue;
+        }
+        if let Some(answering) = open.take() {
+            answering.all_answered()?;
+        }
+        match role {
+            "system" | "developer" | "user" if content.is_string() || content.is_array() => {}
+            "assistant" => {
+                let calls: &[Value] = match &message["tool_calls"] {
+                    Value::Null => &[],
+                    Value::Array(calls) => calls,
+                    _ => {
+                        return Err(Refused::new(
+                            format!(
+                                "Invalid type for 'messages[{i}].tool_calls': expected an array."
+                            ),
+                            format!("messages[{i}].tool_calls"),
+                            Some("invalid_type"),
+                        ));
+                    }
+                };
+                if !(content.is_string()
+                    || content.is_array()
+                    || (content.is_null() && !calls.is_empty()))
+                {
+                    return Err(content_type(i, content));
+                }
+                let mut ids = Vec::new();
+                for (c, call) in calls.iter().enumerate() {
+                    for field in ["id", "function.name", "function.arguments"] {
+                        let value = field.split('.').fold(call, |v, k| &v[k]);
+                        if !value.is_string() {
+                            return Err(Refused::new(
+                                format!(
+                                    "Missing required parameter: 'messages[{i}].tool_calls[{c}].{field}'."
+                                ),
+                                format!("messages[{i}].tool_calls[{c}].{field}"),
+                                Some("missing_required_parameter"),
+                            ));
+                        }
+                    }
+                    if call["type"] != "function" {
+                        return Err(Refused::new(
+                            format!(
+                                "Invalid value for 'messages[{i}].tool_calls[{c}].type': expected 'function'."
+                            ),
+                            format!("messages[{i}].tool_calls[{c}].type"),
+                            Some("invalid_value"),
+                        ));
+                    }
+                    ids.push(call["id"].as_str().unwrap_or_default().to_string());
+                }
+                if !ids.is_empty() {
+                    open = Some(Answering {
+                        at: i,
+                        left: ids.clone(),
+                        ids,
+                    });
+                }
+            }
+            "system" | "developer" | "user" => return Err(content_type(i, content)),
+            other => {
+                return Err(Refused::new(
+                    format!(
+                        "Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'tool', and 'developer'."
+                    ),
+                    format!("messages[{i}].role"),
+                    Some("invalid_value"),
+                ));
+            }
+        }
+    }
+    open.map_or(Ok(()), |answering| answering.all_answered())
+}
+
+/// An assistant message's calls, as the tool messages after it answer them.
+struct Answering {
+    /// The assistant message's index.
+    at: usize,
+    /// Its calls' ids.
+    ids: Vec<String>,
+    /// Those not answered yet.
+    left: Vec<String>,
+}
+
+impl Answering {
+    /// The API's refusal when a call was left unanswered.
+    fn all_answered(&self) -> Result<(), Refused> {
+        if self.left.is_empty() {
+            return Ok(());
+        }
+        Err(Refused::new(
+            format!(
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'. The following tool_call_ids did not have response messages: {}",
+                self.left.join(", ")
+            ),
+            format!("messages.[{}].role", self.at),
+            None,
+        ))
+    }
+}
+
+/// The API's refusal of message `i`'s `content`.
+fn content_type(i: usize, content: &Value) -> Refused {
+    let got = match content {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::Object(_) => "an object",
+        Value::String(_) | Value::Array(_) => "an unexpected value",
+    };
+    Refused::new(
+        format!(
+            "Invalid type for 'messages[{i}].content': expected one of a string or array of objects, but got {got} instead."
+        ),
+        format!("messages[{i}].content"),
+        Some("invalid_type"),
+    )
 }
 
 async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -567,4 +1115,225 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         steps.push(Step::Send(delay, chunk.to_vec()));
     }
     streamed(shared.clone(), "application/octet-stream", steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    async fn fake(tool_script: Option<ToolScript>) -> FakeOpenAiHttp {
+        FakeOpenAiHttp::start(FakeHttpOptions {
+            delay: Duration::ZERO,
+            tool_script,
+            ..FakeHttpOptions::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// POSTs a chat completion with `messages` (and `extra` fields); the status and the body.
+    async fn post(fake: &FakeOpenAiHttp, messages: Value, extra: Value) -> (u16, String) {
+        let mut body = json!({"model": "gpt-4o-mini", "stream": true, "messages": messages});
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            body[key] = value.clone();
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{}/chat/completions", fake.base_url))
+            .header("Authorization", "Bearer sk-test")
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// The `data:` payloads of an event stream, `[DONE]` as it is, the rest as JSON.
+    fn events(stream: &str) -> Vec<Value> {
+        stream
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.into())))
+            .collect()
+    }
+
+    fn tools() -> Value {
+        let tool = |name: &str| {
+            let function = json!({"name": name, "parameters": {"type": "object"}});
+            json!({"type": "function", "function": function})
+        };
+        json!([tool("order_status"), tool("weather")])
+    }
+
+    fn user(text: &str) -> Value {
+        json!({"role": "user", "content": text})
+    }
+
+    #[tokio::test]
+    async fn a_triggered_user_turn_streams_parallel_calls_as_the_api_does() {
+        let script = ToolScript::call("order_status", json!({"order": "1042"}))
+            .and_call("weather", json!({"city": "Oslo"}))
+            .when_user_says("ORDER");
+        let fake = fake(Some(script)).await;
+        let offer = json!({"tools": tools(), "tool_choice": "auto", "parallel_tool_calls": true});
+
+        // Not the trigger: the text deltas.
+        let (status, body) = post(&fake, json!([user("hello")]), offer.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("what time") && !body.contains("tool_calls"),
+            "{body}"
+        );
+
+        let (status, body) = post(&fake, json!([user("Where is my order?")]), offer).await;
+        assert_eq!(status, 200, "{body}");
+        let events = events(&body);
+        assert_eq!(events.last(), Some(&json!("[DONE]")));
+        let finish = &events[events.len() - 2]["choices"][0];
+        assert_eq!(finish["finish_reason"], "tool_calls");
+        // index → (id, name, arguments, fragments)
+        let mut calls: BTreeMap<u64, (String, String, String, usize)> = BTreeMap::new();
+        for event in &events[..events.len() - 1] {
+            let delta = &event["choices"][0]["delta"];
+            for entry in delta["tool_calls"].as_array().into_iter().flatten() {
+                let index = entry["index"].as_u64().unwrap();
+                let call = calls.entry(index).or_insert_with(|| {
+                    assert_eq!(entry["type"], "function", "{entry}");
+                    let name = entry["function"]["name"].as_str().unwrap().to_string();
+                    (
+                        entry["id"].as_str().unwrap().to_string(),
+                        name,
+                        String::new(),
+                        0,
+                    )
+                });
+                let fragment = entry["function"]["arguments"].as_str().unwrap();
+                if !fragment.is_empty() {
+                    call.2.push_str(fragment);
+                    call.3 += 1;
+                }
+            }
+        }
+        let ids = fake.tool_call_ids();
+        assert_eq!(ids, ["call_fake1", "call_fake2"]);
+        let [(id0, name0, args0, n0), (id1, name1, args1, n1)] =
+            [&calls[&0], &calls[&1]].map(Clone::clone);
+        assert_eq!(
+            (id0.as_str(), name0.as_str()),
+            ("call_fake1", "order_status")
+        );
+        assert_eq!((id1.as_str(), name1.as_str()), ("call_fake2", "weather"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&args0).unwrap(),
+            json!({"order": "1042"})
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&args1).unwrap(),
+            json!({"city": "Oslo"})
+        );
+        assert!(n0 >= 2 && n1 >= 2, "arguments in fragments: {n0}, {n1}");
+
+        // Without tools in the request, or with the first call only.
+        let (_, body) = post(&fake, json!([user("my order")]), json!({})).await;
+        assert!(!body.contains("tool_calls"), "{body}");
+        let one = json!({"tools": tools(), "parallel_tool_calls": false});
+        let (_, body) = post(&fake, json!([user("my order")]), one).await;
+        assert!(
+            body.contains("order_status") && !body.contains("weather"),
+            "{body}"
+        );
+
+        let requests = fake.requests();
+        assert_eq!(requests[1].tool_names(), ["order_status", "weather"]);
+        assert_eq!(fake.chat_requests().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn tool_results_are_answered_from_their_contents_and_bad_histories_refused() {
+        let script = ToolScript::call("order_status", json!({})).saying_first("Let me check.");
+        let fake = fake(Some(script.clone())).await;
+        let call = |id: &str, name: &str| json!({"id": id, "type": "function", "function": {"name": name, "arguments": "{}"}});
+        let asked = json!({"role": "assistant", "content": null,
+                           "tool_calls": [call("call_a", "order_status"), call("call_b", "weather")]});
+        let result = |id: &str, content: &str| json!({"role": "tool", "tool_call_id": id, "content": content});
+        let (status, body) = post(
+            &fake,
+            json!([
+                user("order?"),
+                asked,
+                result("call_a", "shipped"),
+                result("call_b", "sunny")
+            ]),
+            json!({"tools": tools()}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let text: String = events(&body)
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(text, script.answer(&["shipped", "sunny"]));
+        assert_eq!(text, "Here is what I found: shipped; sunny");
+        assert_eq!(
+            fake.requests()[0].roles(),
+            ["user", "assistant", "tool", "tool"]
+        );
+
+        for (messages, extra, says) in [
+            (
+                json!([user("hi"), result("call_a", "x")]),
+                json!({}),
+                "must be a response to a preceeding message with 'tool_calls'",
+            ),
+            (
+                json!([user("hi"), asked, result("call_a", "x")]),
+                json!({}),
+                "did not have response messages: call_b",
+            ),
+            (
+                json!([user("hi"), asked, result("call_a", "x"), user("and?")]),
+                json!({}),
+                "did not have response messages: call_b",
+            ),
+            (
+                json!([user("hi")]),
+                json!({"tool_choice": "auto"}),
+                "'tool_choice' is only allowed when 'tools' are specified",
+            ),
+            (json!([user("hi")]), json!({"tools": []}), "empty array"),
+            (
+                json!([{"role": "assistant", "content": null}]),
+                json!({}),
+                "messages[0].content",
+            ),
+        ] {
+            let (status, body) = post(&fake, messages.clone(), extra).await;
+            assert_eq!(status, 400, "{messages}: {body}");
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{message}");
+        }
+        assert_eq!(
+            fake.chat_requests().len(),
+            7,
+            "refused requests are recorded too"
+        );
+        assert!(fake.tool_call_ids().is_empty());
+
+        // With the preamble, a triggered turn says it first, then calls.
+        let (_, body) = post(&fake, json!([user("order?")]), json!({"tools": tools()})).await;
+        let events = events(&body);
+        assert_eq!(events[1]["choices"][0]["delta"]["content"], "Let me check.");
+        assert_eq!(
+            events[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "call_fake1"
+        );
+    }
 }

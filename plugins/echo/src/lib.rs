@@ -9,6 +9,9 @@
 //! - `silence_ms` (default 600): how long the caller must be quiet to end an utterance.
 //! - `threshold` (default 500): RMS level (PCM16 units) above which a 20 ms frame counts as speech.
 //! - `greeting_tone` (default false): play a short 440 Hz tone when the call starts.
+//! - `result` (default none): any JSON value. When the agent is granted the host's
+//!   `record_result` tool, the plugin records it as the call's result as soon as it learns its
+//!   tools — how a plugin calls a tool the host runs (`tool-call`, then a `tool-result` input).
 //!
 //! DTMF: `#` hangs up; any other key stops the reply that is playing (`clear-playback`).
 
@@ -42,6 +45,7 @@ struct Settings {
     silence_ms: u32,
     threshold: u16,
     greeting_tone: bool,
+    result: Option<serde_json::Value>,
 }
 
 impl Default for Settings {
@@ -51,9 +55,13 @@ impl Default for Settings {
             silence_ms: 600,
             threshold: 500,
             greeting_tone: false,
+            result: None,
         }
     }
 }
+
+/// The id of the plugin's one tool call.
+const RESULT_CALL: &str = "echo-result";
 
 /// One call's state: the host opens one per call and feeds it that call's inputs.
 pub struct EchoSession {
@@ -72,6 +80,8 @@ struct State {
     /// Bytes of trailing quiet frames at the end of `buffer`, trimmed before playback.
     trailing_quiet_bytes: usize,
     utterances: u32,
+    /// The `result` setting was handed to `record_result`.
+    recorded: bool,
 }
 
 impl Realtime for EchoSession {
@@ -123,11 +133,28 @@ impl Realtime for EchoSession {
             SessionInput::MarkPlayed(name) => {
                 host::log(LogLevel::Debug, &format!("caller heard up to mark {name}"));
             }
-            SessionInput::Interrupted(_)
-            | SessionInput::Hangup
-            | SessionInput::Io(_)
-            | SessionInput::Tools(_)
-            | SessionInput::ToolResult(_) => {}
+            SessionInput::Tools(tools) => {
+                // Each `tools` input replaces the list; record the result once.
+                let granted = tools.iter().any(|t| t.name == "record_result");
+                if let (true, false, Some(result)) =
+                    (granted, state.recorded, &self.settings.result)
+                {
+                    state.recorded = true;
+                    out.push(SessionOutput::ToolCall(ToolCall {
+                        id: RESULT_CALL.into(),
+                        name: "record_result".into(),
+                        arguments: result.to_string(),
+                    }));
+                }
+            }
+            SessionInput::ToolResult(result) => {
+                let (level, text) = match result.outcome {
+                    ToolOutcome::Output(_) => (LogLevel::Info, "result recorded".to_string()),
+                    ToolOutcome::Error(e) => (LogLevel::Warn, format!("result refused: {e}")),
+                };
+                host::log(level, &text);
+            }
+            SessionInput::Interrupted(_) | SessionInput::Hangup | SessionInput::Io(_) => {}
         }
         Ok(out)
     }

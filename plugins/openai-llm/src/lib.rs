@@ -8,8 +8,21 @@
 //! `reply` abandons the one in progress; `cancel` (barge-in) cancels its request, and any of its
 //! events still in flight are dropped. An upstream failure — a non-2xx status, a failed or cut
 //! connection, an `error` object in the stream, a stream that ends before `data: [DONE]` (or a
-//! `finish_reason`), or bytes that are not an event stream of JSON chunks — is an
-//! [`PluginError::Upstream`] (or `unauthorized`, `rate-limited`) from the `handle` that saw it.
+//! `finish_reason`), bytes that are not an event stream of JSON chunks, or a malformed tool-call
+//! delta — is an [`PluginError::Upstream`] (or `unauthorized`, `rate-limited`) from the `handle`
+//! that saw it.
+//!
+//! Tools (function calling): the agent's tools (the `tools` input; each list replaces the one
+//! before) are offered with every later request as `tools: [{"type": "function", "function":
+//! {name, description, parameters}}]` with `tool_choice: "auto"` and `parallel_tool_calls:
+//! true`; an agent without tools sends none of the three. The model's calls stream as
+//! `delta.tool_calls` fragments keyed by `index` (module `tool_calls` assembles them); at the
+//! `finish_reason` (or at `data: [DONE]`) each call goes out whole as a `tool-call`, in index
+//! order, then `done`. Text deltas of the same reply stream as they come. The host runs the calls
+//! and asks for the continuation; its history maps to the API's shape: an assistant message with
+//! calls becomes `{"role": "assistant", "content": <text, or null when empty>, "tool_calls":
+//! [{id, "type": "function", "function": {name, arguments}}]}`, a tool message `{"role":
+//! "tool", "tool_call_id", "content"}`.
 //!
 //! Settings (the agent's LLM `settings`; all optional):
 //! - `base_url` (`"https://api.openai.com/v1"`): the API root;
@@ -23,9 +36,12 @@
 //! Protocol: the OpenAI API reference, "Create chat completion" and "The chat completion chunk
 //! object" (developers.openai.com/api/reference/resources/chat/subresources/completions): data-only
 //! server-sent events of `chat.completion.chunk` objects, content in `choices[0].delta.content`,
-//! ended by `data: [DONE]`.
+//! tool calls in `choices[0].delta.tool_calls`, ended by `data: [DONE]`; OpenAI's function-calling
+//! guide for the continuation's messages.
 
 #![forbid(unsafe_code)]
+
+mod tool_calls;
 
 use openai_http::sse::{self, Event};
 use openai_http::{Api, DEFAULT_BASE_URL, Progress, Response, error_message, request_of};
@@ -62,12 +78,16 @@ struct Reply {
     events: sse::Parser,
     /// A chunk carried a `finish_reason`: the reply is whole even if `[DONE]` never comes.
     finished: bool,
+    /// The tool calls streamed so far (none left once handed out).
+    calls: tool_calls::Assembler,
 }
 
 /// One call's conversation.
 pub struct OpenAiLlm {
     api: Api,
     settings: Settings,
+    /// The agent's tools as the request offers them (`{"type": "function", "function": …}`).
+    tools: Vec<Value>,
     reply: Option<Reply>,
 }
 
@@ -103,6 +123,7 @@ impl Llm for OpenAiLlm {
         Ok(Self {
             api: Api::new(&settings.base_url)?,
             settings,
+            tools: Vec::new(),
             reply: None,
         })
     }
@@ -112,26 +133,24 @@ impl Llm for OpenAiLlm {
         match input {
             LlmInput::Reply(history) => {
                 self.abandon();
+                let body = self.request(&history)?;
                 let id = self.api.post(
                     "/chat/completions",
                     "application/json",
                     &[("Accept", "text/event-stream")],
-                    self.request(&history).to_string().into_bytes(),
+                    body.to_string().into_bytes(),
                 )?;
                 self.reply = Some(Reply {
                     response: Response::new(id, WHAT),
                     events: sse::Parser::new(),
                     finished: false,
+                    calls: tool_calls::Assembler::default(),
                 });
             }
             LlmInput::Cancel | LlmInput::Hangup => self.abandon(),
-            // Function calling through Chat Completions is not wired in this plugin yet: the
-            // model is not offered the tools, so it never calls one.
-            LlmInput::Tools(tools) if !tools.is_empty() => host::log(
-                LogLevel::Warn,
-                "openai-llm does not offer tools to the model yet; the agent's tools are unused",
-            ),
-            LlmInput::Tools(_) => {}
+            LlmInput::Tools(tools) => {
+                self.tools = tools.iter().map(offered).collect::<Result<_, _>>()?;
+            }
             LlmInput::Io(event) => {
                 let current = self.reply.as_ref().map(|r| r.response.id);
                 if request_of(&event).is_some() && request_of(&event) == current {
@@ -157,36 +176,15 @@ impl OpenAiLlm {
     }
 
     /// The request body for `history`.
-    fn request(&self, history: &[Message]) -> Value {
+    ///
+    /// # Errors
+    /// [`PluginError::Unsupported`]: a tool message without its call's id.
+    fn request(&self, history: &[Message]) -> Result<Value, PluginError> {
         let messages: Vec<Value> = history
             .iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                    Role::Tool => "tool",
-                };
-                let mut message = json!({ "role": role, "content": m.content });
-                if let Some(id) = &m.tool_call_id {
-                    message["tool_call_id"] = json!(id);
-                }
-                if !m.tool_calls.is_empty() {
-                    message["tool_calls"] = m
-                        .tool_calls
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "id": c.id,
-                                "type": "function",
-                                "function": { "name": c.name, "arguments": c.arguments },
-                            })
-                        })
-                        .collect();
-                }
-                message
-            })
-            .collect();
+            .enumerate()
+            .map(|(n, m)| message(n, m))
+            .collect::<Result<_, _>>()?;
         let mut body = json!({
             "model": self.settings.model,
             "messages": messages,
@@ -198,8 +196,71 @@ impl OpenAiLlm {
         if let Some(n) = self.settings.max_tokens {
             body["max_tokens"] = json!(n);
         }
-        body
+        if !self.tools.is_empty() {
+            body["tools"] = Value::Array(self.tools.clone());
+            body["tool_choice"] = json!("auto");
+            body["parallel_tool_calls"] = json!(true);
+        }
+        Ok(body)
     }
+}
+
+/// A tool as a request offers it.
+///
+/// # Errors
+/// [`PluginError::InvalidConfig`]: its parameters are not a JSON object (a JSON Schema).
+fn offered(tool: &Tool) -> Result<Value, PluginError> {
+    let parameters: Value = serde_json::from_str(&tool.parameters)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| {
+            PluginError::InvalidConfig(format!(
+                "tool {}: parameters are not a JSON Schema object: {:?}",
+                tool.name, tool.parameters
+            ))
+        })?;
+    let mut function = json!({ "name": tool.name, "parameters": parameters });
+    if !tool.description.is_empty() {
+        function["description"] = json!(tool.description);
+    }
+    Ok(json!({ "type": "function", "function": function }))
+}
+
+/// History message `n` as the API takes it.
+///
+/// # Errors
+/// [`PluginError::Unsupported`]: a tool message without its call's id.
+fn message(n: usize, m: &Message) -> Result<Value, PluginError> {
+    Ok(match m.role {
+        Role::System => json!({ "role": "system", "content": m.content }),
+        Role::User => json!({ "role": "user", "content": m.content }),
+        Role::Assistant if m.tool_calls.is_empty() => {
+            json!({ "role": "assistant", "content": m.content })
+        }
+        Role::Assistant => {
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": { "name": c.name, "arguments": c.arguments },
+                    })
+                })
+                .collect();
+            let content = (!m.content.is_empty()).then_some(&m.content);
+            json!({ "role": "assistant", "content": content, "tool_calls": calls })
+        }
+        Role::Tool => {
+            let id = m.tool_call_id.as_ref().ok_or_else(|| {
+                PluginError::Unsupported(format!(
+                    "history message {n}: a tool result without the id of its call"
+                ))
+            })?;
+            json!({ "role": "tool", "tool_call_id": id, "content": m.content })
+        }
+    })
 }
 
 /// Feeds one event of the reply's request; returns true when the reply is complete (`done`
@@ -224,6 +285,7 @@ fn on_event(
             if on_sse(reply, events, out)? {
                 Ok(true)
             } else if reply.finished {
+                hand_out_calls(reply, out)?;
                 out.push(LlmOutput::Done);
                 Ok(true)
             } else {
@@ -235,6 +297,19 @@ fn on_event(
     }
 }
 
+/// Pushes the reply's tool calls assembled so far as whole `tool-call`s, in index order.
+///
+/// # Errors
+/// [`PluginError::Upstream`]: a call never got its id or name.
+fn hand_out_calls(reply: &mut Reply, out: &mut Vec<LlmOutput>) -> Result<(), PluginError> {
+    let calls = reply
+        .calls
+        .finish()
+        .map_err(|e| PluginError::Upstream(format!("{WHAT}: {e}")))?;
+    out.extend(calls.into_iter().map(LlmOutput::ToolCall));
+    Ok(())
+}
+
 /// Turns server-sent events into outputs; true at `data: [DONE]`.
 fn on_sse(
     reply: &mut Reply,
@@ -244,6 +319,7 @@ fn on_sse(
     for event in events {
         let data = event.data.trim();
         if data == "[DONE]" {
+            hand_out_calls(reply, out)?;
             out.push(LlmOutput::Done);
             return Ok(true);
         }
@@ -264,14 +340,22 @@ fn on_sse(
         let Some(choice) = chunk["choices"].get(0) else {
             continue;
         };
-        if let Some(text) = choice["delta"]["content"].as_str()
+        let delta = &choice["delta"];
+        if let Some(text) = delta["content"].as_str()
             && !text.is_empty()
         {
             out.push(LlmOutput::TextDelta(text.to_string()));
         }
+        if let Some(calls) = delta.get("tool_calls") {
+            reply
+                .calls
+                .feed(calls)
+                .map_err(|e| PluginError::Upstream(format!("{WHAT}: {e}")))?;
+        }
         if let Some(reason) = choice["finish_reason"].as_str() {
             reply.finished = true;
-            if reason != "stop" {
+            hand_out_calls(reply, out)?;
+            if !matches!(reason, "stop" | "tool_calls") {
                 host::log(LogLevel::Info, &format!("{WHAT}: finish_reason {reason}"));
             }
         }

@@ -268,3 +268,265 @@ fn bad_settings_are_refused() {
         );
     }
 }
+
+/// The request of the last reply asked for, as JSON.
+fn sent_body() -> serde_json::Value {
+    let request = host_calls()
+        .into_iter()
+        .rev()
+        .find_map(|c| match c {
+            (_, HostCall::HttpSend(r)) => Some(r),
+            _ => None,
+        })
+        .expect("a request");
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+fn tool(name: &str, parameters: &str) -> Tool {
+    Tool {
+        name: name.into(),
+        description: format!("Looks up {name}."),
+        parameters: parameters.into(),
+    }
+}
+
+fn tool_call(id: &str, name: &str, arguments: &str) -> ToolCall {
+    ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: arguments.into(),
+    }
+}
+
+const ORDER_SCHEMA: &str =
+    r#"{"type":"object","properties":{"order":{"type":"string"}},"required":["order"]}"#;
+
+#[test]
+fn tools_are_offered_with_every_request_until_replaced() {
+    let mut call = open("{}");
+    call.send(LlmInput::Tools(vec![
+        tool("order_status", ORDER_SCHEMA),
+        Tool {
+            description: String::new(),
+            ..tool("hang_up", "{}")
+        },
+    ]))
+    .unwrap();
+    call.send(LlmInput::Reply(vec![Message::new(Role::User, "Hi")]))
+        .unwrap();
+    let body = sent_body();
+    assert_eq!(
+        body["tools"],
+        serde_json::json!([
+            {"type": "function", "function": {
+                "name": "order_status", "description": "Looks up order_status.",
+                "parameters": serde_json::from_str::<serde_json::Value>(ORDER_SCHEMA).unwrap()}},
+            {"type": "function", "function": {"name": "hang_up", "parameters": {}}},
+        ])
+    );
+    assert_eq!(body["tool_choice"], "auto");
+    assert_eq!(body["parallel_tool_calls"], true);
+
+    // An empty list takes them away: the request is the text-only one again.
+    call.send(LlmInput::Tools(vec![])).unwrap();
+    call.send(LlmInput::Reply(vec![Message::new(Role::User, "Hi")]))
+        .unwrap();
+    let body = sent_body();
+    for key in ["tools", "tool_choice", "parallel_tool_calls"] {
+        assert!(body.get(key).is_none(), "{key} sent without tools: {body}");
+    }
+}
+
+#[test]
+fn a_tool_whose_parameters_are_not_a_schema_object_is_refused() {
+    let mut call = open("{}");
+    for parameters in ["", "not json", "[1]", "\"object\""] {
+        let Err(PluginError::InvalidConfig(e)) =
+            call.send(LlmInput::Tools(vec![tool("order_status", parameters)]))
+        else {
+            panic!("{parameters:?} accepted");
+        };
+        assert!(e.contains("order_status"), "{e}");
+    }
+}
+
+/// The continuation after tool calls: the assistant message that asked for them (content null
+/// when it said nothing), then one tool message per result, in the host's order.
+#[test]
+fn the_history_maps_calls_and_results_to_the_api_shape() {
+    let mut call = open("{}");
+    call.send(LlmInput::Tools(vec![tool("order_status", ORDER_SCHEMA)]))
+        .unwrap();
+    let asked = |content: &str| Message {
+        tool_calls: vec![
+            tool_call("call_a", "order_status", r#"{"order":"1042"}"#),
+            tool_call("call_b", "order_status", r#"{"order":"7"}"#),
+        ],
+        ..Message::new(Role::Assistant, content)
+    };
+    let result = |id: &str, content: &str| Message {
+        tool_call_id: Some(id.into()),
+        ..Message::new(Role::Tool, content)
+    };
+    for content in ["", "Let me check."] {
+        call.send(LlmInput::Reply(vec![
+            Message::new(Role::System, "Be brief."),
+            Message::new(Role::User, "Where are orders 1042 and 7?"),
+            asked(content),
+            result("call_a", r#"{"status":"shipped"}"#),
+            result("call_b", r#"{"error": "no such order"}"#),
+        ]))
+        .unwrap();
+        let content = if content.is_empty() {
+            serde_json::Value::Null
+        } else {
+            content.into()
+        };
+        assert_eq!(
+            sent_body()["messages"],
+            serde_json::json!([
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Where are orders 1042 and 7?"},
+                {"role": "assistant", "content": content, "tool_calls": [
+                    {"id": "call_a", "type": "function",
+                     "function": {"name": "order_status", "arguments": "{\"order\":\"1042\"}"}},
+                    {"id": "call_b", "type": "function",
+                     "function": {"name": "order_status", "arguments": "{\"order\":\"7\"}"}},
+                ]},
+                {"role": "tool", "tool_call_id": "call_a", "content": "{\"status\":\"shipped\"}"},
+                {"role": "tool", "tool_call_id": "call_b", "content": "{\"error\": \"no such order\"}"},
+            ])
+        );
+    }
+    assert!(matches!(
+        call.send(LlmInput::Reply(vec![Message::new(Role::Tool, "{}")])),
+        Err(PluginError::Unsupported(m)) if m.contains("id")
+    ));
+}
+
+/// One SSE event of a tool-call delta (and an optional finish reason).
+fn tool_delta(calls: serde_json::Value) -> String {
+    let chunk = serde_json::json!({
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}],
+    });
+    format!("data: {chunk}\n\n")
+}
+
+const TOOL_FINISH: &str =
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";
+
+/// A reply that says a few words, then calls two tools in parallel, their arguments cut into
+/// fragments (as OpenAI streams them: id, type and name first, then argument pieces).
+fn parallel_stream() -> String {
+    let first = |index: u32, id: &str, name: &str| {
+        tool_delta(serde_json::json!([{
+            "index": index, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]))
+    };
+    let args = |index: u32, fragment: &str| {
+        tool_delta(serde_json::json!([{"index": index, "function": {"arguments": fragment}}]))
+    };
+    [
+        delta("Let me check."),
+        first(0, "call_a", "order_status"),
+        args(0, "{\"ord"),
+        args(0, "er\": \"10"),
+        args(0, "42\"}"),
+        first(1, "call_b", "weather"),
+        args(1, "{\"city\":"),
+        args(1, " \"Oslo\"}"),
+        TOOL_FINISH.into(),
+        "data: [DONE]\n\n".into(),
+    ]
+    .concat()
+}
+
+#[test]
+fn streamed_tool_calls_are_assembled_whole_in_index_order_wherever_the_stream_is_cut() {
+    let stream = parallel_stream();
+    let expected = [
+        LlmOutput::TextDelta("Let me check.".into()),
+        LlmOutput::ToolCall(tool_call("call_a", "order_status", r#"{"order": "1042"}"#)),
+        LlmOutput::ToolCall(tool_call("call_b", "weather", r#"{"city": "Oslo"}"#)),
+        LlmOutput::Done,
+    ];
+    for cut in 0..stream.len() {
+        let mut call = open("{}");
+        call.send(LlmInput::Tools(vec![tool("order_status", ORDER_SCHEMA)]))
+            .unwrap();
+        let id = reply(&mut call);
+        head(&mut call, id, 200).unwrap();
+        let mut out = chunk(&mut call, id, &stream[..cut]).unwrap();
+        out.extend(chunk(&mut call, id, &stream[cut..]).unwrap());
+        out.extend(io(&mut call, IoEvent::HttpDone(id)).unwrap());
+        assert_eq!(out, expected, "cut at {cut}");
+    }
+}
+
+/// The calls go out at the finish reason, `done` at `[DONE]`; a server that sends `[DONE]`
+/// without a finish reason still gets its calls out, before `done`.
+#[test]
+fn calls_go_out_at_the_finish_reason_or_at_done() {
+    let mut call = open("{}");
+    let id = reply(&mut call);
+    head(&mut call, id, 200).unwrap();
+    let one = tool_delta(serde_json::json!([{
+        "index": 0, "id": "call_1", "type": "function",
+        "function": {"name": "hang_up", "arguments": "{}"},
+    }]));
+    assert!(chunk(&mut call, id, &one).unwrap().is_empty());
+    let hang_up = LlmOutput::ToolCall(tool_call("call_1", "hang_up", "{}"));
+    assert_eq!(
+        chunk(&mut call, id, TOOL_FINISH).unwrap(),
+        std::slice::from_ref(&hang_up)
+    );
+    assert_eq!(
+        chunk(&mut call, id, "data: [DONE]\n\n").unwrap(),
+        [LlmOutput::Done]
+    );
+
+    let id = reply(&mut call);
+    head(&mut call, id, 200).unwrap();
+    chunk(&mut call, id, &one).unwrap();
+    assert_eq!(
+        chunk(&mut call, id, "data: [DONE]\n\n").unwrap(),
+        [hang_up, LlmOutput::Done]
+    );
+}
+
+#[test]
+fn malformed_tool_call_deltas_are_upstream_errors_not_panics() {
+    for calls in [
+        serde_json::json!({"index": 0}),
+        serde_json::json!([{"id": "call_1"}]),
+        serde_json::json!([{"index": 0, "function": {"arguments": 5}}]),
+        serde_json::json!([{"index": 0, "type": "custom", "id": "c"}]),
+    ] {
+        let mut call = open("{}");
+        let id = reply(&mut call);
+        head(&mut call, id, 200).unwrap();
+        assert!(
+            matches!(
+                chunk(&mut call, id, &tool_delta(calls.clone())),
+                Err(PluginError::Upstream(m)) if m.contains("tool")
+            ),
+            "{calls}"
+        );
+    }
+    // A call that never got a name fails when the reply ends.
+    let mut call = open("{}");
+    let id = reply(&mut call);
+    head(&mut call, id, 200).unwrap();
+    chunk(
+        &mut call,
+        id,
+        &tool_delta(serde_json::json!([{"index": 0, "id": "c", "function": {"arguments": "{}"}}])),
+    )
+    .unwrap();
+    assert!(matches!(
+        chunk(&mut call, id, TOOL_FINISH),
+        Err(PluginError::Upstream(m)) if m.contains("function.name")
+    ));
+}

@@ -136,3 +136,259 @@ fn a_caller_reply_with_an_unknown_slot_is_refused() {
     };
     assert!(e.contains("{order_id}"), "{e}");
 }
+
+const WITH_TOOL: &str = r#"{
+  "intents": [
+    {"name": "order", "keywords": ["order"],
+     "reply": "Which order number? Say it digit by digit.",
+     "tool": {"name": "order_status", "arguments": {"order": "{digits}", "shop": "{shop}"}},
+     "result_reply": "Order {result.order} is {result.status}, arriving {result.delivery.eta}.",
+     "error_reply": "Sorry, I could not find order {digits}."},
+    {"name": "hours", "keywords": ["hours"], "reply": "We are open {hours}.",
+     "tool": {"name": "opening_hours"},
+     "result_reply": "Today we are open {result.today}."}
+  ],
+  "slots": {"hours": "nine to five", "shop": "main-street"},
+  "fallback": "Sorry?"
+}"#;
+
+fn tool(name: &str) -> Tool {
+    Tool {
+        name: name.into(),
+        description: String::new(),
+        parameters: r#"{"type":"object"}"#.into(),
+    }
+}
+
+/// A call of the `WITH_TOOL` script whose agent has these tools.
+fn with_tools(tools: &[&str]) -> StageHarness<AsLlm<Scripted>> {
+    let mut call = StageHarness::<AsLlm<Scripted>>::open(WITH_TOOL).unwrap();
+    let tools = tools.iter().map(|t| tool(t)).collect();
+    assert!(call.send(LlmInput::Tools(tools)).unwrap().is_empty());
+    call
+}
+
+/// The caller says `said`; the reply must be one tool call then `done`.
+fn calls(call: &mut StageHarness<AsLlm<Scripted>>, said: &str) -> ToolCall {
+    let history = vec![
+        Message::new(Role::System, "Be brief."),
+        Message::new(Role::User, said),
+    ];
+    match call.send(LlmInput::Reply(history)).unwrap().as_slice() {
+        [LlmOutput::ToolCall(c), LlmOutput::Done] => c.clone(),
+        other => panic!("expected a tool call then done, got {other:?}"),
+    }
+}
+
+/// The host's continuation: the turn, the assistant message with the call, and its result.
+fn result_of(call: &mut StageHarness<AsLlm<Scripted>>, asked: &ToolCall, content: &str) -> String {
+    let history = vec![
+        Message::new(Role::System, "Be brief."),
+        Message::new(Role::User, "where is my order"),
+        Message {
+            tool_calls: vec![asked.clone()],
+            ..Message::new(Role::Assistant, "")
+        },
+        Message {
+            tool_call_id: Some(asked.id.clone()),
+            ..Message::new(Role::Tool, content)
+        },
+    ];
+    let out = call.send(LlmInput::Reply(history)).unwrap();
+    let Some((LlmOutput::Done, text)) = out.split_last() else {
+        panic!("no done: {out:?}");
+    };
+    text.iter()
+        .map(|o| match o {
+            LlmOutput::TextDelta(t) => t.clone(),
+            other => panic!("only text after a result, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn an_intent_calls_its_tool_with_the_number_the_caller_spoke() {
+    let mut call = with_tools(&["order_status", "opening_hours"]);
+    let first = calls(&mut call, "Where is my order one zero four two?");
+    assert_eq!(first.id, "call_1");
+    assert_eq!(first.name, "order_status");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first.arguments).unwrap(),
+        serde_json::json!({"order": "1042", "shop": "main-street"})
+    );
+    let second = calls(&mut call, "and order 77-31 please");
+    assert_eq!(second.id, "call_2", "ids count up within the call");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&second.arguments).unwrap()["order"],
+        "7731"
+    );
+    // A tool without arguments is called with an empty object.
+    let hours = calls(&mut call, "your hours?");
+    assert_eq!(
+        (hours.name.as_str(), hours.arguments.as_str()),
+        ("opening_hours", "{}")
+    );
+}
+
+#[test]
+fn the_result_is_spoken_from_its_fields_top_level_and_nested() {
+    let mut call = with_tools(&["order_status"]);
+    let asked = calls(&mut call, "order one oh four two");
+    let output = r#"{"order": "1042", "status": "shipped", "delivery": {"eta": "Friday"}}"#;
+    assert_eq!(
+        result_of(&mut call, &asked, output),
+        "Order 1042 is shipped, arriving Friday."
+    );
+}
+
+#[test]
+fn a_failed_tool_gets_the_error_reply() {
+    let mut call = with_tools(&["order_status"]);
+    let asked = calls(&mut call, "order 1042");
+    for content in [
+        r#"{"error": "timed out after 5 s"}"#,
+        "not json",
+        // The output lacks a field result_reply names.
+        r#"{"order": "1042", "status": "shipped"}"#,
+    ] {
+        assert_eq!(
+            result_of(&mut call, &asked, content),
+            "Sorry, I could not find order 1042.",
+            "{content}"
+        );
+    }
+    // Without an error_reply of its own, an intent says the default one.
+    let mut call = with_tools(&["opening_hours"]);
+    let asked = calls(&mut call, "hours");
+    assert_eq!(
+        result_of(&mut call, &asked, r#"{"error": "denied"}"#),
+        scripted::DEFAULT_ERROR_REPLY
+    );
+    assert_eq!(
+        result_of(&mut call, &asked, r#"{"today": "nine to noon"}"#),
+        "Today we are open nine to noon."
+    );
+}
+
+/// The intent's plain reply when the agent lacks the tool (not given, or taken away) or the
+/// caller said no number.
+#[test]
+fn without_the_tool_or_a_number_the_plain_reply_is_said() {
+    let mut call = with_tools(&[]);
+    assert_eq!(
+        ask(&mut call, "where is order 1042").0,
+        "Which order number? Say it digit by digit."
+    );
+    let mut call = with_tools(&["order_status"]);
+    assert_eq!(
+        ask(&mut call, "where is my order").0,
+        "Which order number? Say it digit by digit."
+    );
+    calls(&mut call, "order 1042");
+    call.send(LlmInput::Tools(vec![tool("opening_hours")]))
+        .unwrap();
+    assert_eq!(
+        ask(&mut call, "where is order 1042").0,
+        "Which order number? Say it digit by digit."
+    );
+}
+
+#[test]
+fn unknown_placeholders_in_tool_settings_are_refused_at_open_by_name() {
+    for (from, to, key, names) in [
+        (
+            "{digits}\", \"shop",
+            "{digit}\", \"shop",
+            "intents.order.tool.arguments.order",
+            "{digit}",
+        ),
+        (
+            "{result.status}",
+            "{status} {eta}",
+            "intents.order.result_reply",
+            "{status}, {eta}",
+        ),
+        (
+            "order {digits}.",
+            "order {result.order}.",
+            "intents.order.error_reply",
+            "{result.order}",
+        ),
+    ] {
+        let script = WITH_TOOL.replacen(from, to, 1);
+        assert_ne!(script, WITH_TOOL, "{from}");
+        let Err(PluginError::InvalidConfig(e)) = StageHarness::<AsLlm<Scripted>>::open(&script)
+        else {
+            panic!("{to} accepted");
+        };
+        assert!(e.contains(key) && e.contains(names), "{e}");
+    }
+    for (script, says) in [
+        (
+            WITH_TOOL.replace(
+                r#""result_reply": "Today we are open {result.today}.""#,
+                r#""error_reply": "x""#,
+            ),
+            "intents.hours.result_reply",
+        ),
+        (
+            SCRIPT.replace(
+                r#""reply": "Goodbye!""#,
+                r#""reply": "Goodbye!", "result_reply": "x""#,
+            ),
+            "intents.goodbye.result_reply",
+        ),
+        (
+            WITH_TOOL.replace("\"opening_hours\"", "\"opening hours\""),
+            "intents.hours.tool.name",
+        ),
+    ] {
+        let Err(PluginError::InvalidConfig(e)) = StageHarness::<AsLlm<Scripted>>::open(&script)
+        else {
+            panic!("accepted: {script}");
+        };
+        assert!(e.contains(says), "{e}");
+    }
+}
+
+/// `{caller.*}` in a tool's arguments: the call is made for a caller the host found, and the
+/// plain reply is said for one it did not; a result for a call the script never made gets the
+/// default error reply.
+#[test]
+fn caller_columns_fill_tool_arguments_when_known() {
+    let script = WITH_TOOL.replace("{digits}\", \"shop", "{caller.order}\", \"shop");
+    let open = |parameters: &[(&str, &str)]| {
+        let mut config = switchboard_plugin_api::testing::config_for(
+            &script,
+            <Scripted as Llm>::describe().input_format,
+        );
+        config.call.parameters = parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut call = StageHarness::<AsLlm<Scripted>>::open_with(config).unwrap();
+        call.send(LlmInput::Tools(vec![tool("order_status")]))
+            .unwrap();
+        call
+    };
+    let mut known = open(&[("caller.order", "5512")]);
+    let asked = calls(&mut known, "where is my order");
+    assert!(
+        asked.arguments.contains(r#""order":"5512""#),
+        "{}",
+        asked.arguments
+    );
+    let mut unknown = open(&[]);
+    assert_eq!(
+        ask(&mut unknown, "where is my order").0,
+        "Which order number? Say it digit by digit."
+    );
+    let stranger = ToolCall {
+        id: "call_9".into(),
+        ..asked
+    };
+    assert_eq!(
+        result_of(&mut known, &stranger, r#"{"status": "shipped"}"#),
+        scripted::DEFAULT_ERROR_REPLY
+    );
+}
