@@ -402,3 +402,75 @@ default = "assistant"
     assert_eq!(calls[0].meta["switchboard/agent"], "assistant");
     Ok(())
 }
+
+/// A pipeline agent (the openai-llm stage against the fake Chat Completions server, which
+/// streams two parallel tool calls in fragments as the real API does) calls an HTTP tool and
+/// an MCP tool: the request offers both, the follow-up history carries the assistant's calls
+/// and one tool message per result, and the answer the caller hears is built from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_agent_calls_an_http_tool_and_an_mcp_tool() -> anyhow::Result<()> {
+    use switchboard_tests::fake_openai_http::{FakeHttpOptions, FakeOpenAiHttp, ToolScript};
+    use switchboard_tests::phone::{self, silence, speech};
+    let orders = order_api().await?;
+    let calendar = mcp_server::start_http(Behaviour::default()).await;
+    let script = ToolScript::call("order_status", serde_json::json!({"order": "1042"}))
+        .and_call("book_slot", serde_json::json!({"day": "Tuesday"}))
+        .when_user_says("order");
+    let llm = FakeOpenAiHttp::start(FakeHttpOptions {
+        tool_script: Some(script),
+        ..FakeHttpOptions::default()
+    })
+    .await?;
+    let config = format!(
+        r#"
+[plugins.stt]
+path = "{{plugins}}/fixed_stt.wasm"
+[plugins.llm]
+path = "{{plugins}}/openai_llm.wasm"
+[plugins.tts]
+path = "{{plugins}}/tone_tts.wasm"
+{tools}
+[[agents]]
+name = "desk"
+tools = ["order_status", "calendar.*"]
+[agents.pipeline]
+instructions = "You are the front desk."
+endpointing_ms = 400
+stt = {{ plugin = "stt", settings = {{ text = "Where is my order? And book me for Tuesday." }} }}
+llm = {{ plugin = "llm", settings = {{ base_url = "{base}", model = "test-model" }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["{host}"] }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = 5 }} }}
+
+[routing]
+default = "desk"
+"#,
+        tools = tool_config(&orders, &calendar.url),
+        base = llm.base_url,
+        host = llm.host_port,
+    );
+    let gw = switchboard_tests::Gateway::start(&write_config(&config)?).await?;
+    mcp_ready(&gw, "calendar").await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(300);
+    script.extend(speech(600));
+    script.extend(silence(5000));
+    phone::call(
+        &gw.url,
+        serde_json::json!({}),
+        script,
+        Duration::from_millis(5900),
+    )
+    .await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
+    assert_eq!(end.reason, EndReason::Stop);
+
+    let requests = llm.requests();
+    assert!(requests.len() >= 2, "{} requests", requests.len());
+    assert_eq!(requests[0].tool_names(), ["order_status", "book_slot"]);
+    assert_eq!(
+        requests[1].roles(),
+        ["system", "user", "assistant", "tool", "tool"]
+    );
+    assert_both_tools_answered(&end.stats);
+    assert_eq!(calendar.calls().len(), 1);
+    Ok(())
+}
