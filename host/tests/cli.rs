@@ -141,6 +141,29 @@ fn serve_shipped_config_and_simulate_a_call() {
     println!("{stdout}");
     assert!(stdout.contains("Hello Ada Lovelace"), "{stdout}");
     assert!(stdout.contains("Your order 1042 is"), "{stdout}");
+
+    // README's tool try: any caller who says an order number hears its status, looked up by
+    // the agent's `order_status` tool (which the transcript shows, with its latency).
+    let out = Command::new(BIN)
+        .args(["simulate", "--wav"])
+        .arg(root.join("tests/fixtures/speech/order-number-question.wav"))
+        .args(["--url", &format!("http://{address}")])
+        .arg("--config")
+        .arg(&config)
+        .envs(KEYS)
+        .output()
+        .expect("simulate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    println!("{stdout}");
+    assert!(
+        stdout.contains("order_status({\"order\":\"1043\"})"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Order 1043 is ready for pickup at the counter"),
+        "{stdout}"
+    );
     drop(server);
 }
 

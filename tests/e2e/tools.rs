@@ -400,6 +400,21 @@ default = "assistant"
         end.stats.call_sid.clone().unwrap_or_default().as_str()
     );
     assert_eq!(calls[0].meta["switchboard/agent"], "assistant");
+    // Counted by tool and outcome, with a latency histogram (a process-wide recorder: other
+    // tests' calls may add to it, never take away).
+    let metrics = reqwest::get(format!("{}/metrics", gw.url)).await?.text().await?;
+    assert!(
+        metrics.contains(r#"switchboard_tool_calls_total{tool="broken",outcome="error"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchboard_tool_calls_total{tool="book_slot",outcome="ok"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchboard_tool_call_duration_seconds_bucket{tool="order_status""#),
+        "{metrics}"
+    );
     Ok(())
 }
 

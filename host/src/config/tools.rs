@@ -14,6 +14,7 @@
 //! [tools.find_customer]
 //! description = "The caller's customer record"
 //! lookup = "customers"
+//! columns = ["name", "order", "order_status"]   # what the model is shown; all when absent
 //!
 //! [mcp.calendar]
 //! url = "https://calendar.example.com/mcp"       # or command = "calendar-mcp", args = [...]
@@ -84,6 +85,9 @@ pub struct RawTool {
     /// `lookup`: a `[lookups.NAME]` to search instead of an HTTP endpoint.
     #[serde(default)]
     pub lookup: Option<Spanned<String>>,
+    /// `columns`: a lookup tool's columns the model is shown; all when absent.
+    #[serde(default)]
+    pub columns: Option<Spanned<Vec<String>>>,
 }
 
 /// One `[mcp.NAME]` section as written.
@@ -139,6 +143,8 @@ pub enum ToolKind {
         name: String,
         /// The loaded file.
         lookup: Arc<Lookup>,
+        /// The columns the model is shown; `None`: all.
+        columns: Option<Vec<String>>,
     },
 }
 
@@ -279,10 +285,31 @@ impl Validator<'_> {
                     let l_span = lookup.span();
                     let l_name = lookup.into_inner();
                     match lookups.get(&l_name) {
-                        Some(l) => Some(ToolKind::Lookup {
-                            name: l_name,
-                            lookup: l.clone(),
-                        }),
+                        Some(l) => {
+                            let columns = tool.columns.map(|c| {
+                                let span = c.span();
+                                let columns = c.into_inner();
+                                for column in &columns {
+                                    if !l.columns.contains(column) {
+                                        self.err(
+                                            Some(span.clone()),
+                                            &path.key("columns"),
+                                            ConfigErrorKind::UnknownCallerColumn {
+                                                column: column.clone(),
+                                                lookup: l_name.clone(),
+                                                columns: l.columns.join(", "),
+                                            },
+                                        );
+                                    }
+                                }
+                                columns
+                            });
+                            Some(ToolKind::Lookup {
+                                name: l_name,
+                                lookup: l.clone(),
+                                columns,
+                            })
+                        }
                         None => {
                             let known = known_list(
                                 lookups.keys().map(String::as_str),

@@ -364,7 +364,9 @@ impl Toolbox {
                     return refused;
                 }
                 match &def.kind {
-                    ToolKind::Lookup { lookup, .. } => {
+                    ToolKind::Lookup {
+                        lookup, columns, ..
+                    } => {
                         let key = arguments
                             .get(&lookup.key)
                             .and_then(Value::as_str)
@@ -373,7 +375,9 @@ impl Toolbox {
                             Some(row) => {
                                 let mut found = Map::new();
                                 found.insert("found".into(), Value::Bool(true));
-                                for (k, v) in row.iter() {
+                                let shown =
+                                    |k: &String| columns.as_ref().is_none_or(|c| c.contains(k));
+                                for (k, v) in row.iter().filter(|(k, _)| shown(k)) {
                                     found.insert(k.clone(), Value::String(v.clone()));
                                 }
                                 ToolOutcome::Output(Value::Object(found).to_string())

@@ -279,3 +279,59 @@ fn transcript_entries_are_truncated() {
     assert_eq!(trace.arguments.chars().count(), TRANSCRIPT_TEXT_CHARS + 1);
     assert!(trace.line().ends_with("→ {} (212 ms)"), "{}", trace.line());
 }
+
+#[tokio::test]
+async fn a_lookup_tool_finds_a_row_by_its_key_or_the_callers_number() {
+    let csv = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo-customers.csv");
+    let text = format!(
+        r#"
+[plugins.echo]
+path = "echo.wasm"
+
+[lookups.orders]
+path = "{csv}"
+key = "order"
+[lookups.customers]
+path = "{csv}"
+
+[tools.order_status]
+description = "Order status"
+lookup = "orders"
+columns = ["order", "order_status"]
+
+[tools.me]
+description = "The caller"
+lookup = "customers"
+
+[[agents]]
+name = "desk"
+realtime = {{ plugin = "echo" }}
+tools = ["order_status", "me"]
+"#
+    );
+    let config = build_ok(&text).1;
+    let mut tools = toolbox(&config);
+    let ToolOutcome::Output(found) =
+        run(&mut tools, call("order_status", r#"{"order":"1043"}"#)).await
+    else {
+        panic!("lookup failed")
+    };
+    let found: Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(found["found"], true);
+    assert_eq!(found["order_status"], "ready for pickup at the counter");
+    assert!(
+        found.get("phone").is_none() && found.get("name").is_none(),
+        "{found}"
+    );
+    // No key given: the caller's number.
+    let ToolOutcome::Output(me) = run(&mut tools, call("me", "{}")).await else {
+        panic!("lookup failed")
+    };
+    assert!(me.contains("Ada Lovelace"), "{me}");
+    let ToolOutcome::Output(missing) =
+        run(&mut tools, call("order_status", r#"{"order":"9"}"#)).await
+    else {
+        panic!("lookup failed")
+    };
+    assert_eq!(missing, r#"{"found":false,"order":"9"}"#);
+}
