@@ -402,7 +402,10 @@ default = "assistant"
     assert_eq!(calls[0].meta["switchboard/agent"], "assistant");
     // Counted by tool and outcome, with a latency histogram (a process-wide recorder: other
     // tests' calls may add to it, never take away).
-    let metrics = reqwest::get(format!("{}/metrics", gw.url)).await?.text().await?;
+    let metrics = reqwest::get(format!("{}/metrics", gw.url))
+        .await?
+        .text()
+        .await?;
     assert!(
         metrics.contains(r#"switchboard_tool_calls_total{tool="broken",outcome="error"}"#),
         "{metrics}"
