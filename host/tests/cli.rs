@@ -98,64 +98,48 @@ fn serve_shipped_config_and_simulate_a_call() {
     // From the repository root, as README says: the speech plugins find `models/` there.
     let (server, address) = serve(&config);
     let heard = dir.join("heard.wav");
-    let out = Command::new(BIN)
-        .args(["simulate", "--wav"])
-        .arg(root.join("tests/fixtures/speech/beckett.wav"))
-        .arg("--out")
-        .arg(&heard)
-        .args(["--url", &format!("http://{address}")])
-        .arg("--config")
-        .arg(&config)
-        .envs(KEYS)
-        .output()
-        .expect("simulate runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `simulate` with `args` and a fixture, against this gateway: its stdout, once it succeeded.
+    let simulate = |args: &[&str], wav: &str| {
+        let out = Command::new(BIN)
+            .arg("simulate")
+            .args(args)
+            .arg("--wav")
+            .arg(root.join("tests/fixtures/speech").join(wav))
+            .args(["--url", &format!("http://{address}")])
+            .arg("--config")
+            .arg(&config)
+            .envs(KEYS)
+            .output()
+            .expect("simulate runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{stdout}");
+        stdout
+    };
+    let out_arg = heard.to_string_lossy().into_owned();
+    let stdout = simulate(&["--out", &out_arg], "beckett.wav");
     assert!(stdout.contains("frames received"), "{stdout}");
     // The offline front-desk agent answered: its greeting and the caller's turn, recognised.
     assert!(stdout.contains("transcript"), "{stdout}");
     assert!(stdout.contains("    agent "), "{stdout}");
     assert!(stdout.contains("    caller "), "{stdout}");
-    println!("{stdout}");
     let bytes = std::fs::metadata(&heard).expect("heard.wav written").len();
     // At least the length of the recording at 8 kHz PCM16.
     assert!(bytes > 10 * 8000 * 2 - 8000, "heard.wav is {bytes} bytes");
 
     // README's caller-context try: a caller in the demo customers file is greeted by name and
     // told their order's status.
-    let out = Command::new(BIN)
-        .args(["simulate", "--from", "+15005550101", "--wav"])
-        .arg(root.join("tests/fixtures/speech/order-question.wav"))
-        .args(["--url", &format!("http://{address}")])
-        .arg("--config")
-        .arg(&config)
-        .envs(KEYS)
-        .output()
-        .expect("simulate runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    println!("{stdout}");
+    let stdout = simulate(&["--from", "+15005550101"], "order-question.wav");
     assert!(stdout.contains("Hello Ada Lovelace"), "{stdout}");
     assert!(stdout.contains("Your order 1042 is"), "{stdout}");
 
     // README's tool try: any caller who says an order number hears its status, looked up by
     // the agent's `order_status` tool (which the transcript shows, with its latency).
-    let out = Command::new(BIN)
-        .args(["simulate", "--wav"])
-        .arg(root.join("tests/fixtures/speech/order-number-question.wav"))
-        .args(["--url", &format!("http://{address}")])
-        .arg("--config")
-        .arg(&config)
-        .envs(KEYS)
-        .output()
-        .expect("simulate runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    println!("{stdout}");
+    let stdout = simulate(&[], "order-number-question.wav");
     assert!(
         stdout.contains("order_status({\"order\":\"1043\"})"),
         "{stdout}"

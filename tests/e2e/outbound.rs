@@ -466,14 +466,7 @@ async fn operator_api_needs_a_bearer_token_and_is_rate_limited() -> anyhow::Resu
 
 /// Places a call through the API and answers it: the plugin acts on DTMF `1`.
 async fn place_and_answer(s: &Setup, agent: &str) -> anyhow::Result<(String, simulate::Summary)> {
-    let placed = place(&s.gateway, json!({"to": "+15551230002", "agent": agent})).await?;
-    anyhow::ensure!(placed.status == 201, "{}", placed.json);
-    let created = s.twilio.next_created().await?;
-    let url = created.url.clone().expect("Url");
-    let mut opts = answer(&url, &created.sid, &s.gateway, vec![0; 8000 * 3]);
-    opts.dtmf = vec![(Duration::from_millis(400), "1".into())];
-    let summary = simulate::run(opts).await?;
-    Ok((created.sid, summary))
+    place_and_press(s, json!({"to": "+15551230002", "agent": agent}), &["1"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
