@@ -304,3 +304,33 @@ default = "slow"
     );
     Ok(())
 }
+
+/// A barge-in that cuts the greeting before a whole word was heard enters nothing in the
+/// record, and its heard ms does not stick to the next reply (which played whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_before_a_whole_word_leaves_no_heard_ms_on_the_next_reply() -> anyhow::Result<()> {
+    // 100 ms a character: the greeting's first word lasts over half a second.
+    let config = config("wasm", Some("Thank you for calling the front desk."))
+        .replace("ms_per_char = 50", "ms_per_char = 100")
+        .replace(&format!("text = \"{QUESTION}\""), "text = \"Hello\"");
+    let gw = Gateway::start(&write_config(&config)?).await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(60);
+    script.extend(phone::speech(700));
+    script.extend(silence(3500));
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_millis(4300)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop);
+    let cut = log.clears.first().expect("the caller cut the greeting");
+    assert!(cut.heard_ms < 500, "cut after {} ms", cut.heard_ms);
+    let agent: Vec<_> = end
+        .stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Agent)
+        .collect();
+    assert_eq!(agent.len(), 1, "{:?}", end.stats.transcript);
+    assert_eq!(agent[0].text, "Sorry?");
+    assert_eq!(agent[0].heard_ms, None, "the reply played whole");
+    Ok(())
+}

@@ -201,6 +201,11 @@ impl PipelineEngine {
                         self.turns
                             .on(Event::Interrupted { heard_ms }, Instant::now()),
                     );
+                    // The cut reply enters the transcript now, with its heard ms; one cut before
+                    // a whole word was heard enters nothing, and its heard ms goes with it (not
+                    // onto the next reply).
+                    self.sync_transcript(line);
+                    self.cut_heard = None;
                     continue;
                 }
             };
