@@ -5,6 +5,7 @@ mod call;
 mod call_loop;
 mod frozen_contract;
 mod fuzz;
+mod keypad;
 mod mcp;
 mod metrics;
 mod offline;

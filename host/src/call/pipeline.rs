@@ -52,7 +52,15 @@ pub struct TurnConfig {
     pub greeting: Option<String>,
     /// Said while a slow tool runs ([`Event::ToolsSlow`]); `None`: nothing is said.
     pub filler: Option<String>,
+    /// How long after a key press the keys pressed so far become a caller turn.
+    pub keypad_timeout: Duration,
 }
+
+/// Most keys one keypad turn collects; more are dropped.
+pub const MAX_KEYS: usize = 32;
+
+/// How a keypad turn reaches the LLM: a user message `DTMF: <keys>` (e.g. `DTMF: 1043`).
+pub const KEYPAD_PREFIX: &str = "DTMF: ";
 
 /// Something that happened on the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +100,10 @@ pub enum Event {
     },
     /// A tool has been running for the agent's filler delay.
     ToolsSlow,
+    /// The caller pressed a key (`0`–`9`, `*`, `#`, `A`–`D`).
+    Dtmf(String),
+    /// The keypad timeout after the last key press passed ([`Turns::keypad_deadline`]).
+    KeypadTimeout,
 }
 
 /// What the call task must do, in order.
@@ -191,6 +203,10 @@ pub struct Turns {
     latency: TurnLatency,
     /// Latencies of finished turns.
     pub latencies: Vec<TurnLatency>,
+    /// Keys pressed for the keypad turn in progress.
+    keys: String,
+    /// When the keys pressed so far become a caller turn.
+    keys_deadline: Option<Instant>,
 }
 
 impl Turns {
@@ -209,7 +225,15 @@ impl Turns {
             turn_ended: None,
             latency: TurnLatency::default(),
             latencies: Vec::new(),
+            keys: String::new(),
+            keys_deadline: None,
         }
+    }
+
+    /// When the keys pressed so far become a caller turn ([`Event::KeypadTimeout`]), if keys
+    /// are waiting.
+    pub fn keypad_deadline(&self) -> Option<Instant> {
+        self.keys_deadline
     }
 
     /// The conversation so far (without the instructions).
@@ -248,8 +272,66 @@ impl Turns {
                 continue_reply,
             } => self.tool_result(result, continue_reply, &mut out),
             Event::ToolsSlow => self.tools_slow(&mut out),
+            Event::Dtmf(digit) => self.dtmf(digit, now, &mut out),
+            Event::KeypadTimeout => self.close_keypad_turn(now, &mut out),
         }
         out
+    }
+
+    /// A key press interrupts the agent as speech does, and adds to the keypad turn: `#` ends
+    /// it, else it ends [`TurnConfig::keypad_timeout`] after the last key.
+    fn dtmf(&mut self, digit: String, now: Instant, out: &mut Vec<Action>) {
+        let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
+        let barged = self.audible || replying;
+        if barged {
+            self.barge_in(out);
+        }
+        if digit != "#" {
+            if self.keys.len() < MAX_KEYS {
+                self.keys.push_str(&digit);
+            }
+            self.keys_deadline = Some(now + self.config.keypad_timeout);
+        } else if !self.keys.is_empty() {
+            // The turn ends now; after a barge-in, once the cut reply is settled (the call
+            // task answers the clear first).
+            if barged {
+                self.keys_deadline = Some(now);
+            } else {
+                self.close_keypad_turn(now, out);
+            }
+        }
+    }
+
+    /// The keys pressed become the caller's turn, and the LLM is asked.
+    fn close_keypad_turn(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.keys_deadline = None;
+        let keys = std::mem::take(&mut self.keys);
+        if keys.is_empty() {
+            return;
+        }
+        if self.reply.as_ref().is_some_and(|r| !r.interrupted) {
+            // A reply to something else is on its way: the keys wait for it.
+            self.keys = keys;
+            self.keys_deadline = Some(now + self.config.keypad_timeout);
+            return;
+        }
+        self.turn_ended = Some(now);
+        self.latency = TurnLatency::default();
+        self.history
+            .push(Message::text(Role::User, format!("{KEYPAD_PREFIX}{keys}")));
+        self.reply = Some(Reply::default());
+        out.push(Action::Llm(StageInput::Reply(self.request())));
+    }
+
+    /// The caller cut in: clear playback, cancel the LLM and TTS (the call task answers the
+    /// clear with [`Event::Interrupted`]).
+    fn barge_in(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::ClearPlayback);
+        out.push(Action::Llm(StageInput::Cancel));
+        out.push(Action::Tts(StageInput::Cancel));
+        if let Some(r) = &mut self.reply {
+            r.interrupted = true;
+        }
     }
 
     /// Nothing in progress: no reply, no tool call waiting.
@@ -371,13 +453,7 @@ impl Turns {
                 self.in_speech = true;
                 let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
                 if self.audible || replying {
-                    // Barge-in.
-                    out.push(Action::ClearPlayback);
-                    out.push(Action::Llm(StageInput::Cancel));
-                    out.push(Action::Tts(StageInput::Cancel));
-                    if let Some(r) = &mut self.reply {
-                        r.interrupted = true;
-                    }
+                    self.barge_in(out);
                 }
             }
         } else if self.in_speech {

@@ -104,6 +104,7 @@ impl PipelineEngine {
             greeting,
             filler: Some(agent.tools.filler.clone())
                 .filter(|f| !tools.is_empty() && !f.trim().is_empty()),
+            keypad_timeout: pipeline.keypad_timeout,
         });
         let engine = Self {
             turns,
@@ -310,9 +311,12 @@ impl Engine for PipelineEngine {
         self.event(line, event).await
     }
 
-    async fn dtmf<S: MediaSocket>(&mut self, _line: &mut Line<'_, S>, digit: String) -> Next {
-        tracing::info!(%digit, "DTMF on a pipeline call: not used yet");
-        Next::Continue
+    async fn dtmf<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, digit: String) -> Next {
+        // Keys interrupt the agent and become a caller turn (`DTMF: 1043`) at `#` or after
+        // the keypad timeout.
+        let next = self.event(line, Event::Dtmf(digit)).await;
+        self.schedule_idle(line);
+        next
     }
 
     async fn mark_played<S: MediaSocket>(
@@ -397,16 +401,21 @@ impl Engine for PipelineEngine {
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        match (self.idle_at, self.filler_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.idle_at, self.filler_at, self.turns.keypad_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A tool may be slow (the filler), or playback may have gone idle: tell the turn-taking,
     /// or check again later.
     async fn wake<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
         let now = Instant::now();
+        if self.turns.keypad_deadline().is_some_and(|at| at <= now)
+            && let Next::End(r) = self.event(line, Event::KeypadTimeout).await
+        {
+            return Next::End(r);
+        }
         if self.filler_at.is_some_and(|at| at <= now) {
             self.filler_at = None;
             if self.turns.tools_pending()

@@ -13,6 +13,7 @@ fn turns() -> Turns {
         endpointing: DEFAULT_ENDPOINTING,
         greeting: None,
         filler: Some("One moment, please.".into()),
+        keypad_timeout: Duration::from_millis(2000),
     })
 }
 
@@ -179,6 +180,7 @@ fn greeting_is_spoken_first_and_remembered() {
         endpointing: DEFAULT_ENDPOINTING,
         greeting: Some("Hello, how can I help?".into()),
         filler: None,
+        keypad_timeout: Duration::from_millis(2000),
     });
     let now = Instant::now();
     let out = t.on(Event::Started, now);
@@ -389,4 +391,65 @@ fn end_call_stops_the_reply_from_continuing() {
     assert!(!t.is_quiet(), "the goodbye is still playing");
     let _ = t.on(Event::PlaybackIdle, now);
     assert!(t.is_quiet());
+}
+
+fn key(t: &mut Turns, digit: &str, now: Instant) -> Vec<Action> {
+    t.on(Event::Dtmf(digit.into()), now)
+}
+
+fn asked(out: &[Action]) -> Option<&str> {
+    out.iter().find_map(|a| match a {
+        Action::Llm(StageInput::Reply(h)) => h.last().map(|m| m.content.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn keys_become_a_caller_turn_at_the_terminator_or_the_timeout() {
+    let mut t = turns();
+    let now = Instant::now();
+    assert!(key(&mut t, "1", now).is_empty());
+    assert!(key(&mut t, "0", now).is_empty());
+    assert_eq!(t.keypad_deadline(), Some(now + Duration::from_millis(2000)));
+    let out = key(&mut t, "#", now);
+    assert_eq!(asked(&out), Some("DTMF: 10"));
+    assert_eq!(t.keypad_deadline(), None);
+    // Answered; then one key and a pause.
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    let _ = t.on(Event::PlaybackIdle, now);
+    assert!(t.is_quiet());
+    let _ = key(&mut t, "3", now);
+    let later = now + Duration::from_millis(2000);
+    assert_eq!(t.keypad_deadline(), Some(later));
+    let out = t.on(Event::KeypadTimeout, later);
+    assert_eq!(asked(&out), Some("DTMF: 3"));
+    // A lone terminator is nothing.
+    let _ = t.on(Event::Llm(StageOutput::Done), later);
+    assert!(key(&mut t, "#", later).is_empty());
+}
+
+#[test]
+fn a_key_press_interrupts_the_agent() {
+    let mut t = Turns::new(TurnConfig {
+        instructions: String::new(),
+        endpointing: DEFAULT_ENDPOINTING,
+        greeting: Some("Press one for our opening hours.".into()),
+        filler: None,
+        keypad_timeout: Duration::from_millis(2000),
+    });
+    let now = Instant::now();
+    let _ = t.on(Event::Started, now);
+    let _ = t.on(Event::Tts(audio(2000)), now);
+    let out = key(&mut t, "1", now);
+    assert_eq!(
+        out,
+        vec![
+            Action::ClearPlayback,
+            Action::Llm(StageInput::Cancel),
+            Action::Tts(StageInput::Cancel)
+        ]
+    );
+    let _ = t.on(Event::Interrupted { heard_ms: 900 }, now);
+    let out = t.on(Event::KeypadTimeout, now + Duration::from_millis(2000));
+    assert_eq!(asked(&out), Some("DTMF: 1"));
 }

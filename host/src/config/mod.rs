@@ -504,7 +504,16 @@ pub struct PipelineConfig {
     /// Caller silence that ends a turn; default [`DEFAULT_ENDPOINTING_MS`], within
     /// [`ENDPOINTING_RANGE_MS`].
     pub endpointing: std::time::Duration,
+    /// How long after a key press the keys pressed so far become a caller turn (unless `#`
+    /// ends it first); default [`DEFAULT_KEYPAD_TIMEOUT_MS`], within [`KEYPAD_TIMEOUT_RANGE_MS`].
+    pub keypad_timeout: std::time::Duration,
 }
+
+/// Default `keypad_timeout_ms`: the inter-digit timeout of IVRs (2–5 s), at its short end.
+pub const DEFAULT_KEYPAD_TIMEOUT_MS: u64 = 2000;
+
+/// Accepted `keypad_timeout_ms`.
+pub const KEYPAD_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 200..=10_000;
 
 /// Default `endpointing_ms` (the 500–800 ms range usual on the phone).
 pub const DEFAULT_ENDPOINTING_MS: u64 = 600;

@@ -277,6 +277,9 @@ pub struct RawPipeline {
     /// `endpointing_ms`: caller silence (ms) that ends a turn; optional.
     #[serde(default)]
     pub endpointing_ms: Option<Spanned<i64>>,
+    /// `keypad_timeout_ms`: how long after a key press the keys become a caller turn; optional.
+    #[serde(default)]
+    pub keypad_timeout_ms: Option<Spanned<i64>>,
 }
 
 /// One use of a plugin by an agent (`realtime`, or a stage of `pipeline`), as written.

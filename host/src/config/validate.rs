@@ -24,10 +24,11 @@ use super::tools::{AgentTools, RawAgentTools};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS,
     CallerContext, Config, DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS,
-    DEFAULT_ENDPOINTING_MS, DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL,
-    DRAIN_RANGE_SECONDS, ENDPOINTING_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS,
-    MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind, PluginUse, RecordsConfig,
-    RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
+    DEFAULT_ENDPOINTING_MS, DEFAULT_KEYPAD_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_RECORDS_FILE,
+    DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS, ENDPOINTING_RANGE_MS,
+    KEYPAD_TIMEOUT_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig,
+    PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
+    TwilioConfig,
 };
 use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 
@@ -657,10 +658,19 @@ impl<'s> Validator<'s> {
                         ),
                     }
                 }
+                let keypad_timeout = Duration::from_millis(
+                    self.in_range(
+                        raw.keypad_timeout_ms,
+                        KEYPAD_TIMEOUT_RANGE_MS,
+                        &pipeline_path.key("keypad_timeout_ms"),
+                    )
+                    .unwrap_or(DEFAULT_KEYPAD_TIMEOUT_MS),
+                );
                 AgentMode::Pipeline(Box::new(PipelineConfig {
                     stt,
                     llm,
                     tts,
+                    keypad_timeout,
                     instructions: raw
                         .instructions
                         .map(Spanned::into_inner)

@@ -16,6 +16,11 @@
 //! Keywords match whole words, case-insensitively; a keyword of several words matches them in
 //! sequence. A reply that names a slot `slots` lacks is refused at `open`, naming both.
 //!
+//! Keypad: a pipeline agent's caller who presses keys has a turn `DTMF: <keys>` (e.g.
+//! `DTMF: 1`, collected until `#` or a pause). An intent's `keys` (`["1"]`) choose it for such a
+//! turn ("press one for our opening hours"); a keypad turn no intent's `keys` name is matched by
+//! its words like speech, and its digits fill `{digits}`. An intent needs `keywords` or `keys`.
+//!
 //! Caller context: when the agent has a `caller_context` and the caller was found, the host
 //! passes their row as `caller.COLUMN` parameters. An intent's optional `caller_reply` may name
 //! them as slots (`"Your order {caller.order} is {caller.order_status}."`); it is used when
@@ -85,7 +90,12 @@ struct Settings {
 #[serde(deny_unknown_fields)]
 struct Intent {
     name: String,
+    #[serde(default)]
     keywords: Vec<String>,
+    /// Keypad entries that choose the intent (`"1"`, `"0#"` is `"0"`): a pipeline agent's
+    /// caller turn `DTMF: <keys>`.
+    #[serde(default)]
+    keys: Vec<String>,
     reply: String,
     /// The reply for a caller the host found in the agent's lookup file, with `{caller.*}`
     /// slots; `reply` when one of them is unknown.
@@ -101,6 +111,9 @@ struct Intent {
     #[serde(default)]
     error_reply: Option<String>,
 }
+
+/// How the host hands a pipeline agent a keypad turn: a user message `DTMF: <keys>`.
+const KEYPAD_PREFIX: &str = "DTMF: ";
 
 /// An intent's `tool` setting.
 #[derive(Debug, Deserialize)]
@@ -118,6 +131,8 @@ struct Compiled {
     name: String,
     /// Keyword word lists.
     keywords: Vec<Vec<String>>,
+    /// Keypad entries that choose it.
+    keys: Vec<String>,
     /// The plain reply, slots filled.
     reply: String,
     tool: Option<ToolStep>,
@@ -190,9 +205,9 @@ impl Llm for Scripted {
         );
         let mut intents = Vec::new();
         for intent in &settings.intents {
-            if intent.keywords.is_empty() {
+            if intent.keywords.is_empty() && intent.keys.is_empty() {
                 return Err(PluginError::InvalidConfig(format!(
-                    "intents.{}: no keywords",
+                    "intents.{}: no keywords and no keys",
                     intent.name
                 )));
             }
@@ -213,6 +228,7 @@ impl Llm for Scripted {
             intents.push(Compiled {
                 name: intent.name.clone(),
                 keywords,
+                keys: intent.keys.clone(),
                 reply,
                 tool: tool_step(intent, &settings.slots)?,
             });
@@ -240,13 +256,18 @@ impl Llm for Scripted {
             Some(last) if last.role == Role::Tool => self.result_reply(&history),
             last => {
                 self.pending = None;
-                let said = history
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .map(|m| words(&m.content))
-                    .unwrap_or_default();
-                let intent = self.intent(&said);
+                let user = history.iter().rev().find(|m| m.role == Role::User);
+                let said = user.map(|m| words(&m.content)).unwrap_or_default();
+                // A keypad turn chooses by its keys, else by its words (its digits fill
+                // `{digits}` either way).
+                let keyed = user
+                    .and_then(|m| m.content.strip_prefix(KEYPAD_PREFIX))
+                    .and_then(|keys| {
+                        self.intents
+                            .iter()
+                            .position(|i| i.keys.iter().any(|k| k == keys))
+                    });
+                let intent = keyed.or_else(|| self.intent(&said));
                 if last.is_some_and(|m| m.role == Role::User)
                     && let Some(intent) = intent
                     && let Some(call) = self.tool_call(intent, &said)

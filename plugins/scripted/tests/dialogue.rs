@@ -392,3 +392,24 @@ fn caller_columns_fill_tool_arguments_when_known() {
         scripted::DEFAULT_ERROR_REPLY
     );
 }
+
+#[test]
+fn a_keypad_turn_chooses_the_intent_its_keys_name() {
+    let settings = r#"{"intents": [
+        {"name": "hours", "keywords": ["hours"], "keys": ["1"], "reply": "We are open nine to five."},
+        {"name": "address", "keys": ["2"], "reply": "We are on Market Street."}],
+        "fallback": "Press one for hours, two for our address."}"#;
+    let mut call = StageHarness::<AsLlm<Scripted>>::open(settings).unwrap();
+    let said = |call: &mut StageHarness<AsLlm<Scripted>>, text: &str| ask(call, text).0;
+    assert_eq!(said(&mut call, "DTMF: 2"), "We are on Market Street.");
+    assert_eq!(said(&mut call, "DTMF: 1"), "We are open nine to five.");
+    assert_eq!(
+        said(&mut call, "DTMF: 9"),
+        "Press one for hours, two for our address."
+    );
+    // Speech still chooses by keywords.
+    assert_eq!(
+        said(&mut call, "What are your hours?"),
+        "We are open nine to five."
+    );
+}
