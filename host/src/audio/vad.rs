@@ -137,6 +137,74 @@ mod tests {
         );
     }
 
+    /// Pink noise (Paul Kellet's refined filter over a xorshift white source): deterministic,
+    /// `n` samples at `dbfs` RMS.
+    fn pink_noise(n: usize, dbfs: f64) -> Vec<i16> {
+        let mut x: u32 = 0x2545_F491;
+        let mut b = [0f64; 7];
+        let raw: Vec<f64> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let white = f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0;
+                b[0] = 0.99886 * b[0] + white * 0.0555179;
+                b[1] = 0.99332 * b[1] + white * 0.0750759;
+                b[2] = 0.96900 * b[2] + white * 0.1538520;
+                b[3] = 0.86650 * b[3] + white * 0.3104856;
+                b[4] = 0.55000 * b[4] + white * 0.5329522;
+                b[5] = -0.7616 * b[5] - white * 0.0168980;
+                let out = b.iter().sum::<f64>() + white * 0.5362;
+                b[6] = white * 0.115926;
+                out
+            })
+            .collect();
+        let rms = (raw.iter().map(|v| v * v).sum::<f64>() / n as f64).sqrt();
+        let gain = 32768.0 * 10f64.powf(dbfs / 20.0) / rms;
+        raw.iter().map(|v| (v * gain).round() as i16).collect()
+    }
+
+    /// The question, with pink noise at 20 dB SNR starting 1 s before it and going on 3 s
+    /// after: the detector's speech ends with the question, not with the noise.
+    #[test]
+    fn noise_around_speech_does_not_hold_the_turn_open() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/speech/hours-question.wav");
+        let mut reader = hound::WavReader::open(&path).expect("fixture");
+        let speech: Vec<i16> = reader
+            .samples::<i16>()
+            .map(|s| s.expect("sample"))
+            .collect();
+        // The question's RMS is about -21 dBFS: 20 dB SNR is noise at -41 dBFS.
+        let lead = 8000;
+        let noise = pink_noise(lead + speech.len() + 3 * 8000, -41.0);
+        let mut mixed = noise.clone();
+        for (m, s) in mixed[lead..].iter_mut().zip(&speech) {
+            *m = m.saturating_add(*s);
+        }
+        let mut vad = Vad::new().expect("vad");
+        let verdicts: Vec<bool> = frames(&mixed)
+            .iter()
+            .map(|f| vad.frame(f).expect("frame"))
+            .collect();
+        // The question ends 2.34 s into the file.
+        let speech_end = (lead + 2340 * 8) / FRAME_SAMPLES;
+        let last_speech = verdicts.iter().rposition(|&v| v).unwrap_or(0);
+        assert!(
+            verdicts[..lead / FRAME_SAMPLES]
+                .iter()
+                .filter(|&&v| v)
+                .count()
+                < 3,
+            "noise before the question scored as speech"
+        );
+        assert!(
+            last_speech <= speech_end + 15,
+            "speech held {} ms past the question's end",
+            (last_speech.saturating_sub(speech_end)) * 20
+        );
+    }
+
     #[test]
     fn recorded_speech_is_speech_and_silence_after_it_is_not() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
