@@ -2,24 +2,16 @@
 //! driven by a scripted Twilio peer, under paused tokio time (no wall-clock waits), through every
 //! way a call ends, for both engines. Real plugins built from source; no TCP, no HTTP.
 
-use std::sync::Arc;
-
 use switchboard::call::{CallContext, CallStats, EndReason, START_TIMEOUT};
-use switchboard::plugin::Plugins;
 use switchboard::plugin::Stage;
-use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard_tests::SANDBOX_CONFIG;
 use switchboard_tests::memory_socket::{self, Peer, dtmf, media, start, stop};
-use switchboard_tests::{SANDBOX_CONFIG, write_config};
 use tokio::task::JoinHandle;
 
 const SID: &str = "MZ1";
 
 async fn context(body: &str) -> anyhow::Result<CallContext> {
-    let config =
-        switchboard::config::from_file(&write_config(body)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
-    let plugins = Plugins::load(&engine, &config).await?;
-    Ok(CallContext::new(Arc::new(config), plugins)?)
+    switchboard_tests::call_context(body).await
 }
 
 fn sandbox(behaviour: &str) -> String {

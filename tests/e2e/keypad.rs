@@ -2,14 +2,11 @@
 //! the keys reach the dialogue as a caller turn (`DTMF: 1`, at `#` or after a pause), which
 //! answers the intent the keys name ("press one for our opening hours").
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::call::{CallContext, EndReason, Side};
-use switchboard::plugin::Plugins;
-use switchboard::plugin::wasm::{Allocator, WasmEngine};
+use switchboard::call::{EndReason, Side};
+use switchboard_tests::call_context;
 use switchboard_tests::memory_socket::{self, dtmf, media, start, stop};
-use switchboard_tests::write_config;
 
 const SID: &str = "MZ1";
 
@@ -44,11 +41,7 @@ default = "menu"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_press_stops_the_reply_and_reaches_the_dialogue() -> anyhow::Result<()> {
-    let config = switchboard::config::from_file(&write_config(CONFIG)?)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
-    let plugins = Plugins::load(&engine, &config).await?;
-    let ctx = CallContext::new(Arc::new(config), plugins)?;
+    let ctx = call_context(CONFIG).await?;
     let (socket, mut peer) = memory_socket::pair();
     let task = tokio::spawn(switchboard::call::run(socket, ctx));
     peer.send(start(SID, serde_json::json!({}))).await?;

@@ -4,12 +4,9 @@
 //! agent without tools in the same run), tools that arrive late reach the live session, the
 //! tools of a server that dies leave it, and the call completes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::call::{CallContext, CallStats, EndReason, Side};
-use switchboard::plugin::Plugins;
-use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard_tests::mcp_server::{self, Behaviour};
 use switchboard_tests::memory_socket::{self, Peer, media, start, stop};
 use switchboard_tests::write_config;
@@ -69,11 +66,7 @@ default = "plain"
 }
 
 async fn context(body: &str) -> anyhow::Result<CallContext> {
-    let config =
-        switchboard::config::from_file(&write_config(body)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
-    let plugins = Plugins::load(&engine, &config).await?;
-    let ctx = CallContext::new(Arc::new(config), plugins)?;
+    let ctx = switchboard_tests::call_context(body).await?;
     // As `serve` does: the MCP connections start, in the background.
     ctx.tools.start_mcp(&ctx.config);
     Ok(ctx)

@@ -224,6 +224,19 @@ realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
 default = "good"
 "#;
 
+/// A call context for `body` (an agents.toml, `{plugins}` rendered as [`write_config`] does),
+/// its plugins loaded, for calls run over a [`memory_socket`] with `switchboard::call::run`.
+///
+/// # Errors
+/// The config does not load, or a plugin does not.
+pub async fn call_context(body: &str) -> anyhow::Result<CallContext> {
+    let config =
+        switchboard::config::from_file(&write_config(body)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = WasmEngine::with_allocator(Allocator::Pooling { sessions: 8 })?;
+    let plugins = Plugins::load(&engine, &config).await?;
+    Ok(CallContext::new(Arc::new(config), plugins)?)
+}
+
 /// The directory holding the `.wasm` plugins built by [`plugin_dirs`].
 ///
 /// # Errors
