@@ -290,6 +290,13 @@ pub struct TurnLatency {
     pub tts_first_audio_ms: Option<u64>,
     /// → the first audio queued for the caller.
     pub first_audio_out_ms: Option<u64>,
+    /// The turn-taking's decision time, from the caller's last speech frame (counted before
+    /// the figures above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpointing_ms: Option<u64>,
+    /// The caller's speech as the detector heard it, onset to last speech frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speech_ms: Option<u64>,
 }
 
 /// A Twilio status callback.

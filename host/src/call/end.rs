@@ -45,6 +45,7 @@ pub(super) fn record_call_metrics(
             ("llm_first_text", latency.llm_first_text),
             ("tts_first_audio", latency.tts_first_audio),
             ("first_audio_out", latency.first_audio_out),
+            ("endpointing", latency.endpointing),
         ] {
             if let Some(d) = value {
                 metrics::histogram!(
@@ -111,6 +112,8 @@ pub(super) fn call_end_record(
                 llm_first_text_ms: ms(l.llm_first_text),
                 tts_first_audio_ms: ms(l.tts_first_audio),
                 first_audio_out_ms: ms(l.first_audio_out),
+                endpointing_ms: ms(l.endpointing),
+                speech_ms: ms(l.speech),
             })
             .collect(),
         frames_in: stats.frames_in,

@@ -139,6 +139,13 @@ pub struct TurnLatency {
     pub tts_first_audio: Option<Duration>,
     /// → the first audio queued for the caller (heard a playback lead later at most).
     pub first_audio_out: Option<Duration>,
+    /// How long the turn-taking took to decide the turn was over, from the caller's last
+    /// speech frame (the host's endpointing silence, or less when the recognizer ended the turn
+    /// first). Counted before the figures above, which start at the speech end.
+    pub endpointing: Option<Duration>,
+    /// The caller's speech as the detector heard it, onset to last speech frame: a turn held
+    /// open by noise shows here as speech far longer than what was said.
+    pub speech: Option<Duration>,
 }
 
 /// One clause of a reply and the audio the TTS returned for it.
@@ -200,6 +207,8 @@ pub struct Turns {
     audible: bool,
     /// When the caller's current turn ended (for latency).
     turn_ended: Option<Instant>,
+    /// When the detector heard the current turn's speech begin.
+    speech_began: Option<Instant>,
     latency: TurnLatency,
     /// Latencies of finished turns.
     pub latencies: Vec<TurnLatency>,
@@ -223,6 +232,7 @@ impl Turns {
             reply: None,
             audible: false,
             turn_ended: None,
+            speech_began: None,
             latency: TurnLatency::default(),
             latencies: Vec::new(),
             keys: String::new(),
@@ -451,6 +461,7 @@ impl Turns {
             self.silence = Duration::ZERO;
             if !self.in_speech {
                 self.in_speech = true;
+                self.speech_began.get_or_insert(now);
                 let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
                 if self.audible || replying {
                     self.barge_in(out);
@@ -460,8 +471,15 @@ impl Turns {
             self.silence += Duration::from_millis(FRAME_MS);
             if self.silence >= self.config.endpointing {
                 self.in_speech = false;
-                self.turn_ended = Some(now - self.silence);
-                self.latency = TurnLatency::default();
+                let ended = now - self.silence;
+                self.turn_ended = Some(ended);
+                self.latency = TurnLatency {
+                    endpointing: Some(self.silence),
+                    speech: self.speech_began.take().map(|b| {
+                        ended.saturating_duration_since(b) + Duration::from_millis(FRAME_MS)
+                    }),
+                    ..TurnLatency::default()
+                };
                 self.awaiting_final = true;
                 out.push(Action::Stt(StageInput::EndOfTurn));
             }
@@ -498,6 +516,15 @@ impl Turns {
             return;
         }
         // The recognizer's own endpointing may close the turn before the host's.
+        if self.turn_ended.is_none() {
+            let ended = now - self.silence;
+            self.latency.endpointing = Some(self.silence);
+            self.latency.speech = self
+                .speech_began
+                .take()
+                .map(|b| ended.saturating_duration_since(b) + Duration::from_millis(FRAME_MS));
+            self.turn_ended = Some(ended);
+        }
         self.in_speech = false;
         let ended = *self.turn_ended.get_or_insert(now);
         if self.latency.stt_final.is_none() {

@@ -131,6 +131,9 @@ fn llm_text_streams_to_tts_clause_by_clause_and_enters_history_once_played() {
     );
     assert_eq!(t.latencies.len(), 1);
     assert!(t.latencies[0].tts_first_audio.is_some());
+    // 400 ms of speech; the decision came the endpointing silence after its last frame.
+    assert_eq!(t.latencies[0].speech, Some(Duration::from_millis(400)));
+    assert_eq!(t.latencies[0].endpointing, Some(DEFAULT_ENDPOINTING));
 }
 
 #[test]

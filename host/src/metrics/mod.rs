@@ -45,7 +45,9 @@ pub const CIRCUIT_OPEN: &str = "switchboard_plugin_circuit_open";
 /// Counter `{result}`: configuration reloads, `ok` or `failed`.
 pub const RELOADS: &str = "switchboard_config_reloads_total";
 /// Histogram `{agent, stage}`: pipeline turn latency from the end of the caller's speech to
-/// `stt_final`, `llm_first_text`, `tts_first_audio` and `first_audio_out`, seconds.
+/// `stt_final`, `llm_first_text`, `tts_first_audio` and `first_audio_out`, and (`endpointing`)
+/// from the caller's last speech frame to the turn-taking's decision that the turn was over,
+/// seconds.
 pub const TURN_SECONDS: &str = "switchboard_turn_latency_seconds";
 /// Counter `{result}`: Twilio request signatures, `accepted` or `rejected`.
 pub const SIGNATURES: &str = "switchboard_twilio_signatures_total";
@@ -138,7 +140,7 @@ fn describe() {
     describe_histogram!(
         TURN_SECONDS,
         Unit::Seconds,
-        "Pipeline turn latency from the end of the caller's speech, by stage."
+        "Pipeline turn latency from the end of the caller's speech, by stage; stage endpointing: the time the turn-taking took to decide the turn was over, from the last speech frame."
     );
     describe_counter!(
         SIGNATURES,

@@ -89,6 +89,8 @@ fn ended(sid: &str, at: i64) -> CallEnd {
             llm_first_text_ms: Some(420),
             tts_first_audio_ms: Some(515),
             first_audio_out_ms: None,
+            endpointing_ms: Some(600),
+            speech_ms: Some(1200),
         }],
         frames_in: 1500,
         frames_out: 1234,
