@@ -54,6 +54,10 @@ pub struct TurnConfig {
     pub filler: Option<String>,
     /// How long after a key press the keys pressed so far become a caller turn.
     pub keypad_timeout: Duration,
+    /// A barge-in after which the caller said nothing (their turn closes with no words: a
+    /// cough, a door, line noise) is a false interruption: the agent says the rest of the cut
+    /// reply instead of falling silent.
+    pub resume_false_interruptions: bool,
 }
 
 /// Most keys one keypad turn collects; more are dropped.
@@ -212,6 +216,9 @@ pub struct Turns {
     latency: TurnLatency,
     /// Latencies of finished turns.
     pub latencies: Vec<TurnLatency>,
+    /// The words of the last cut reply the caller did not hear, until their turn shows
+    /// whether the interruption was real.
+    resume: Option<String>,
     /// Keys pressed for the keypad turn in progress.
     keys: String,
     /// When the keys pressed so far become a caller turn.
@@ -235,6 +242,7 @@ impl Turns {
             speech_began: None,
             latency: TurnLatency::default(),
             latencies: Vec::new(),
+            resume: None,
             keys: String::new(),
             keys_deadline: None,
         }
@@ -327,6 +335,7 @@ impl Turns {
         }
         self.turn_ended = Some(now);
         self.latency = TurnLatency::default();
+        self.resume = None;
         self.history
             .push(Message::text(Role::User, format!("{KEYPAD_PREFIX}{keys}")));
         self.reply = Some(Reply::default());
@@ -513,8 +522,19 @@ impl Turns {
         self.awaiting_final = false;
         let said = std::mem::take(&mut self.heard);
         if said.is_empty() {
+            if let Some(rest) = self.resume.take() {
+                // A false interruption: the agent goes on where it was cut.
+                tracing::debug!("false interruption: resuming the cut reply");
+                self.in_speech = false;
+                self.reply = Some(Reply {
+                    greeting: true,
+                    ..Reply::default()
+                });
+                self.say(rest, out);
+            }
             return;
         }
+        self.resume = None;
         // The recognizer's own endpointing may close the turn before the host's.
         if self.turn_ended.is_none() {
             let ended = now - self.silence;
@@ -654,10 +674,17 @@ impl Turns {
             .map(|c| c.audio_ms)
             .sum();
         let rest = &reply.clauses[reply.committed..];
-        let heard = heard_text(rest, heard_ms.saturating_sub(committed_ms));
+        let (heard, unheard) = split_heard(rest, heard_ms.saturating_sub(committed_ms));
         if !heard.is_empty() {
             self.history.push(Message::text(Role::Assistant, heard));
         }
+        // What the caller did not hear, to resume if the interruption proves false (not a
+        // reply waiting on tools: its results decide what comes next).
+        let unheard = format!("{unheard} {}", reply.pending.trim());
+        self.resume = (self.config.resume_false_interruptions
+            && self.tools.is_none()
+            && !unheard.trim().is_empty())
+        .then(|| unheard.trim().to_string());
         self.close_turn();
         let mut none = Vec::new();
         self.tools_complete(&mut none);
@@ -725,32 +752,39 @@ fn duration_ms(format: AudioFormat, bytes: usize) -> u64 {
     samples * 1000 / u64::from(format.sample_rate.max(1))
 }
 
-/// The text of `clauses` the caller heard in `heard_ms`: whole clauses, then the heard share of
-/// the clause that was playing, cut at a word.
-fn heard_text(clauses: &[Clause], heard_ms: u64) -> String {
-    let mut out = String::new();
-    let mut left = heard_ms;
+/// The text of `clauses` the caller heard in `heard_ms` (whole clauses, then the heard share of
+/// the clause that was playing, cut at a word), and what to say to resume: the clause that was
+/// playing, whole, and the rest.
+fn split_heard(clauses: &[Clause], heard_ms: u64) -> (String, String) {
+    let mut heard = Vec::new();
+    let mut unheard = Vec::new();
+    let mut left = Some(heard_ms);
     for clause in clauses {
-        if left >= clause.audio_ms {
-            if !clause.filler {
-                out.push_str(&clause.text);
+        let words: Vec<&str> = clause.text.split_whitespace().collect();
+        match left {
+            Some(l) if l >= clause.audio_ms && clause.done => {
+                if !clause.filler {
+                    heard.extend(words);
+                }
+                left = Some(l - clause.audio_ms);
             }
-            left -= clause.audio_ms;
-            continue;
-        }
-        if clause.filler {
-            break;
-        }
-        if clause.audio_ms > 0 && left > 0 {
-            let words: Vec<&str> = clause.text.split_whitespace().collect();
-            let keep = (words.len() as u64 * left / clause.audio_ms) as usize;
-            if keep > 0 {
-                out.push_str(&words[..keep].join(" "));
+            Some(l) => {
+                // The clause that was playing.
+                if !clause.filler {
+                    let keep = match clause.audio_ms {
+                        0 => 0,
+                        ms => (words.len() as u64 * l.min(ms) / ms) as usize,
+                    };
+                    heard.extend(&words[..keep]);
+                    unheard.extend(words);
+                }
+                left = None;
             }
+            None if !clause.filler => unheard.extend(words),
+            None => {}
         }
-        break;
     }
-    out.trim().to_string()
+    (heard.join(" "), unheard.join(" "))
 }
 
 #[cfg(test)]

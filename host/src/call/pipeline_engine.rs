@@ -105,6 +105,7 @@ impl PipelineEngine {
             filler: Some(agent.tools.filler.clone())
                 .filter(|f| !tools.is_empty() && !f.trim().is_empty()),
             keypad_timeout: pipeline.keypad_timeout,
+            resume_false_interruptions: pipeline.resume_false_interruptions,
         });
         let engine = Self {
             turns,

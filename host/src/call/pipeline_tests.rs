@@ -14,6 +14,7 @@ fn turns() -> Turns {
         greeting: None,
         filler: Some("One moment, please.".into()),
         keypad_timeout: Duration::from_millis(2000),
+        resume_false_interruptions: true,
     })
 }
 
@@ -184,6 +185,7 @@ fn greeting_is_spoken_first_and_remembered() {
         greeting: Some("Hello, how can I help?".into()),
         filler: None,
         keypad_timeout: Duration::from_millis(2000),
+        resume_false_interruptions: true,
     });
     let now = Instant::now();
     let out = t.on(Event::Started, now);
@@ -439,6 +441,7 @@ fn a_key_press_interrupts_the_agent() {
         greeting: Some("Press one for our opening hours.".into()),
         filler: None,
         keypad_timeout: Duration::from_millis(2000),
+        resume_false_interruptions: true,
     });
     let now = Instant::now();
     let _ = t.on(Event::Started, now);
@@ -455,4 +458,76 @@ fn a_key_press_interrupts_the_agent() {
     let _ = t.on(Event::Interrupted { heard_ms: 900 }, now);
     let out = t.on(Event::KeypadTimeout, now + Duration::from_millis(2000));
     assert_eq!(asked(&out), Some("DTMF: 1"));
+}
+
+#[test]
+fn a_false_interruption_resumes_the_rest_of_the_reply() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = caller_turn(&mut t, "hours?", &mut now);
+    let _ = t.on(
+        Event::Llm(StageOutput::TextDelta(
+            "We are open from nine to five, Monday to Friday. Anything else?".into(),
+        )),
+        now,
+    );
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    for _ in 0..3 {
+        let _ = t.on(Event::Tts(audio(1000)), now);
+        let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    }
+    // A cough 1.5 s in: barge-in, then the caller's turn closes with no words.
+    let out = frame(&mut t, true, now);
+    assert!(out.contains(&Action::ClearPlayback));
+    let _ = t.on(Event::Interrupted { heard_ms: 1500 }, now);
+    let out = caller_turn(&mut t, "", &mut now);
+    let said: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Tts(StageInput::Text(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    // From the start of the clause that was cut.
+    assert_eq!(said, ["Monday to Friday. Anything else?"], "{out:?}");
+    // Played: the rest enters the history after what was heard.
+    let _ = t.on(Event::Tts(audio(800)), now);
+    let _ = t.on(Event::Tts(StageOutput::UtteranceDone), now);
+    let _ = t.on(Event::PlaybackIdle, now);
+    let h: Vec<&str> = t.history().iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        h,
+        [
+            "hours?",
+            "We are open from nine to five, Monday",
+            "Monday to Friday. Anything else?"
+        ]
+    );
+}
+
+#[test]
+fn a_real_interruption_does_not_resume() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = caller_turn(&mut t, "hours?", &mut now);
+    let _ = t.on(
+        Event::Llm(StageOutput::TextDelta(
+            "We are open from nine to five.".into(),
+        )),
+        now,
+    );
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    let _ = t.on(Event::Tts(audio(2000)), now);
+    let _ = frame(&mut t, true, now);
+    let _ = t.on(Event::Interrupted { heard_ms: 500 }, now);
+    let out = caller_turn(&mut t, "What about Sunday?", &mut now);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Tts(StageInput::Text(_))))
+    );
 }

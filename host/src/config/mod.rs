@@ -507,6 +507,9 @@ pub struct PipelineConfig {
     /// How long after a key press the keys pressed so far become a caller turn (unless `#`
     /// ends it first); default [`DEFAULT_KEYPAD_TIMEOUT_MS`], within [`KEYPAD_TIMEOUT_RANGE_MS`].
     pub keypad_timeout: std::time::Duration,
+    /// `resume_false_interruptions` (default true): after a barge-in the caller said nothing
+    /// in, the agent says the rest of the cut reply.
+    pub resume_false_interruptions: bool,
 }
 
 /// Default `keypad_timeout_ms`: the inter-digit timeout of IVRs (2–5 s), at its short end.

@@ -280,6 +280,9 @@ pub struct RawPipeline {
     /// `keypad_timeout_ms`: how long after a key press the keys become a caller turn; optional.
     #[serde(default)]
     pub keypad_timeout_ms: Option<Spanned<i64>>,
+    /// `resume_false_interruptions`: resume a reply cut by a barge-in with no words; optional.
+    #[serde(default)]
+    pub resume_false_interruptions: Option<Spanned<bool>>,
 }
 
 /// One use of a plugin by an agent (`realtime`, or a stage of `pipeline`), as written.

@@ -671,6 +671,9 @@ impl<'s> Validator<'s> {
                     llm,
                     tts,
                     keypad_timeout,
+                    resume_false_interruptions: raw
+                        .resume_false_interruptions
+                        .is_none_or(Spanned::into_inner),
                     instructions: raw
                         .instructions
                         .map(Spanned::into_inner)
