@@ -58,6 +58,9 @@ pub struct TurnConfig {
     /// cough, a door, line noise) is a false interruption: the agent says the rest of the cut
     /// reply instead of falling silent.
     pub resume_false_interruptions: bool,
+    /// How long the caller must speak over the agent before it counts as an interruption
+    /// (zero: the first speech frame interrupts).
+    pub min_interruption: Duration,
 }
 
 /// Most keys one keypad turn collects; more are dropped.
@@ -213,6 +216,9 @@ pub struct Turns {
     turn_ended: Option<Instant>,
     /// When the detector heard the current turn's speech begin.
     speech_began: Option<Instant>,
+    /// Speech frames heard since the current speech began (for
+    /// [`TurnConfig::min_interruption`]).
+    voiced: Duration,
     latency: TurnLatency,
     /// Latencies of finished turns.
     pub latencies: Vec<TurnLatency>,
@@ -240,6 +246,7 @@ impl Turns {
             audible: false,
             turn_ended: None,
             speech_began: None,
+            voiced: Duration::ZERO,
             latency: TurnLatency::default(),
             latencies: Vec::new(),
             resume: None,
@@ -471,10 +478,17 @@ impl Turns {
             if !self.in_speech {
                 self.in_speech = true;
                 self.speech_began.get_or_insert(now);
-                let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
-                if self.audible || replying {
-                    self.barge_in(out);
-                }
+                self.voiced = Duration::ZERO;
+            }
+            self.voiced += Duration::from_millis(FRAME_MS);
+            let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
+            let long_enough = self.voiced
+                >= self
+                    .config
+                    .min_interruption
+                    .max(Duration::from_millis(FRAME_MS));
+            if (self.audible || replying) && long_enough {
+                self.barge_in(out);
             }
         } else if self.in_speech {
             self.silence += Duration::from_millis(FRAME_MS);

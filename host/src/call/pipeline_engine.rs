@@ -106,6 +106,7 @@ impl PipelineEngine {
                 .filter(|f| !tools.is_empty() && !f.trim().is_empty()),
             keypad_timeout: pipeline.keypad_timeout,
             resume_false_interruptions: pipeline.resume_false_interruptions,
+            min_interruption: pipeline.min_interruption,
         });
         let engine = Self {
             turns,

@@ -15,6 +15,7 @@ fn turns() -> Turns {
         filler: Some("One moment, please.".into()),
         keypad_timeout: Duration::from_millis(2000),
         resume_false_interruptions: true,
+        min_interruption: Duration::ZERO,
     })
 }
 
@@ -186,6 +187,7 @@ fn greeting_is_spoken_first_and_remembered() {
         filler: None,
         keypad_timeout: Duration::from_millis(2000),
         resume_false_interruptions: true,
+        min_interruption: Duration::ZERO,
     });
     let now = Instant::now();
     let out = t.on(Event::Started, now);
@@ -442,6 +444,7 @@ fn a_key_press_interrupts_the_agent() {
         filler: None,
         keypad_timeout: Duration::from_millis(2000),
         resume_false_interruptions: true,
+        min_interruption: Duration::ZERO,
     });
     let now = Instant::now();
     let _ = t.on(Event::Started, now);
@@ -530,4 +533,39 @@ fn a_real_interruption_does_not_resume() {
         !out.iter()
             .any(|a| matches!(a, Action::Tts(StageInput::Text(_))))
     );
+}
+
+#[test]
+fn a_minimum_interruption_lets_short_sounds_pass() {
+    let mut t = Turns::new(TurnConfig {
+        instructions: String::new(),
+        endpointing: DEFAULT_ENDPOINTING,
+        greeting: Some("Thank you for calling the front desk.".into()),
+        filler: None,
+        keypad_timeout: Duration::from_millis(2000),
+        resume_false_interruptions: true,
+        min_interruption: Duration::from_millis(200),
+    });
+    let mut now = Instant::now();
+    let _ = t.on(Event::Started, now);
+    let _ = t.on(Event::Tts(audio(3000)), now);
+    // 100 ms of sound: no interruption.
+    for _ in 0..5 {
+        assert!(!frame(&mut t, true, now).contains(&Action::ClearPlayback));
+        now += Duration::from_millis(20);
+    }
+    let _ = frame(&mut t, false, now);
+    now += Duration::from_millis(20);
+    // Speech that goes on: interrupts at 200 ms, once.
+    let mut clears = 0;
+    for n in 1..=20 {
+        let out = frame(&mut t, true, now);
+        if out.contains(&Action::ClearPlayback) {
+            clears += 1;
+            assert_eq!(n, 5, "the 5th frame makes 200 ms with the 5 before the gap");
+            let _ = t.on(Event::Interrupted { heard_ms: 300 }, now);
+        }
+        now += Duration::from_millis(20);
+    }
+    assert_eq!(clears, 1);
 }

@@ -510,6 +510,9 @@ pub struct PipelineConfig {
     /// `resume_false_interruptions` (default true): after a barge-in the caller said nothing
     /// in, the agent says the rest of the cut reply.
     pub resume_false_interruptions: bool,
+    /// `min_interruption_ms` (0–2000, default 0): how long the caller must speak over the agent
+    /// before it counts as an interruption.
+    pub min_interruption: std::time::Duration,
 }
 
 /// Default `keypad_timeout_ms`: the inter-digit timeout of IVRs (2–5 s), at its short end.

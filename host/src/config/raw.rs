@@ -283,6 +283,10 @@ pub struct RawPipeline {
     /// `resume_false_interruptions`: resume a reply cut by a barge-in with no words; optional.
     #[serde(default)]
     pub resume_false_interruptions: Option<Spanned<bool>>,
+    /// `min_interruption_ms`: caller speech over the agent that counts as an interruption;
+    /// optional.
+    #[serde(default)]
+    pub min_interruption_ms: Option<Spanned<i64>>,
 }
 
 /// One use of a plugin by an agent (`realtime`, or a stage of `pipeline`), as written.

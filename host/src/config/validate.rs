@@ -674,6 +674,14 @@ impl<'s> Validator<'s> {
                     resume_false_interruptions: raw
                         .resume_false_interruptions
                         .is_none_or(Spanned::into_inner),
+                    min_interruption: Duration::from_millis(
+                        self.in_range(
+                            raw.min_interruption_ms,
+                            0..=2000,
+                            &pipeline_path.key("min_interruption_ms"),
+                        )
+                        .unwrap_or(0),
+                    ),
                     instructions: raw
                         .instructions
                         .map(Spanned::into_inner)
