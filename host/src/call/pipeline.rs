@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::audio::FRAME_MS;
-use crate::plugin::tools::{ToolCall, ToolOutcome, ToolResult};
+use crate::plugin::tools::{ToolCall, ToolResult};
 use crate::plugin::{AudioEncoding, AudioFormat, Message, Role, StageInput, StageOutput};
 
 /// Default caller silence that ends a turn: long enough for a breath between phrases, short
@@ -179,23 +179,6 @@ struct Reply {
     committed: usize,
 }
 
-/// The tool calls of a reply, until every result is in.
-#[derive(Debug)]
-struct PendingTools {
-    calls: Vec<ToolCall>,
-    /// Aligned with `calls`.
-    results: Vec<Option<ToolOutcome>>,
-    /// What the reply said before the calls (set when the LLM is done).
-    text: String,
-    /// The LLM finished the reply that made the calls.
-    llm_done: bool,
-    /// The reply is still going (no barge-in): continue it when the results are in.
-    live: bool,
-    continue_reply: bool,
-    /// The filler was said for these calls.
-    filled: bool,
-}
-
 /// One call's turn-taking state. See the module docs.
 #[derive(Debug)]
 pub struct Turns {
@@ -303,52 +286,6 @@ impl Turns {
         out
     }
 
-    /// A key press interrupts the agent as speech does, and adds to the keypad turn: `#` ends
-    /// it, else it ends [`TurnConfig::keypad_timeout`] after the last key.
-    fn dtmf(&mut self, digit: String, now: Instant, out: &mut Vec<Action>) {
-        let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
-        let barged = self.audible || replying;
-        if barged {
-            self.barge_in(out);
-        }
-        if digit != "#" {
-            if self.keys.len() < MAX_KEYS {
-                self.keys.push_str(&digit);
-            }
-            self.keys_deadline = Some(now + self.config.keypad_timeout);
-        } else if !self.keys.is_empty() {
-            // The turn ends now; after a barge-in, once the cut reply is settled (the call
-            // task answers the clear first).
-            if barged {
-                self.keys_deadline = Some(now);
-            } else {
-                self.close_keypad_turn(now, out);
-            }
-        }
-    }
-
-    /// The keys pressed become the caller's turn, and the LLM is asked.
-    fn close_keypad_turn(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.keys_deadline = None;
-        let keys = std::mem::take(&mut self.keys);
-        if keys.is_empty() {
-            return;
-        }
-        if self.reply.as_ref().is_some_and(|r| !r.interrupted) {
-            // A reply to something else is on its way: the keys wait for it.
-            self.keys = keys;
-            self.keys_deadline = Some(now + self.config.keypad_timeout);
-            return;
-        }
-        self.turn_ended = Some(now);
-        self.latency = TurnLatency::default();
-        self.resume = None;
-        self.history
-            .push(Message::text(Role::User, format!("{KEYPAD_PREFIX}{keys}")));
-        self.reply = Some(Reply::default());
-        out.push(Action::Llm(StageInput::Reply(self.request())));
-    }
-
     /// The caller cut in: clear playback, cancel the LLM and TTS (the call task answers the
     /// clear with [`Event::Interrupted`]).
     fn barge_in(&mut self, out: &mut Vec<Action>) {
@@ -363,95 +300,6 @@ impl Turns {
     /// Nothing in progress: no reply, no tool call waiting.
     pub fn is_quiet(&self) -> bool {
         self.reply.is_none() && self.tools.is_none()
-    }
-
-    /// Tool calls of the current reply still running.
-    pub fn tools_pending(&self) -> bool {
-        self.tools
-            .as_ref()
-            .is_some_and(|t| t.results.iter().any(Option::is_none))
-    }
-
-    fn tool_result(&mut self, result: ToolResult, continue_reply: bool, out: &mut Vec<Action>) {
-        let Some(pending) = &mut self.tools else {
-            return;
-        };
-        if let Some(i) = pending.calls.iter().position(|c| c.id == result.id) {
-            pending.results[i] = Some(result.outcome);
-        }
-        pending.continue_reply &= continue_reply;
-        self.tools_complete(out);
-    }
-
-    /// When the LLM is done and every result is in: the calls and results enter the history,
-    /// and a live reply continues.
-    fn tools_complete(&mut self, out: &mut Vec<Action>) {
-        let complete = self
-            .tools
-            .as_ref()
-            .is_some_and(|t| t.llm_done && t.results.iter().all(Option::is_some));
-        if !complete {
-            return;
-        }
-        let Some(pending) = self.tools.take() else {
-            return;
-        };
-        self.history.push(Message {
-            role: Role::Assistant,
-            content: pending.text,
-            tool_calls: pending.calls.clone(),
-            tool_call_id: None,
-        });
-        for (call, outcome) in pending.calls.iter().zip(pending.results) {
-            let content = match outcome {
-                Some(ToolOutcome::Output(o)) => o,
-                Some(ToolOutcome::Error(e)) => serde_json::json!({ "error": e }).to_string(),
-                None => continue,
-            };
-            self.history.push(Message {
-                role: Role::Tool,
-                content,
-                tool_calls: Vec::new(),
-                tool_call_id: Some(call.id.clone()),
-            });
-        }
-        let live = pending.live && self.reply.as_ref().is_some_and(|r| !r.interrupted);
-        if !live {
-            return;
-        }
-        if pending.continue_reply {
-            out.push(Action::Llm(StageInput::Reply(self.request())));
-        } else if let Some(reply) = &mut self.reply {
-            reply.llm_done = true;
-            self.finish_reply_if_played();
-        }
-    }
-
-    fn tools_slow(&mut self, out: &mut Vec<Action>) {
-        let Some(filler) = self.config.filler.clone() else {
-            return;
-        };
-        let waiting = self.tools_pending()
-            && self.tools.as_ref().is_some_and(|t| t.live && !t.filled)
-            && self
-                .reply
-                .as_ref()
-                .is_some_and(|r| !r.interrupted && r.clauses.iter().all(|c| c.done));
-        if !waiting || self.audible {
-            return;
-        }
-        if let Some(t) = &mut self.tools {
-            t.filled = true;
-        }
-        if let Some(reply) = &mut self.reply {
-            reply.clauses.push(Clause {
-                text: filler.clone(),
-                filler: true,
-                ..Clause::default()
-            });
-        }
-        out.push(Action::Tts(StageInput::Text(filler)));
-        out.push(Action::Tts(StageInput::Flush));
     }
 
     /// The LLM request for the history so far: the instructions, then the history.
@@ -800,6 +648,12 @@ fn split_heard(clauses: &[Clause], heard_ms: u64) -> (String, String) {
     }
     (heard.join(" "), unheard.join(" "))
 }
+
+#[path = "pipeline_keypad.rs"]
+mod keypad;
+#[path = "pipeline_tools.rs"]
+mod tools;
+use tools::PendingTools;
 
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]

@@ -1,6 +1,7 @@
 //! Tests of the pipeline turn-taking: every event sequence a call lives through.
 
 use super::*;
+use crate::plugin::tools::ToolOutcome;
 
 const PCM8K: AudioFormat = AudioFormat {
     encoding: AudioEncoding::Pcm16,
