@@ -172,8 +172,12 @@ async fn a_call_never_waits_for_an_mcp_server() -> anyhow::Result<()> {
         .filter(|t| t.side == Side::Agent)
         .map(|t| t.text.as_str())
         .collect();
-    assert!(lists.contains(&"tools: order_status"), "{lists:?}");
-    assert!(lists.contains(&"tools: "), "dying's tool left: {lists:?}");
+    // `dying`'s tool was offered, then left; `slow`'s arrived (in whichever order the two
+    // changes came, which a loaded machine decides).
+    assert!(
+        lists.iter().any(|l| l.contains("order_status")),
+        "{lists:?}"
+    );
     assert_eq!(lists.last(), Some(&"tools: book_slot"), "{lists:?}");
     Ok(())
 }
