@@ -12,6 +12,7 @@ pub mod fake_twilio;
 pub mod fuzz;
 pub mod mcp_server;
 pub mod memory_socket;
+pub mod noise;
 pub mod phone;
 
 use std::path::{Path, PathBuf};
