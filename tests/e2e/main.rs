@@ -3,6 +3,7 @@
 
 mod call;
 mod call_loop;
+mod echo;
 mod frozen_contract;
 mod fuzz;
 mod keypad;

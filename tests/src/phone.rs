@@ -45,8 +45,25 @@ pub struct PhoneLog {
 }
 
 enum Queued {
-    Frame,
+    Frame(Vec<u8>),
     Mark(String),
+}
+
+/// The line's echo: what the phone plays comes back into the caller's audio `delay_ms` later,
+/// `level_db` below what was played (line hybrid or speakerphone echo).
+#[derive(Debug, Clone, Copy)]
+pub struct EchoPath {
+    /// Echo delay (ms).
+    pub delay_ms: u64,
+    /// Echo level relative to the played audio (dB, negative: −20 is a tenth of the amplitude).
+    pub level_db: f64,
+}
+
+/// How the phone behaves beyond the caller's script.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// Feed what it plays back into the caller's audio.
+    pub echo: Option<EchoPath>,
 }
 
 /// Places one call on `gateway_url` (`http://…`) with these `customParameters`, sends `script`
@@ -59,6 +76,27 @@ pub async fn call(
     params: Value,
     script: Vec<Vec<u8>>,
     duration: Duration,
+) -> anyhow::Result<PhoneLog> {
+    call_with(
+        gateway_url,
+        params,
+        script,
+        duration,
+        CallOptions::default(),
+    )
+    .await
+}
+
+/// [`call`], with the line's behaviour in `options` (its echo).
+///
+/// # Errors
+/// The socket failed.
+pub async fn call_with(
+    gateway_url: &str,
+    params: Value,
+    script: Vec<Vec<u8>>,
+    duration: Duration,
+    options: CallOptions,
 ) -> anyhow::Result<PhoneLog> {
     let url = format!(
         "{}/twilio/media-stream",
@@ -87,6 +125,8 @@ pub async fn call(
     let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut reply_played = 0u64;
     let mut script = script.into_iter();
+    // Everything the phone played, one frame (or a frame of silence) per tick, as PCM16.
+    let mut played_pcm: Vec<i16> = Vec::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -100,7 +140,24 @@ pub async fn call(
                     }).await;
                     return Ok(log);
                 }
-                let frame = script.next().unwrap_or_else(|| vec![0xFF; 160]);
+                let mut frame = script.next().unwrap_or_else(|| vec![0xFF; 160]);
+                if let Some(echo) = options.echo {
+                    // This frame was captured over the last tick; the echo in it left the
+                    // loudspeaker `delay` earlier.
+                    let gain = 10f64.powf(echo.level_db / 20.0);
+                    let delay = (echo.delay_ms * 8) as usize;
+                    let end = played_pcm.len();
+                    frame = frame
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &b)| {
+                            let at = (end + i).checked_sub(160 + delay);
+                            let echoed = at.and_then(|a| played_pcm.get(a)).map_or(0.0, |&p| f64::from(p) * gain);
+                            let mixed = f64::from(switchboard::audio::mulaw::decode(b)) + echoed;
+                            switchboard::audio::mulaw::encode(mixed.round().clamp(-32768.0, 32767.0) as i16)
+                        })
+                        .collect();
+                }
                 chunk += 1;
                 seq += 1;
                 ws.send(send(json!({"event": "media", "sequenceNumber": seq.to_string(), "streamSid": "MZ1",
@@ -109,6 +166,7 @@ pub async fn call(
                 log.sent_at.push(Instant::now());
                 // Play one frame; echo the marks it reaches.
                 let mut played = false;
+                let mut sound = None;
                 while let Some(item) = queue.pop_front() {
                     match item {
                         Queued::Mark(name) => {
@@ -117,14 +175,21 @@ pub async fn call(
                                 "streamSid": "MZ1", "mark": {"name": name}}))).await?;
                             log.marks_played.push(name);
                         }
-                        Queued::Frame if !played => {
+                        Queued::Frame(payload) if !played => {
                             played = true;
                             reply_played += 1;
+                            sound = Some(payload);
                         }
-                        Queued::Frame => {
-                            queue.push_front(Queued::Frame);
+                        Queued::Frame(payload) => {
+                            queue.push_front(Queued::Frame(payload));
                             break;
                         }
+                    }
+                }
+                if options.echo.is_some() {
+                    match sound {
+                        Some(payload) => played_pcm.extend(payload.iter().map(|&b| switchboard::audio::mulaw::decode(b))),
+                        None => played_pcm.extend([0i16; 160]),
                     }
                 }
                 if !played && queue.is_empty() {
@@ -152,8 +217,8 @@ pub async fn call(
                         let now = Instant::now();
                         log.first_media.get_or_insert(now);
                         let payload = BASE64.decode(v["media"]["payload"].as_str().unwrap_or_default())?;
-                        log.media.push((now, payload));
-                        queue.push_back(Queued::Frame);
+                        log.media.push((now, payload.clone()));
+                        queue.push_back(Queued::Frame(payload));
                     }
                     Some("mark") => {
                         queue.push_back(Queued::Mark(v["mark"]["name"].as_str().unwrap_or_default().to_string()));

@@ -1,8 +1,10 @@
 //! Audio in the host: the G.711 μ-law codec ([`mulaw`]), sample-rate conversion ([`resample`]),
 //! and the per-call converters between Twilio's 8 kHz μ-law frames and a plugin's declared
-//! format ([`convert`]).
+//! format ([`convert`]), the playback clock ([`playback`]), and what the caller said against what the
+//! agent played: voice activity ([`vad`]) and echo ([`echo`]).
 
 pub mod convert;
+pub mod echo;
 pub mod mulaw;
 pub mod playback;
 pub mod resample;

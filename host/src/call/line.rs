@@ -20,6 +20,9 @@ pub(super) struct Playout {
     /// Set when the agent asked for a transfer: once the queued audio has played (as for a
     /// hang-up), the call is redirected to this number.
     pub(super) transfer_to: Option<String>,
+    /// What the agent played, to tell the caller's speech from its echo: set by an engine that
+    /// listens to the caller itself (the pipeline's barge-in and endpointing).
+    pub(super) echo: Option<EchoGate>,
 }
 
 impl Playout {
@@ -31,6 +34,7 @@ impl Playout {
             started: Instant::now(),
             hangup_deadline: None,
             transfer_to: None,
+            echo: None,
         }
     }
 
@@ -124,9 +128,22 @@ impl<S: MediaSocket> Line<'_, S> {
             self.metrics.lead.record(Duration::from_millis(lead_ms));
         }
         let since_start = self.playout.started.elapsed();
+        // Where the first frame due now sits on the sent-audio timeline, and so when each one
+        // starts playing: the echo gate's reference.
+        let media = due
+            .iter()
+            .filter(|o| matches!(o, Outgoing::Media(_)))
+            .count() as u64;
+        let mut frame_ms = playback.sent_ms().saturating_sub(media * FRAME_MS);
+        let position_ms = playback.position_ms(now);
         for item in due {
             let msg = match item {
                 Outgoing::Media(frame) => {
+                    if let Some(echo) = &mut self.playout.echo {
+                        let ahead = Duration::from_millis(frame_ms.saturating_sub(position_ms));
+                        echo.played(&frame, now + ahead);
+                    }
+                    frame_ms += FRAME_MS;
                     self.stats.frames_out += 1;
                     if self.stats.first_audio.is_none() {
                         self.stats.first_audio = Some(since_start);
@@ -169,6 +186,9 @@ impl<S: MediaSocket> Line<'_, S> {
         let was_playing = !playback.is_idle(now);
         let heard_ms = playback.clear(now);
         self.playout.from_plugin.clear();
+        if let Some(echo) = &mut self.playout.echo {
+            echo.cleared(now);
+        }
         self.stats.clears += 1;
         let msg = Outbound::Clear {
             stream_sid: &self.playout.stream_sid,

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use crate::audio::convert::{FromPlugin, ToPlugin};
+use crate::audio::echo::{EchoGate, Verdict};
 use crate::audio::playback::{Echo, Outgoing, Playback};
 use crate::audio::vad::Vad;
 use crate::audio::{FRAME_MS, FRAME_SAMPLES, mulaw};
@@ -307,6 +308,9 @@ pub struct CallStats {
     pub turn_latency: Vec<TurnLatency>,
     /// Pipeline agents: caller frames the STT could not take (it fell behind).
     pub stt_dropped: u64,
+    /// Pipeline agents: caller frames the VAD heard as speech that were no louder than the echo
+    /// of the agent's own audio (`audio::echo`): no barge-in, silence to the STT.
+    pub echo_frames: u64,
     /// A plugin failure after the call's end was decided (its `hangup` trapped or overran):
     /// counted, logged and recorded like any other failure, though the call ended for another
     /// reason.

@@ -30,6 +30,8 @@ pub(in crate::call) struct PipelineEngine {
     filler_at: Option<Instant>,
     /// `end_call` or `transfer_call`: the call ends once the reply has played.
     ending: Option<tool_calls::Ending>,
+    /// The format the STT takes caller audio in (for the silence that replaces echo).
+    stt_format: crate::plugin::AudioFormat,
 }
 
 /// A stage failed: the call ends, blaming its plugin.
@@ -127,6 +129,7 @@ impl PipelineEngine {
             filler_after: agent.tools.filler_after,
             filler_at: None,
             ending: None,
+            stt_format: format,
         };
         Ok((engine, format))
     }
@@ -281,6 +284,8 @@ pub(super) fn loaded(plugins: &Plugins, used: &PluginUse) -> Result<Arc<Plugin>,
 
 impl Engine for PipelineEngine {
     async fn started<S: MediaSocket>(&mut self, line: &mut Line<'_, S>) -> Next {
+        // The host listens to the caller itself: it keeps what it plays to know its echo.
+        line.playout.echo = Some(EchoGate::new());
         // The LLM learns its tools first of all inputs (the MCP tools available now; later
         // ones follow as they arrive).
         if !self.tools.is_empty() {
@@ -305,9 +310,30 @@ impl Engine for PipelineEngine {
             Ok(s) => s,
             Err(e) => return Next::End(EndReason::plugin(SessionError::Host(format!("VAD: {e}")))),
         };
+        // The echo of the agent's own audio is neither speech nor for the recognizer: the STT
+        // hears silence in its place (`audio::echo`).
+        let verdict = line
+            .playout
+            .echo
+            .as_mut()
+            .map_or(Verdict::Open, |g| g.judge(frame.mulaw, Instant::now()));
+        let (speech, data) = if verdict == Verdict::Echo {
+            let mut data = frame.data;
+            let quiet = match self.stt_format.encoding {
+                crate::plugin::AudioEncoding::Mulaw => mulaw::SILENCE,
+                crate::plugin::AudioEncoding::Pcm16 => 0,
+            };
+            data.fill(quiet);
+            if speech {
+                line.stats.echo_frames += 1;
+            }
+            (false, data)
+        } else {
+            (speech, frame.data)
+        };
         let event = Event::CallerFrame {
             speech,
-            data: frame.data,
+            data,
             timestamp_ms: frame.timestamp_ms,
         };
         self.event(line, event).await
