@@ -182,3 +182,55 @@ async fn the_offline_front_desk_greets_a_known_caller_by_name() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// The offline agent on a line that returns its voice at −20 dB, 250 ms late (a speakerphone):
+/// the Piper greeting and reply play whole (no `clear`), and the local recognizer hears only the
+/// caller — one caller turn, the question — not fragments of the agent's own words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offline_agent_rides_out_its_own_echo() -> anyhow::Result<()> {
+    let models = speech_plugins()?;
+    let gw = Gateway::start(&write_config(&config(&models))?).await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(500);
+    script.extend(wav_frames(&fixture("speech/order-question.wav"))?);
+    let echo = phone::EchoPath {
+        delay_ms: 250,
+        level_db: -20.0,
+    };
+    let log = phone::call_with(
+        &gw.url,
+        json!({"From": "+1 (500) 555-0101"}),
+        script,
+        Duration::from_secs(22),
+        phone::CallOptions { echo: Some(echo) },
+    )
+    .await?;
+    let end = tokio::time::timeout(Duration::from_secs(20), events.recv()).await??;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.stats);
+    for t in &end.stats.transcript {
+        println!("{:?}: {} (heard {:?})", t.side, t.text, t.heard_ms);
+    }
+    println!("echo frames held back: {}", end.stats.echo_frames);
+    assert!(
+        log.clears.is_empty(),
+        "the agent cut itself off on its echo {} time(s)",
+        log.clears.len()
+    );
+    let caller: Vec<&str> = end
+        .stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Caller)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(caller.len(), 1, "caller turns: {caller:?}");
+    assert!(words(caller[0]).contains("order"), "{caller:?}");
+    assert!(
+        end.stats.transcript.iter().any(|t| t.side == Side::Agent
+            && t.text == "Your order 1042 is out for delivery and arrives tomorrow before noon."
+            && t.heard_ms.is_none()),
+        "{:?}",
+        end.stats.transcript
+    );
+    Ok(())
+}
