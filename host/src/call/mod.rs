@@ -12,6 +12,7 @@ mod end_tests;
 mod engine;
 mod event_loop;
 pub mod inbox;
+pub mod interruption;
 mod line;
 pub mod pipeline;
 mod pipeline_engine;

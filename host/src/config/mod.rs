@@ -513,6 +513,14 @@ pub struct PipelineConfig {
     /// `min_interruption_ms` (0–2000, default 0): how long the caller must speak over the agent
     /// before it counts as an interruption.
     pub min_interruption: std::time::Duration,
+    /// `min_interruption_words` (0–10, default 0): words the caller must say over the agent
+    /// before it counts as an interruption (backchannels not counted when ignored). Decided on
+    /// the recognizer's interim transcripts when it sends them, else on the final one (an
+    /// interruption with fewer words is then a false one: the agent resumes).
+    pub min_interruption_words: usize,
+    /// `backchannel` (default `"ignore"`): what "mm-hm", "okay" and the like said while the
+    /// agent speaks do.
+    pub backchannel: crate::call::interruption::Backchannel,
 }
 
 /// Default `keypad_timeout_ms`: the inter-digit timeout of IVRs (2–5 s), at its short end.

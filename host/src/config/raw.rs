@@ -287,6 +287,13 @@ pub struct RawPipeline {
     /// optional.
     #[serde(default)]
     pub min_interruption_ms: Option<Spanned<i64>>,
+    /// `min_interruption_words`: words the caller must say over the agent before it counts as
+    /// an interruption; optional.
+    #[serde(default)]
+    pub min_interruption_words: Option<Spanned<i64>>,
+    /// `backchannel`: `"ignore"` or `"interrupt"`; optional.
+    #[serde(default)]
+    pub backchannel: Option<crate::call::interruption::Backchannel>,
 }
 
 /// One use of a plugin by an agent (`realtime`, or a stage of `pipeline`), as written.

@@ -682,6 +682,34 @@ fn pipeline_agents_validate_every_stage_and_endpointing() {
 }
 
 #[test]
+fn interruption_rules_have_defaults_and_are_checked() {
+    use crate::call::interruption::Backchannel;
+    let agent = |extra: &str| {
+        format!(
+            "[plugins.echo]\npath = \"echo.wasm\"\n\n[[agents]]\nname = \"p\"\n\n[agents.pipeline]\n{extra}\nstt = {{ plugin = \"echo\" }}\nllm = {{ plugin = \"echo\" }}\ntts = {{ plugin = \"echo\" }}\n"
+        )
+    };
+    let (_dir, config) = build_ok(&agent(""));
+    let p = config.agents[0].pipeline().expect("a pipeline agent");
+    assert_eq!(p.min_interruption_words, 0);
+    assert_eq!(p.backchannel, Backchannel::Ignore);
+    let (_dir, config) = build_ok(&agent(
+        "min_interruption_words = 2\nbackchannel = \"interrupt\"",
+    ));
+    let p = config.agents[0].pipeline().expect("a pipeline agent");
+    assert_eq!(p.min_interruption_words, 2);
+    assert_eq!(p.backchannel, Backchannel::Interrupt);
+
+    let errors = build_err(&agent("min_interruption_words = 11"), &no_env);
+    at_key(&errors, "agents[0].pipeline.min_interruption_words");
+    let errors = build_err(&agent("backchannel = \"sometimes\""), &no_env);
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("backchannel")),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn cpu_share_keys_are_read_with_defaults_and_checked() {
     use crate::plugin::budget::{CpuLimits, DEFAULT_CPU_BURST, DEFAULT_CPU_PERCENT};
     let text = "[plugins.echo]\npath = \"echo.wasm\"\n\n[plugins.heavy]\npath = \"echo.wasm\"\nbudget_ms = 15000\n\n[plugins.custom]\npath = \"echo.wasm\"\ncpu_percent = 100\ncpu_burst_ms = 20000\n\n[[agents]]\nname = \"a\"\nrealtime = { plugin = \"echo\" }\n";

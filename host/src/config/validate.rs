@@ -682,6 +682,14 @@ impl<'s> Validator<'s> {
                         )
                         .unwrap_or(0),
                     ),
+                    min_interruption_words: self
+                        .in_range(
+                            raw.min_interruption_words,
+                            0..=10,
+                            &pipeline_path.key("min_interruption_words"),
+                        )
+                        .unwrap_or(0) as usize,
+                    backchannel: raw.backchannel.unwrap_or_default(),
                     instructions: raw
                         .instructions
                         .map(Spanned::into_inner)
