@@ -4,8 +4,10 @@
 //!
 //! - **Endpointing.** Caller frames carry the host VAD's verdict. After [`TurnConfig::endpointing`]
 //!   of silence following speech, the STT is told `end-of-turn`; its final transcript and
-//!   `end-of-turn` close the turn. An STT with its own endpointing may close the turn first: it
-//!   wins.
+//!   `end-of-turn` close the turn. Sooner when the STT's interim transcript, arriving after
+//!   [`EARLY_ENDPOINTING_SILENCE`] of silence, is a whole sentence (ends with `.`, `?` or `!`):
+//!   the recognizer has heard a complete question or statement, so waiting longer only delays
+//!   the answer. An STT with its own endpointing may close the turn first: it wins.
 //! - **History.** The agent's instructions (as `system`), then caller and agent turns. An agent
 //!   turn enters the history once it has played, or, when the caller cut in, cut to what the
 //!   caller heard.
@@ -37,6 +39,12 @@ use crate::plugin::{AudioEncoding, AudioFormat, Message, Role, StageInput, Stage
 /// Default caller silence that ends a turn: long enough for a breath between phrases, short
 /// enough that the agent does not feel slow (the 500–800 ms range usual on the phone).
 pub const DEFAULT_ENDPOINTING: Duration = Duration::from_millis(600);
+
+/// Caller silence after which an interim transcript that ends a sentence (`.`, `?`, `!`) ends
+/// the turn before [`TurnConfig::endpointing`]: longer than the gaps between words, so a
+/// sentence-final mark the recognizer guessed mid-phrase does not cut the caller off while
+/// they are still talking; 300 ms is the short end of the pauses people leave at a turn's end.
+pub const EARLY_ENDPOINTING_SILENCE: Duration = Duration::from_millis(300);
 
 /// Fewest characters sent to TTS as one clause (very short clauses sound choppy).
 pub const MIN_CLAUSE_CHARS: usize = 12;
@@ -212,6 +220,8 @@ pub struct Turns {
     keys: String,
     /// When the keys pressed so far become a caller turn.
     keys_deadline: Option<Instant>,
+    /// The caller's speech over the agent, for the interruption rules by words.
+    over: SpokenOver,
 }
 
 impl Turns {
@@ -235,6 +245,7 @@ impl Turns {
             resume: None,
             keys: String::new(),
             keys_deadline: None,
+            over: SpokenOver::default(),
         }
     }
 
@@ -270,7 +281,10 @@ impl Turns {
             Event::Stt(output) => self.stt(output, now, &mut out),
             Event::Llm(output) => self.llm(output, now, &mut out),
             Event::Tts(output) => self.tts(output, now, &mut out),
-            Event::Interrupted { heard_ms } => self.interrupted(heard_ms),
+            Event::Interrupted { heard_ms } => {
+                self.interrupted(heard_ms);
+                self.after_clear(now, &mut out);
+            }
             Event::PlaybackIdle => {
                 self.audible = false;
                 self.finish_reply_if_played();
@@ -323,38 +337,48 @@ impl Turns {
         out.push(Action::Stt(StageInput::Audio { data, timestamp_ms }));
         if speech {
             self.silence = Duration::ZERO;
+            let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
             if !self.in_speech {
                 self.in_speech = true;
                 self.speech_began.get_or_insert(now);
                 self.voiced = Duration::ZERO;
+                self.speech_began_over(self.audible || replying);
             }
             self.voiced += Duration::from_millis(FRAME_MS);
-            let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
             let long_enough = self.voiced
                 >= self
                     .config
                     .min_interruption
                     .max(Duration::from_millis(FRAME_MS));
-            if (self.audible || replying) && long_enough {
+            if (self.audible || replying) && long_enough && !self.waits_for_words() {
                 self.barge_in(out);
+            } else if self.audible || replying {
+                self.hold();
             }
         } else if self.in_speech {
             self.silence += Duration::from_millis(FRAME_MS);
             if self.silence >= self.config.endpointing {
-                self.in_speech = false;
-                let ended = now - self.silence;
-                self.turn_ended = Some(ended);
-                self.latency = TurnLatency {
-                    endpointing: Some(self.silence),
-                    speech: self.speech_began.take().map(|b| {
-                        ended.saturating_duration_since(b) + Duration::from_millis(FRAME_MS)
-                    }),
-                    ..TurnLatency::default()
-                };
-                self.awaiting_final = true;
-                out.push(Action::Stt(StageInput::EndOfTurn));
+                self.end_caller_speech(now, out);
             }
         }
+    }
+
+    /// The caller's speech is over (endpointing): the turn's latency clock starts at its last
+    /// speech frame and the STT is told `end-of-turn`; its final transcript closes the turn.
+    fn end_caller_speech(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.in_speech = false;
+        let ended = now - self.silence;
+        self.turn_ended = Some(ended);
+        self.latency = TurnLatency {
+            endpointing: Some(self.silence),
+            speech: self
+                .speech_began
+                .take()
+                .map(|b| ended.saturating_duration_since(b) + Duration::from_millis(FRAME_MS)),
+            ..TurnLatency::default()
+        };
+        self.awaiting_final = true;
+        out.push(Action::Stt(StageInput::EndOfTurn));
     }
 
     fn stt(&mut self, output: StageOutput, now: Instant, out: &mut Vec<Action>) {
@@ -374,6 +398,20 @@ impl Turns {
                     self.close_caller_turn(now, out);
                 }
             }
+            // Early endpointing: the caller has paused after a whole sentence.
+            StageOutput::Transcript {
+                text,
+                is_final: false,
+            } => {
+                self.interim_words(&text, out);
+                if self.in_speech
+                    && !self.awaiting_final
+                    && self.silence >= EARLY_ENDPOINTING_SILENCE.min(self.config.endpointing)
+                    && ends_sentence(&text)
+                {
+                    self.end_caller_speech(now, out);
+                }
+            }
             StageOutput::EndOfTurn => self.close_caller_turn(now, out),
             _ => {}
         }
@@ -382,7 +420,11 @@ impl Turns {
     /// The caller's turn is over: what they said enters the history and the LLM is asked.
     fn close_caller_turn(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.awaiting_final = false;
-        let said = std::mem::take(&mut self.heard);
+        let said = match self.settle_spoken_over(std::mem::take(&mut self.heard), out) {
+            Settled::Turn(said) => said,
+            Settled::NoTurn => String::new(),
+            Settled::AfterClear => return,
+        };
         if said.is_empty() {
             if let Some(rest) = self.resume.take() {
                 // A false interruption: the agent goes on where it was cut.
@@ -432,7 +474,14 @@ impl Turns {
                 }
                 reply.pending.push_str(&text);
                 let mut clauses = Vec::new();
-                while let Some(end) = clause_end(&reply.pending) {
+                loop {
+                    let first = reply.clauses.is_empty() && clauses.is_empty();
+                    // A punctuation cut, else, for the first clause, a word cut.
+                    let Some(end) = clause_end(&reply.pending)
+                        .or_else(|| first.then(|| first_clause_end(&reply.pending)).flatten())
+                    else {
+                        break;
+                    };
                     clauses.push(reply.pending.drain(..end).collect::<String>());
                 }
                 for clause in clauses {
@@ -440,10 +489,16 @@ impl Turns {
                 }
             }
             StageOutput::Done => {
-                let rest = std::mem::take(&mut reply.pending);
+                let mut rest = std::mem::take(&mut reply.pending);
                 let calling = self.tools.as_ref().is_some_and(|t| !t.llm_done);
                 if !calling {
                     reply.llm_done = true;
+                }
+                if reply.clauses.is_empty()
+                    && let Some(end) = first_clause_end(&rest)
+                {
+                    let first = rest.drain(..end).collect();
+                    self.say(first, out);
                 }
                 if !rest.trim().is_empty() {
                     self.say(rest, out);
@@ -578,6 +633,13 @@ impl Turns {
     }
 }
 
+/// Whether `text` (an interim transcript) ends a sentence: its last character, spaces and
+/// closing quotes aside, is `.`, `?` or `!` (an ellipsis is a trailing-off, not an end).
+fn ends_sentence(text: &str) -> bool {
+    let text = text.trim_end().trim_end_matches(['"', '\'', '”', '’', ')']);
+    !text.ends_with("..") && !text.ends_with('…') && text.ends_with(['.', '?', '!'])
+}
+
 /// Where the first clause of `text` ends (after its punctuation and space), if it has one long
 /// enough.
 fn clause_end(text: &str) -> Option<usize> {
@@ -593,6 +655,50 @@ fn clause_end(text: &str) -> Option<usize> {
     }
     None
 }
+
+/// Where a reply's first clause is cut when it has no punctuation to cut at: before a
+/// connecting word ([`FIRST_CLAUSE_BREAKS`]) among its first [`FIRST_CLAUSE_MAX_WORDS`] words,
+/// after at least [`FIRST_CLAUSE_MIN_WORDS`], when the sentence goes on for at least
+/// [`FIRST_CLAUSE_MIN_REST`] more words. The TTS synthesizes a clause whole before its first
+/// audio, so a short first clause is heard sooner (Piper: ~80 ms per second of speech), and the
+/// rest is synthesized while it plays. `None`: no such break (a word still streaming in does
+/// not count).
+fn first_clause_end(text: &str) -> Option<usize> {
+    let words: Vec<(usize, &str)> = text
+        .split_whitespace()
+        .map(|w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+        .collect();
+    // The last word may be cut mid-stream unless whitespace follows it.
+    let complete = if text.ends_with(char::is_whitespace) {
+        words.len()
+    } else {
+        words.len().saturating_sub(1)
+    };
+    (FIRST_CLAUSE_MIN_WORDS..=FIRST_CLAUSE_MAX_WORDS.min(complete.saturating_sub(1)))
+        .filter(|&k| words.len() - k >= FIRST_CLAUSE_MIN_REST)
+        .find(|&k| {
+            let (_, before) = words[k - 1];
+            let (_, word) = words[k];
+            !before.ends_with(|c: char| c.is_ascii_punctuation())
+                && FIRST_CLAUSE_BREAKS.contains(&word.to_lowercase().as_str())
+        })
+        .map(|k| words[k].0)
+}
+
+/// Fewest words of a first clause cut by [`first_clause_end`]: shorter sounds clipped.
+pub const FIRST_CLAUSE_MIN_WORDS: usize = 3;
+
+/// Most words before the break [`first_clause_end`] looks for: a later break saves little.
+pub const FIRST_CLAUSE_MAX_WORDS: usize = 6;
+
+/// Fewest words that must follow the break (a sentence of 8 words or so is said whole).
+pub const FIRST_CLAUSE_MIN_REST: usize = 4;
+
+/// Words a sentence can be cut before without breaking a phrase (prepositions, conjunctions).
+pub const FIRST_CLAUSE_BREAKS: &[&str] = &[
+    "from", "until", "in", "on", "at", "to", "for", "with", "and", "but", "or", "because", "so",
+    "when", "if", "which", "while", "after", "before", "about",
+];
 
 /// The text of `clauses` for the history: every clause but the filler.
 fn spoken(clauses: &[Clause]) -> String {
@@ -649,6 +755,9 @@ fn split_heard(clauses: &[Clause], heard_ms: u64) -> (String, String) {
     (heard.join(" "), unheard.join(" "))
 }
 
+#[path = "pipeline_interrupt.rs"]
+mod interrupt;
+use interrupt::{Settled, SpokenOver};
 #[path = "pipeline_keypad.rs"]
 mod keypad;
 #[path = "pipeline_tools.rs"]

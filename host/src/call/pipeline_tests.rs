@@ -570,3 +570,136 @@ fn a_minimum_interruption_lets_short_sounds_pass() {
     }
     assert_eq!(clears, 1);
 }
+
+/// The caller speaks for 400 ms, then is silent for `silence_ms`.
+fn speak_then_pause(t: &mut Turns, silence_ms: u64, now: &mut Instant) -> Vec<Action> {
+    for _ in 0..20 {
+        let _ = frame(t, true, *now);
+        *now += Duration::from_millis(20);
+    }
+    let mut out = Vec::new();
+    for _ in 0..silence_ms / 20 {
+        out.extend(frame(t, false, *now));
+        *now += Duration::from_millis(20);
+    }
+    out
+}
+
+fn interim(t: &mut Turns, text: &str, now: Instant) -> Vec<Action> {
+    t.on(
+        Event::Stt(StageOutput::Transcript {
+            text: text.into(),
+            is_final: false,
+        }),
+        now,
+    )
+}
+
+#[test]
+fn a_whole_sentence_heard_in_a_pause_ends_the_turn_before_the_endpointing_silence() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    assert!(!speak_then_pause(&mut t, 300, &mut now).contains(&Action::Stt(StageInput::EndOfTurn)));
+    let out = interim(&mut t, "What are your opening hours?", now);
+    assert_eq!(out, vec![Action::Stt(StageInput::EndOfTurn)]);
+    // The final transcript closes the turn as after the silence.
+    let out = t.on(
+        Event::Stt(StageOutput::Transcript {
+            text: "What are your opening hours?".into(),
+            is_final: true,
+        }),
+        now,
+    );
+    assert!(
+        matches!(out.as_slice(), [Action::Llm(StageInput::Reply(_))]),
+        "{out:?}"
+    );
+    // The silence that follows does not end another turn.
+    for _ in 0..40 {
+        assert!(!frame(&mut t, false, now).contains(&Action::Stt(StageInput::EndOfTurn)));
+        now += Duration::from_millis(20);
+    }
+    let _ = t.on(Event::Llm(StageOutput::Done), now);
+    t.on(Event::PlaybackIdle, now);
+    assert_eq!(
+        t.latencies[0].endpointing,
+        Some(Duration::from_millis(300)),
+        "{:?}",
+        t.latencies
+    );
+}
+
+#[test]
+fn an_unfinished_sentence_or_a_short_gap_waits_for_the_endpointing_silence() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = speak_then_pause(&mut t, 300, &mut now);
+    assert!(
+        interim(&mut t, "What are your", now).is_empty(),
+        "no end mark"
+    );
+    assert!(interim(&mut t, "Well...", now).is_empty(), "trailing off");
+    let mut t = turns();
+    let _ = speak_then_pause(&mut t, 200, &mut now);
+    assert!(
+        interim(&mut t, "What are your hours?", now).is_empty(),
+        "gap too short"
+    );
+    // Speech again: no early end while the caller talks.
+    let _ = frame(&mut t, true, now);
+    assert!(interim(&mut t, "What are your hours?", now).is_empty());
+    // The endpointing silence still ends the turn.
+    let out = speak_then_pause(&mut t, 600, &mut now);
+    assert!(out.contains(&Action::Stt(StageInput::EndOfTurn)));
+}
+
+#[test]
+fn a_long_first_sentence_is_cut_before_a_connecting_word() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = caller_turn(&mut t, "hours?", &mut now);
+    let out = t.on(
+        Event::Llm(StageOutput::TextDelta(
+            "We are open from eight in the morning until eight in the evening.".into(),
+        )),
+        now,
+    );
+    assert_eq!(
+        out,
+        vec![
+            Action::Tts(StageInput::Text("We are open ".into())),
+            Action::Tts(StageInput::Flush),
+        ]
+    );
+    let out = t.on(Event::Llm(StageOutput::Done), now);
+    assert_eq!(
+        out,
+        vec![
+            Action::Tts(StageInput::Text(
+                "from eight in the morning until eight in the evening.".into()
+            )),
+            Action::Tts(StageInput::Flush),
+        ]
+    );
+    // Short replies and later sentences are not cut.
+    assert_eq!(first_clause_end("Sorry, I did not get that."), None);
+    assert_eq!(
+        first_clause_end("I can't find an order for this number."),
+        None
+    );
+    assert_eq!(
+        first_clause_end("We are open from"),
+        None,
+        "more may stream in"
+    );
+}
+
+#[test]
+fn sentence_ends() {
+    for text in ["Hours?", "Yes. ", "Stop!", "He said \"yes.\""] {
+        assert!(ends_sentence(text), "{text}");
+    }
+    for text in ["", "What are your", "Well...", "So…", "one, two,"] {
+        assert!(!ends_sentence(text), "{text}");
+    }
+}
