@@ -9,6 +9,7 @@
 //! turn at once (they queue for the pool instead).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, IndexOp, Tensor};
 
@@ -20,6 +21,10 @@ use crate::model::{MAX_TOKENS, Model};
 /// busy threads, while the caller waits less: a 3 s turn took 0.88 s on two idle cores and
 /// 1.32 s pinned to one. Concurrent turns share these threads rather than adding their own.
 pub const INFERENCE_THREADS: usize = 2;
+
+/// Audio encoded after the end of the samples when the window is fitted to them (samples, 1 s at
+/// 16 kHz): Whisper hears the end of the last word and the silence that closes the text.
+pub const WINDOW_MARGIN: usize = SAMPLE_RATE as usize;
 
 /// Whisper's `no_speech_threshold`: above this probability of "no speech" after the prompt's
 /// first token, with a low average log-probability, the window is taken as silence.
@@ -43,6 +48,9 @@ pub struct Transcription {
     pub no_speech_prob: f64,
     /// Mean log-probability per generated token, end of text included.
     pub avg_logprob: f64,
+    /// The decoder stopped at its token limit for the audio's length instead of ending the
+    /// text: it was most likely repeating itself.
+    pub truncated: bool,
 }
 
 /// Why a window could not be decoded.
@@ -54,6 +62,9 @@ pub enum DecodeError {
     /// The inference thread pool could not start.
     #[error("cannot start the inference threads: {0}")]
     Threads(String),
+    /// The caller's `cancel` flag was raised (checked between decoder steps).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 static POOL: OnceLock<Result<rayon::ThreadPool, String>> = OnceLock::new();
@@ -76,20 +87,39 @@ impl Model {
     ///
     /// # Errors
     /// [`DecodeError`] when candle fails or the pool cannot start.
-    /// `min_window` (samples): encode only the audio plus 1 s, but at least this much (the full
+    /// `min_window` (samples): encode only the audio plus [`WINDOW_MARGIN`], but at least this much (the full
     /// 30 s window when it is [`WINDOW_SAMPLES`]); the encoder's cost is linear in it.
     pub fn transcribe(
         &self,
         samples: &[f32],
         min_window: usize,
     ) -> Result<Transcription, DecodeError> {
-        let samples = &samples[..samples.len().min(WINDOW_SAMPLES)];
-        let window = (samples.len() + SAMPLE_RATE as usize)
-            .clamp(min_window.min(WINDOW_SAMPLES), WINDOW_SAMPLES);
-        pool()?.install(|| self.decode(samples, window))
+        self.transcribe_cancellable(samples, min_window, &AtomicBool::new(false))
     }
 
-    fn decode(&self, samples: &[f32], window: usize) -> Result<Transcription, DecodeError> {
+    /// [`Model::transcribe`], giving up with [`DecodeError::Cancelled`] at the next decoder
+    /// step (tens of ms) once `cancel` is set; the encoder pass, once started, runs to its end.
+    ///
+    /// # Errors
+    /// As [`Model::transcribe`], and [`DecodeError::Cancelled`].
+    pub fn transcribe_cancellable(
+        &self,
+        samples: &[f32],
+        min_window: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Transcription, DecodeError> {
+        let samples = &samples[..samples.len().min(WINDOW_SAMPLES)];
+        let window =
+            (samples.len() + WINDOW_MARGIN).clamp(min_window.min(WINDOW_SAMPLES), WINDOW_SAMPLES);
+        pool()?.install(|| self.decode(samples, window, cancel))
+    }
+
+    fn decode(
+        &self,
+        samples: &[f32],
+        window: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Transcription, DecodeError> {
         let mel = self.mel.compute(samples)?;
         // Mel frames of the window, even (the encoder's stride-2 convolution halves them).
         let frames = (window / HOP).div_ceil(2) * 2;
@@ -107,7 +137,11 @@ impl Model {
         // Speech runs at 2–4 tokens a second; far more is the decoder repeating itself, which
         // would cost ~35 ms a token.
         let max_tokens = (16 + samples.len() * 8 / SAMPLE_RATE as usize).min(MAX_TOKENS);
+        let mut truncated = true;
         for step in 0..max_tokens {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(DecodeError::Cancelled);
+            }
             let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(0)?;
             // The cross-attention keys and values of `audio` are computed on the first step and
             // cached; self-attention runs over the whole prefix each step (candle's decoder has
@@ -135,6 +169,7 @@ impl Model {
             let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             sum_logprob += f64::from(logprobs.i(next as usize)?.to_scalar::<f32>()?);
             if next == eot {
+                truncated = false;
                 break;
             }
             tokens.push(next);
@@ -152,6 +187,7 @@ impl Model {
             tokens: generated.len(),
             no_speech_prob,
             avg_logprob,
+            truncated,
         })
     }
 }

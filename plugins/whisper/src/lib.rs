@@ -40,11 +40,12 @@ pub mod ct2;
 pub mod decoding;
 pub mod mel;
 pub mod model;
+pub mod recognizer;
+pub mod speculation;
 pub mod vocab;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 use serde::Deserialize;
 use switchboard_plugin_api::audio::pcm16_from_bytes;
@@ -52,6 +53,9 @@ use switchboard_plugin_api::prelude::*;
 
 pub use decoding::{INFERENCE_THREADS, Transcription};
 pub use model::Model;
+pub use recognizer::{Recognized, Recognizer, SILENCE_RMS, Suspect};
+
+use speculation::{Job, Pauses};
 
 /// Sample rate the plugin asks the host for (Hz): Whisper's.
 pub const SAMPLE_RATE: u32 = mel::SAMPLE_RATE;
@@ -62,18 +66,14 @@ pub const SAMPLE_RATE: u32 = mel::SAMPLE_RATE;
 /// final transcript joins the pieces. A word spoken across the cut may be lost or garbled.
 pub const MAX_TURN_SAMPLES: usize = mel::WINDOW_SAMPLES;
 
-/// A turn quieter than this RMS (full scale 1.0; −60 dBFS, well under a phone line's noise
-/// floor) is silence: it is answered with empty text without running the model, which would
-/// otherwise sometimes "hear" a word in nothing.
-pub const SILENCE_RMS: f32 = 0.001;
-
-/// Default smallest encoder window (ms): Whisper's full 30 s, as Whisper itself (and the
-/// CTranslate2 reference this port matches token for token) encodes every turn. Smaller windows
-/// are faster (`examples/rtf.rs`: a 3 s turn 3–5× faster at 1 s) but not safe with tiny.en:
-/// through the gateway a 2.8 s question came back at a 1 s window as a loop ("So what are your
-/// opening hours? Well, you're opening hours. So what…"), and at 10 s one fixture lost a word
-/// the full window keeps. Opt in with `window_ms` only after checking on your own audio.
-pub const DEFAULT_WINDOW_MS: u32 = 30_000;
+/// Default smallest encoder window (ms): 1 s, so the window is fitted to the turn (its sound
+/// plus [`decoding::WINDOW_MARGIN`]), with Whisper's full 30 s as the fallback for a suspect
+/// result ([`recognizer::suspect`]: the decoder's token limit reached, more tokens than the
+/// audio's length allows, a repeated word sequence, or nothing heard in plain sound). Unguarded,
+/// tiny.en looped at a 1 s window: through the gateway a 2.8 s question came back as "So what
+/// are your opening hours? Well, you're opening hours. So what…", which the repeat check
+/// catches. `window_ms = 30000` encodes the full window every time (the behaviour before).
+pub const DEFAULT_WINDOW_MS: u32 = 1000;
 
 /// Model directory under `SWITCHBOARD_MODELS` (or `models/`) when the settings name none.
 pub const DEFAULT_MODEL_SUBDIR: &str = "whisper-tiny.en";
@@ -88,9 +88,12 @@ struct Settings {
     #[serde(default)]
     model_dir: Option<PathBuf>,
     /// Smallest encoder window (ms): the turn plus 1 s is encoded, but at least this much.
-    /// Default [`DEFAULT_WINDOW_MS`] (Whisper's full window).
+    /// Default [`DEFAULT_WINDOW_MS`] (fitted to the turn, with the full window as fallback).
     #[serde(default)]
     window_ms: Option<u32>,
+    /// Transcribe during the caller's pauses (default true); see [`speculation`].
+    #[serde(default)]
+    speculate: Option<bool>,
 }
 
 impl Settings {
@@ -114,13 +117,19 @@ impl Settings {
 
 /// One call's recognizer: the caller's current turn, waiting for `end-of-turn`.
 pub struct Whisper {
-    model: Arc<Model>,
-    /// Smallest encoder window (samples); [`MAX_TURN_SAMPLES`] encodes Whisper's full 30 s.
-    min_window: usize,
+    recognizer: Recognizer,
+    /// Transcribe during pauses ([`speculation`]).
+    speculate: bool,
     /// The current turn's audio not yet transcribed: mono, [`SAMPLE_RATE`] Hz, full scale ±1.0.
     samples: Vec<f32>,
     /// Text of this turn's earlier 30 s pieces, when it outgrew [`MAX_TURN_SAMPLES`].
     earlier: String,
+    /// The current turn's level, for pauses.
+    pauses: Pauses,
+    /// The latest transcription of the turn so far, running or done.
+    job: Option<Job>,
+    /// The job's result was answered as an interim transcript (or dropped).
+    job_reported: bool,
 }
 
 impl Stt for Whisper {
@@ -139,10 +148,9 @@ impl Stt for Whisper {
     fn open(config: SessionConfig) -> Result<Self, PluginError> {
         let settings = Settings::parse(&config.settings)?;
         let dir = settings.model_dir();
-        let min_window = match settings.window_ms.or(Some(DEFAULT_WINDOW_MS)) {
-            None => MAX_TURN_SAMPLES,
-            Some(ms) if (1000..=30_000).contains(&ms) => ms as usize * SAMPLE_RATE as usize / 1000,
-            Some(ms) => {
+        let min_window = match settings.window_ms.unwrap_or(DEFAULT_WINDOW_MS) {
+            ms if (1000..=30_000).contains(&ms) => ms as usize * SAMPLE_RATE as usize / 1000,
+            ms => {
                 return Err(PluginError::InvalidConfig(format!(
                     "whisper window_ms {ms} is outside 1000..=30000"
                 )));
@@ -156,10 +164,13 @@ impl Stt for Whisper {
             ))
         })?;
         Ok(Self {
-            model,
-            min_window,
+            recognizer: Recognizer::new(model, min_window),
+            speculate: settings.speculate.unwrap_or(true),
             samples: Vec::with_capacity(MAX_TURN_SAMPLES),
             earlier: String::new(),
+            pauses: Pauses::default(),
+            job: None,
+            job_reported: false,
         })
     }
 
@@ -174,21 +185,40 @@ impl Stt for Whisper {
                     )));
                 }
                 let mut out = Vec::new();
-                for sample in pcm16_from_bytes(&frame.data) {
-                    self.samples.push(f32::from(sample) / 32_768.0);
+                let fresh: Vec<f32> = pcm16_from_bytes(&frame.data)
+                    .into_iter()
+                    .map(|s| f32::from(s) / 32_768.0)
+                    .collect();
+                let mut fresh = fresh.as_slice();
+                while !fresh.is_empty() {
+                    let take = fresh.len().min(MAX_TURN_SAMPLES - self.samples.len());
+                    let (now, later) = fresh.split_at(take);
+                    self.samples.extend_from_slice(now);
+                    self.pauses.push(now);
+                    fresh = later;
                     if self.samples.len() == MAX_TURN_SAMPLES {
+                        self.job = None;
                         let piece = self.transcribe()?;
                         join(&mut self.earlier, &piece);
+                        self.pauses.restart();
                         out.push(SttOutput::Transcript(SttTranscript {
                             text: self.earlier.clone(),
                             is_final: false,
                         }));
                     }
                 }
+                if self.speculate {
+                    out.extend(self.speculation());
+                }
                 Ok(out)
             }
             SttInput::EndOfTurn => {
-                let last = self.transcribe()?;
+                let last = match self.speculated() {
+                    Some(text) => text,
+                    None => self.transcribe()?,
+                };
+                self.samples.clear();
+                self.pauses = Pauses::default();
                 let mut text = std::mem::take(&mut self.earlier);
                 join(&mut text, &last);
                 Ok(vec![
@@ -200,7 +230,9 @@ impl Stt for Whisper {
                 ])
             }
             SttInput::Hangup => {
+                self.job = None;
                 self.samples = Vec::new();
+                self.pauses = Pauses::default();
                 self.earlier.clear();
                 Ok(Vec::new())
             }
@@ -212,53 +244,87 @@ impl Stt for Whisper {
 impl Whisper {
     /// Transcribes and clears the buffered audio; trimmed text, empty for silence.
     fn transcribe(&mut self) -> Result<String, PluginError> {
-        let all = std::mem::take(&mut self.samples);
-        self.samples = Vec::with_capacity(MAX_TURN_SAMPLES);
-        // The host feeds every caller frame, so a turn starts with whatever silence the caller
-        // kept while the agent spoke: encode only the sound, with a margin.
-        let samples = trim_silence(&all);
-        if rms(samples) < SILENCE_RMS {
-            return Ok(String::new());
-        }
-        let started = Instant::now();
+        let all = std::mem::replace(&mut self.samples, Vec::with_capacity(MAX_TURN_SAMPLES));
         let result = self
-            .model
-            .transcribe(samples, self.min_window)
+            .recognizer
+            .recognize(&all, &AtomicBool::new(false))
             .map_err(|e| PluginError::Internal(format!("whisper: {e}")))?;
-        host::log(
-            LogLevel::Debug,
-            &format!(
-                "whisper: {} ms of audio in {} ms, {} tokens, no_speech_prob {:.2}",
-                samples.len() as u64 * 1000 / u64::from(SAMPLE_RATE),
-                started.elapsed().as_millis(),
-                result.tokens,
-                result.no_speech_prob
-            ),
-        );
-        Ok(result.text.trim().to_string())
+        log_result("end of turn", &result);
+        Ok(result.text)
+    }
+
+    /// The speculative job's text at `end-of-turn`, when it covers every sound of the turn
+    /// (waiting for it if it still runs); `None` otherwise (a stale job is cancelled).
+    fn speculated(&mut self) -> Option<String> {
+        let mut job = self.job.take()?;
+        if job.upto < self.pauses.sound_end() {
+            job.cancel();
+            return None;
+        }
+        let text = job.wait().map(|r| {
+            log_result("speculative, used", r);
+            r.text.clone()
+        });
+        if let Some(e) = job.error() {
+            host::log(LogLevel::Warn, &format!("whisper: speculation failed: {e}"));
+        }
+        text
+    }
+
+    /// Keeps the speculative job in step with the turn: cancels one overtaken by new sound,
+    /// reports a finished one as an interim transcript, and starts one at a pause.
+    fn speculation(&mut self) -> Option<SttOutput> {
+        let sound_end = self.pauses.sound_end();
+        if let Some(job) = &self.job
+            && job.upto < sound_end
+        {
+            job.cancel();
+            if job.is_done() {
+                self.job = None; // dropped: the next pause starts a fresh one
+            }
+        }
+        let mut interim = None;
+        if let Some(job) = &mut self.job
+            && !self.job_reported
+            && job.upto >= sound_end
+            && job.is_done()
+        {
+            self.job_reported = true;
+            if let Some(result) = job.wait() {
+                log_result("speculative", result);
+                if !result.text.is_empty() {
+                    let mut text = self.earlier.clone();
+                    join(&mut text, &result.text);
+                    interim = Some(SttOutput::Transcript(SttTranscript {
+                        text,
+                        is_final: false,
+                    }));
+                }
+            }
+        }
+        let covered = self.job.as_ref().is_some_and(|j| j.upto >= sound_end);
+        if self.pauses.paused() && !covered && self.job.is_none() {
+            self.job = Job::start(self.recognizer.clone(), self.samples.clone());
+            self.job_reported = false;
+        }
+        interim
     }
 }
 
-/// Blocks of 20 ms (samples) scanned by [`trim_silence`].
-const TRIM_BLOCK: usize = SAMPLE_RATE as usize / 50;
-
-/// Margin of quiet kept before and after the sound (samples, 300 ms).
-const TRIM_MARGIN: usize = SAMPLE_RATE as usize * 3 / 10;
-
-/// `samples` without their leading and trailing blocks quieter than [`SILENCE_RMS`] × 3
-/// (−50 dBFS), keeping [`TRIM_MARGIN`] on each side; all of it when nothing is louder.
-fn trim_silence(samples: &[f32]) -> &[f32] {
-    let loud = |block: &[f32]| rms(block) >= SILENCE_RMS * 3.0;
-    let blocks: Vec<&[f32]> = samples.chunks(TRIM_BLOCK).collect();
-    let (Some(first), Some(last)) = (
-        blocks.iter().position(|b| loud(b)),
-        blocks.iter().rposition(|b| loud(b)),
-    ) else {
-        return samples;
-    };
-    let start = (first * TRIM_BLOCK).saturating_sub(TRIM_MARGIN);
-    let end = ((last + 1) * TRIM_BLOCK + TRIM_MARGIN).min(samples.len());
-    &samples[start..end]
+/// Logs one transcription's cost at debug level (never its text).
+fn log_result(kind: &str, r: &Recognized) {
+    host::log(
+        LogLevel::Debug,
+        &format!(
+            "whisper ({kind}): {} ms of audio in {} ms, {} tokens{}",
+            r.audio_ms,
+            r.took.as_millis(),
+            r.tokens,
+            r.fell_back
+                .map(|why| format!(", fitted window suspect ({why:?}): full window"))
+                .unwrap_or_default()
+        ),
+    );
 }
 
 /// Appends `piece` to `text` with one space between non-empty parts.
@@ -267,14 +333,6 @@ fn join(text: &mut String, piece: &str) {
         text.push(' ');
     }
     text.push_str(piece);
-}
-
-/// Root mean square of `samples` (0 for none).
-fn rms(samples: &[f32]) -> f32 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
 }
 
 switchboard_plugin_api::export_plugin!(stt: Whisper);
@@ -305,26 +363,5 @@ mod tests {
         join(&mut t, "");
         join(&mut t, "two");
         assert_eq!(t, "one two");
-    }
-
-    #[test]
-    fn silence_around_the_sound_is_trimmed_to_a_margin() {
-        let mut samples = vec![0.0f32; 5 * TRIM_BLOCK * 50];
-        let sound = 100 * TRIM_BLOCK..110 * TRIM_BLOCK;
-        for s in &mut samples[sound.clone()] {
-            *s = 0.1;
-        }
-        let trimmed = trim_silence(&samples);
-        assert_eq!(trimmed.len(), sound.len() + 2 * TRIM_MARGIN);
-        assert_eq!(
-            trim_silence(&samples[..TRIM_BLOCK * 10]).len(),
-            TRIM_BLOCK * 10
-        );
-    }
-
-    #[test]
-    fn rms_of_nothing_and_of_a_square_wave() {
-        assert_eq!(rms(&[]), 0.0);
-        assert!((rms(&[0.5, -0.5, 0.5, -0.5]) - 0.5).abs() < 1e-6);
     }
 }

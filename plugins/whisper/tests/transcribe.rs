@@ -213,3 +213,58 @@ fn every_open_shares_one_loaded_model() {
     let second = whisper::model::cached(&dir.join("../whisper-tiny.en")).unwrap();
     assert!(std::sync::Arc::ptr_eq(&first, &second));
 }
+
+#[test]
+fn a_pause_is_transcribed_before_end_of_turn_and_answers_it() {
+    let mut call = open();
+    let mut out = speak(&mut call, &phone_audio("invoice"));
+    // The caller pauses: 20 ms frames of silence, at real time, until the interim transcript.
+    let started = std::time::Instant::now();
+    let interim = loop {
+        out.extend(speak(&mut call, &[0; FRAME_SAMPLES]));
+        if let Some(SttOutput::Transcript(t)) = out.first() {
+            break t.clone();
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "no interim transcript during the pause"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!interim.is_final);
+    assert!(
+        interim.text.to_lowercase().contains("invoice"),
+        "{interim:?}"
+    );
+    // End of turn answers at once with the same text.
+    let answered = std::time::Instant::now();
+    assert_eq!(end_turn(&mut call), interim.text);
+    assert!(answered.elapsed().as_millis() < 50, "transcribed again");
+}
+
+#[test]
+fn sound_after_the_pause_is_transcribed_again() {
+    let mut call = open();
+    // A question, the pause after it (a speculative transcription starts), then more: the
+    // speculative text is stale.
+    speak(&mut call, &phone_audio("opening_hours"));
+    for _ in 0..10 {
+        speak(&mut call, &[0; FRAME_SAMPLES]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    speak(&mut call, &phone_audio("invoice"));
+    let heard = end_turn(&mut call).to_lowercase();
+    assert!(heard.contains("invoice"), "{heard}");
+}
+
+#[test]
+fn without_speculation_nothing_comes_before_end_of_turn() {
+    let settings = serde_json::json!({ "model_dir": support::model_dir(), "speculate": false, "window_ms": 30000 });
+    let mut call = Call::open(&settings.to_string()).unwrap();
+    speak(&mut call, &phone_audio("invoice"));
+    for _ in 0..50 {
+        assert!(speak(&mut call, &[0; FRAME_SAMPLES]).is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(end_turn(&mut call).to_lowercase().contains("invoice"));
+}
