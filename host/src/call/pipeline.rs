@@ -420,7 +420,8 @@ impl Turns {
     /// The caller's turn is over: what they said enters the history and the LLM is asked.
     fn close_caller_turn(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.awaiting_final = false;
-        let said = match self.settle_spoken_over(std::mem::take(&mut self.heard), out) {
+        let heard = std::mem::take(&mut self.heard);
+        let said = match self.settle_spoken_over(heard, out) {
             Settled::Turn(said) => said,
             Settled::NoTurn => String::new(),
             Settled::AfterClear => return,

@@ -109,7 +109,8 @@ impl PipelineEngine {
             keypad_timeout: pipeline.keypad_timeout,
             resume_false_interruptions: pipeline.resume_false_interruptions,
             min_interruption: pipeline.min_interruption,
-        });
+        })
+        .with_interruption_rules(pipeline.min_interruption_words, pipeline.backchannel);
         let engine = Self {
             turns,
             vad,

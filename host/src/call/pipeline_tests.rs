@@ -1,6 +1,7 @@
 //! Tests of the pipeline turn-taking: every event sequence a call lives through.
 
 use super::*;
+use crate::call::interruption::Backchannel;
 use crate::plugin::tools::ToolOutcome;
 
 const PCM8K: AudioFormat = AudioFormat {
@@ -8,8 +9,8 @@ const PCM8K: AudioFormat = AudioFormat {
     sample_rate: 8000,
 };
 
-fn turns() -> Turns {
-    Turns::new(TurnConfig {
+fn test_config() -> TurnConfig {
+    TurnConfig {
         instructions: "Be brief.".into(),
         endpointing: DEFAULT_ENDPOINTING,
         greeting: None,
@@ -17,7 +18,11 @@ fn turns() -> Turns {
         keypad_timeout: Duration::from_millis(2000),
         resume_false_interruptions: true,
         min_interruption: Duration::ZERO,
-    })
+    }
+}
+
+fn turns() -> Turns {
+    Turns::new(test_config())
 }
 
 fn frame(t: &mut Turns, speech: bool, now: Instant) -> Vec<Action> {
@@ -702,4 +707,156 @@ fn sentence_ends() {
     for text in ["", "What are your", "Well...", "So…", "one, two,"] {
         assert!(!ends_sentence(text), "{text}");
     }
+}
+
+/// A reply of three clauses, 1 s of audio each, playing.
+fn replying(t: &mut Turns, now: &mut Instant) {
+    let _ = caller_turn(t, "hours?", now);
+    let _ = t.on(
+        Event::Llm(StageOutput::TextDelta(
+            "We are open from nine to five, Monday to Friday. Anything else?".into(),
+        )),
+        *now,
+    );
+    let _ = t.on(Event::Llm(StageOutput::Done), *now);
+    for _ in 0..3 {
+        let _ = t.on(Event::Tts(audio(1000)), *now);
+        let _ = t.on(Event::Tts(StageOutput::UtteranceDone), *now);
+    }
+}
+
+fn spoken(out: &[Action]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Tts(StageInput::Text(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With a recognizer that has no interim transcripts (Whisper), a backchannel over the agent
+/// cuts it on the detector's onset; its final transcript shows a backchannel: no caller turn,
+/// and the agent resumes from the clause it was on.
+#[test]
+fn a_backchannel_is_no_turn_and_the_agent_resumes() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    replying(&mut t, &mut now);
+    let out = frame(&mut t, true, now);
+    assert!(out.contains(&Action::ClearPlayback));
+    let _ = t.on(Event::Interrupted { heard_ms: 1500 }, now);
+    let out = caller_turn(&mut t, "Mm-hmm.", &mut now);
+    assert_eq!(
+        spoken(&out),
+        ["Monday to Friday. Anything else?"],
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_))))
+    );
+    assert!(
+        !t.history().iter().any(|m| m.content.contains("Mm")),
+        "{:?}",
+        t.history()
+    );
+
+    // Backchannels that interrupt: the same words are a turn.
+    let mut t = turns().with_interruption_rules(0, Backchannel::Interrupt);
+    let mut now = Instant::now();
+    replying(&mut t, &mut now);
+    let _ = frame(&mut t, true, now);
+    let _ = t.on(Event::Interrupted { heard_ms: 1500 }, now);
+    let out = caller_turn(&mut t, "Mm-hmm.", &mut now);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "{out:?}"
+    );
+}
+
+/// With a recognizer that sends interim transcripts and `min_interruption_words = 2`, speech
+/// over the agent does not cut it until an interim holds two words that are not backchannels;
+/// a backchannel never cuts it and is no turn.
+#[test]
+fn words_decide_an_interruption_when_the_recognizer_tells_them_early() {
+    let mut t = turns().with_interruption_rules(2, Backchannel::Ignore);
+    let mut now = Instant::now();
+    replying(&mut t, &mut now);
+    let interim = |t: &mut Turns, text: &str, now| {
+        t.on(
+            Event::Stt(StageOutput::Transcript {
+                text: text.into(),
+                is_final: false,
+            }),
+            now,
+        )
+    };
+    // The recognizer is seen to send interims.
+    let _ = interim(&mut t, "", now);
+    // "Okay, yeah." over the agent: held, never cut, no turn.
+    for _ in 0..15 {
+        assert!(!frame(&mut t, true, now).contains(&Action::ClearPlayback));
+        now += Duration::from_millis(20);
+    }
+    assert!(!interim(&mut t, "Okay, yeah.", now).contains(&Action::ClearPlayback));
+    let out = caller_turn(&mut t, "Okay, yeah.", &mut now);
+    assert!(!out.contains(&Action::ClearPlayback), "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "{out:?}"
+    );
+    // "Wait, what about Sunday?": held until the interim has two words, then cut at once.
+    for _ in 0..10 {
+        assert!(!frame(&mut t, true, now).contains(&Action::ClearPlayback));
+        now += Duration::from_millis(20);
+    }
+    assert!(!interim(&mut t, "Wait,", now).contains(&Action::ClearPlayback));
+    let out = interim(&mut t, "Wait, what", now);
+    assert!(out.contains(&Action::ClearPlayback), "{out:?}");
+    let _ = t.on(Event::Interrupted { heard_ms: 2500 }, now);
+    let out = caller_turn(&mut t, "Wait, what about Sunday?", &mut now);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "{out:?}"
+    );
+    assert!(
+        spoken(&out).is_empty(),
+        "no resume after a real interruption"
+    );
+}
+
+/// Words known only at the turn's end (no interims), over an agent a minimum interruption
+/// kept talking: the agent is cut then, and the turn closes once the clear is answered —
+/// after the cut reply in the history.
+#[test]
+fn a_turn_over_a_held_agent_cuts_it_then_closes() {
+    let mut t = Turns::new(TurnConfig {
+        min_interruption: Duration::from_millis(2000),
+        ..test_config()
+    });
+    let mut now = Instant::now();
+    replying(&mut t, &mut now);
+    now += Duration::from_millis(1000);
+    // "No." — too short to cut the agent by the detector.
+    let out = caller_turn(&mut t, "No.", &mut now);
+    assert!(out.contains(&Action::ClearPlayback), "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "the turn waits for the clear: {out:?}"
+    );
+    let out = t.on(Event::Interrupted { heard_ms: 1500 }, now);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Llm(StageInput::Reply(_)))),
+        "{out:?}"
+    );
+    let h: Vec<&str> = t.history().iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        h,
+        ["hours?", "We are open from nine to five, Monday", "No."]
+    );
 }
