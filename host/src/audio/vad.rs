@@ -8,6 +8,15 @@
 //! its best score passes the threshold. Hysteresis keeps a word's quiet tail from flickering:
 //! speech starts at [`ONSET_SCORE`] and continues while the score stays above
 //! [`HOLD_SCORE`].
+//!
+//! `earshot` alone scores steady noise as speech once it is loud enough: pink noise at −45 dBFS
+//! and louder (a caller outside, a fan) scores above the hold threshold, so noise that starts
+//! before or during a question held the turn open until it stopped (issue 18). An adaptive
+//! [`NoiseFloor`] gates the network: a frame is speech only when its level is at least
+//! [`SPEECH_MARGIN_DB`] above the background, tracked as the quietest level of the last
+//! [`FLOOR_WINDOW_FRAMES`] and, when the level has stayed steady for [`STEADY_FRAMES`], as that
+//! steady level. Speech rises and falls by 10–30 dB between syllables; steady noise does not.
+//! `cargo bench -p switchboard-tests --bench vad` measures both against Silero VAD.
 
 use super::mulaw;
 use super::resample::{ResampleError, Resampler};
@@ -26,13 +35,85 @@ pub const ONSET_SCORE: f32 = 0.6;
 /// Score (0–1) above which speech stays speech.
 pub const HOLD_SCORE: f32 = 0.45;
 
-/// One call's voice activity detector. About 8 KiB of state.
+/// Level (dBFS) below which a frame counts as digital silence: the floor of the level scale.
+pub const SILENCE_DBFS: f32 = -90.0;
+
+/// Frames (20 ms each) the level is averaged over before the floor and the gate see it:
+/// 100 ms, so one quiet or loud 20 ms frame of noise neither moves the floor nor opens the gate.
+pub const LEVEL_FRAMES: usize = 5;
+
+/// Frames (20 ms each) of history the background floor is the quietest of: 1 s, longer than
+/// the pauses between a sentence's words (so speech never raises the floor to itself) and short
+/// enough that noise that starts mid-turn is learned within a second.
+pub const FLOOR_WINDOW_FRAMES: usize = 50;
+
+/// Frames (20 ms each) of level within [`STEADY_RANGE_DB`] after which that level is taken as the
+/// background at once: 400 ms, longer than a sustained vowel, so noise that starts just before
+/// or just after the caller's speech is learned without waiting for [`FLOOR_WINDOW_FRAMES`].
+pub const STEADY_FRAMES: usize = 20;
+
+/// Spread (dB) of the 100 ms level within which audio counts as steady. Pink noise stays within
+/// 3 dB; speech swings 10–30 dB between syllables.
+pub const STEADY_RANGE_DB: f32 = 6.0;
+
+/// How far (dB) above the background floor a frame must be to count as speech: above steady
+/// noise's own swing ([`STEADY_RANGE_DB`]), below a quiet syllable at 10 dB SNR.
+pub const SPEECH_MARGIN_DB: f32 = 6.0;
+
+/// The caller's background level, learned from the audio itself (no calibration, no settings).
+#[derive(Debug, Clone, Default)]
+pub struct NoiseFloor {
+    /// Mean square of the last [`LEVEL_FRAMES`] frames (PCM16 units squared).
+    powers: std::collections::VecDeque<f64>,
+    /// The 100 ms level (dBFS) of the last [`FLOOR_WINDOW_FRAMES`] frames, newest last.
+    levels: std::collections::VecDeque<f32>,
+}
+
+impl NoiseFloor {
+    /// Takes one frame's PCM16 samples (8 kHz) and returns whether it stands out from the
+    /// background: its 100 ms level at least [`SPEECH_MARGIN_DB`] above the floor learned
+    /// before it.
+    pub fn loud(&mut self, pcm: &[i16]) -> bool {
+        let power = if pcm.is_empty() {
+            0.0
+        } else {
+            pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64
+        };
+        if self.powers.len() == LEVEL_FRAMES {
+            self.powers.pop_front();
+        }
+        self.powers.push_back(power);
+        let mean = self.powers.iter().sum::<f64>() / self.powers.len() as f64;
+        let level = ((10.0 * (mean / 32768f64.powi(2)).log10()) as f32).max(SILENCE_DBFS);
+        let floor = self.floor().unwrap_or(level);
+        if self.levels.len() == FLOOR_WINDOW_FRAMES {
+            self.levels.pop_front();
+        }
+        self.levels.push_back(level);
+        level >= floor + SPEECH_MARGIN_DB
+    }
+
+    /// The background level (dBFS) learned so far; `None` before the first frame.
+    pub fn floor(&self) -> Option<f32> {
+        let quietest = self.levels.iter().copied().reduce(f32::min)?;
+        let recent = self.levels.iter().rev().take(STEADY_FRAMES);
+        let (lo, hi) = recent.fold((f32::MAX, f32::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        if self.levels.len() >= STEADY_FRAMES && hi - lo <= STEADY_RANGE_DB {
+            Some(quietest.max(lo))
+        } else {
+            Some(quietest)
+        }
+    }
+}
+
+/// One call's voice activity detector. About 9 KiB of state.
 pub struct Vad {
     detector: Box<earshot::Detector>,
     upsampler: Resampler,
     pcm: Vec<i16>,
     /// 16 kHz samples not yet scored (fewer than one window between frames).
     pending: Vec<i16>,
+    floor: NoiseFloor,
     speaking: bool,
 }
 
@@ -55,18 +136,21 @@ impl Vad {
             upsampler: Resampler::new(TWILIO_SAMPLE_RATE, VAD_SAMPLE_RATE)?,
             pcm: Vec::with_capacity(FRAME_SAMPLES),
             pending: Vec::with_capacity(2 * WINDOW_SAMPLES),
+            floor: NoiseFloor::default(),
             speaking: false,
         })
     }
 
     /// Scores one frame of G.711 μ-law (any length; Twilio's are 160 bytes, 20 ms) and returns
-    /// whether the caller is speaking.
+    /// whether the caller is speaking: the network says so and the frame stands out from the
+    /// background ([`NoiseFloor`]).
     ///
     /// # Errors
     /// The upsampler failed (it does not on well-formed input).
     pub fn frame(&mut self, mulaw_in: &[u8]) -> Result<bool, ResampleError> {
         self.pcm.clear();
         mulaw::decode_into(mulaw_in, &mut self.pcm);
+        let loud = self.floor.loud(&self.pcm);
         self.upsampler.process(&self.pcm, &mut self.pending)?;
         let mut best: Option<f32> = None;
         let mut start = 0;
@@ -86,6 +170,9 @@ impl Vad {
             };
             self.speaking = score >= threshold;
         }
+        // Below the floor's margin a frame is never speech, and speech that stops there must
+        // start again at the onset score.
+        self.speaking &= loud;
         Ok(self.speaking)
     }
 
@@ -202,6 +289,49 @@ mod tests {
             last_speech <= speech_end + 15,
             "speech held {} ms past the question's end",
             (last_speech.saturating_sub(speech_end)) * 20
+        );
+    }
+
+    /// Pink noise loud enough that `earshot` alone scores it as speech throughout (−35 dBFS),
+    /// starting abruptly after a quiet line: the floor learns it within half a second and no
+    /// frame after that is speech.
+    #[test]
+    fn steady_noise_from_a_quiet_line_is_learned_as_background() {
+        let mut pcm = vec![0i16; 8000];
+        pcm.extend(pink_noise(8 * 8000, -35.0));
+        let mut vad = Vad::new().expect("vad");
+        let verdicts: Vec<bool> = frames(&pcm)
+            .iter()
+            .map(|f| vad.frame(f).expect("frame"))
+            .collect();
+        let learned = 50 + (STEADY_FRAMES + LEVEL_FRAMES + 5);
+        assert!(
+            !verdicts[learned..].iter().any(|&v| v),
+            "steady noise still speech after it was learned: {} frames",
+            verdicts[learned..].iter().filter(|&&v| v).count()
+        );
+    }
+
+    /// The floor: the quietest level of the window, or the level that has stayed steady.
+    #[test]
+    fn noise_floor_tracks_steady_level_and_gates_frames_near_it() {
+        let mut floor = NoiseFloor::default();
+        assert_eq!(floor.floor(), None);
+        let tone = |amp: i16| vec![amp; 160];
+        for _ in 0..STEADY_FRAMES + LEVEL_FRAMES {
+            floor.loud(&tone(100));
+        }
+        let learned = floor.floor().expect("floor");
+        assert!((learned + 50.3).abs() < 0.5, "floor {learned} dBFS");
+        assert!(
+            !floor.loud(&tone(150)),
+            "3.5 dB above the floor is not speech"
+        );
+        let mut floor = NoiseFloor::default();
+        floor.loud(&tone(0));
+        assert!(
+            floor.loud(&tone(3000)),
+            "a voice on a silent line stands out"
         );
     }
 
