@@ -9,6 +9,7 @@ mod fuzz;
 mod keypad;
 mod mcp;
 mod metrics;
+mod noise;
 mod offline;
 mod openai_stages;
 mod outbound;
