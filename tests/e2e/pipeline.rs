@@ -334,3 +334,68 @@ async fn a_cut_before_a_whole_word_leaves_no_heard_ms_on_the_next_reply() -> any
     assert_eq!(agent[0].heard_ms, None, "the reply played whole");
     Ok(())
 }
+
+/// The caller says "mm-hmm" over the reply (the recognizer, like Whisper, tells words only at
+/// the end of the utterance): the detector cuts the agent at once, the final transcript shows a
+/// backchannel, and the agent says the rest of its reply from the clause it was on — the caller
+/// hears it go on, and the record has no caller turn for the backchannel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_over_the_reply_is_no_turn_and_the_agent_resumes() -> anyhow::Result<()> {
+    let body = config("wasm", None).replace(
+        &format!("text = \"{QUESTION}\""),
+        &format!("text = \"{QUESTION}\", then = [\"Mm-hmm.\"]"),
+    );
+    assert!(body.contains("Mm-hmm"), "the fixture STT is scripted");
+    let gw = Gateway::start(&write_config(&body)?).await?;
+    let mut events = gw.state.subscribe();
+    let question = wav_frames(&fixture("speech/hours-question.wav"))?;
+    let mut script = silence(400);
+    script.extend(question.iter().cloned());
+    // The reply starts ≈ 600 ms after the question ends; "mm-hmm" 2 s into it (the question's
+    // first 600 ms of sound stand in for it: the fixture STT says what was said).
+    script.extend(silence(2600));
+    let lead = question
+        .iter()
+        .position(|f| f.iter().any(|&b| b != 0xFF && b != 0x7F))
+        .unwrap_or(0);
+    script.extend(
+        question[lead..(lead + 30).min(question.len())]
+            .iter()
+            .cloned(),
+    );
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(16)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop);
+    let turns: Vec<(Side, &str, Option<u64>)> = end
+        .stats
+        .transcript
+        .iter()
+        .map(|t| (t.side, t.text.as_str(), t.heard_ms))
+        .collect();
+    println!("{turns:#?}");
+    assert_eq!(log.clears.len(), 1, "the detector cut the agent once");
+    let clear = &log.clears[0];
+    let callers: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.0 == Side::Caller)
+        .map(|t| t.1)
+        .collect();
+    assert_eq!(callers, [QUESTION], "the backchannel is no turn");
+    // The agent's turns: the cut reply (as heard), then the rest, played whole.
+    let agent: Vec<&(Side, &str, Option<u64>)> =
+        turns.iter().filter(|t| t.0 == Side::Agent).collect();
+    assert_eq!(agent.len(), 2, "{agent:?}");
+    assert!(agent[0].2.is_some() && REPLY.starts_with(agent[0].1));
+    assert!(
+        agent[1].2.is_none() && REPLY.ends_with(agent[1].1),
+        "{agent:?}"
+    );
+    // The caller heard the reply go on after the clear.
+    let after: u64 = log.media.iter().filter(|(at, _)| *at > clear.at).count() as u64 * 20;
+    let rest_ms = agent[1].1.chars().count() as u64 * 50;
+    assert!(
+        after + 200 >= rest_ms,
+        "{after} ms played after the clear, the rest is {rest_ms} ms"
+    );
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! Test fixture: a speech-to-text stage that recognises nothing. Every caller turn that had
 //! audio is reported as the fixed text of its `text` setting when the host's endpointing sends
 //! `end-of-turn`, so pipeline tests control what the "caller said" exactly. With `delay_ms`, it
-//! blocks its thread that long before answering, as a local recognizer computing would.
+//! blocks its thread that long before answering, as a local recognizer computing would. With
+//! `then = ["…", …]`, the second turn is reported as the first of those, the third as the
+//! second, and so on (the last repeats), so a test can script a dialogue.
 
 #![forbid(unsafe_code)]
 
@@ -13,12 +15,16 @@ use switchboard_plugin_api::prelude::*;
 struct Settings {
     text: String,
     #[serde(default)]
+    then: Vec<String>,
+    #[serde(default)]
     delay_ms: u64,
 }
 
 /// One call's fixture recognizer.
 pub struct FixedStt {
     text: String,
+    /// What later turns are reported as, in order (reversed: the next is last).
+    then: Vec<String>,
     delay_ms: u64,
     frames: u32,
 }
@@ -41,6 +47,7 @@ impl Stt for FixedStt {
             .map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         Ok(Self {
             text: settings.text,
+            then: settings.then.into_iter().rev().collect(),
             delay_ms: settings.delay_ms,
             frames: 0,
         })
@@ -59,7 +66,10 @@ impl Stt for FixedStt {
                 }
                 vec![
                     SttOutput::Transcript(SttTranscript {
-                        text: self.text.clone(),
+                        text: match self.then.pop() {
+                            Some(next) => std::mem::replace(&mut self.text, next),
+                            None => self.text.clone(),
+                        },
                         is_final: true,
                     }),
                     SttOutput::EndOfTurn,
