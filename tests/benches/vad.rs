@@ -109,7 +109,7 @@
 use std::path::{Path, PathBuf};
 
 use switchboard::audio::resample::Resampler;
-use switchboard::audio::vad::Vad;
+use switchboard::audio::vad::{Segment, Vad};
 use switchboard::audio::{FRAME_SAMPLES, mulaw};
 use switchboard_tests::fixture;
 use switchboard_tests::noise::{self, RATE};
@@ -132,6 +132,12 @@ const TRUTH_BRIDGE_MS: usize = 300;
 /// One detector: a verdict per 20 ms μ-law frame.
 trait Detector {
     fn frame(&mut self, mulaw: &[u8]) -> anyhow::Result<bool>;
+
+    /// What the speech segment that ended on the last frame was, for detectors that tell
+    /// (`Some(true)`: noise, which the pipeline drops when a turn begins with it).
+    fn segment_ended_noise(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A way to make a fresh detector per clip.
@@ -143,6 +149,10 @@ struct Contender {
 impl Detector for Vad {
     fn frame(&mut self, mulaw: &[u8]) -> anyhow::Result<bool> {
         Ok(Vad::frame(self, mulaw)?)
+    }
+
+    fn segment_ended_noise(&self) -> Option<bool> {
+        self.segment_ended().map(|s| s == Segment::Noise)
     }
 }
 
@@ -468,6 +478,84 @@ fn clips() -> anyhow::Result<Vec<Clip>> {
     Ok(out)
 }
 
+/// The verdicts as the pipeline's turn-taking uses them (`Turns::segment_ended`): a turn whose
+/// segments so far were all noise (`ended[i]`: the segment that ended at frame `i` was noise) is
+/// dropped when that shows, and a noise segment after speech counts as silence. Also returns
+/// the frames at which such a segment closed a turn late (its silence, noise included, had
+/// already reached `HANGOVER_FRAMES`).
+fn effective(verdicts: &[bool], ended: &[Option<bool>]) -> (Vec<bool>, Vec<usize>) {
+    let mut out = verdicts.to_vec();
+    let mut late = Vec::new();
+    let mut turn: Option<usize> = None;
+    let mut real = false;
+    // Where the current run of speech frames began, and the silence before it.
+    let mut run = 0;
+    let mut before = 0;
+    let mut silence = 0;
+    for i in 0..verdicts.len() {
+        match (ended[i], turn) {
+            (Some(true), Some(start)) if !real => {
+                out[start..i].iter_mut().for_each(|v| *v = false);
+                turn = None;
+            }
+            (Some(true), Some(_)) => {
+                out[run..i].iter_mut().for_each(|v| *v = false);
+                silence = before + (i - run);
+                if silence >= HANGOVER_FRAMES {
+                    late.push(i);
+                    turn = None;
+                }
+            }
+            (Some(false), _) => real = true,
+            _ => {}
+        }
+        if verdicts[i] {
+            if turn.is_none() {
+                turn = Some(i);
+                real = false;
+                silence = 0;
+            }
+            if i == 0 || !verdicts[i - 1] {
+                run = i;
+                before = silence;
+            }
+            silence = 0;
+        } else if turn.is_some() {
+            silence += 1;
+            if silence >= HANGOVER_FRAMES {
+                turn = None;
+            }
+        }
+    }
+    (out, late)
+}
+
+/// Turns (speech runs bridged by up to `HANGOVER_FRAMES` of silence) with no true speech.
+fn false_turns(verdicts: &[bool], truth: &[bool]) -> usize {
+    let mut count = 0;
+    let mut turn: Option<(usize, usize)> = None;
+    let close = |t: Option<(usize, usize)>, count: &mut usize| {
+        if let Some((s, e)) = t
+            && !truth[s..=e].iter().any(|&t| t)
+        {
+            *count += 1;
+        }
+    };
+    for (i, &v) in verdicts.iter().enumerate() {
+        if v {
+            turn = match turn {
+                Some((s, e)) if i - e <= HANGOVER_FRAMES => Some((s, i)),
+                t => {
+                    close(t, &mut count);
+                    Some((i, i))
+                }
+            };
+        }
+    }
+    close(turn, &mut count);
+    count
+}
+
 /// What one detector did on one clip.
 #[derive(Default, Clone)]
 struct Score {
@@ -479,10 +567,15 @@ struct Score {
     missed: usize,
     /// End delay (ms), `None` when the turn was still open at the end of the audio.
     end_delay: Option<Option<i64>>,
+    /// Turns without true speech.
+    false_turns: usize,
 }
 
-fn score(verdicts: &[bool], truth: &[bool]) -> Score {
-    let mut s = Score::default();
+fn score(verdicts: &[bool], late: &[usize], truth: &[bool]) -> Score {
+    let mut s = Score {
+        false_turns: false_turns(verdicts, truth),
+        ..Score::default()
+    };
     for (&v, &t) in verdicts.iter().zip(truth) {
         match (t, v) {
             (true, false) => s.missed += 1,
@@ -516,7 +609,12 @@ fn score(verdicts: &[bool], truth: &[bool]) -> Score {
         } else {
             // A turn never detected ends "at its start" (the full length early).
             let l = last.map_or(start as i64 - 1, |l| l as i64);
-            Some((l + 1 - end as i64) * 20)
+            // A noise segment that counted as silence only once it ended closed the turn then.
+            let closed = late
+                .iter()
+                .find(|&&c| c as i64 > l)
+                .map_or(l, |&c| l.max(c as i64 - HANGOVER_FRAMES as i64));
+            Some((closed + 1 - end as i64) * 20)
         });
     }
     s
@@ -531,6 +629,7 @@ struct Row {
     delays: Vec<i64>,
     held: usize,
     turns: usize,
+    false_turns: usize,
 }
 
 impl Row {
@@ -539,6 +638,7 @@ impl Row {
         self.false_speech += s.false_speech;
         self.speech += s.speech;
         self.missed += s.missed;
+        self.false_turns += s.false_turns;
         match s.end_delay {
             Some(Some(d)) => {
                 self.delays.push(d);
@@ -552,7 +652,7 @@ impl Row {
         }
     }
 
-    fn cells(&mut self) -> [String; 3] {
+    fn cells(&mut self) -> [String; 4] {
         let pct = |n: usize, of: usize| {
             if of == 0 {
                 "–".to_string()
@@ -581,6 +681,7 @@ impl Row {
             pct(self.false_speech, self.quiet),
             delay,
             pct(self.missed, self.speech),
+            self.false_turns.to_string(),
         ]
     }
 }
@@ -645,9 +746,9 @@ fn main() -> anyhow::Result<()> {
     }
     let frames: Vec<Vec<Vec<u8>>> = clips.iter().map(|c| noise::frames(&c.pcm)).collect();
     println!(
-        "| audio | detector | false % | end delay ms (median / worst) | missed % | µs/frame |"
+        "| audio | detector | false % | end delay ms (median / worst) | missed % | false turns | µs/frame |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let detectors = std::env::var("VAD_DETECTORS").unwrap_or_default();
     for group in groups {
         for contender in contenders
@@ -660,10 +761,16 @@ fn main() -> anyhow::Result<()> {
             for (clip, frames) in clips.iter().zip(&frames).filter(|(c, _)| c.group == group) {
                 let mut detector = (contender.make)()?;
                 let started = std::time::Instant::now();
+                let mut ended = Vec::with_capacity(frames.len());
                 let verdicts = frames
                     .iter()
-                    .map(|f| detector.frame(f))
+                    .map(|f| {
+                        let v = detector.frame(f);
+                        ended.push(detector.segment_ended_noise());
+                        v
+                    })
                     .collect::<anyhow::Result<Vec<bool>>>()?;
+                let (verdicts, late) = effective(&verdicts, &ended);
                 elapsed += started.elapsed();
                 n += frames.len();
                 if std::env::var_os("VAD_DEBUG").is_some() {
@@ -673,11 +780,11 @@ fn main() -> anyhow::Result<()> {
                     eprintln!("{} truth   {}", contender.name, line(&clip.truth));
                     eprintln!("{} verdict {}", contender.name, line(&verdicts));
                 }
-                row.add(&score(&verdicts, &clip.truth));
+                row.add(&score(&verdicts, &late, &clip.truth));
             }
-            let [f, d, m] = row.cells();
+            let [f, d, m, t] = row.cells();
             println!(
-                "| {group} | {} | {f} | {d} | {m} | {:.0} |",
+                "| {group} | {} | {f} | {d} | {m} | {t} | {:.0} |",
                 contender.name,
                 elapsed.as_secs_f64() * 1e6 / n.max(1) as f64
             );

@@ -60,6 +60,40 @@ pub const STEADY_RANGE_DB: f32 = 6.0;
 /// noise's own swing ([`STEADY_RANGE_DB`]), below a quiet syllable at 10 dB SNR.
 pub const SPEECH_MARGIN_DB: f32 = 6.0;
 
+/// One frame's loudness against the background, in dBFS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    /// The 100 ms level ([`LEVEL_FRAMES`]) ending with this frame (dBFS).
+    pub level: f32,
+    /// The background floor learned before this frame (dBFS).
+    pub floor: f32,
+}
+
+/// What a speech segment (a run of speech frames) turned out to be, once it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// The level fell after it, or speech followed within [`SEGMENT_VERDICT_FRAMES`]: the
+    /// caller spoke.
+    Speech,
+    /// The level after it stayed within [`NOISE_SEGMENT_DB`] of its loudest for
+    /// [`SEGMENT_VERDICT_FRAMES`]: noise the floor had not learned when it started (the first
+    /// ≈ 300–500 ms of steady noise that starts on a quiet line or just after the caller's
+    /// speech), which ended when the floor learned it — not the caller.
+    Noise,
+}
+
+/// Frames (20 ms each) after a speech segment ends before the detector tells what it was
+/// ([`Vad::segment_ended`]): 200 ms, enough for the 100 ms level to leave the segment behind, and
+/// well within the pipeline's endpointing silence (600 ms by default), which the verdict has to
+/// beat to keep a noise segment from becoming a turn.
+pub const SEGMENT_VERDICT_FRAMES: usize = 10;
+
+/// A speech segment is [`Segment::Noise`] when the level after it stays within this many dB
+/// (100 ms level) of its loudest: the background went on as loud as the "speech" was. Steady
+/// noise's 100 ms level swings by about 3 dB (pink) to 8 dB (street); speech ends with a fall of
+/// 15 dB and more at 10 dB SNR.
+pub const NOISE_SEGMENT_DB: f32 = 10.0;
+
 /// The caller's background level, learned from the audio itself (no calibration, no settings).
 #[derive(Debug, Clone, Default)]
 pub struct NoiseFloor {
@@ -74,6 +108,13 @@ impl NoiseFloor {
     /// background: its 100 ms level at least [`SPEECH_MARGIN_DB`] above the floor learned
     /// before it.
     pub fn loud(&mut self, pcm: &[i16]) -> bool {
+        let Level { level, floor } = self.push(pcm);
+        level >= floor + SPEECH_MARGIN_DB
+    }
+
+    /// Takes one frame's PCM16 samples (8 kHz) and returns its 100 ms level and the floor
+    /// learned before it.
+    pub fn push(&mut self, pcm: &[i16]) -> Level {
         let power = if pcm.is_empty() {
             0.0
         } else {
@@ -90,7 +131,7 @@ impl NoiseFloor {
             self.levels.pop_front();
         }
         self.levels.push_back(level);
-        level >= floor + SPEECH_MARGIN_DB
+        Level { level, floor }
     }
 
     /// The background level (dBFS) learned so far; `None` before the first frame.
@@ -115,6 +156,13 @@ pub struct Vad {
     pending: Vec<i16>,
     floor: NoiseFloor,
     speaking: bool,
+    /// The loudest 100 ms level (dBFS) of the speech segment in progress.
+    segment_peak: f32,
+    /// The last segment, ended and waiting for its verdict: its loudest 100 ms level (dBFS),
+    /// frames since it ended, the quietest 100 ms level (dBFS) since.
+    unjudged: Option<(f32, usize, f32)>,
+    /// What the segment judged on the last frame was.
+    ended: Option<Segment>,
 }
 
 impl std::fmt::Debug for Vad {
@@ -138,6 +186,9 @@ impl Vad {
             pending: Vec::with_capacity(2 * WINDOW_SAMPLES),
             floor: NoiseFloor::default(),
             speaking: false,
+            segment_peak: SILENCE_DBFS,
+            unjudged: None,
+            ended: None,
         })
     }
 
@@ -150,7 +201,8 @@ impl Vad {
     pub fn frame(&mut self, mulaw_in: &[u8]) -> Result<bool, ResampleError> {
         self.pcm.clear();
         mulaw::decode_into(mulaw_in, &mut self.pcm);
-        let loud = self.floor.loud(&self.pcm);
+        let Level { level, floor } = self.floor.push(&self.pcm);
+        let loud = level >= floor + SPEECH_MARGIN_DB;
         self.upsampler.process(&self.pcm, &mut self.pending)?;
         let mut best: Option<f32> = None;
         let mut start = 0;
@@ -162,6 +214,7 @@ impl Vad {
             start += WINDOW_SAMPLES;
         }
         self.pending.drain(..start);
+        let was_speaking = self.speaking;
         if let Some(score) = best {
             let threshold = if self.speaking {
                 HOLD_SCORE
@@ -173,7 +226,42 @@ impl Vad {
         // Below the floor's margin a frame is never speech, and speech that stops there must
         // start again at the onset score.
         self.speaking &= loud;
+        self.ended = None;
+        if self.speaking {
+            if !was_speaking {
+                self.segment_peak = level;
+                // Speech again before the last segment's verdict: that one was speech too (or
+                // noise just before the caller spoke, which does no harm in their turn).
+                if self.unjudged.take().is_some() {
+                    self.ended = Some(Segment::Speech);
+                }
+            }
+            self.segment_peak = self.segment_peak.max(level);
+        } else {
+            if was_speaking {
+                self.unjudged = Some((self.segment_peak, 0, f32::MAX));
+            }
+            if let Some((peak, frames, quietest)) = &mut self.unjudged {
+                *frames += 1;
+                *quietest = quietest.min(level);
+                if *frames >= SEGMENT_VERDICT_FRAMES {
+                    self.ended = Some(if *quietest >= *peak - NOISE_SEGMENT_DB {
+                        Segment::Noise
+                    } else {
+                        Segment::Speech
+                    });
+                    self.unjudged = None;
+                }
+            }
+        }
         Ok(self.speaking)
+    }
+
+    /// What the last speech segment was, on the frame the detector could tell:
+    /// [`SEGMENT_VERDICT_FRAMES`] after it ended, or when speech began again before that
+    /// ([`Segment::Speech`]). `None` on every other frame.
+    pub fn segment_ended(&self) -> Option<Segment> {
+        self.ended
     }
 
     /// Whether the last frame was speech.
@@ -309,6 +397,75 @@ mod tests {
             !verdicts[learned..].iter().any(|&v| v),
             "steady noise still speech after it was learned: {} frames",
             verdicts[learned..].iter().filter(|&&v| v).count()
+        );
+    }
+
+    fn question() -> Vec<i16> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/speech/hours-question.wav");
+        let mut reader = hound::WavReader::open(&path).expect("fixture");
+        reader
+            .samples::<i16>()
+            .map(|s| s.expect("sample"))
+            .collect()
+    }
+
+    /// Each frame's verdict and segment verdict.
+    fn run(pcm: &[i16]) -> Vec<(bool, Option<Segment>)> {
+        let mut vad = Vad::new().expect("vad");
+        frames(pcm)
+            .iter()
+            .map(|f| {
+                let speech = vad.frame(f).expect("frame");
+                (speech, vad.segment_ended())
+            })
+            .collect()
+    }
+
+    /// Steady noise from a quiet line reads as speech until the floor learns it; that segment
+    /// is then judged noise, [`SEGMENT_VERDICT_FRAMES`] after it ended.
+    #[test]
+    fn the_onset_of_steady_noise_is_judged_noise() {
+        let mut pcm = vec![0i16; 8000];
+        pcm.extend(pink_noise(4 * 8000, -35.0));
+        let verdicts = run(&pcm);
+        let ended: Vec<(usize, Segment)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, s))| s.map(|s| (i, s)))
+            .collect();
+        assert!(!ended.is_empty(), "the noise's onset read as speech");
+        assert!(ended.iter().all(|(_, s)| *s == Segment::Noise), "{ended:?}");
+        let last_speech = verdicts.iter().rposition(|(v, _)| *v).unwrap_or(0);
+        assert_eq!(ended[0].0, last_speech + SEGMENT_VERDICT_FRAMES);
+    }
+
+    /// The question's segments are speech, on a quiet line and with pink noise at 20 dB SNR
+    /// starting 200 ms after it; the noise's own segment (before the floor learns it) is noise.
+    #[test]
+    fn speech_is_judged_speech_and_noise_after_it_noise() {
+        let speech = question();
+        let mut pcm = speech.clone();
+        pcm.extend(vec![0; 8000]);
+        let clean = run(&pcm);
+        let judged: Vec<Segment> = clean.iter().filter_map(|(_, s)| *s).collect();
+        assert!(!judged.is_empty());
+        assert!(judged.iter().all(|s| *s == Segment::Speech), "{judged:?}");
+
+        // The question ends 2.34 s into the file.
+        let noise_from = 2540 * 8;
+        let mut pcm = speech.clone();
+        pcm.resize(noise_from, 0);
+        pcm.extend(pink_noise(3 * 8000, -41.0));
+        let noisy = run(&pcm);
+        // Verdicts on the question's segments come up to SEGMENT_VERDICT_FRAMES after it.
+        let after = noise_from / FRAME_SAMPLES + SEGMENT_VERDICT_FRAMES;
+        let before: Vec<Segment> = noisy[..after].iter().filter_map(|(_, s)| *s).collect();
+        assert!(before.iter().all(|s| *s == Segment::Speech), "{before:?}");
+        let later: Vec<Segment> = noisy[after..].iter().filter_map(|(_, s)| *s).collect();
+        assert!(
+            later.iter().all(|s| *s == Segment::Noise),
+            "noise after the question judged {later:?}"
         );
     }
 

@@ -222,6 +222,11 @@ pub struct Turns {
     keys_deadline: Option<Instant>,
     /// The caller's speech over the agent, for the interruption rules by words.
     over: SpokenOver,
+    /// The current run of speech frames (or the last): the silence before it and its length,
+    /// so a run the VAD later finds was noise counts as silence ([`Turns::segment_ended`]).
+    run: (Duration, Duration),
+    /// A run of the caller's current speech was speech, not noise (or it began over the agent).
+    run_was_speech: bool,
 }
 
 impl Turns {
@@ -246,6 +251,8 @@ impl Turns {
             keys: String::new(),
             keys_deadline: None,
             over: SpokenOver::default(),
+            run: (Duration::ZERO, Duration::ZERO),
+            run_was_speech: false,
         }
     }
 
@@ -336,6 +343,12 @@ impl Turns {
     ) {
         out.push(Action::Stt(StageInput::Audio { data, timestamp_ms }));
         if speech {
+            if !self.in_speech {
+                self.run = (Duration::ZERO, Duration::ZERO);
+            } else if !self.silence.is_zero() {
+                self.run = (self.silence, Duration::ZERO);
+            }
+            self.run.1 += Duration::from_millis(FRAME_MS);
             self.silence = Duration::ZERO;
             let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
             if !self.in_speech {
@@ -343,6 +356,9 @@ impl Turns {
                 self.speech_began.get_or_insert(now);
                 self.voiced = Duration::ZERO;
                 self.speech_began_over(self.audible || replying);
+                // Speech over the agent is the interruption rules' to judge: never dropped as
+                // noise ([`Turns::segment_ended`]).
+                self.run_was_speech = self.audible || replying;
             }
             self.voiced += Duration::from_millis(FRAME_MS);
             let long_enough = self.voiced
@@ -360,6 +376,36 @@ impl Turns {
             if self.silence >= self.config.endpointing {
                 self.end_caller_speech(now, out);
             }
+        }
+    }
+
+    /// The VAD's verdict on the last run of speech frames, some frames after it ended
+    /// (`audio::vad::Segment`): `noise` when it was noise the detector had not learned yet
+    /// (steady noise starting on a quiet line, or just after the caller spoke). A noise run that
+    /// began the caller's speech is forgotten (no turn, nothing for the recognizer to end); one
+    /// after real speech counts as silence, which may end the turn now. Speech while the agent
+    /// speaks or replies is left to the interruption rules (it may have cut the agent already).
+    pub fn segment_ended(&mut self, noise: bool, now: Instant, out: &mut Vec<Action>) {
+        if !noise {
+            self.run_was_speech = true;
+            return;
+        }
+        // While the agent speaks (or was just cut) the interruption rules decide.
+        if !self.in_speech || self.silence.is_zero() || self.audible || self.reply.is_some() {
+            return;
+        }
+        if !self.run_was_speech {
+            tracing::debug!("noise, not speech: no caller turn");
+            self.in_speech = false;
+            self.silence = Duration::ZERO;
+            self.speech_began = None;
+            self.voiced = Duration::ZERO;
+            return;
+        }
+        let (before, run) = self.run;
+        self.silence += before + run;
+        if self.silence >= self.config.endpointing {
+            self.end_caller_speech(now, out);
         }
     }
 

@@ -4,6 +4,7 @@
 //! history.
 
 use super::*;
+use crate::audio::vad::Segment;
 use crate::tools::Toolbox;
 
 /// A pipeline agent's engine.
@@ -337,7 +338,22 @@ impl Engine for PipelineEngine {
             data,
             timestamp_ms: frame.timestamp_ms,
         };
-        self.event(line, event).await
+        if let Next::End(r) = self.event(line, event).await {
+            return Next::End(r);
+        }
+        // Issue 18: the VAD's verdict on its last speech segment, 200 ms after it ended
+        // (after this frame's event, so the turn-taking has counted this frame). Noise
+        // the detector had not learned yet (steady noise starting on a quiet line or just after
+        // the caller spoke) must not become a turn of its own nor hold the caller's turn open.
+        if let Some(segment) = self.vad.segment_ended() {
+            let mut actions = Vec::new();
+            self.turns
+                .segment_ended(segment == Segment::Noise, Instant::now(), &mut actions);
+            if let Next::End(r) = self.actions(line, actions).await {
+                return Next::End(r);
+            }
+        }
+        Next::Continue
     }
 
     async fn dtmf<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, digit: String) -> Next {

@@ -860,3 +860,90 @@ fn a_turn_over_a_held_agent_cuts_it_then_closes() {
         ["hours?", "We are open from nine to five, Monday", "No."]
     );
 }
+
+/// `n` frames of `speech` (or silence) from `now`; the actions of the last.
+fn frames(t: &mut Turns, speech: bool, n: usize, now: &mut Instant) -> Vec<Action> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend(frame(t, speech, *now));
+        *now += Duration::from_millis(20);
+    }
+    out
+}
+
+#[test]
+fn a_noise_segment_that_began_the_speech_is_no_turn() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    // Steady noise on a quiet line reads as speech for 300 ms, then 200 ms of silence until
+    // the VAD's verdict: noise. The endpointing silence then passes with nothing to end.
+    let _ = frames(&mut t, true, 15, &mut now);
+    let _ = frames(&mut t, false, 10, &mut now);
+    let mut out = Vec::new();
+    t.segment_ended(true, now, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let out = frames(&mut t, false, 40, &mut now);
+    assert!(
+        !out.contains(&Action::Stt(StageInput::EndOfTurn)),
+        "noise became a turn"
+    );
+    // The caller's question after it is a turn as usual, its speech timed from its own onset.
+    let out = caller_turn(&mut t, "What are your hours?", &mut now);
+    assert!(asked(&out).is_some(), "{out:?}");
+    assert_eq!(
+        t.latencies.len(),
+        0,
+        "latency recorded once the reply plays"
+    );
+}
+
+#[test]
+fn a_noise_segment_after_speech_counts_as_silence() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    // 400 ms of speech (its verdict: speech), 200 ms of silence, then 500 ms of noise the
+    // detector took for speech, and 200 ms later its verdict: noise. 900 ms of silence by then:
+    // the turn ends at once, dated at the speech's last frame.
+    let _ = frames(&mut t, true, 20, &mut now);
+    let _ = frames(&mut t, false, 10, &mut now);
+    let mut out = Vec::new();
+    t.segment_ended(false, now, &mut out);
+    assert!(out.is_empty());
+    let _ = frames(&mut t, true, 25, &mut now);
+    let out = frames(&mut t, false, 10, &mut now);
+    assert!(!out.contains(&Action::Stt(StageInput::EndOfTurn)));
+    // The verdict comes with the last frame (counted already).
+    let mut out = Vec::new();
+    t.segment_ended(true, now - Duration::from_millis(20), &mut out);
+    assert_eq!(out, vec![Action::Stt(StageInput::EndOfTurn)]);
+    let _ = t.on(
+        Event::Stt(StageOutput::Transcript {
+            text: "What are your hours?".into(),
+            is_final: true,
+        }),
+        now,
+    );
+    assert_eq!(
+        t.latency.endpointing,
+        Some(Duration::from_millis(900)),
+        "the noise counted as silence"
+    );
+    assert_eq!(t.latency.speech, Some(Duration::from_millis(400)));
+}
+
+#[test]
+fn a_short_noise_run_after_speech_does_not_undo_the_speech() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = frames(&mut t, true, 20, &mut now);
+    let _ = frames(&mut t, false, 10, &mut now);
+    let mut out = Vec::new();
+    t.segment_ended(false, now, &mut out);
+    // A later noise run does not undo the speech before it.
+    let _ = frames(&mut t, true, 5, &mut now);
+    let _ = frames(&mut t, false, 10, &mut now);
+    t.segment_ended(true, now, &mut out);
+    assert!(out.is_empty());
+    let out = frames(&mut t, false, 40, &mut now);
+    assert!(out.contains(&Action::Stt(StageInput::EndOfTurn)));
+}
