@@ -341,7 +341,7 @@ impl Engine for PipelineEngine {
         if let Next::End(r) = self.event(line, event).await {
             return Next::End(r);
         }
-        // Issue 18: the VAD's verdict on its last speech segment, 200 ms after it ended
+        // The VAD's verdict on its last speech segment, 200 ms after it ended
         // (after this frame's event, so the turn-taking has counted this frame). Noise
         // the detector had not learned yet (steady noise starting on a quiet line or just after
         // the caller spoke) must not become a turn of its own nor hold the caller's turn open.
