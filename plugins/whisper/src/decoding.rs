@@ -26,6 +26,10 @@ pub const INFERENCE_THREADS: usize = 2;
 /// 16 kHz): Whisper hears the end of the last word and the silence that closes the text.
 pub const WINDOW_MARGIN: usize = SAMPLE_RATE as usize;
 
+/// Tokens generated before a fitted window's text is checked for a loop, step by step (a
+/// repeated three-word sequence needs at least six words).
+const LOOP_CHECK_FROM: usize = 6;
+
 /// Whisper's `no_speech_threshold`: above this probability of "no speech" after the prompt's
 /// first token, with a low average log-probability, the window is taken as silence.
 const NO_SPEECH_THRESHOLD: f64 = 0.6;
@@ -49,7 +53,8 @@ pub struct Transcription {
     /// Mean log-probability per generated token, end of text included.
     pub avg_logprob: f64,
     /// The decoder stopped at its token limit for the audio's length instead of ending the
-    /// text: it was most likely repeating itself.
+    /// text, or (a window shorter than 30 s) as soon as the text repeated itself
+    /// ([`crate::recognizer::repeats`]): it was looping.
     pub truncated: bool,
 }
 
@@ -173,6 +178,14 @@ impl Model {
                 break;
             }
             tokens.push(next);
+            // A window short of Whisper's 30 s has a fallback (`crate::recognizer`): stop as
+            // soon as the text repeats itself rather than writing the loop out to the limit.
+            if window < WINDOW_SAMPLES
+                && step + 1 >= LOOP_CHECK_FROM
+                && crate::recognizer::repeats(&self.vocab.decode(&tokens[self.prompt.len()..]))
+            {
+                break;
+            }
         }
         let generated = &tokens[self.prompt.len()..];
         let avg_logprob = sum_logprob / (generated.len() + 1) as f64;
