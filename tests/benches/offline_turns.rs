@@ -51,6 +51,11 @@
 //! synthesized). The clean p90 (1.1 s) is "What time do you open tomorrow morning?": after the
 //! early end the host's VAD flagged one 20 ms frame as speech, which held the reply and opened
 //! a new turn that only the 700 ms endpointing closed.
+//!
+//! Tried and left out: trimming a noisy turn's quiet against its median level (+10 dB) cut the
+//! noisy buffers to 1.5–3 s and the "after noisy" wait to 732 ms median, 961 ms p90, but the
+//! word error rate rose to 0.290 (0.419 before); keeping 1 s of noise before the sound gave
+//! 861 ms, 2177 ms and 0.210 (0.339). tiny.en hears noisy speech better with the noise around it.
 
 use std::path::Path;
 use std::time::Duration;
