@@ -226,6 +226,10 @@ pub struct Turns {
     run: (Duration, Duration),
     /// A run of the caller's current speech was speech, not noise (or it began over the agent).
     run_was_speech: bool,
+    /// The recognizer's interim transcript of the speech so far ended a sentence, before the
+    /// caller had been silent [`EARLY_ENDPOINTING_SILENCE`]: the turn ends when they have
+    /// (unless they speak again first).
+    sentence_heard: bool,
 }
 
 impl Turns {
@@ -252,6 +256,7 @@ impl Turns {
             over: SpokenOver::default(),
             run: (Duration::ZERO, Duration::ZERO),
             run_was_speech: false,
+            sentence_heard: false,
         }
     }
 

@@ -29,6 +29,7 @@ impl Turns {
             }
             self.run.1 += Duration::from_millis(FRAME_MS);
             self.silence = Duration::ZERO;
+            self.sentence_heard = false;
             let replying = self.reply.as_ref().is_some_and(|r| !r.interrupted);
             if !self.in_speech {
                 self.in_speech = true;
@@ -52,7 +53,8 @@ impl Turns {
             }
         } else if self.in_speech {
             self.silence += Duration::from_millis(FRAME_MS);
-            if self.silence >= self.config.endpointing {
+            let early = self.sentence_heard && self.silence >= self.early_endpointing();
+            if self.silence >= self.config.endpointing || early {
                 self.end_caller_speech(now, out);
             }
         }
@@ -88,10 +90,16 @@ impl Turns {
         }
     }
 
+    /// Caller silence after which a whole-sentence interim transcript ends the turn.
+    fn early_endpointing(&self) -> Duration {
+        EARLY_ENDPOINTING_SILENCE.min(self.config.endpointing)
+    }
+
     /// The caller's speech is over (endpointing): the turn's latency clock starts at its last
     /// speech frame and the STT is told `end-of-turn`; its final transcript closes the turn.
     pub(super) fn end_caller_speech(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.in_speech = false;
+        self.sentence_heard = false;
         let ended = now - self.silence;
         self.turn_ended = Some(ended);
         self.latency = TurnLatency {
@@ -129,12 +137,14 @@ impl Turns {
                 is_final: false,
             } => {
                 self.interim_words(&text, out);
-                if self.in_speech
-                    && !self.awaiting_final
-                    && self.silence >= EARLY_ENDPOINTING_SILENCE.min(self.config.endpointing)
-                    && ends_sentence(&text)
-                {
-                    self.end_caller_speech(now, out);
+                if self.in_speech && !self.awaiting_final && ends_sentence(&text) {
+                    if self.silence >= self.early_endpointing() {
+                        self.end_caller_speech(now, out);
+                    } else {
+                        // The recognizer's pause came before the detector's: end once the
+                        // detector has heard the same silence.
+                        self.sentence_heard = true;
+                    }
                 }
             }
             StageOutput::EndOfTurn => self.close_caller_turn(now, out),

@@ -168,6 +168,43 @@ fn a_whole_sentence_heard_in_a_pause_ends_the_turn_before_the_endpointing_silenc
     );
 }
 
+/// The recognizer's pause detector may finish before the host's detector has counted the
+/// early-endpointing silence: the whole sentence is remembered, and the turn ends once the
+/// silence reaches it — unless the caller speaks again first.
+#[test]
+fn a_whole_sentence_heard_before_the_silence_ends_the_turn_when_the_silence_comes() {
+    let mut t = turns();
+    let mut now = Instant::now();
+    let _ = speak_then_pause(&mut t, 100, &mut now);
+    assert!(interim(&mut t, "What are your opening hours?", now).is_empty());
+    let mut ended_after = None;
+    for ms in (120..=600).step_by(20) {
+        if frame(&mut t, false, now).contains(&Action::Stt(StageInput::EndOfTurn)) {
+            ended_after = Some(ms);
+            break;
+        }
+        now += Duration::from_millis(20);
+    }
+    assert_eq!(
+        ended_after,
+        Some(300),
+        "ms of silence at the end of the turn"
+    );
+
+    // Speech after the interim: the caller went on; the endpointing silence decides.
+    let mut t = turns();
+    let _ = speak_then_pause(&mut t, 100, &mut now);
+    let _ = interim(&mut t, "What are your opening hours?", now);
+    let _ = frame(&mut t, true, now);
+    let out = speak_then_pause(&mut t, 400, &mut now);
+    assert!(
+        !out.contains(&Action::Stt(StageInput::EndOfTurn)),
+        "{out:?}"
+    );
+    let out = speak_then_pause(&mut t, 600, &mut now);
+    assert!(out.contains(&Action::Stt(StageInput::EndOfTurn)));
+}
+
 #[test]
 fn an_unfinished_sentence_or_a_short_gap_waits_for_the_endpointing_silence() {
     let mut t = turns();
