@@ -242,7 +242,9 @@ pub async fn call_with(
     }
 }
 
-/// `ms` of a loud 300 Hz tone as 20 ms μ-law frames: a caller talking, to a VAD.
+/// `ms` of a loud 300 Hz tone whose level rises and falls 20 dB four times a second, as
+/// syllables do, as 20 ms μ-law frames: a caller talking, to a VAD (which takes a steady tone
+/// for noise once it has lasted).
 pub fn speech(ms: u64) -> Vec<Vec<u8>> {
     let frames = ms / 20;
     (0..frames)
@@ -250,8 +252,10 @@ pub fn speech(ms: u64) -> Vec<Vec<u8>> {
             (0..160)
                 .map(|i| {
                     let t = (f * 160 + i) as f64 / 8000.0;
+                    let syllables = 0.55 - 0.45 * (2.0 * std::f64::consts::PI * 4.0 * t).cos();
                     switchboard::audio::mulaw::encode(
-                        (12000.0 * (2.0 * std::f64::consts::PI * 300.0 * t).sin()) as i16,
+                        (12000.0 * syllables * (2.0 * std::f64::consts::PI * 300.0 * t).sin())
+                            as i16,
                     )
                 })
                 .collect()
