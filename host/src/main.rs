@@ -291,9 +291,12 @@ async fn serve(path: PathBuf, shards: Option<usize>) -> anyhow::Result<ExitCode>
         shards = shards.unwrap_or(1),
         "switchboard listening; point Twilio's voice webhook at /twilio/voice"
     );
-    let (records, recovery) = server::open_records(&config).context("opening call records")?;
+    let (records, recovery) = server::open_records(&config)
+        .await
+        .context("opening call records")?;
     if let Some(recovery) = recovery {
         tracing::info!(
+            backend = records.backend(),
             path = %config.records.path.as_deref().unwrap_or(std::path::Path::new("")).display(),
             schema_version = recovery.schema_version,
             interrupted = recovery.interrupted,

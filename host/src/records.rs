@@ -138,10 +138,28 @@ pub const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE calls ADD COLUMN result TEXT;
 ",
+    "
+    ALTER TABLE calls ADD COLUMN instance TEXT;
+    CREATE TABLE tasks (
+        id            TEXT PRIMARY KEY NOT NULL,
+        task          TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tasks_by_created ON tasks (created_at_ms);
+    CREATE TABLE rate_buckets (
+        key    TEXT PRIMARY KEY NOT NULL,
+        tat_us INTEGER NOT NULL
+    ) STRICT;
+",
 ];
 
 pub mod outbox;
 pub use outbox::{Attempt, PendingCallback};
+mod postgres;
+mod postgres_queries;
+pub mod shared;
+pub use postgres::{Fleet, HELD_WRITES};
+pub use shared::{RateVerdict, TASK_TTL_MS};
 
 /// Why a call records operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +209,19 @@ pub enum RecordsError {
     /// A value could not be encoded as JSON for a JSON column.
     #[error("cannot encode a call record column as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// `[records] url` is not a PostgreSQL URL this driver understands.
+    #[error("bad [records] url: {0}")]
+    BadUrl(String),
+    /// A PostgreSQL statement failed, or the server could not be reached.
+    #[error("call records database (PostgreSQL) error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had (the server is down or unreachable), or an
+    /// operation on it timed out. Writes are held and retried; reads fail with this.
+    #[error("call records database unavailable: {0}")]
+    Unavailable(String),
+    /// [`MAX_TASKS`](crate::call::task::MAX_PENDING_TASKS) outbound tasks are waiting.
+    #[error("too many outbound calls waiting to be answered ({0})")]
+    TooManyTasks(usize),
 }
 
 /// A call the voice webhook (or the outbound-call API) created.
@@ -381,6 +412,8 @@ pub struct CallRecord {
     pub turn_latency: Vec<TurnLatency>,
     /// Each status Twilio reported, once, oldest first.
     pub status_history: Vec<StatusChange>,
+    /// The gateway instance that carried the call's (latest) stream (`[records] instance`).
+    pub instance: Option<String>,
     /// Last write to the row (by this gateway's clock), unix epoch milliseconds.
     pub updated_at_ms: i64,
 }
@@ -523,6 +556,9 @@ enum Command {
     List(ListFilter, Reply<Vec<CallRecord>>),
     DueCallbacks(u32, Reply<(Vec<PendingCallback>, Option<i64>)>),
     CallbackAttempted(String, Attempt, Reply<()>),
+    PutTask(shared::NewTask, Reply<()>),
+    TakeTask(String, Reply<Option<String>>),
+    RateTake(shared::RateRequest, Reply<RateVerdict>),
     Flush(Reply<()>),
 }
 
@@ -531,6 +567,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Records {
     commands: mpsc::Sender<Command>,
+    /// Which backend serves the commands, for logs: `"sqlite"` or `"postgres"`.
+    backend: &'static str,
 }
 
 impl Records {
@@ -565,7 +603,7 @@ impl Records {
         let interrupted = recover(&conn, now_ms()).map_err(at)?;
         check_statements(&conn).map_err(at)?;
         tracing::info!(path = %path.display(), schema_version, interrupted, "call records opened");
-        let records = spawn(conn)?;
+        let records = spawn(conn, instance_name(None))?;
         Ok((
             records,
             Recovery {
@@ -588,7 +626,32 @@ impl Records {
         let mut conn = Connection::open_in_memory().map_err(at)?;
         migrate(&mut conn, path)?;
         check_statements(&conn).map_err(at)?;
-        spawn(conn)
+        spawn(conn, instance_name(None))
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`,
+    /// TLS when it says `sslmode=require`), applies pending migrations (a database from a newer
+    /// build is refused untouched), and starts the writer task and this instance's heartbeat
+    /// (see [`Fleet`]). Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`RecordsError::BadUrl`], [`RecordsError::Unavailable`] if the server cannot be reached
+    /// (within a few seconds), [`RecordsError::NewerSchema`], [`RecordsError::Postgres`] if a
+    /// migration fails (rolled back).
+    pub async fn open_postgres(url: &str, fleet: Fleet) -> Result<(Records, Recovery), RecordsError> {
+        let (commands, recovery) = postgres::open(url, fleet).await?;
+        Ok((
+            Records {
+                commands,
+                backend: "postgres",
+            },
+            recovery,
+        ))
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Records a call created by the voice webhook or the outbound-call API.
@@ -718,11 +781,54 @@ impl Records {
             .await
     }
 
-    /// Waits until every command sent before it (from any clone) has been served, so every
-    /// write sent before it is committed.
+    /// Stores an outbound call's task (JSON) under `id` until its stream starts (see
+    /// [`crate::call::task`]); on PostgreSQL every instance of the fleet can take it.
     ///
     /// # Errors
-    /// [`RecordsError::Closed`] if the writer is gone.
+    /// [`RecordsError::TooManyTasks`] if too many are waiting; the database failed or is
+    /// unavailable (nothing stored: the call must not be placed).
+    pub async fn put_task(&self, id: &str, task: &serde_json::Value) -> Result<(), RecordsError> {
+        let task = shared::NewTask {
+            id: id.to_owned(),
+            task: task.to_string(),
+            now_ms: now_ms(),
+        };
+        self.request(|reply| Command::PutTask(task, reply)).await
+    }
+
+    /// Takes (and deletes) the task stored under `id`: `None` if there is none, it was taken,
+    /// or it is older than [`TASK_TTL_MS`].
+    ///
+    /// # Errors
+    /// The database failed or is unavailable.
+    pub async fn take_task(&self, id: &str) -> Result<Option<serde_json::Value>, RecordsError> {
+        let id = id.to_owned();
+        let json = self.request(|reply| Command::TakeTask(id, reply)).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Takes one request from the token bucket `key` (GCRA: `rate_per_minute`, bursts of up to
+    /// `burst`), shared by every gateway on the database. `key` must not be a secret.
+    ///
+    /// # Errors
+    /// The database failed or is unavailable (the caller falls back to a local bucket).
+    pub async fn rate_take(
+        &self,
+        key: &str,
+        rate_per_minute: u32,
+        burst: u32,
+    ) -> Result<RateVerdict, RecordsError> {
+        let request = shared::RateRequest::new(key, rate_per_minute, burst);
+        self.request(|reply| Command::RateTake(request, reply)).await
+    }
+
+    /// Waits until every command sent before it (from any clone) has been served, so every
+    /// write sent before it is committed. On PostgreSQL, writes held during an outage are
+    /// retried for up to [`postgres::FLUSH_WAIT`](HELD_WRITES) before this gives up.
+    ///
+    /// # Errors
+    /// [`RecordsError::Closed`] if the writer is gone; [`RecordsError::Unavailable`] if held
+    /// writes could not be written in time.
     pub async fn flush(&self) -> Result<(), RecordsError> {
         self.request(Command::Flush).await
     }
@@ -869,20 +975,38 @@ fn check_statements(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn spawn(conn: Connection) -> Result<Records, RecordsError> {
+fn spawn(conn: Connection, instance: String) -> Result<Records, RecordsError> {
     let (commands, receiver) = mpsc::channel(RECORDS_QUEUE);
     std::thread::Builder::new()
         .name("call-records".to_owned())
-        .spawn(move || serve(conn, receiver))
+        .spawn(move || serve(conn, receiver, instance))
         .map_err(RecordsError::Thread)?;
-    Ok(Records { commands })
+    Ok(Records {
+        commands,
+        backend: "sqlite",
+    })
+}
+
+/// This instance's name in records: `configured`, else `<hostname>-<pid>-<4 hex digits>`.
+pub fn instance_name(configured: Option<&str>) -> String {
+    if let Some(name) = configured.map(str::trim).filter(|n| !n.is_empty()) {
+        return name.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchboard".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// The writer thread: serves commands in order until every [`Records`] is dropped.
-fn serve(conn: Connection, mut commands: mpsc::Receiver<Command>) {
+fn serve(conn: Connection, mut commands: mpsc::Receiver<Command>, instance: String) {
     let mut db = Db {
         conn: &conn,
         statements: HashMap::new(),
+        instance,
     };
     if let Err(error) = db.sweep_callbacks() {
         tracing::error!(%error, "callbacks of ended calls could not be queued");
@@ -906,9 +1030,10 @@ macro_rules! columns {
         "call_sid, direction, from_addr, to_addr, agent, plugin, stream_sid, status, outcome,
         reason, failure_kind, task, created_at_ms, started_at_ms, answered_at_ms, ended_at_ms,
         status_ended_at_ms, duration_s, frames_in, frames_out, first_audio_ms, transcript,
-        turn_latency, status_history, updated_at_ms, result"
+        turn_latency, status_history, updated_at_ms, result, instance"
     };
 }
+pub(crate) use columns;
 
 /// Bare column names in `DO UPDATE` refer to the row already stored, `excluded.*` to this event.
 const SQL_CREATED: &str = "
@@ -927,11 +1052,12 @@ const SQL_CREATED: &str = "
 
 const SQL_STARTED: &str = "
     INSERT INTO calls (call_sid, stream_sid, agent, plugin, from_addr, to_addr, started_at_ms,
-        outcome, created_at_ms, updated_at_ms)
+        outcome, created_at_ms, updated_at_ms, instance)
     VALUES (:call_sid, :stream_sid, :agent, :plugin, :from, :to, :started_at_ms, :in_progress,
-        :started_at_ms, :now)
+        :started_at_ms, :now, :instance)
     ON CONFLICT (call_sid) DO UPDATE SET
         stream_sid = excluded.stream_sid,
+        instance = excluded.instance,
         agent = COALESCE(excluded.agent, agent),
         plugin = COALESCE(excluded.plugin, plugin),
         from_addr = COALESCE(excluded.from_addr, from_addr),
@@ -1000,6 +1126,8 @@ const SQL_STREAMED: &str = "SELECT started_at_ms FROM calls WHERE call_sid = :ca
 /// The writer thread's view of the database.
 struct Db<'c> {
     conn: &'c Connection,
+    /// This instance's name, stamped on the calls whose streams it carries.
+    instance: String,
     /// Prepared statements by SQL text: the fixed ones, and one per combination of list filters
     /// (at most 2^7). rusqlite's `prepare_cached` sits behind its `cache` feature, which this
     /// workspace does not enable.
@@ -1038,6 +1166,15 @@ impl<'c> Db<'c> {
             Command::CallbackAttempted(id, attempt, reply) => {
                 let result = self.callback_attempted(&id, &attempt);
                 answer(reply, result, &id);
+            }
+            Command::PutTask(task, reply) => {
+                let _ = reply.send(self.put_task(&task));
+            }
+            Command::TakeTask(id, reply) => {
+                let _ = reply.send(self.take_task(&id, now_ms()));
+            }
+            Command::RateTake(request, reply) => {
+                let _ = reply.send(self.rate_take(&request));
             }
             Command::Flush(reply) => {
                 let _ = reply.send(Ok(()));
@@ -1082,6 +1219,7 @@ impl<'c> Db<'c> {
     }
 
     fn stream_started(&mut self, started: &StreamStarted) -> Result<(), RecordsError> {
+        let instance = self.instance.clone();
         self.statement(SQL_STARTED)?.execute(named_params! {
             ":call_sid": started.call_sid,
             ":stream_sid": started.stream_sid,
@@ -1092,6 +1230,7 @@ impl<'c> Db<'c> {
             ":started_at_ms": started.started_at_ms,
             ":in_progress": OUTCOME_IN_PROGRESS,
             ":now": now_ms(),
+            ":instance": instance,
         })?;
         Ok(())
     }
@@ -1302,6 +1441,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         transcript: parse_list(&list("transcript")?, &call_sid, "transcript"),
         turn_latency: parse_list(&list("turn_latency")?, &call_sid, "turn_latency"),
         status_history: parse_list(&list("status_history")?, &call_sid, "status_history"),
+        instance: row.get("instance")?,
         updated_at_ms: row.get("updated_at_ms")?,
         call_sid,
     })

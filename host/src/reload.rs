@@ -191,6 +191,17 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<RestartNeeded> {
             file: show(&file.records.path),
         });
     }
+    if running.records.url != file.records.url {
+        let show = |url: &Option<crate::config::Secret>| match url {
+            Some(_) => "postgres://… (redacted)".to_string(),
+            None => "(none)".to_string(),
+        };
+        changed.push(RestartNeeded {
+            key: "records.url",
+            running: show(&running.records.url),
+            file: show(&file.records.url),
+        });
+    }
     changed
 }
 
@@ -250,7 +261,7 @@ async fn reload_and_log(
                 );
             }
             for warning in &summary.warnings {
-                tracing::warn!(key = warning.key, "{}", warning.message);
+                tracing::warn!(key = %warning.key, "{}", warning.message);
             }
             let config = Arc::clone(&state.context().config);
             for plugin in config.plugins.values() {

@@ -29,7 +29,7 @@ impl<S: MediaSocket> Call<S> {
             .find(|(n, _)| n == task::TASK_PARAMETER)
             .map(|(_, v)| v.clone());
         if let Some(id) = task_id {
-            self.task = self.ctx.tasks.take(&id);
+            self.task = task::take(self.ctx.records.as_ref(), &self.ctx.tasks, &id).await;
             match &self.task {
                 Some(t) => params.extend(t.parameters()),
                 None => {

@@ -187,6 +187,72 @@ impl PendingTasks {
     }
 }
 
+/// How long a call waits, at its start, for its task from the records database before it goes
+/// on without it (a database outage must not hold up the greeting).
+pub const TAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A task could not be stored; the call must not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Too many tasks are waiting.
+    #[error(transparent)]
+    Full(#[from] TooManyPending),
+    /// The records database failed or is unreachable.
+    #[error("cannot store the call's task: {0}")]
+    Records(#[from] crate::records::RecordsError),
+}
+
+/// Stores `task` where the call's stream will find it: in the call records (`records`), which
+/// every instance of a fleet shares, else in this process (`local`). Returns its id.
+///
+/// # Errors
+/// [`StoreError`]; nothing was stored.
+pub async fn store(
+    records: Option<&crate::records::Records>,
+    local: &PendingTasks,
+    task: &Task,
+) -> Result<String, StoreError> {
+    let Some(records) = records else {
+        return Ok(local.insert(task.clone())?);
+    };
+    let id = format!("{:032x}", rand::random::<u128>());
+    let json = serde_json::to_value(task).map_err(crate::records::RecordsError::from)?;
+    match records.put_task(&id, &json).await {
+        Ok(()) => Ok(id),
+        Err(crate::records::RecordsError::TooManyTasks(_)) => Err(TooManyPending.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes the task stored under `id` (see [`store`]): `None` if it is unknown, taken, expired,
+/// or the records database did not answer within [`TAKE_TIMEOUT`] (logged).
+pub async fn take(
+    records: Option<&crate::records::Records>,
+    local: &PendingTasks,
+    id: &str,
+) -> Option<Task> {
+    let Some(records) = records else {
+        return local.take(id);
+    };
+    match tokio::time::timeout(TAKE_TIMEOUT, records.take_task(id)).await {
+        Ok(Ok(json)) => json.and_then(|j| match serde_json::from_value(j) {
+            Ok(task) => Some(task),
+            Err(error) => {
+                tracing::warn!(task = %id, %error, "stored task does not parse");
+                None
+            }
+        }),
+        Ok(Err(error)) => {
+            tracing::warn!(task = %id, %error, "the call's task could not be read");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(task = %id, "the call's task was not read in time");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,6 +123,32 @@ fn expand(inner: &str, env: EnvLookup<'_>) -> Result<String, ConfigErrorKind> {
     }
 }
 
+/// The names of the variables `input` refers to with `${NAME}` or `${NAME:-default}`, in
+/// order; `$$` escapes are skipped, and malformed references (which interpolation reports)
+/// name nothing.
+pub(crate) fn referenced_variables(input: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = input;
+    while let Some(dollar) = rest.find('$') {
+        let after = &rest[dollar + 1..];
+        if let Some(escaped) = after.strip_prefix('$') {
+            rest = escaped;
+        } else if let Some(body) = after.strip_prefix('{')
+            && let Some(close) = body.find('}')
+        {
+            let inner = &body[..close];
+            let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+            if is_var_name(name) && !default.contains("${") {
+                names.push(name.to_owned());
+            }
+            rest = &body[close + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    names
+}
+
 fn bad_ref(reason: &str) -> ConfigErrorKind {
     ConfigErrorKind::BadReference {
         reason: reason.to_owned(),
@@ -266,6 +292,11 @@ impl RawConfig {
             &api.key("callback_secret"),
         );
         it.opt(self.records.path.as_mut(), &root.key("records").key("path"));
+        it.opt(self.records.url.as_mut(), &root.key("records").key("url"));
+        it.opt(
+            self.records.instance.as_mut(),
+            &root.key("records").key("instance"),
+        );
         for (name, lookup) in &mut self.lookups {
             let path = root.key("lookups").key(name);
             it.spanned(&mut lookup.get_mut().path, &path.key("path"));
@@ -438,6 +469,17 @@ mod tests {
             })
             .collect();
         assert_eq!(names, [("A", 0), ("B", 9)]);
+    }
+
+    #[test]
+    fn referenced_variables_are_named_in_order() {
+        assert_eq!(
+            referenced_variables("\"${OPENAI_API_KEY:-}\""),
+            ["OPENAI_API_KEY"]
+        );
+        assert_eq!(referenced_variables("${A}-${B:-x}$${C}$5"), ["A", "B"]);
+        assert!(referenced_variables("${1X} ${X:-${Y}} ${").is_empty());
+        assert!(referenced_variables("").is_empty());
     }
 
     #[test]

@@ -13,12 +13,17 @@
 //! [`from_file`] runs all four against the process environment; [`from_source`] runs
 //! 2-4 with a caller-supplied environment (tests, embedding).
 //!
+//! A file may grant a secret from an optional variable (`${OPENAI_API_KEY:-}`): when it comes
+//! out empty, the agent is disabled with a warning rather than the file refused
+//! ([`disabled_agents`]).
+//!
 //! Every error renders on one line as `FILE:LINE:COLUMN: KEY.PATH: message`, e.g.
 //! `agents.toml:14:1: agents[1].realtime.plugin: unknown plugin "foo" (known: echo)`.
 //!
 //! The validated [`Config`] is immutable and cheap to share (`Arc<Config>`); it carries
 //! precomputed lookup tables so [`crate::routing`] never scans the agent list.
 
+mod disabled;
 mod error;
 mod interpolate;
 pub mod lookup;
@@ -34,6 +39,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) use disabled::plugin_use_path;
+pub use disabled::{DisabledAgent, disabled_agents};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use interpolate::EnvLookup;
 pub use raw::{
@@ -158,7 +165,8 @@ pub fn from_source(source: &Source, env: EnvLookup<'_>) -> Result<Config, Config
 
 /// Loads, parses, interpolates (from the process environment) and validates the
 /// configuration file at `path`. An environment variable whose value is not valid
-/// Unicode counts as unset.
+/// Unicode counts as unset. Logs a warning for each agent an empty secret disables
+/// ([`disabled_agents`]).
 ///
 /// # Errors
 ///
@@ -166,6 +174,9 @@ pub fn from_source(source: &Source, env: EnvLookup<'_>) -> Result<Config, Config
 pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
     let source = load(path.as_ref())?;
     let config = from_source(&source, &|name| std::env::var(name).ok())?;
+    for disabled in disabled_agents(&source, &config) {
+        tracing::warn!(key = %disabled.key, "{disabled}");
+    }
     tracing::debug!(
         path = %config.path.display(),
         agents = config.agents.len(),
@@ -351,9 +362,41 @@ impl Default for ApiConfig {
 pub struct RecordsConfig {
     /// The SQLite file (absolute, or joined to the config file's directory); default
     /// [`DEFAULT_RECORDS_FILE`] beside the config file. `None` (`path = ""`): records are kept
-    /// in memory only and lost on restart.
+    /// in memory only and lost on restart. Unused when [`RecordsConfig::url`] is set.
     pub path: Option<PathBuf>,
+    /// `url`: the PostgreSQL database a fleet of gateways shares (`postgres://…`; TLS with
+    /// `sslmode=require`). Redacted in `Debug`: it usually carries a password.
+    pub url: Option<Secret>,
+    /// `instance`: this gateway's name in the records (default: `<hostname>-<pid>-<random>`).
+    pub instance: Option<String>,
+    /// `heartbeat_ms`: how often this instance heartbeats in the shared database; default
+    /// [`DEFAULT_HEARTBEAT_MS`], within [`HEARTBEAT_RANGE_MS`].
+    pub heartbeat: std::time::Duration,
+    /// `grace_ms`: how long an instance may go without a heartbeat before a survivor marks its
+    /// live calls `interrupted`; default [`DEFAULT_GRACE_MS`], at least twice the heartbeat.
+    pub grace: std::time::Duration,
 }
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            url: None,
+            instance: None,
+            heartbeat: std::time::Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            grace: std::time::Duration::from_millis(DEFAULT_GRACE_MS),
+        }
+    }
+}
+
+/// Default `[records] heartbeat_ms`.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
+/// Accepted `[records] heartbeat_ms`.
+pub const HEARTBEAT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+/// Default `[records] grace_ms`: several missed heartbeats, shorter than a typical call.
+pub const DEFAULT_GRACE_MS: u64 = 15_000;
+/// Accepted `[records] grace_ms` (and at least twice `heartbeat_ms`).
+pub const GRACE_RANGE_MS: std::ops::RangeInclusive<u64> = 200..=3_600_000;
 
 /// Default call-records file name, beside the config file.
 pub const DEFAULT_RECORDS_FILE: &str = "switchboard-calls.db";
@@ -420,7 +463,8 @@ pub struct Agent {
     /// Text spoken when the call connects; `None` when absent or empty.
     pub greeting: Option<String>,
     /// The agent that takes new calls while this agent's plugin is failing (its circuit breaker
-    /// is open); `None`: such calls hear an apology and are hung up.
+    /// is open) or while this agent is disabled ([`Agent::is_disabled`]); `None`: such calls
+    /// hear an apology and are hung up.
     pub fallback: Option<String>,
     /// What runs the conversation: one realtime plugin, or a pipeline of three.
     pub mode: AgentMode,

@@ -116,6 +116,19 @@ pub struct RawRecords {
     /// `path`: the SQLite file; relative to the config file's directory; `""` turns records off.
     #[serde(default)]
     pub path: Option<Spanned<String>>,
+    /// `url`: a PostgreSQL URL (`postgres://user:password@host:port/db`), shared by a fleet;
+    /// excludes `path`.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// `instance`: this gateway's name in the records; optional.
+    #[serde(default)]
+    pub instance: Option<Spanned<String>>,
+    /// `heartbeat_ms`: how often this instance heartbeats (PostgreSQL); optional.
+    #[serde(default)]
+    pub heartbeat_ms: Option<Spanned<i64>>,
+    /// `grace_ms`: how long an instance may miss heartbeats before it is dead; optional.
+    #[serde(default)]
+    pub grace_ms: Option<Spanned<i64>>,
 }
 
 /// `[server]` as written.

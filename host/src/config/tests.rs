@@ -949,3 +949,48 @@ fn bad_tools_are_located_errors() {
         "{errors}"
     );
 }
+
+#[test]
+fn records_on_postgres_take_a_url_with_the_password_from_the_environment() {
+    let env = |name: &str| (name == "PGPASSWORD").then(|| "pw-Secret-1".to_string());
+    let text = with_agent(
+        "[records]\nurl = \"postgres://sb:${PGPASSWORD}@db:5432/calls?sslmode=require\"\ninstance = \"gw-1\"\nheartbeat_ms = 500\ngrace_ms = 4000\n",
+    );
+    let (_dir, config) = build(&text, &env);
+    let config = config.unwrap_or_else(|e| panic!("{e}"));
+    let records = &config.records;
+    assert_eq!(
+        records.url.as_ref().map(Secret::expose),
+        Some("postgres://sb:pw-Secret-1@db:5432/calls?sslmode=require")
+    );
+    assert_eq!(records.instance.as_deref(), Some("gw-1"));
+    assert_eq!(records.heartbeat, std::time::Duration::from_millis(500));
+    assert_eq!(records.grace, std::time::Duration::from_millis(4000));
+    assert!(!format!("{config:?}").contains("pw-Secret-1"));
+}
+
+#[test]
+fn records_url_mistakes_are_errors_that_never_show_the_password() {
+    let cases = [
+        // Both backends at once.
+        "[records]\npath = \"calls.db\"\nurl = \"postgres://sb:hunter2@db/calls\"\n",
+        // Not PostgreSQL.
+        "[records]\nurl = \"mysql://sb:hunter2@db/calls\"\n",
+    ];
+    for extra in cases {
+        let (_dir, result) = build(&with_agent(extra), &no_env);
+        let errors = match result {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e,
+        };
+        let shown = at_key(&errors, "records.url").to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    // A grace period shorter than two heartbeats would declare live instances dead.
+    let (_dir, result) = build(
+        &with_agent("[records]\nurl = \"postgres://db/calls\"\nheartbeat_ms = 2000\ngrace_ms = 3000\n"),
+        &no_env,
+    );
+    let errors = result.err().expect("grace below two heartbeats is refused");
+    at_key(&errors, "records.grace_ms");
+}

@@ -24,7 +24,8 @@ use super::tools::{AgentTools, RawAgentTools};
 use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS,
     CallerContext, Config, DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS,
-    DEFAULT_ENDPOINTING_MS, DEFAULT_KEYPAD_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_RECORDS_FILE,
+    DEFAULT_ENDPOINTING_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_KEYPAD_TIMEOUT_MS,
+    DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, GRACE_RANGE_MS, HEARTBEAT_RANGE_MS,
     DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS, ENDPOINTING_RANGE_MS,
     KEYPAD_TIMEOUT_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig,
     PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
@@ -467,8 +468,53 @@ impl<'s> Validator<'s> {
         }
     }
 
-    fn records(&mut self, raw: RawRecords, _path: &KeyPath) -> RecordsConfig {
-        let path = match raw.path.map(Spanned::into_inner) {
+    fn records(&mut self, raw: RawRecords, path: &KeyPath) -> RecordsConfig {
+        let heartbeat_ms = self
+            .in_range(raw.heartbeat_ms, HEARTBEAT_RANGE_MS, &path.key("heartbeat_ms"))
+            .unwrap_or(DEFAULT_HEARTBEAT_MS);
+        let min_grace = (heartbeat_ms * 2).max(*GRACE_RANGE_MS.start());
+        let grace_ms = self
+            .in_range(
+                raw.grace_ms,
+                min_grace..=*GRACE_RANGE_MS.end(),
+                &path.key("grace_ms"),
+            )
+            .unwrap_or(DEFAULT_GRACE_MS.max(min_grace));
+        let url = raw.url.and_then(|url| {
+            let span = url.span();
+            let url = url.into_inner();
+            let reason = if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                Some("not a PostgreSQL URL (postgres://user:password@host:port/database)")
+            } else if raw.path.is_some() {
+                Some("set either `path` (SQLite, one gateway) or `url` (PostgreSQL, a fleet), not both")
+            } else if url.parse::<tokio_postgres::Config>().is_err() {
+                Some("not a URL the PostgreSQL driver understands")
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    // The URL may hold a password: only its scheme is shown.
+                    let shown = url.split("://").next().unwrap_or("").to_owned() + "://…";
+                    self.err(
+                        Some(span),
+                        &path.key("url"),
+                        ConfigErrorKind::InvalidUrl {
+                            value: shown,
+                            reason: reason.to_owned(),
+                        },
+                    );
+                    None
+                }
+                None => Some(Secret::new(url)),
+            }
+        });
+        let instance = raw
+            .instance
+            .map(Spanned::into_inner)
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty());
+        let records_path = match raw.path.map(Spanned::into_inner) {
             Some(path) if path.is_empty() => None,
             Some(path) => Some(resolve_plugin_path(self.source.path(), &path)),
             None => Some(resolve_plugin_path(
@@ -476,7 +522,13 @@ impl<'s> Validator<'s> {
                 DEFAULT_RECORDS_FILE,
             )),
         };
-        RecordsConfig { path }
+        RecordsConfig {
+            path: records_path,
+            url,
+            instance,
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            grace: Duration::from_millis(grace_ms),
+        }
     }
 
     /// Validates every plugin; returns the valid ones.

@@ -55,6 +55,18 @@ pub const SIGNATURES: &str = "switchboard_twilio_signatures_total";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 /// Gauge: 1 while the gateway drains (SIGTERM received), else 0.
 pub const DRAINING: &str = "switchboard_draining";
+/// Counter: call-record writes committed (each event of a call is one write).
+pub const RECORDS_WRITES: &str = "switchboard_records_writes_total";
+/// Gauge: call-record writes held in memory because the database (PostgreSQL) is unreachable,
+/// waiting to be retried.
+pub const RECORDS_HELD: &str = "switchboard_records_held_writes";
+/// Counter: call-record write attempts that failed and are retried.
+pub const RECORDS_RETRIES: &str = "switchboard_records_write_retries_total";
+/// Counter `{reason}`: call-record writes given up (`full`: the hold was full during an outage;
+/// `refused`: the database refused the write; `shutdown`: still held when the gateway stopped).
+pub const RECORDS_LOST: &str = "switchboard_records_lost_writes_total";
+/// Counter: calls of dead fleet instances this instance marked `interrupted`.
+pub const FLEET_INTERRUPTED: &str = "switchboard_fleet_interrupted_calls_total";
 
 /// Tool calls finished, by `tool` and `outcome` (`ok`, `error`).
 pub const TOOL_CALLS: &str = "switchboard_tool_calls_total";
@@ -128,6 +140,17 @@ fn describe() {
         "Silent frames inserted for gaps in media.chunk."
     );
     describe_counter!(PLUGIN_FAILURES, "Plugin failures that ended a call.");
+    describe_counter!(RECORDS_WRITES, "Call-record writes committed.");
+    describe_gauge!(
+        RECORDS_HELD,
+        "Call-record writes held while the database is unreachable."
+    );
+    describe_counter!(RECORDS_RETRIES, "Call-record write attempts retried.");
+    describe_counter!(RECORDS_LOST, "Call-record writes given up, by reason.");
+    describe_counter!(
+        FLEET_INTERRUPTED,
+        "Calls of dead fleet instances marked interrupted by this instance."
+    );
     describe_counter!(
         CALLBACK_ATTEMPTS,
         "Callback delivery attempts, by outcome (delivered, retry, gave_up)."

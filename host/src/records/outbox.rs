@@ -91,6 +91,15 @@ const SQL_UNQUEUED: &str = "
     WHERE callback_url IS NOT NULL AND ended_at_ms IS NOT NULL
       AND call_sid NOT IN (SELECT call_sid FROM callbacks)";
 
+/// The signed body of the callback reporting `record`, written at `now_ms`.
+pub(super) fn message_body(record: &CallRecord, now_ms: i64) -> Result<String, RecordsError> {
+    Ok(serde_json::to_string(&Message {
+        kind: "call.ended",
+        timestamp_ms: now_ms,
+        data: record,
+    })?)
+}
+
 impl Db<'_> {
     /// Queues the callback of `call_sid` if the call has a callback URL and none is queued yet.
     /// Runs inside the caller's transaction, after the call's end was written.
@@ -110,11 +119,7 @@ impl Db<'_> {
             return Ok(());
         };
         let now = now_ms();
-        let body = serde_json::to_string(&Message {
-            kind: "call.ended",
-            timestamp_ms: now,
-            data: &record,
-        })?;
+        let body = message_body(&record, now)?;
         self.statement(SQL_ENQUEUE)?.execute(named_params! {
             ":id": format!("msg_{call_sid}"),
             ":call_sid": call_sid,
@@ -184,7 +189,7 @@ impl Db<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{CallEnd, NewCall, Records, StatusUpdate, StreamStarted};
     use super::*;
 
@@ -237,7 +242,10 @@ mod tests {
     /// nothing; a call never answered queues its message at its terminal status.
     #[tokio::test]
     async fn each_call_with_a_callback_queues_one_message() {
-        let records = Records::open_in_memory().unwrap();
+        each_call_with_a_callback_queues_one_message_on(Records::open_in_memory().unwrap()).await;
+    }
+
+    pub(in crate::records) async fn each_call_with_a_callback_queues_one_message_on(records: Records) {
         records
             .call_created(outbound("CA1", Some("https://example.com/hook")))
             .await
@@ -273,7 +281,10 @@ mod tests {
     /// A failed attempt waits until its retry time; a delivered message is never due again.
     #[tokio::test]
     async fn attempts_are_recorded() {
-        let records = Records::open_in_memory().unwrap();
+        attempts_are_recorded_on(Records::open_in_memory().unwrap()).await;
+    }
+
+    pub(in crate::records) async fn attempts_are_recorded_on(records: Records) {
         records
             .call_created(outbound("CA1", Some("https://example.com/hook")))
             .await

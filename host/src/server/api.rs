@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use crate::call::task::Task;
 use crate::config::{ApiConfig, is_e164};
-use crate::records::{self, ListFilter, NewCall};
+use crate::records::{self, ListFilter, NewCall, RateVerdict, Records};
 use crate::twilio::rest::{CallTarget, CreateCall, RestError, UpdateCall, is_sid};
 use crate::twilio::webhook;
 
@@ -37,9 +37,17 @@ pub const STATUS_EVENTS: [&str; 4] = ["initiated", "ringing", "answered", "compl
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The bearer tokens and their rate limiters.
+///
+/// With call records on a database, a token's bucket lives there ([`Records::rate_take`]), so
+/// its burst holds for the whole fleet; the in-process bucket is used without records, and
+/// while the database is unreachable (each instance then allows the burst on its own).
 pub struct ApiGuard {
     /// SHA-256 of each token, compared in constant time, with the token's bucket.
     tokens: Vec<([u8; 32], DefaultDirectRateLimiter)>,
+    /// `[api] rate_per_minute`.
+    rate_per_minute: u32,
+    /// `[api] burst`.
+    burst: u32,
 }
 
 impl std::fmt::Debug for ApiGuard {
@@ -61,16 +69,84 @@ impl ApiGuard {
             .iter()
             .map(|t| (digest(t.expose()), RateLimiter::direct(quota)))
             .collect();
-        Self { tokens }
+        Self {
+            tokens,
+            rate_per_minute: rate.get(),
+            burst: burst.get(),
+        }
     }
 
-    /// Checks the `Authorization` header and takes one request from the token's bucket.
+    /// Checks the `Authorization` header and takes one request from the token's bucket: the
+    /// fleet's shared one in `records` when given (see [`ApiGuard`]), else this process's.
     ///
     /// # Errors
     /// 401 for a missing or unknown token (or when no tokens are configured), 429 with
     /// `Retry-After` when the token's bucket is empty.
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        records: Option<&Records>,
+    ) -> Result<(), Response> {
+        let i = self.token(headers)?;
+        let verdict = match records {
+            Some(records) => {
+                // The bucket's key is the token's digest (never the token), shortened.
+                let key: String = self.tokens[i].0[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                match records
+                    .rate_take(&format!("api:{key}"), self.rate_per_minute, self.burst)
+                    .await
+                {
+                    Ok(verdict) => verdict,
+                    Err(error) => {
+                        tracing::warn!(%error, "operator API: the shared rate limit is unavailable; using this instance's");
+                        self.local(i)
+                    }
+                }
+            }
+            None => self.local(i),
+        };
+        match verdict {
+            RateVerdict::Allowed => {
+                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "ok").increment(1);
+                Ok(())
+            }
+            RateVerdict::Limited { retry_after_ms } => {
+                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "rate_limited")
+                    .increment(1);
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                tracing::warn!(token = i, retry_after_s = secs, "operator API: rate limited");
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    &format!("too many requests; retry in {secs} s"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Err(response)
+            }
+        }
+    }
+
+    /// This process's bucket for token `i`.
+    fn local(&self, i: usize) -> RateVerdict {
+        match self.tokens[i].1.check() {
+            Ok(()) => RateVerdict::Allowed,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                RateVerdict::Limited {
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                }
+            }
+        }
+    }
+
+    /// The index of the request's bearer token.
     #[allow(clippy::result_large_err)]
-    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn token(&self, headers: &HeaderMap) -> Result<usize, Response> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -106,32 +182,7 @@ impl ApiGuard {
                 .increment(1);
             return Err(unauthorized("wrong bearer token"));
         };
-        match self.tokens[i].1.check() {
-            Ok(()) => {
-                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "ok").increment(1);
-                Ok(())
-            }
-            Err(not_until) => {
-                metrics::counter!(crate::metrics::API_REQUESTS, "result" => "rate_limited")
-                    .increment(1);
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                tracing::warn!(
-                    token = i,
-                    retry_after_s = secs,
-                    "operator API: rate limited"
-                );
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    &format!("too many requests; retry in {secs} s"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                    response.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Err(response)
-            }
-        }
+        Ok(i)
     }
 }
 
@@ -238,7 +289,11 @@ pub async fn place_call(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = state.api.load().authorize(&headers) {
+    if let Err(response) = state
+        .api
+        .load_full()
+        .authorize(&headers, state.context().records.as_ref())
+        .await {
         return response;
     }
     if body.len() > MAX_BODY_BYTES {
@@ -340,10 +395,12 @@ pub async fn place_call(
         );
     };
     let task_id = match &request.task {
-        Some(task) => match state.tasks.insert(task.clone()) {
-            Ok(id) => Some(id),
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "busy", &e.to_string()),
-        },
+        Some(task) => {
+            match crate::call::task::store(ctx.records.as_ref(), &state.tasks, task).await {
+                Ok(id) => Some(id),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "busy", &e.to_string()),
+            }
+        }
         None => None,
     };
     let query = {
@@ -369,7 +426,7 @@ pub async fn place_call(
         Ok(call) => call,
         Err(e) => {
             if let Some(id) = &task_id {
-                let _ = state.tasks.take(id);
+                let _ = crate::call::task::take(ctx.records.as_ref(), &state.tasks, id).await;
             }
             tracing::warn!(error = %e, to = %request.to, agent = %agent.name, "outbound call not placed");
             return twilio_error(&e);
@@ -419,7 +476,11 @@ pub async fn list_calls(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(response) = state.api.load().authorize(&headers) {
+    if let Err(response) = state
+        .api
+        .load_full()
+        .authorize(&headers, state.context().records.as_ref())
+        .await {
         return response;
     }
     let pairs: Vec<(String, String)> = query
@@ -445,7 +506,11 @@ pub async fn get_call(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    if let Err(response) = state.api.load().authorize(&headers) {
+    if let Err(response) = state
+        .api
+        .load_full()
+        .authorize(&headers, state.context().records.as_ref())
+        .await {
         return response;
     }
     let records = match records_of(&state) {
@@ -465,7 +530,11 @@ pub async fn hang_up(
     headers: HeaderMap,
     Path(sid): Path<String>,
 ) -> Response {
-    if let Err(response) = state.api.load().authorize(&headers) {
+    if let Err(response) = state
+        .api
+        .load_full()
+        .authorize(&headers, state.context().records.as_ref())
+        .await {
         return response;
     }
     if !is_sid("CA", &sid) {

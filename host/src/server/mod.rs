@@ -85,12 +85,26 @@ pub struct AppState {
     callbacks_started: Arc<AtomicBool>,
 }
 
-/// Opens the call records `config` asks for: its SQLite file (reporting calls the previous
-/// process left in flight), or an in-memory database when `[records] path = ""`.
+/// How long the voice webhook waits for the call's record to be written before it answers
+/// Twilio anyway.
+pub const WEBHOOK_RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Opens the call records `config` asks for: the PostgreSQL database a fleet shares
+/// (`[records] url`), its SQLite file (reporting calls the previous process left in flight), or
+/// an in-memory database when `[records] path = ""`.
 ///
 /// # Errors
-/// The database could not be opened, migrated or recovered.
-pub fn open_records(config: &Config) -> Result<(Records, Option<Recovery>), RecordsError> {
+/// The database could not be reached, opened, migrated or recovered.
+pub async fn open_records(config: &Config) -> Result<(Records, Option<Recovery>), RecordsError> {
+    if let Some(url) = &config.records.url {
+        let fleet = records::Fleet {
+            instance: records::instance_name(config.records.instance.as_deref()),
+            heartbeat: config.records.heartbeat,
+            grace: config.records.grace,
+        };
+        let (records, recovery) = Records::open_postgres(url.expose(), fleet).await?;
+        return Ok((records, Some(recovery)));
+    }
     match &config.records.path {
         Some(path) => {
             if let Some(dir) = path.parent() {
@@ -620,8 +634,14 @@ async fn voice_response(state: &AppState, uri: &Uri, headers: &HeaderMap, body: 
                     callback_url: None,
                     created_at_ms: records::now_ms(),
                 };
-                if let Err(e) = records.call_created(created).await {
-                    tracing::error!(%call_sid, error = %e, "call not recorded");
+                // Bounded: a slow records database must not hold up the call's answer. The
+                // write, once queued, goes on after the wait ends.
+                match tokio::time::timeout(WEBHOOK_RECORD_WAIT, records.call_created(created))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(%call_sid, error = %e, "call not recorded"),
+                    Err(_) => tracing::warn!(%call_sid, "call record write is slow; answering without waiting for it"),
                 }
             }
             // An account with its own token signs the upgrade with it: name the account in the

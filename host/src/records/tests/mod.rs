@@ -136,6 +136,10 @@ async fn create_start_end_round_trip() {
             schema_version: known_version()
         }
     );
+    create_start_end_round_trip_on(records).await;
+}
+
+async fn create_start_end_round_trip_on(records: Records) {
     let mut call = new_call("CA1", "router-choice", 1_000);
     call.direction = Some("outbound-api".to_owned());
     call.task = Some(serde_json::json!({"goal": "confirm booking", "room": 12}));
@@ -185,7 +189,10 @@ async fn create_start_end_round_trip() {
 
 #[tokio::test]
 async fn a_stream_without_a_webhook_creates_the_row() {
-    let records = Records::open_in_memory().unwrap();
+    a_stream_without_a_webhook_creates_the_row_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn a_stream_without_a_webhook_creates_the_row_on(records: Records) {
     records.stream_started(started("CA2", 5_000)).await.unwrap();
     let r = records.get("CA2").await.unwrap().unwrap();
     assert_eq!(r.created_at_ms, 5_000);
@@ -209,7 +216,10 @@ async fn a_stream_without_a_webhook_creates_the_row() {
 
 #[tokio::test]
 async fn status_updates_agree_in_any_order() {
-    let records = Records::open_in_memory().unwrap();
+    status_updates_agree_in_any_order_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn status_updates_agree_in_any_order_on(records: Records) {
 
     // In order: webhook, in-progress, stream, end, completed.
     records
@@ -317,7 +327,10 @@ async fn status_updates_agree_in_any_order() {
 
 #[tokio::test]
 async fn status_alone_fills_direction_and_numbers_without_replacing() {
-    let records = Records::open_in_memory().unwrap();
+    status_alone_fills_direction_and_numbers_without_replacing_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn status_alone_fills_direction_and_numbers_without_replacing_on(records: Records) {
     let mut update = status("CA3", "busy", 3_000, Some(0));
     update.direction = Some("outbound-api".to_owned());
     update.from = Some("+15550009999".to_owned());
@@ -345,7 +358,10 @@ async fn status_alone_fills_direction_and_numbers_without_replacing() {
 
 #[tokio::test]
 async fn a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored() {
-    let records = Records::open_in_memory().unwrap();
+    a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored_on(records: Records) {
     records.stream_started(started("CA4", 1_000)).await.unwrap();
     records.call_ended(ended("CA4", 2_000)).await.unwrap();
     let mut second = started("CA4", 3_000);
@@ -418,6 +434,10 @@ fn filter() -> ListFilter {
 async fn list_filters() {
     let dir = TempDir::new("list");
     let (records, _) = Records::open(&dir.db()).unwrap();
+    list_filters_on(records).await;
+}
+
+async fn list_filters_on(records: Records) {
     seed(&records).await;
 
     let all = records.list(&filter()).await.unwrap();
@@ -498,7 +518,11 @@ async fn list_limit_is_clamped() {
     assert_eq!(limited(MAX_LIST + 1).effective_limit(), MAX_LIST);
     assert_eq!(limited(u32::MAX).effective_limit(), MAX_LIST);
 
-    let records = Records::open_in_memory().unwrap();
+    list_limit_is_clamped_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn list_limit_is_clamped_on(records: Records) {
+    let limited = |limit| ListFilter { limit, ..filter() };
     seed(&records).await;
     assert_eq!(records.list(&limited(0)).await.unwrap().len(), 1);
     assert_eq!(
@@ -510,7 +534,10 @@ async fn list_limit_is_clamped() {
 
 #[tokio::test]
 async fn list_pages_with_a_cursor() {
-    let records = Records::open_in_memory().unwrap();
+    list_pages_with_a_cursor_on(Records::open_in_memory().unwrap()).await;
+}
+
+async fn list_pages_with_a_cursor_on(records: Records) {
     seed(&records).await;
     let mut pages = Vec::new();
     let mut before = None;
@@ -839,4 +866,13 @@ fn status_ranks_and_history_merge() {
     assert_eq!(h.len(), MAX_STATUS_HISTORY);
     assert!(is_terminal_status("no-answer"));
     assert!(!is_terminal_status("in-progress"));
+}
+
+mod postgres;
+
+#[tokio::test]
+async fn tasks_and_token_buckets_work_on_sqlite_too() {
+    let records = Records::open_in_memory().unwrap();
+    postgres::tasks_are_taken_once(&records, &records.clone()).await;
+    postgres::buckets_are_shared(&records, &records.clone()).await;
 }
