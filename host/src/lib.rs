@@ -24,6 +24,8 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod simulate;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tools;
 pub mod twilio;
 pub mod twiml;
