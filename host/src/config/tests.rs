@@ -988,9 +988,13 @@ fn records_url_mistakes_are_errors_that_never_show_the_password() {
     }
     // A grace period shorter than two heartbeats would declare live instances dead.
     let (_dir, result) = build(
-        &with_agent("[records]\nurl = \"postgres://db/calls\"\nheartbeat_ms = 2000\ngrace_ms = 3000\n"),
+        &with_agent(
+            "[records]\nurl = \"postgres://db/calls\"\nheartbeat_ms = 2000\ngrace_ms = 3000\n",
+        ),
         &no_env,
     );
-    let errors = result.err().expect("grace below two heartbeats is refused");
+    let Err(errors) = result else {
+        panic!("grace below two heartbeats is refused");
+    };
     at_key(&errors, "records.grace_ms");
 }

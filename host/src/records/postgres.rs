@@ -33,8 +33,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::postgres_queries::{self as q, Write};
 use super::{
-    Command, OUTCOME_IN_PROGRESS, OUTCOME_INTERRUPTED, RECORDS_QUEUE,
-    RecordsError, Recovery, Reply,
+    Command, OUTCOME_IN_PROGRESS, OUTCOME_INTERRUPTED, RECORDS_QUEUE, RecordsError, Recovery, Reply,
 };
 use crate::metrics;
 
@@ -201,7 +200,8 @@ fn pool(url: &str) -> Result<Pool, RecordsError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let wants_tls = matches!(config.get_ssl_mode(), SslMode::Require) || url.contains("sslmode=prefer");
+    let wants_tls =
+        matches!(config.get_ssl_mode(), SslMode::Require) || url.contains("sslmode=prefer");
     let manager = if wants_tls {
         Manager::from_config(config, tls()?, manager_config)
     } else {
@@ -278,7 +278,10 @@ async fn migrate(client: &mut Client) -> Result<u32, RecordsError> {
     )
     .await?;
     let found: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM switchboard_schema", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM switchboard_schema",
+            &[],
+        )
         .await?
         .get(0);
     let found = u32::try_from(found).unwrap_or(u32::MAX);
@@ -625,7 +628,7 @@ impl Server {
                 if since.elapsed() >= self.fleet.grace
                     && let Err(error) = self.reap().await
                 {
-                        tracing::warn!(%error, "fleet: could not check for dead instances");
+                    tracing::warn!(%error, "fleet: could not check for dead instances");
                 }
             }
             Err(error) => {

@@ -10,8 +10,8 @@ use tokio_postgres::{Client, Row, Transaction};
 use super::shared::{NewTask, RateRequest, RateVerdict, TASK_TTL_MS};
 use super::{
     Attempt, CallEnd, CallRecord, ListFilter, NewCall, OUTCOME_IN_PROGRESS, PendingCallback,
-    RecordsError, StatusChange, StatusUpdate, StreamStarted, columns, current_status,
-    from_sql_int, is_terminal_status, merge_status, now_ms, outbox, parse_list, to_sql_int,
+    RecordsError, StatusChange, StatusUpdate, StreamStarted, columns, current_status, from_sql_int,
+    is_terminal_status, merge_status, now_ms, outbox, parse_list, to_sql_int,
 };
 use crate::call::task::MAX_PENDING_TASKS;
 
@@ -354,33 +354,39 @@ async fn callback_attempted(
     attempt: &Attempt,
 ) -> Result<(), RecordsError> {
     match attempt {
-        Attempt::Delivered => tx
-            .execute(
+        Attempt::Delivered => {
+            tx.execute(
                 "UPDATE callbacks SET delivered_at_ms = $2, attempts = attempts + 1,
                      last_error = NULL WHERE id = $1",
                 &[&id, &now_ms()],
             )
-            .await?,
-        Attempt::Retry { at_ms, error } => tx
-            .execute(
+            .await?
+        }
+        Attempt::Retry { at_ms, error } => {
+            tx.execute(
                 "UPDATE callbacks SET attempts = attempts + 1, next_attempt_ms = $2,
                      last_error = $3 WHERE id = $1",
                 &[&id, at_ms, error],
             )
-            .await?,
-        Attempt::GaveUp { error } => tx
-            .execute(
+            .await?
+        }
+        Attempt::GaveUp { error } => {
+            tx.execute(
                 "UPDATE callbacks SET attempts = attempts + 1, failed_at_ms = $2,
                      last_error = $3 WHERE id = $1",
                 &[&id, &now_ms(), error],
             )
-            .await?,
+            .await?
+        }
     };
     Ok(())
 }
 
 /// The record of `call_sid`.
-pub(super) async fn get(client: &Client, call_sid: &str) -> Result<Option<CallRecord>, RecordsError> {
+pub(super) async fn get(
+    client: &Client,
+    call_sid: &str,
+) -> Result<Option<CallRecord>, RecordsError> {
     client
         .query_opt(SQL_GET, &[&call_sid])
         .await?
@@ -389,7 +395,10 @@ pub(super) async fn get(client: &Client, call_sid: &str) -> Result<Option<CallRe
 }
 
 /// The calls matching `filter`, newest first.
-pub(super) async fn list(client: &Client, filter: &ListFilter) -> Result<Vec<CallRecord>, RecordsError> {
+pub(super) async fn list(
+    client: &Client,
+    filter: &ListFilter,
+) -> Result<Vec<CallRecord>, RecordsError> {
     let cursor: Option<(i64, &String)> = match &filter.before {
         None => None,
         Some(before) => {
@@ -432,10 +441,17 @@ pub(super) async fn list(client: &Client, filter: &ListFilter) -> Result<Vec<Cal
         add(&mut sql, &mut params, " AND created_at_ms < ?", until);
     }
     if let Some((created, before)) = &cursor {
-        add(&mut sql, &mut params, " AND (created_at_ms, call_sid) < (?", created);
+        add(
+            &mut sql,
+            &mut params,
+            " AND (created_at_ms, call_sid) < (?",
+            created,
+        );
         add(&mut sql, &mut params, ", ?)", before);
     }
-    add(&mut sql, &mut params,
+    add(
+        &mut sql,
+        &mut params,
         " ORDER BY created_at_ms DESC, call_sid DESC LIMIT ?",
         &limit,
     );
@@ -477,7 +493,10 @@ pub(super) async fn put_task(client: &mut Client, task: &NewTask) -> Result<(), 
         &[&(task.now_ms - TASK_TTL_MS)],
     )
     .await?;
-    let waiting: i64 = tx.query_one("SELECT COUNT(*) FROM tasks", &[]).await?.get(0);
+    let waiting: i64 = tx
+        .query_one("SELECT COUNT(*) FROM tasks", &[])
+        .await?
+        .get(0);
     if usize::try_from(waiting).unwrap_or(usize::MAX) >= MAX_PENDING_TASKS {
         return Err(RecordsError::TooManyTasks(MAX_PENDING_TASKS));
     }
@@ -553,7 +572,8 @@ fn read_record(row: &Row) -> Result<CallRecord, RecordsError> {
         }))
     };
     let int = |column: &str| -> Result<Option<i64>, RecordsError> { Ok(row.try_get(column)?) };
-    let list = |column: &str| -> Result<String, RecordsError> { Ok(text(column)?.unwrap_or_default()) };
+    let list =
+        |column: &str| -> Result<String, RecordsError> { Ok(text(column)?.unwrap_or_default()) };
     Ok(CallRecord {
         direction: text("direction")?,
         from: text("from_addr")?,

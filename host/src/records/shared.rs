@@ -93,8 +93,7 @@ fn now_us() -> i64 {
 
 const SQL_TASKS_EXPIRE: &str = "DELETE FROM tasks WHERE created_at_ms < :oldest";
 const SQL_TASKS_COUNT: &str = "SELECT COUNT(*) FROM tasks";
-const SQL_TASK_PUT: &str =
-    "INSERT INTO tasks (id, task, created_at_ms) VALUES (:id, :task, :now)";
+const SQL_TASK_PUT: &str = "INSERT INTO tasks (id, task, created_at_ms) VALUES (:id, :task, :now)";
 const SQL_TASK_TAKE: &str = "DELETE FROM tasks WHERE id = :id RETURNING task, created_at_ms";
 const SQL_RATE_TAKE: &str = "
     INSERT INTO rate_buckets (key, tat_us) VALUES (:key, :now + :interval)
@@ -119,10 +118,16 @@ impl Db<'_> {
         Ok(())
     }
 
-    pub(super) fn take_task(&mut self, id: &str, now_ms: i64) -> Result<Option<String>, RecordsError> {
+    pub(super) fn take_task(
+        &mut self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, RecordsError> {
         let taken: Option<(String, i64)> = self
             .statement(SQL_TASK_TAKE)?
-            .query_row(named_params! {":id": id}, |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row(named_params! {":id": id}, |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()?;
         Ok(taken.and_then(|(task, at)| (now_ms - at < TASK_TTL_MS).then_some(task)))
     }

@@ -13,11 +13,15 @@ type Scenario = fn(Records) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Every backend-neutral scenario of the suite (the SQLite tests run the same functions).
 const SCENARIOS: &[(&str, Scenario)] = &[
-    ("round_trip", |r| Box::pin(create_start_end_round_trip_on(r))),
+    ("round_trip", |r| {
+        Box::pin(create_start_end_round_trip_on(r))
+    }),
     ("no_webhook", |r| {
         Box::pin(a_stream_without_a_webhook_creates_the_row_on(r))
     }),
-    ("status_order", |r| Box::pin(status_updates_agree_in_any_order_on(r))),
+    ("status_order", |r| {
+        Box::pin(status_updates_agree_in_any_order_on(r))
+    }),
     ("status_alone", |r| {
         Box::pin(status_alone_fills_direction_and_numbers_without_replacing_on(r))
     }),
@@ -30,7 +34,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("callbacks", |r| {
         Box::pin(outbox_tests::each_call_with_a_callback_queues_one_message_on(r))
     }),
-    ("attempts", |r| Box::pin(outbox_tests::attempts_are_recorded_on(r))),
+    ("attempts", |r| {
+        Box::pin(outbox_tests::attempts_are_recorded_on(r))
+    }),
 ];
 
 fn cluster() -> Cluster {
@@ -98,7 +104,10 @@ pub(super) async fn buckets_are_shared(a: &Records, b: &Records) {
         match records.rate_take("api:k", 6, 3).await.expect("rate") {
             RateVerdict::Allowed => allowed += 1,
             RateVerdict::Limited { retry_after_ms } => {
-                assert!(retry_after_ms > 0 && retry_after_ms <= 10_000, "{retry_after_ms}");
+                assert!(
+                    retry_after_ms > 0 && retry_after_ms <= 10_000,
+                    "{retry_after_ms}"
+                );
             }
         }
     }
@@ -117,7 +126,9 @@ async fn a_dead_instances_calls_are_marked_interrupted_once() {
     let cluster = cluster();
     let url = cluster.database("fleet").expect("create database");
     let dead = open(&url, "dead").await;
-    dead.stream_started(started("CA-dead", now_ms())).await.unwrap();
+    dead.stream_started(started("CA-dead", now_ms()))
+        .await
+        .unwrap();
     dead.flush().await.unwrap();
     // Dropping the last handle stops its writer, and so its heartbeats.
     drop(dead);
@@ -150,7 +161,10 @@ async fn a_dead_instances_calls_are_marked_interrupted_once() {
     // Neither survivor was reaped, and no call was marked twice (the one UPDATE ran once: a
     // second would need the instance row unreaped).
     let reaped = cluster
-        .psql("fleet", "SELECT count(*) FROM instances WHERE reaped_at_ms IS NOT NULL")
+        .psql(
+            "fleet",
+            "SELECT count(*) FROM instances WHERE reaped_at_ms IS NOT NULL",
+        )
         .expect("psql");
     assert_eq!(reaped.trim(), "1");
 }
@@ -162,12 +176,21 @@ async fn writes_held_during_an_outage_are_written_when_the_server_returns() {
     let mut cluster = cluster();
     let url = cluster.database("outage").expect("create database");
     let records = open(&url, "a").await;
-    records.call_created(new_call("CA1", "desk", now_ms())).await.unwrap();
+    records
+        .call_created(new_call("CA1", "desk", now_ms()))
+        .await
+        .unwrap();
     records.flush().await.unwrap();
     cluster.stop().expect("stop");
     let at = std::time::Instant::now();
-    records.stream_started(started("CA1", now_ms())).await.expect("held");
-    records.call_ended(ended("CA1", now_ms() + 5)).await.expect("held");
+    records
+        .stream_started(started("CA1", now_ms()))
+        .await
+        .expect("held");
+    records
+        .call_ended(ended("CA1", now_ms() + 5))
+        .await
+        .expect("held");
     assert!(
         at.elapsed() < Duration::from_secs(4),
         "held writes must not wait for the database: {:?}",
