@@ -4,6 +4,7 @@
 mod call;
 mod call_loop;
 mod echo;
+mod fleet;
 mod frozen_contract;
 mod fuzz;
 mod keypad;

@@ -351,7 +351,7 @@ impl Gateway {
         let plugins = Plugins::load(&engine, &config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let (records, _) = server::open_records(&config)?;
+        let (records, _) = server::open_records(&config).await?;
         let mut ctx = CallContext::new(Arc::new(config), plugins)?;
         ctx.records = Some(records);
         let state = AppState::new(ctx);
