@@ -3,6 +3,7 @@
 
 mod call;
 mod call_loop;
+mod deploy;
 mod echo;
 mod fleet;
 mod frozen_contract;
