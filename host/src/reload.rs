@@ -39,6 +39,10 @@ use crate::plugin::wasm::WasmEngine;
 use crate::server::AppState;
 use crate::twilio::rest::RestError;
 
+/// The link a Kubernetes ConfigMap or Secret volume renames atomically on an update; the files
+/// in the volume are links through it, so their own paths see no event.
+const K8S_DATA_LINK: &str = "..data";
+
 /// Quiet time after the last file event before a reload starts. One save is a burst of events
 /// (write, close, rename) within a few milliseconds; a quarter second covers an editor's burst
 /// without making the operator wait.
@@ -366,6 +370,12 @@ impl FileWatch {
                 if wanted.contains(&path) {
                     // Full: a reload is already due, and it reads the file afresh.
                     let _ = tx.try_send(path);
+                } else if path.file_name() == Some(std::ffi::OsStr::new(K8S_DATA_LINK)) {
+                    // A Kubernetes ConfigMap volume swapped its `..data` link: every watched
+                    // file in that directory (a link through it) has new content.
+                    for file in wanted.iter().filter(|f| f.parent() == path.parent()) {
+                        let _ = tx.try_send(file.clone());
+                    }
                 }
             }
         });
@@ -494,6 +504,29 @@ mod tests {
 
     /// Writing a watched file wakes the watch once per burst; writing a file beside it (the
     /// call records, say) does not; a file that is only read does not.
+    /// A Kubernetes ConfigMap volume updates by writing a new timestamped directory and renaming
+    /// a `..data` link to it; `agents.toml` is a link through `..data`.
+    #[tokio::test]
+    async fn a_configmap_update_is_a_change() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new();
+        dir.write("..2026_12_07_1/agents.toml", b"a = 1\n");
+        let root = dir.path().to_path_buf();
+        symlink("..2026_12_07_1", root.join("..data")).expect("link");
+        symlink("..data/agents.toml", root.join("agents.toml")).expect("link");
+        let config = root.join("agents.toml");
+        let mut watch = FileWatch::new();
+        watch.set([absolute(&config)].into());
+        dir.write("..2026_12_07_2/agents.toml", b"a = 2\n");
+        symlink("..2026_12_07_2", root.join("..data_tmp")).expect("link");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+        let changed = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("the ConfigMap update is reported");
+        assert_eq!(changed, [absolute(&config)].into());
+        assert_eq!(std::fs::read_to_string(&config).expect("read"), "a = 2\n");
+    }
+
     #[tokio::test]
     async fn watch_reports_changes_to_watched_files_only() {
         let dir = TempDir::new();
