@@ -15,7 +15,8 @@
 //!    when a session opens, so a refusal is reported at `agents[i].realtime.settings` (or
 //!    `agents[i].pipeline.stt.settings`, …). Host I/O the session asks for is never carried
 //!    out: nothing reaches the network. (Native plugins are trusted code running in-process;
-//!    opening a session runs it.)
+//!    opening a session runs it.) A plugin use granted an empty secret is not opened: its agent
+//!    is disabled, a warning and not a problem ([`config::disabled_agents`]).
 //!
 //! Every problem renders as [`ConfigError`] does, `FILE:LINE:COLUMN: KEY.PATH: message`.
 //! [`Warning`]s (a configuration that serves, but probably not as meant) render the same way
@@ -60,6 +61,8 @@ pub struct Report {
 pub struct Summary {
     /// `[[agents]]` entries.
     pub agents: usize,
+    /// Of those, the ones an empty secret disables ([`config::Agent::is_disabled`]).
+    pub disabled: usize,
     /// `[plugins.NAME]` sections.
     pub plugins: usize,
     /// `routing.default`, if set.
@@ -71,6 +74,7 @@ impl Summary {
     pub fn of(config: &Config) -> Self {
         Self {
             agents: config.agents.len(),
+            disabled: config.agents.iter().filter(|a| a.is_disabled()).count(),
             plugins: config.plugins.len(),
             default_agent: config.default_agent.clone(),
         }
@@ -78,17 +82,15 @@ impl Summary {
 }
 
 impl fmt::Display for Summary {
-    /// `2 agents, 1 plugin, default agent echo`.
+    /// `2 agents, 1 plugin, default agent echo`; `3 agents (1 disabled), …` when an empty
+    /// secret disables one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let plural = |n: usize| if n == 1 { "" } else { "s" };
-        write!(
-            f,
-            "{} agent{}, {} plugin{}, ",
-            self.agents,
-            plural(self.agents),
-            self.plugins,
-            plural(self.plugins)
-        )?;
+        write!(f, "{} agent{}", self.agents, plural(self.agents))?;
+        if self.disabled > 0 {
+            write!(f, " ({} disabled)", self.disabled)?;
+        }
+        write!(f, ", {} plugin{}, ", self.plugins, plural(self.plugins))?;
         match &self.default_agent {
             Some(name) => write!(f, "default agent {name}"),
             None => f.write_str("no default agent"),
@@ -135,9 +137,9 @@ pub struct Warning {
     /// 1-based column, with `line`.
     pub column: Option<usize>,
     /// The key, e.g. `twilio.validate_signatures`.
-    pub key: &'static str,
+    pub key: String,
     /// What it means.
-    pub message: &'static str,
+    pub message: String,
 }
 
 impl fmt::Display for Warning {
@@ -155,7 +157,8 @@ impl fmt::Display for Warning {
 
 /// The warnings `config` (read from `source`) deserves: signatures on without an auth token
 /// (every Twilio request is refused), signatures off (anyone can place calls into the agents),
-/// no operator API tokens (the API refuses everyone).
+/// no operator API tokens (the API refuses everyone), and each agent an empty secret disables
+/// ([`config::disabled_agents`]).
 pub fn warnings(source: &Source, config: &Config) -> Vec<Warning> {
     let mut found: Vec<(&'static str, &'static str)> = Vec::new();
     let twilio = &config.twilio;
@@ -178,6 +181,15 @@ pub fn warnings(source: &Source, config: &Config) -> Vec<Warning> {
             "no operator API tokens: the operator API (/calls) answers 401 to everyone",
         ));
     }
+    let disabled = config::disabled_agents(source, config)
+        .into_iter()
+        .map(|disabled| Warning {
+            file: source.path().to_path_buf(),
+            line: disabled.position.map(|(line, _)| line),
+            column: disabled.position.map(|(_, column)| column),
+            message: disabled.to_string(),
+            key: disabled.key,
+        });
     found
         .into_iter()
         .map(|(key, message)| {
@@ -189,10 +201,11 @@ pub fn warnings(source: &Source, config: &Config) -> Vec<Warning> {
                 file: source.path().to_path_buf(),
                 line: position.map(|(line, _)| line),
                 column: position.map(|(_, column)| column),
-                key,
-                message,
+                key: key.to_string(),
+                message: message.to_string(),
             }
         })
+        .chain(disabled)
         .collect()
 }
 
@@ -295,19 +308,10 @@ fn stage_for(role: &str) -> Stage {
     }
 }
 
-/// The key path of an agent's use of a plugin in `role`: `agents[i].realtime` or
-/// `agents[i].pipeline.ROLE`.
-fn use_path(agent: usize, role: &str) -> KeyPath {
-    let agent = KeyPath::root().key("agents").index(agent);
-    match role {
-        "realtime" => agent.key("realtime"),
-        stage => agent.key("pipeline").key(stage),
-    }
-}
-
 /// Layer 3: checks each agent's plugins implement their roles, then opens one session per
 /// agent and plugin use with the agent's settings and drops it, without carrying out any host
-/// I/O it asked for. Plugins that did not load are skipped (their error is already listed).
+/// I/O it asked for. Plugins that did not load are skipped (their error is already listed), and
+/// so are uses granted an empty secret (their agent is disabled: a warning).
 async fn open_sessions(
     source: &Source,
     config: &Config,
@@ -319,7 +323,7 @@ async fn open_sessions(
             let Some(plugin) = loaded.get(&used.plugin) else {
                 continue;
             };
-            let path = use_path(index, role);
+            let path = config::plugin_use_path(index, role);
             let want = stage_for(role);
             if plugin.stage() != want {
                 errors.push(ConfigError::at_key(
@@ -331,6 +335,10 @@ async fn open_sessions(
                         role,
                     },
                 ));
+                continue;
+            }
+            if used.empty_secrets().next().is_some() {
+                // The plugin would refuse the empty key; `warnings` names it.
                 continue;
             }
             let session = SessionConfig {
@@ -410,7 +418,7 @@ mod tests {
             panic!("valid config")
         };
         let found = warnings(&source, &config);
-        let keys: Vec<_> = found.iter().map(|w| w.key).collect();
+        let keys: Vec<_> = found.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(keys, ["twilio.validate_signatures", "api.tokens"]);
         let line = found[0].to_string();
         assert!(
@@ -432,8 +440,40 @@ mod tests {
         let Ok((source, config)) = result else {
             panic!("valid config")
         };
-        let keys: Vec<_> = warnings(&source, &config).iter().map(|w| w.key).collect();
+        let keys: Vec<_> = warnings(&source, &config)
+            .iter()
+            .map(|w| w.key.clone())
+            .collect();
         assert_eq!(keys, ["twilio.auth_token", "api.tokens"]);
+    }
+
+    #[test]
+    fn an_agent_disabled_by_an_empty_secret_is_a_warning_not_a_problem() {
+        let text = format!(
+            "[twilio]\nauth_token = \"t\"\n\n[api]\ntokens = [\"x\"]\n\n{}",
+            MINIMAL.replace(
+                "{ plugin = \"echo\" }",
+                "{ plugin = \"echo\", secrets = { api_key = \"${SB_CHECK_KEY:-}\" } }"
+            )
+        );
+        let (_dir, result) = checked(&text);
+        let Ok((source, config)) = result else {
+            panic!("valid config")
+        };
+        let found = warnings(&source, &config);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let line = found[0].to_string();
+        assert!(
+            line.contains(
+                "agents.toml:12:53: agents[0].realtime.secrets.api_key: warning: agent \"a\" is \
+                 disabled: this secret is empty (SB_CHECK_KEY is unset or empty)"
+            ),
+            "{line}"
+        );
+        assert_eq!(
+            Summary::of(&config).to_string(),
+            "1 agent (1 disabled), 1 plugin, no default agent"
+        );
     }
 
     #[test]
@@ -444,7 +484,7 @@ mod tests {
         };
         let refused = ConfigError::at_key(
             &source,
-            &use_path(0, "realtime").key("settings"),
+            &config::plugin_use_path(0, "realtime").key("settings"),
             ConfigErrorKind::PluginRefused {
                 name: "echo".into(),
                 message: "invalid-config: no".into(),
@@ -478,9 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn use_paths_name_the_role() {
-        assert_eq!(use_path(2, "realtime").to_string(), "agents[2].realtime");
-        assert_eq!(use_path(0, "tts").to_string(), "agents[0].pipeline.tts");
+    fn stages_follow_the_role() {
         assert_eq!(stage_for("stt"), Stage::Stt);
         assert_eq!(stage_for("realtime"), Stage::Realtime);
     }

@@ -11,6 +11,10 @@
 //! 4. `routing.default`;
 //! 5. otherwise [`RouteError::NotConfigured`].
 //!
+//! An agent an empty secret disables ([`Agent::is_disabled`]) takes no calls: a call any rule
+//! gives it goes to its `fallback` agent when that one is enabled ([`RouteReason::Fallback`]),
+//! and is otherwise refused ([`RouteError::Disabled`]) as an unroutable call is.
+//!
 //! Lookups use tables precomputed on [`Config`] during validation, so routing costs
 //! O(number of parameters), independent of how many agents or numbers are configured.
 
@@ -43,17 +47,20 @@ pub enum RouteReason {
     CalledNumber,
     /// Nothing else matched; the agent is `routing.default`.
     Default,
+    /// The agent a rule chose is disabled (an empty secret); this is its `fallback`.
+    Fallback,
 }
 
 impl RouteReason {
     /// A stable kebab-case name: `agent-parameter`, `custom-parameters`,
-    /// `called-number` or `default`.
+    /// `called-number`, `default` or `fallback`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AgentParameter => "agent-parameter",
             Self::CustomParameters => "custom-parameters",
             Self::CalledNumber => "called-number",
             Self::Default => "default",
+            Self::Fallback => "fallback",
         }
     }
 }
@@ -82,6 +89,12 @@ pub enum RouteError {
     /// No rule matched and there is no `routing.default`.
     #[error("no agent matches this call and no [routing] default is configured")]
     NotConfigured,
+    /// The agent chosen is disabled (a secret granted to its plugins is empty) and has no
+    /// enabled `fallback` agent (its name).
+    #[error(
+        "agent {0:?} is disabled (a secret it grants is empty) and has no enabled fallback agent"
+    )]
+    Disabled(String),
 }
 
 /// Picks the agent for a call; see the module docs for the precedence.
@@ -89,9 +102,10 @@ pub enum RouteError {
 /// # Errors
 ///
 /// [`RouteError::UnknownAgent`] when `req.agent` names no agent (even if a default
-/// exists); [`RouteError::NotConfigured`] when nothing matches and there is no default.
+/// exists); [`RouteError::NotConfigured`] when nothing matches and there is no default;
+/// [`RouteError::Disabled`] when the agent chosen is disabled and has no enabled fallback.
 pub fn route<'a>(config: &'a Config, req: &RouteRequest<'_>) -> Result<Route<'a>, RouteError> {
-    let route = decide(config, req)?;
+    let route = enabled(config, decide(config, req)?)?;
     tracing::debug!(agent = %route.agent.name, reason = %route.reason, "routed call");
     Ok(route)
 }
@@ -130,6 +144,23 @@ fn decide<'a>(config: &'a Config, req: &RouteRequest<'_>) -> Result<Route<'a>, R
             reason: RouteReason::Default,
         })
         .ok_or(RouteError::NotConfigured)
+}
+
+/// `route` itself, or, when its agent is disabled, the route to that agent's fallback.
+fn enabled<'a>(config: &'a Config, route: Route<'a>) -> Result<Route<'a>, RouteError> {
+    if !route.agent.is_disabled() {
+        return Ok(route);
+    }
+    match config.fallback_for(route.agent) {
+        Some(agent) => {
+            tracing::warn!(disabled = %route.agent.name, fallback = %agent.name, "agent disabled by an empty secret; the call goes to its fallback agent");
+            Ok(Route {
+                agent,
+                reason: RouteReason::Fallback,
+            })
+        }
+        None => Err(RouteError::Disabled(route.agent.name.clone())),
+    }
 }
 
 /// The agent whose whole `match` table appears in `params`, preferring the largest
@@ -450,6 +481,48 @@ realtime = { plugin = "echo" }
         );
     }
 
+    /// `main` (number +14155550100) and `merchant` are disabled by an empty secret; `main` falls
+    /// back to `by-a`, `merchant` to `merchant-es`, itself disabled.
+    #[test]
+    fn a_disabled_agent_s_calls_go_to_its_enabled_fallback_or_are_refused() {
+        let empty = "realtime = { plugin = \"echo\", secrets = { api_key = \"${UNSET_KEY:-}\" } }";
+        let text = AGENTS
+            .replacen(
+                "realtime = { plugin = \"echo\" }",
+                &format!("fallback = \"by-a\"\n{empty}"),
+                1,
+            )
+            .replacen(
+                "realtime = { plugin = \"echo\" }",
+                &format!("fallback = \"merchant-es\"\n{empty}"),
+                1,
+            )
+            .replacen("realtime = { plugin = \"echo\" }", empty, 1);
+        let (_dir, c) = build_ok(&format!("{text}\n[routing]\ndefault = \"fallback\"\n"));
+        assert_eq!(
+            pick(&c, None, Some("+14155550100"), &[]),
+            named("by-a", RouteReason::Fallback)
+        );
+        // An explicit agent parameter too: the agent cannot take the call.
+        assert_eq!(
+            pick(&c, Some("main"), None, &[]),
+            named("by-a", RouteReason::Fallback)
+        );
+        // The fallback is disabled as well: refused, with the agent named.
+        let e = fail(&c, None, None, &[("merchantId", "m-42")]);
+        assert_eq!(e, RouteError::Disabled("merchant".into()));
+        assert!(e.to_string().contains("\"merchant\" is disabled"), "{e}");
+        assert_eq!(
+            fail(&c, Some("merchant-es"), None, &[]),
+            RouteError::Disabled("merchant-es".into())
+        );
+        // Enabled agents route as before.
+        assert_eq!(
+            pick(&c, None, None, &[]),
+            named("fallback", RouteReason::Default)
+        );
+    }
+
     #[test]
     fn reasons_have_stable_names() {
         let names: Vec<&str> = [
@@ -457,6 +530,7 @@ realtime = { plugin = "echo" }
             RouteReason::CustomParameters,
             RouteReason::CalledNumber,
             RouteReason::Default,
+            RouteReason::Fallback,
         ]
         .iter()
         .map(|r| r.as_str())
@@ -467,7 +541,8 @@ realtime = { plugin = "echo" }
                 "agent-parameter",
                 "custom-parameters",
                 "called-number",
-                "default"
+                "default",
+                "fallback"
             ]
         );
     }

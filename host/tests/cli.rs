@@ -95,6 +95,15 @@ fn serve_shipped_config_and_simulate_a_call() {
             ),
     )
     .expect("write config");
+    // What a rollout pipeline runs before a deploy: the shipped file passes `check` on a machine
+    // with no keys, the assistant agent disabled with a warning.
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(1 disabled)"), "{stdout}");
+    assert!(
+        stderr.contains(": warning: agent \"assistant\" is disabled"),
+        "{stderr}"
+    );
     // From the repository root, as README says: the speech plugins find `models/` there.
     let (server, address) = serve(&config);
     let heard = dir.join("heard.wav");
@@ -280,13 +289,22 @@ default = "echo"
     }
 }
 
-/// `switchboard check FILE`: exit status, stdout, stderr.
+/// `switchboard check FILE` on a machine with no keys: exit status, stdout, stderr.
 fn check(path: &Path) -> (Option<i32>, String, String) {
+    check_with(path, &[])
+}
+
+/// `switchboard check FILE` with `env` set and nothing else of ours: exit status, stdout, stderr.
+fn check_with(path: &Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    // From the repository root, as `serve`: the speech plugins find `models/` there.
     let out = Command::new(BIN)
+        .current_dir(root())
         .arg("check")
         .arg(path)
         .env_remove("SWITCHBOARD_CHECK_UNSET")
+        .env_remove("OPENAI_API_KEY")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("check runs");
     (
@@ -469,6 +487,111 @@ default = "echo"
     line_naming(&stderr, "agents.toml:2:23:", "twilio.validate_signatures");
     assert!(stderr.contains(": api.tokens: warning: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 2, "{stderr}");
+}
+
+/// The shipped agents.toml's `assistant` agent, as shipped (its key from
+/// `${OPENAI_API_KEY:-}`), beside an echo agent: with no key, `check` warns that the agent is
+/// disabled and passes; with the key, it opens the agent's session and passes without the
+/// warning; and a real mistake still fails it: the variable without its default, or an echo
+/// setting the plugin refuses.
+#[test]
+fn check_disables_an_agent_whose_secret_is_unset_and_still_fails_a_real_error() {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["plugins", "--quiet", "-p", "switchboard-plugin-echo"])
+        .args(["-p", "switchboard-plugin-openai-realtime"])
+        .status()
+        .expect("cargo plugins runs");
+    assert!(built.success());
+    let wasm = root.join("target/plugins/wasm32-wasip2/plugin");
+
+    let shipped = std::fs::read_to_string(root.join("agents.toml")).expect("agents.toml");
+    let lines: Vec<&str> = shipped.lines().collect();
+    let named = lines
+        .iter()
+        .position(|l| *l == "name = \"assistant\"")
+        .expect("the shipped assistant agent");
+    let end = lines[named..]
+        .iter()
+        .position(|l| l.is_empty())
+        .map_or(lines.len(), |n| named + n);
+    let assistant = lines[named - 1..end].join("\n");
+    assert!(
+        assistant.contains("api_key = \"${OPENAI_API_KEY:-}\""),
+        "{assistant}"
+    );
+
+    let dir = temp("check-disabled");
+    let path = dir.join("agents.toml");
+    let file = |assistant: &str, echo_settings: &str| {
+        format!(
+            "[twilio]\nauth_token = \"t\"\n\n[api]\ntokens = [\"k\"]\n\n\
+             [plugins.echo]\npath = \"{}\"\n\n[plugins.openai-realtime]\npath = \"{}\"\n\n\
+             [[agents]]\nname = \"echo\"\nrealtime = {{ plugin = \"echo\", settings = {echo_settings} }}\n\n\
+             {assistant}\n\n[routing]\ndefault = \"echo\"\n",
+            wasm.join("echo.wasm").display(),
+            wasm.join("openai_realtime.wasm").display(),
+        )
+    };
+    std::fs::write(&path, file(&assistant, "{}")).expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: OK — 2 agents (1 disabled), 2 plugins, default agent echo\n",
+            path.display()
+        )
+    );
+    // Line 21: the assistant's `realtime = …` line, where the secret is.
+    let line = line_naming(
+        &stderr,
+        "agents.toml:21:",
+        "agents[1].realtime.secrets.api_key",
+    );
+    assert!(
+        line.contains("warning: agent \"assistant\" is disabled: this secret is empty (OPENAI_API_KEY is unset or empty), so its calls are refused with a spoken apology; set OPENAI_API_KEY to enable it"),
+        "{line}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let (code, stdout, stderr) = check_with(&path, &[("OPENAI_API_KEY", "sk-test")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("OK — 2 agents, 2 plugins"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    std::fs::write(
+        &path,
+        file(
+            &assistant.replace("${OPENAI_API_KEY:-}", "${OPENAI_API_KEY}"),
+            "{}",
+        ),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    let line = line_naming(
+        &stderr,
+        "agents.toml:21:",
+        "agents[1].realtime.secrets.api_key",
+    );
+    assert!(line.contains("OPENAI_API_KEY is not set"), "{line}");
+
+    std::fs::write(&path, file(&assistant, "{ mode = \"loud\" }")).expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(64), "{stdout}{stderr}");
+    let line = line_naming(&stderr, "agents.toml:15:", "agents[0].realtime.settings");
+    assert!(line.contains("plugin echo refused"), "{line}");
+    // The disabled agent is still named, as a warning, not a problem.
+    line_naming(
+        &stderr,
+        "agents.toml:21:",
+        "agents[1].realtime.secrets.api_key",
+    );
+    assert!(stderr.contains("agents.toml: 1 problem\n"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
 }
 
 /// Waits (at most a minute) for a log line that satisfies `wanted`; returns it.

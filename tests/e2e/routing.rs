@@ -1,5 +1,5 @@
 //! Routing through the real webhook and stream: by called number, by a `merchantId` hint, by
-//! default, and the "not configured" answer.
+//! default, the "not configured" answer, and an agent an empty secret disables.
 
 use switchboard::simulate::{self, Options};
 use switchboard_tests::{Gateway, write_config};
@@ -104,6 +104,57 @@ async fn unknown_number_without_default_is_not_configured() -> anyhow::Result<()
     );
     assert!(s.twiml.ends_with("<Hangup /></Response>"), "{}", s.twiml);
     assert_eq!(s.frames_sent, 0);
+    Ok(())
+}
+
+/// An agent whose secret comes out empty (`${VAR:-}`, the variable unset) is disabled: without a
+/// fallback, the webhook refuses its number as it refuses an unroutable call, and a stream that
+/// names it hears the apology; with one, its calls go to the fallback agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_agent_s_calls_go_to_its_fallback_or_hear_an_apology() -> anyhow::Result<()> {
+    let disabled = r#"
+[[agents]]
+name = "assistant"
+numbers = ["+15005550100"]
+realtime = { plugin = "echo", secrets = { api_key = "${SWITCHBOARD_TEST_NEVER_SET:-}" } }
+"#;
+    let gw = Gateway::start(&write_config(&format!("{TENANTS}{disabled}"))?).await?;
+    let mut ended = gw.state.subscribe();
+    let mut by_number = call(&gw.url);
+    by_number.to = "+15005550100".into();
+    let s = simulate::run(by_number).await?;
+    assert_eq!(
+        s.rejected.as_deref(),
+        Some(switchboard::server::NOT_CONFIGURED_MESSAGE),
+        "{}",
+        s.twiml
+    );
+
+    let mut named = call(&gw.url);
+    named.stream_only = true;
+    named.params = vec![("agent".into(), "assistant".into())];
+    let s = simulate::run(named).await?;
+    assert!(
+        s.marks
+            .iter()
+            .any(|(name, _)| name == switchboard_tests::apology::APOLOGY_MARK),
+        "{:?}",
+        s.marks
+    );
+    let e = ended.recv().await?;
+    assert!(
+        matches!(&e.reason, switchboard::call::EndReason::NotRouted(why) if why.contains("\"assistant\" is disabled")),
+        "{:?}",
+        e.reason
+    );
+
+    let with_fallback = disabled.replace("numbers =", "fallback = \"front-desk\"\nnumbers =");
+    let gw = Gateway::start(&write_config(&format!("{TENANTS}{with_fallback}"))?).await?;
+    let mut by_number = call(&gw.url);
+    by_number.to = "+15005550100".into();
+    let s = simulate::run(by_number).await?;
+    assert_eq!(agent_of(&s), Some("front-desk"), "{}", s.twiml);
+    assert!(s.frames_received > 0, "the fallback agent answered");
     Ok(())
 }
 

@@ -168,7 +168,7 @@ impl<S: MediaSocket> Call<S> {
     }
 
     /// Plays the apology on the socket, once the stream is known.
-    async fn apologise(&mut self) {
+    pub(super) async fn apologise(&mut self) {
         if let Some(stream_sid) = self.stream_sid.clone() {
             line::apologise(&mut self.ws, &stream_sid).await;
         }

@@ -51,6 +51,11 @@ impl<S: MediaSocket> Call<S> {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "call not routed");
+                if matches!(e, routing::RouteError::Disabled(_)) {
+                    // An agent without its key, in a file that serves: the caller hears the
+                    // apology (the webhook's caller hears "not configured").
+                    self.apologise().await;
+                }
                 return Next::End(EndReason::NotRouted(e.to_string()));
             }
         };
