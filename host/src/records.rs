@@ -638,7 +638,10 @@ impl Records {
     /// [`RecordsError::BadUrl`], [`RecordsError::Unavailable`] if the server cannot be reached
     /// (within a few seconds), [`RecordsError::NewerSchema`], [`RecordsError::Postgres`] if a
     /// migration fails (rolled back).
-    pub async fn open_postgres(url: &str, fleet: Fleet) -> Result<(Records, Recovery), RecordsError> {
+    pub async fn open_postgres(
+        url: &str,
+        fleet: Fleet,
+    ) -> Result<(Records, Recovery), RecordsError> {
         let (commands, recovery) = postgres::open(url, fleet).await?;
         Ok((
             Records {
@@ -819,7 +822,8 @@ impl Records {
         burst: u32,
     ) -> Result<RateVerdict, RecordsError> {
         let request = shared::RateRequest::new(key, rate_per_minute, burst);
-        self.request(|reply| Command::RateTake(request, reply)).await
+        self.request(|reply| Command::RateTake(request, reply))
+            .await
     }
 
     /// Waits until every command sent before it (from any clone) has been served, so every
@@ -998,7 +1002,11 @@ pub fn instance_name(configured: Option<&str>) -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "switchboard".to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// The writer thread: serves commands in order until every [`Records`] is dropped.

@@ -25,11 +25,10 @@ use super::{
     ACCOUNT_SID_PREFIX, API_RATE_RANGE, Agent, AgentMode, ApiConfig, BUDGET_RANGE_MS,
     CallerContext, Config, DEFAULT_API_BURST, DEFAULT_API_RATE_PER_MINUTE, DEFAULT_DRAIN_SECONDS,
     DEFAULT_ENDPOINTING_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_KEYPAD_TIMEOUT_MS,
-    DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, GRACE_RANGE_MS, HEARTBEAT_RANGE_MS,
-    DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS, ENDPOINTING_RANGE_MS,
-    KEYPAD_TIMEOUT_RANGE_MS, MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig,
-    PluginConfig, PluginKind, PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source,
-    TwilioConfig,
+    DEFAULT_LISTEN, DEFAULT_RECORDS_FILE, DEFAULT_TWILIO_API_BASE_URL, DRAIN_RANGE_SECONDS,
+    ENDPOINTING_RANGE_MS, GRACE_RANGE_MS, HEARTBEAT_RANGE_MS, KEYPAD_TIMEOUT_RANGE_MS,
+    MAX_AGENT_NAME_LEN, MAX_E164_DIGITS, MAX_NAMES_SHOWN, PipelineConfig, PluginConfig, PluginKind,
+    PluginUse, RecordsConfig, RouteIndex, Secret, ServerConfig, Source, TwilioConfig,
 };
 use crate::plugin::budget::{CPU_BURST_RANGE_MS, CPU_PERCENT_RANGE, CpuLimits};
 
@@ -470,7 +469,11 @@ impl<'s> Validator<'s> {
 
     fn records(&mut self, raw: RawRecords, path: &KeyPath) -> RecordsConfig {
         let heartbeat_ms = self
-            .in_range(raw.heartbeat_ms, HEARTBEAT_RANGE_MS, &path.key("heartbeat_ms"))
+            .in_range(
+                raw.heartbeat_ms,
+                HEARTBEAT_RANGE_MS,
+                &path.key("heartbeat_ms"),
+            )
             .unwrap_or(DEFAULT_HEARTBEAT_MS);
         let min_grace = (heartbeat_ms * 2).max(*GRACE_RANGE_MS.start());
         let grace_ms = self

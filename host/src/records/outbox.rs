@@ -245,7 +245,9 @@ pub(super) mod tests {
         each_call_with_a_callback_queues_one_message_on(Records::open_in_memory().unwrap()).await;
     }
 
-    pub(in crate::records) async fn each_call_with_a_callback_queues_one_message_on(records: Records) {
+    pub(in crate::records) async fn each_call_with_a_callback_queues_one_message_on(
+        records: Records,
+    ) {
         records
             .call_created(outbound("CA1", Some("https://example.com/hook")))
             .await

@@ -117,7 +117,11 @@ impl ApiGuard {
                 metrics::counter!(crate::metrics::API_REQUESTS, "result" => "rate_limited")
                     .increment(1);
                 let secs = retry_after_ms.div_ceil(1000).max(1);
-                tracing::warn!(token = i, retry_after_s = secs, "operator API: rate limited");
+                tracing::warn!(
+                    token = i,
+                    retry_after_s = secs,
+                    "operator API: rate limited"
+                );
                 let mut response = error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
@@ -293,7 +297,8 @@ pub async fn place_call(
         .api
         .load_full()
         .authorize(&headers, state.context().records.as_ref())
-        .await {
+        .await
+    {
         return response;
     }
     if body.len() > MAX_BODY_BYTES {
@@ -480,7 +485,8 @@ pub async fn list_calls(
         .api
         .load_full()
         .authorize(&headers, state.context().records.as_ref())
-        .await {
+        .await
+    {
         return response;
     }
     let pairs: Vec<(String, String)> = query
@@ -510,7 +516,8 @@ pub async fn get_call(
         .api
         .load_full()
         .authorize(&headers, state.context().records.as_ref())
-        .await {
+        .await
+    {
         return response;
     }
     let records = match records_of(&state) {
@@ -534,7 +541,8 @@ pub async fn hang_up(
         .api
         .load_full()
         .authorize(&headers, state.context().records.as_ref())
-        .await {
+        .await
+    {
         return response;
     }
     if !is_sid("CA", &sid) {

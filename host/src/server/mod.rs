@@ -636,12 +636,13 @@ async fn voice_response(state: &AppState, uri: &Uri, headers: &HeaderMap, body: 
                 };
                 // Bounded: a slow records database must not hold up the call's answer. The
                 // write, once queued, goes on after the wait ends.
-                match tokio::time::timeout(WEBHOOK_RECORD_WAIT, records.call_created(created))
-                    .await
+                match tokio::time::timeout(WEBHOOK_RECORD_WAIT, records.call_created(created)).await
                 {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!(%call_sid, error = %e, "call not recorded"),
-                    Err(_) => tracing::warn!(%call_sid, "call record write is slow; answering without waiting for it"),
+                    Err(_) => {
+                        tracing::warn!(%call_sid, "call record write is slow; answering without waiting for it")
+                    }
                 }
             }
             // An account with its own token signs the upgrade with it: name the account in the

@@ -220,7 +220,6 @@ async fn status_updates_agree_in_any_order() {
 }
 
 async fn status_updates_agree_in_any_order_on(records: Records) {
-
     // In order: webhook, in-progress, stream, end, completed.
     records
         .call_created(new_call("CA-A", "front-desk", 1_000))
@@ -327,7 +326,10 @@ async fn status_updates_agree_in_any_order_on(records: Records) {
 
 #[tokio::test]
 async fn status_alone_fills_direction_and_numbers_without_replacing() {
-    status_alone_fills_direction_and_numbers_without_replacing_on(Records::open_in_memory().unwrap()).await;
+    status_alone_fills_direction_and_numbers_without_replacing_on(
+        Records::open_in_memory().unwrap(),
+    )
+    .await;
 }
 
 async fn status_alone_fills_direction_and_numbers_without_replacing_on(records: Records) {
@@ -358,7 +360,10 @@ async fn status_alone_fills_direction_and_numbers_without_replacing_on(records: 
 
 #[tokio::test]
 async fn a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored() {
-    a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored_on(Records::open_in_memory().unwrap()).await;
+    a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored_on(
+        Records::open_in_memory().unwrap(),
+    )
+    .await;
 }
 
 async fn a_second_stream_makes_an_ended_call_live_and_a_stale_end_is_ignored_on(records: Records) {
