@@ -47,9 +47,22 @@
 //!   the idle count.
 //! - `--gateway` adds another build to compare (e.g. a copy of `target/release/switchboard` from
 //!   before a change): for each N its row runs before the current build's, in the same run.
+//! - `--records sqlite,postgres` (default `sqlite`): a row per backend for each N; `postgres`
+//!   starts a throwaway PostgreSQL server (`switchboard::testing::Cluster`, `fsync=off`) and
+//!   gives each row a database of its own. `--fleet N` (default 1) runs N gateway processes per
+//!   row (instances `a`, `b`, …), call `i` on gateway `i % N`; CPU and RSS are their sums.
+//!   `--webhooks` adds each call's other writes (`capacity/records.rs`): six per call. A table of
+//!   the records figures follows (`switchboard_records_*` from each gateway's `/metrics`, read
+//!   every second; the calls in the database). `--pg-outage` stops the server for the middle
+//!   third of each PostgreSQL row's media phase and compares the round trips of the frames sent
+//!   while it was down with the others'. The figure in docs/architecture.md ("Call records on
+//!   PostgreSQL"): `--calls 200,400 --records sqlite,postgres --fleet 2 --webhooks`, then
+//!   `--calls 400 --records sqlite,postgres --fleet 2 --webhooks --pg-outage`.
 
 #[path = "capacity/client.rs"]
 mod client;
+#[path = "capacity/records.rs"]
+mod records;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -60,7 +73,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use client::{CallLog, CallPlan, FRAME, LATE, tag, untag};
+use records::Backend;
 use switchboard::audio::mulaw;
+use switchboard::testing::Cluster;
 use switchboard::twilio::signature::{self, Algorithm};
 use switchboard_tests::{plugin_dirs, temp_dir, workspace_root};
 
@@ -114,6 +129,14 @@ struct Args {
     /// Gateways to compare against the one built from this workspace: (label, binary, echo
     /// component).
     baselines: Vec<(String, PathBuf, Option<PathBuf>)>,
+    /// Where the gateways keep call records; each N runs a row per backend, in this order.
+    records: Vec<Backend>,
+    /// Gateway processes per row, the calls split between them (`--fleet`).
+    fleet: usize,
+    /// Each call also sends its voice webhook and status callbacks (`records` module).
+    webhooks: bool,
+    /// PostgreSQL rows: the server is stopped for the middle third of the media phase.
+    pg_outage: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -127,6 +150,10 @@ fn args() -> anyhow::Result<Args> {
         gateway_workers: None,
         gateway_shards: None,
         baselines: Vec::new(),
+        records: vec![Backend::Sqlite],
+        fleet: 1,
+        webhooks: false,
+        pg_outage: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -159,6 +186,13 @@ fn args() -> anyhow::Result<Args> {
             "--gateway-workers" => out.gateway_workers = Some(count(&arg, it.next(), 1024)?),
             "--gateway-shards" => out.gateway_shards = Some(count(&arg, it.next(), 1024)?),
             "--client-threads" => out.client_threads = count(&arg, it.next(), 64)?,
+            "--records" => {
+                out.records =
+                    Backend::parse(&it.next().context("--records needs sqlite,postgres")?)?;
+            }
+            "--fleet" => out.fleet = count(&arg, it.next(), 16)?,
+            "--webhooks" => out.webhooks = true,
+            "--pg-outage" => out.pg_outage = true,
             "--log" => out.log = it.next().context("--log needs a RUST_LOG filter")?,
             "--gateway" => {
                 let spec = it
@@ -176,12 +210,18 @@ fn args() -> anyhow::Result<Args> {
             }
             other => bail!(
                 "unknown argument {other:?}; usage: capacity [--calls 100,250,…] [--duration S] \
-                 [--perf] [--soak] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]…"
+                 [--perf] [--soak] [--log FILTER] [--client-threads N] [--gateway-workers N] [--gateway-shards N] [--gateway LABEL=BINARY[,ECHO.wasm]]… [--records sqlite,postgres] [--fleet N] [--webhooks] [--pg-outage]"
             ),
         }
     }
     if out.calls.is_empty() {
         bail!("--calls: empty list");
+    }
+    if out.fleet > 1 && (out.soak || out.perf) {
+        bail!("--soak and --perf follow one gateway: not with --fleet");
+    }
+    if out.pg_outage && !out.records.contains(&Backend::Postgres) {
+        bail!("--pg-outage needs --records postgres");
     }
     Ok(out)
 }
@@ -250,72 +290,122 @@ fn main() -> anyhow::Result<()> {
 
     // Every row gets a fresh gateway process; with several gateways, their rows alternate per N
     // so that they share the machine's moods alike.
+    // One throwaway PostgreSQL server for the run; each PostgreSQL row gets a database of its own.
+    let mut cluster = if args.records.contains(&Backend::Postgres) {
+        eprintln!("starting a throwaway PostgreSQL server…");
+        Some(Cluster::start().context("starting PostgreSQL (--records postgres)")?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     let mut nofile = String::new();
     let mut warnings = Vec::new();
     for &n in &args.calls {
         for (label, binary, echo) in &gateways {
-            let dir = temp_dir()?;
-            let config = write_gateway_config(&dir, echo)?;
-            let gateway = GatewayProcess::start(
-                binary,
-                &config,
-                &args.log,
-                args.gateway_workers,
-                args.gateway_shards,
-            )?;
-            let pid = gateway.pid;
-            // Idle baseline: after start-up, before any call.
-            std::thread::sleep(Duration::from_secs(1));
-            let idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
-            let idle_fd_targets = fd_targets(pid)?;
-            nofile = open_file_limits(pid);
-            eprintln!(
-                "{label}: {n} calls (gateway pid {pid} at {})…",
-                gateway.address
-            );
-            let level = Level {
-                n,
-                duration: args.duration,
-                address: gateway.address.clone(),
-                pid,
-                clk_tck,
-                nonce,
-                perf: args
-                    .perf
-                    .then(|| perf_dir.join(format!("perf-{label}-{n}.data"))),
-                client_threads: args.client_threads,
-                soak: args.soak,
-            };
-            let mut row = client.block_on(run_level(&level))?;
-            row.gateway = label.clone();
-            row.idle_rss_kib = idle_rss_kib;
-            row.hwm_kib = proc_status_kib(pid, "VmHWM").unwrap_or(0);
-            row.idle_fds = idle_fd_targets.len();
-            if args.soak {
-                // After the calls: every session closed, every socket and record handle released.
-                client.block_on(wait_idle(&format!("http://{}", gateway.address)))?;
-                std::thread::sleep(Duration::from_secs(2));
-                row.after = Some(Sample::of(pid, row.wall)?);
-                let mut idle = idle_fd_targets.clone();
-                for target in fd_targets(pid)? {
-                    match idle.iter().position(|t| *t == target) {
-                        Some(i) => {
-                            idle.swap_remove(i);
+            for &backend in &args.records {
+                let db = match (&cluster, backend) {
+                    (Some(c), Backend::Postgres) => {
+                        let name = format!("capacity_{}", rows.len());
+                        let url = c.database(&name)?;
+                        Some((name, url))
+                    }
+                    _ => None,
+                };
+                let mut dirs = Vec::new();
+                let mut fleet = Vec::new();
+                for i in 0..args.fleet {
+                    let dir = temp_dir()?;
+                    let instance = ((b'a' + i as u8) as char).to_string();
+                    let records =
+                        backend.config(&dir, db.as_ref().map(|d| d.1.as_str()), &instance);
+                    let config = write_gateway_config(&dir, echo, &records)?;
+                    fleet.push(GatewayProcess::start(
+                        binary,
+                        &config,
+                        &args.log,
+                        args.gateway_workers,
+                        args.gateway_shards,
+                    )?);
+                    dirs.push(dir);
+                }
+                let pids: Vec<u32> = fleet.iter().map(|g| g.pid).collect();
+                let pid = pids[0];
+                // Idle baseline: after start-up, before any call.
+                std::thread::sleep(Duration::from_secs(1));
+                let idle_rss_kib = sum_status_kib(&pids, "VmRSS")?;
+                let idle_fd_targets = fd_targets(pid)?;
+                nofile = open_file_limits(pid);
+                let addresses: Vec<String> = fleet.iter().map(|g| g.address.clone()).collect();
+                eprintln!(
+                    "{label}, {}: {n} calls (gateway pids {pids:?} at {})…",
+                    backend.name(),
+                    addresses.join(", ")
+                );
+                let level = Level {
+                    n,
+                    duration: args.duration,
+                    address: addresses[0].clone(),
+                    pid,
+                    fleet: addresses
+                        .iter()
+                        .cloned()
+                        .zip(pids.iter().copied())
+                        .collect(),
+                    clk_tck,
+                    nonce,
+                    perf: args
+                        .perf
+                        .then(|| perf_dir.join(format!("perf-{label}-{n}.data"))),
+                    client_threads: args.client_threads,
+                    soak: args.soak,
+                    backend,
+                    webhooks: args.webhooks,
+                    outage: args.pg_outage && backend == Backend::Postgres,
+                    db_name: db.as_ref().map(|d| d.0.clone()),
+                };
+                let cluster = if backend == Backend::Postgres {
+                    cluster.as_mut()
+                } else {
+                    None
+                };
+                let mut row = client.block_on(run_level(&level, cluster))?;
+                row.gateway = format!("{label} {}", backend.name());
+                row.idle_rss_kib = idle_rss_kib;
+                row.hwm_kib = sum_status_kib(&pids, "VmHWM").unwrap_or(0);
+                row.idle_fds = idle_fd_targets.len();
+                if args.soak {
+                    // After the calls: every session closed, every socket and record handle
+                    // released.
+                    client.block_on(wait_idle(&format!("http://{}", level.address)))?;
+                    std::thread::sleep(Duration::from_secs(2));
+                    row.after = Some(Sample::of(pid, row.wall)?);
+                    let mut idle = idle_fd_targets.clone();
+                    for target in fd_targets(pid)? {
+                        match idle.iter().position(|t| *t == target) {
+                            Some(i) => {
+                                idle.swap_remove(i);
+                            }
+                            None => row.new_fds.push(target),
                         }
-                        None => row.new_fds.push(target),
                     }
                 }
+                eprintln!("  {}", row.summary());
+                for gateway in &fleet {
+                    warnings.extend(gateway.warnings());
+                }
+                drop(fleet);
+                for dir in dirs {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                rows.push(row);
             }
-            eprintln!("  {}", row.summary());
-            warnings.extend(gateway.warnings());
-            drop(gateway);
-            let _ = std::fs::remove_dir_all(&dir);
-            rows.push(row);
         }
     }
     let _ = std::fs::remove_dir_all(&pinned);
     print_report(&args, &rows, started, clk_tck, &nofile);
+    if args.webhooks || args.records.contains(&Backend::Postgres) {
+        print_records(&args, &rows);
+    }
     if args.soak {
         for row in &rows {
             print_soak(row);
@@ -334,8 +424,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Writes the gateway's agents.toml into `dir`: the echo agent in immediate mode, signatures
-/// checked, call records in `dir`, a free loopback port.
-fn write_gateway_config(dir: &Path, echo: &Path) -> anyhow::Result<PathBuf> {
+/// checked, call records as `records` (the body of `[records]`), a free loopback port.
+fn write_gateway_config(dir: &Path, echo: &Path, records: &str) -> anyhow::Result<PathBuf> {
     let config = dir.join("agents.toml");
     std::fs::write(
         &config,
@@ -347,7 +437,7 @@ listen = "127.0.0.1:0"
 auth_token = "{AUTH_TOKEN}"
 
 [records]
-path = "{records}"
+{records}
 
 [plugins.echo]
 path = "{echo}"
@@ -359,7 +449,6 @@ realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
 [routing]
 default = "echo"
 "#,
-            records = dir.join("calls.db").display(),
             echo = echo.display(),
         ),
     )?;
@@ -462,6 +551,44 @@ struct Level {
     client_threads: usize,
     /// Sample the gateway every `SOAK_SAMPLE`.
     soak: bool,
+    /// Every gateway of the row (address, pid); `address` and `pid` are the first. Call `i` is
+    /// carried by gateway `i % len`.
+    fleet: Vec<(String, u32)>,
+    backend: Backend,
+    /// Voice webhook and status callbacks per call (`records`).
+    webhooks: bool,
+    /// Stop the PostgreSQL server for the middle third of the media phase.
+    outage: bool,
+    /// The row's PostgreSQL database.
+    db_name: Option<String>,
+}
+
+/// `--pg-outage`: the server was down from `.0` to `.1` into the media phase; round-trip (p99,
+/// max) of the frames sent while it was down, and of the others.
+type Outage = (
+    Duration,
+    Duration,
+    (Duration, Duration),
+    (Duration, Duration),
+);
+
+/// The records side of a row.
+#[derive(Default)]
+struct RecordsRow {
+    /// The PostgreSQL writers' figures (`None` on SQLite, which has no such metrics).
+    figures: Option<records::Figures>,
+    /// Transactions committed in the row's database (`pg_stat_database.xact_commit`: the
+    /// writers' batches, and also every read — the callback outbox's polls, heartbeats, this
+    /// bench's own queries).
+    commits: Option<u64>,
+    /// Calls in the row's database, and of them those with their end written.
+    calls: Option<(u64, u64)>,
+    /// Status changes recorded in the row's database (the `status_history` entries).
+    statuses: Option<u64>,
+    /// Webhook requests that failed.
+    webhook_errors: Vec<String>,
+    /// `--pg-outage`: the outage and the round trips during it and outside it.
+    outage: Option<Outage>,
 }
 
 /// How often a soak samples the gateway, and the span its round-trip percentiles group by.
@@ -526,6 +653,7 @@ struct Row {
     after: Option<Sample>,
     /// Soak: descriptors open after the calls that were not open when idle (their targets).
     new_fds: Vec<String>,
+    records: RecordsRow,
 }
 
 impl Row {
@@ -597,28 +725,60 @@ impl Row {
     }
 }
 
-async fn run_level(level: &Level) -> anyhow::Result<Row> {
-    let http = format!("http://{}", level.address);
-    wait_idle(&http).await?;
-    let url = format!("ws://{}/twilio/media-stream", level.address);
-    // Every call opens the same URL with no parameters: one signature serves them all.
-    let sig = signature::compute(AUTH_TOKEN, &url, &[], Algorithm::HmacSha1);
+async fn run_level(level: &Level, mut cluster: Option<&mut Cluster>) -> anyhow::Result<Row> {
+    for (address, _) in &level.fleet {
+        wait_idle(&format!("http://{address}")).await?;
+    }
+    let pids: Vec<u32> = level.fleet.iter().map(|g| g.1).collect();
+    // Every call to a gateway opens the same URL with no parameters: one signature serves them
+    // all.
+    let urls: Vec<(String, String)> = level
+        .fleet
+        .iter()
+        .map(|(address, _)| {
+            let url = format!("ws://{address}/twilio/media-stream");
+            let sig = signature::compute(AUTH_TOKEN, &url, &[], Algorithm::HmacSha1);
+            (url, sig)
+        })
+        .collect();
+    let mut probe = (level.backend == Backend::Postgres)
+        .then(|| records::Probe::new(level.fleet.iter().map(|g| g.0.clone()).collect()));
+    if let Some(probe) = &mut probe {
+        probe.read().await?;
+    }
+    let db = cluster.as_deref().zip(level.db_name.as_deref());
+    let commits0 = db.map(|(c, name)| xact_commit(c, name)).transpose()?;
+    let mut rec = RecordsRow::default();
+    // A call's webhooks go to the gateway after the one carrying its stream, as a load balancer
+    // in front of the fleet may send them.
+    let webhook_calls: Vec<(String, String)> = (0..level.n)
+        .map(|i| {
+            (
+                call_sid(level, i),
+                level.fleet[(i + 1) % level.fleet.len()].0.clone(),
+            )
+        })
+        .collect();
     let ready = Arc::new(AtomicUsize::new(0));
     let start = Arc::new(OnceLock::<Instant>::new());
     let tone = Arc::new(tone());
     let frames = (level.duration.as_millis() / FRAME.as_millis()) as usize;
     let opening = Instant::now();
+    if level.webhooks {
+        rec.webhook_errors = records::voice_webhooks(AUTH_TOKEN, webhook_calls.clone()).await;
+    }
     let threads = level.client_threads.clamp(1, level.n);
     let mut shards: Vec<Vec<CallPlan>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..level.n {
+        let g = i % level.fleet.len();
         shards[i % threads].push(CallPlan {
             index: i,
             n: level.n,
             frames,
-            address: level.address.clone(),
-            url: url.clone(),
-            signature: sig.clone(),
-            call_sid: format!("CA{:016x}{:08x}{:08x}", level.nonce, level.n, i),
+            address: level.fleet[g].0.clone(),
+            url: urls[g].0.clone(),
+            signature: urls[g].1.clone(),
+            call_sid: call_sid(level, i),
             stream_sid: format!("MZ{:016x}{:08x}{:08x}", level.nonce, level.n, i),
             tone: tone.clone(),
         });
@@ -633,13 +793,16 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         );
     }
     // Peak memory covers opening as well as the media phase.
-    let mut peak_rss_kib = proc_status_kib(level.pid, "VmRSS")?;
+    let mut peak_rss_kib = sum_status_kib(&pids, "VmRSS")?;
     while ready.load(Ordering::Acquire) < level.n {
         if opening.elapsed() > OPEN_TIMEOUT {
             bail!("{} calls took more than {OPEN_TIMEOUT:?} to open", level.n);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
+        peak_rss_kib = peak_rss_kib.max(sum_status_kib(&pids, "VmRSS").unwrap_or(0));
+        if let Some(probe) = &mut probe {
+            probe.tick().await?;
+        }
     }
     let open_time = opening.elapsed();
     tokio::time::sleep(SETTLE).await;
@@ -650,8 +813,16 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         Some(out) => Some(start_perf(level.pid, out, level.duration)?),
         None => None,
     };
+    let statuses = level.webhooks.then(|| {
+        tokio::spawn(records::status_callbacks(
+            AUTH_TOKEN,
+            webhook_calls,
+            t0,
+            level.duration,
+        ))
+    });
     let (gw0, cl0, all0) = (
-        proc_cpu_ticks(level.pid)?,
+        sum_cpu_ticks(&pids)?,
         self_cpu_ticks()?,
         machine_busy_ticks()?,
     );
@@ -662,9 +833,29 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         samples.push(Sample::of(level.pid, Duration::ZERO)?);
     }
     let mut next_sample = started + SOAK_SAMPLE;
+    // `--pg-outage`: the server is down for the middle third of the media phase.
+    let (down_at, up_at) = (t0 + level.duration / 3, t0 + level.duration * 2 / 3);
+    let mut down = None;
     while Instant::now() < end {
         tokio::time::sleep(RSS_SAMPLE.min(end.saturating_duration_since(Instant::now()))).await;
-        peak_rss_kib = peak_rss_kib.max(proc_status_kib(level.pid, "VmRSS").unwrap_or(0));
+        peak_rss_kib = peak_rss_kib.max(sum_status_kib(&pids, "VmRSS").unwrap_or(0));
+        if let Some(probe) = &mut probe {
+            probe.tick().await?;
+        }
+        if level.outage
+            && let Some(cluster) = cluster.as_deref_mut()
+        {
+            let now = Instant::now();
+            if down.is_none() && now >= down_at {
+                cluster.stop().context("stopping PostgreSQL")?;
+                down = Some((now - t0, Duration::ZERO));
+            } else if let Some((from, Duration::ZERO)) = down
+                && now >= up_at
+            {
+                cluster.start_again().context("starting PostgreSQL again")?;
+                down = Some((from, Instant::now() - t0));
+            }
+        }
         if level.soak && Instant::now() >= next_sample {
             samples.push(Sample::of(level.pid, started.elapsed())?);
             next_sample += SOAK_SAMPLE;
@@ -675,7 +866,7 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         samples.push(Sample::of(level.pid, started.elapsed())?);
     }
     let (gw1, cl1, all1) = (
-        proc_cpu_ticks(level.pid)?,
+        sum_cpu_ticks(&pids)?,
         self_cpu_ticks()?,
         machine_busy_ticks()?,
     );
@@ -696,6 +887,37 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
     logs.extend(joined.into_iter().flatten());
     if let Some(mut perf) = perf {
         let _ = perf.wait();
+    }
+    if let Some(statuses) = statuses {
+        rec.webhook_errors
+            .extend(statuses.await.context("the status callbacks' task")?);
+    }
+    if let Some(probe) = &mut probe {
+        // Every write of the row in, the held ones among them.
+        probe.settle(Duration::from_secs(60)).await?;
+        rec.figures = Some(probe.figures());
+    }
+    if let (Some(c), Some(name)) = (cluster.as_deref(), level.db_name.as_deref()) {
+        // The server's statistics reach `pg_stat_database` within a second or so.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rec.commits = commits0
+            .zip(Some(xact_commit(c, name)?))
+            .map(|(a, b)| b.saturating_sub(a));
+        let counts = c.psql(
+            name,
+            "SELECT count(*), count(ended_at_ms), \
+             coalesce(sum(jsonb_array_length(status_history::jsonb)), 0) FROM calls",
+        )?;
+        let v: Vec<u64> = counts
+            .trim()
+            .split('|')
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        rec.calls = Some((
+            v.first().copied().unwrap_or(0),
+            v.get(1).copied().unwrap_or(0),
+        ));
+        rec.statuses = v.get(2).copied();
     }
     let tick = |t: u64| Duration::from_millis(t * 1000 / level.clk_tck);
     let mut rtt: Vec<u32> = logs.iter().flat_map(|l| l.rtt_us.iter().copied()).collect();
@@ -735,6 +957,23 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
             )
         })
         .collect();
+    if let Some((from, to)) = down {
+        let (lo, hi) = (
+            (from.as_millis() / FRAME.as_millis()) as u32,
+            (to.as_millis() / FRAME.as_millis()) as u32,
+        );
+        let (mut inside, mut outside): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
+        for log in &logs {
+            for (frame, us) in log.rtt_frame.iter().zip(&log.rtt_us) {
+                if (lo..hi).contains(frame) {
+                    inside.push(*us);
+                } else {
+                    outside.push(*us);
+                }
+            }
+        }
+        rec.outage = Some((from, to, p99_max(inside), p99_max(outside)));
+    }
     let mut errors: Vec<String> = logs.iter().filter_map(|l| l.error.clone()).collect();
     errors.dedup();
     Ok(Row {
@@ -769,7 +1008,34 @@ async fn run_level(level: &Level) -> anyhow::Result<Row> {
         minutes,
         after: None,
         new_fds: Vec::new(),
+        records: rec,
     })
+}
+
+/// Call `i`'s sid (unique to the run, the row and the call).
+fn call_sid(level: &Level, i: usize) -> String {
+    format!("CA{:016x}{:08x}{:08x}", level.nonce, level.n, i)
+}
+
+/// The (p99, max) of round trips in µs.
+fn p99_max(mut us: Vec<u32>) -> (Duration, Duration) {
+    us.sort_unstable();
+    let at = |p: f64| {
+        us.get(((us.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(Duration::ZERO, |v| Duration::from_micros(u64::from(*v)))
+    };
+    (at(0.99), at(1.0))
+}
+
+/// Transactions committed so far in database `name`.
+fn xact_commit(cluster: &Cluster, name: &str) -> anyhow::Result<u64> {
+    let out = cluster.psql(
+        name,
+        &format!("SELECT xact_commit FROM pg_stat_database WHERE datname = '{name}'"),
+    )?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("xact_commit: {out:?}"))
 }
 
 /// Waits until the gateway reports no active call (the previous row's calls have ended).
@@ -861,6 +1127,16 @@ fn clk_tck() -> u64 {
 /// utime + stime of process `pid`, in clock ticks (fields 14 and 15 of `/proc/PID/stat`).
 fn proc_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// [`proc_cpu_ticks`] summed over a row's gateways.
+fn sum_cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|p| proc_cpu_ticks(*p)).sum()
+}
+
+/// [`proc_status_kib`] summed over a row's gateways.
+fn sum_status_kib(pids: &[u32], key: &str) -> anyhow::Result<u64> {
+    pids.iter().map(|p| proc_status_kib(*p, key)).sum()
 }
 
 /// Busy time of the whole machine (every CPU: user, nice, system, irq, softirq, steal), in clock
@@ -1125,6 +1401,74 @@ fn print_report(args: &Args, rows: &[Row], started: SystemTime, clk_tck: u64, no
             None => println!(
                 "Capacity of {label}: no N met the criterion (every call completed, every frame echoed, none late, p99 < 5 ms){caveat}."
             ),
+        }
+    }
+}
+
+/// The call-records table: per row, what the records database took and whether the audio
+/// noticed; ratios against the first row of the same N (the first backend of `--records`).
+fn print_records(args: &Args, rows: &[Row]) {
+    println!(
+        "\n# Call records: {} gateway process(es) per row, calls split between them; {}\n",
+        args.fleet,
+        if args.webhooks {
+            "per call a voice webhook (to the other gateway), the stream, 3 status callbacks over the media phase and the end: 6 writes"
+        } else {
+            "per call the stream's start and end: 2 writes"
+        }
+    );
+    println!(
+        "| gateway | calls | RTT p99 | × | max | late > 20 ms | CPU ms / call-s | × | writes | busy | writes/s mean | peak (1 s) | most held | lost | transactions (all) | calls recorded (ended) | statuses | webhook errors |"
+    );
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let base = rows.iter().find(|b| b.n == r.n).unwrap_or(r);
+        let rec = &r.records;
+        let f = rec.figures.clone();
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+        println!(
+            "| {} | {} | {:.2} ms | {:.2} | {:.1} ms | {} | {:.3} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.gateway,
+            r.n,
+            ms(r.p99),
+            ms(r.p99) / ms(base.p99).max(1e-9),
+            ms(r.max),
+            r.late,
+            r.cpu_per_call_s(),
+            r.cpu_per_call_s() / base.cpu_per_call_s().max(1e-9),
+            or_dash(f.as_ref().map(|f| format!("{:.0}", f.writes))),
+            or_dash(f.as_ref().map(|f| format!("{:.1} s", f.busy.as_secs_f64()))),
+            or_dash(f.as_ref().map(|f| format!("{:.0}", f.mean_per_s()))),
+            or_dash(f.as_ref().map(|f| format!("{:.0}", f.peak_per_s))),
+            or_dash(f.as_ref().map(|f| format!("{:.0}", f.max_held))),
+            or_dash(f.as_ref().map(|f| format!("{:.0}", f.lost))),
+            or_dash(rec.commits.map(|c| c.to_string())),
+            or_dash(rec.calls.map(|(c, e)| format!("{c} ({e})"))),
+            or_dash(rec.statuses.map(|s| s.to_string())),
+            rec.webhook_errors.len(),
+        );
+    }
+    for r in rows {
+        if let Some(e) = r.records.webhook_errors.first() {
+            println!("\n{} at {} calls: webhook error, e.g. {e}", r.gateway, r.n);
+        }
+        if let Some((from, to, (p99_in, max_in), (p99_out, max_out))) = r.records.outage {
+            println!(
+                "\n{} at {} calls: PostgreSQL down from {:.1} s to {:.1} s of the media phase. \
+                 Frames sent while it was down: RTT p99 {:.2} ms, max {:.1} ms; the others: \
+                 p99 {:.2} ms, max {:.1} ms (× {:.2}).",
+                r.gateway,
+                r.n,
+                from.as_secs_f64(),
+                to.as_secs_f64(),
+                ms(p99_in),
+                ms(max_in),
+                ms(p99_out),
+                ms(max_out),
+                ms(p99_in) / ms(p99_out).max(1e-9)
+            );
         }
     }
 }
