@@ -158,7 +158,7 @@ pub use outbox::{Attempt, PendingCallback};
 mod postgres;
 mod postgres_queries;
 pub mod shared;
-pub use postgres::{Fleet, HELD_WRITES};
+pub use postgres::{Fleet, HELD_WRITES, check_url as check_postgres_url};
 pub use shared::{RateVerdict, TASK_TTL_MS};
 
 /// Why a call records operation failed.

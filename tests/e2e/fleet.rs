@@ -842,7 +842,7 @@ async fn a_call_rides_out_a_database_outage_and_is_recorded_when_it_is_back() ->
     let during = api(&a, "GET", &format!("/calls/{sid}"), None).await?;
     assert_eq!(
         (during.status, during.json["code"].as_str()),
-        (500, Some("records_error")),
+        (503, Some("records_unavailable")),
         "{:?}",
         during
     );

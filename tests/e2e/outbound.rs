@@ -63,6 +63,14 @@ name = "hanger"
 numbers = ["+15005550111"]
 realtime = {{ plugin = "misbehave", settings = {{ behaviour = "hangup" }} }}
 
+# Disabled: its LLM's key is empty (an unset `${{VAR:-}}`).
+[[agents]]
+name = "keyless"
+[agents.pipeline]
+stt = {{ plugin = "stt" }}
+llm = {{ plugin = "llm", settings = {{ base_url = "{llm_base}" }}, secrets = {{ api_key = "" }}, allowed_hosts = ["{llm_host}"] }}
+tts = {{ plugin = "tts" }}
+
 [[agents]]
 name = "transferer"
 realtime = {{ plugin = "misbehave", settings = {{ behaviour = "transfer" }} }}
@@ -377,6 +385,13 @@ async fn outbound_call_errors_are_clear_json() -> anyhow::Result<()> {
     assert_eq!(
         (r.status, r.json["code"].as_str()),
         (400, Some("unknown_agent"))
+    );
+    let r = call(json!({"to": "+15551230002", "agent": "keyless"})).await?;
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (409, Some("agent_disabled")),
+        "{}",
+        r.json
     );
     let r =
         call(json!({"to": "+15551230002", "agent": "reminder", "task": {"prompt": ""}})).await?;

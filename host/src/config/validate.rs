@@ -490,7 +490,7 @@ impl<'s> Validator<'s> {
                 Some("not a PostgreSQL URL (postgres://user:password@host:port/database)")
             } else if raw.path.is_some() {
                 Some("set either `path` (SQLite, one gateway) or `url` (PostgreSQL, a fleet), not both")
-            } else if url.parse::<tokio_postgres::Config>().is_err() {
+            } else if crate::records::check_postgres_url(&url).is_err() {
                 Some("not a URL the PostgreSQL driver understands")
             } else {
                 None

@@ -20,8 +20,10 @@
 //!   transaction whose row lock makes a second survivor find it already reaped (exactly once).
 //!   A survivor only judges others once its own heartbeats have run for a grace period, so an
 //!   outage of the database never makes the whole fleet look dead to the first to reconnect.
-//! - **TLS** when the URL asks for it (`sslmode=require` or `prefer`), through rustls with the
-//!   system's root certificates; otherwise plain TCP or a Unix socket.
+//! - **TLS** when the URL asks for it (`sslmode=require`, `verify-ca`, `verify-full` or
+//!   `prefer`), through rustls: the server's chain is verified against the system's roots, or
+//!   the CAs in `sslrootcert=FILE`, and its name against the URL's host; otherwise plain TCP
+//!   or a Unix socket.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -189,8 +191,64 @@ pub(super) async fn open(
     ))
 }
 
-/// The connection pool for `url`; TLS only when the URL asks for it.
+/// What the URL asks of TLS, beyond what the driver's own URL parser takes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TlsAsk {
+    /// `sslmode` is `prefer`, `require`, `verify-ca` or `verify-full`.
+    on: bool,
+    /// `sslrootcert`: PEM file of the certificate authorities to trust instead of the system's
+    /// (a cloud provider's database CA bundle, say).
+    root_cert: Option<std::path::PathBuf>,
+}
+
+/// Splits libpq's TLS parameters off `url`: `sslrootcert` is taken out, and `verify-ca` and
+/// `verify-full` become `require` (which this gateway always verifies: the chain against the
+/// trusted roots, and the server's name against the URL's host). The rest is left to
+/// `tokio-postgres`, which knows only `disable`, `prefer` and `require`.
+fn split_tls(url: &str) -> Result<(String, TlsAsk), RecordsError> {
+    // The parse error never contains the URL (nor its password).
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| RecordsError::BadUrl(format!("not a URL: {e}")))?;
+    let mut ask = TlsAsk::default();
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        match (key.as_ref(), value.as_ref()) {
+            ("sslrootcert", path) => ask.root_cert = Some(path.into()),
+            ("sslmode", mode @ ("verify-ca" | "verify-full" | "require" | "prefer")) => {
+                ask.on = true;
+                let mode = if mode == "prefer" {
+                    "prefer"
+                } else {
+                    "require"
+                };
+                kept.push(("sslmode".into(), mode.into()));
+            }
+            (key, value) => kept.push((key.into(), value.into())),
+        }
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(&kept);
+    }
+    Ok((parsed.into(), ask))
+}
+
+/// Checks that `url` is a PostgreSQL URL this backend can use (libpq's TLS parameters
+/// included), without connecting.
+///
+/// # Errors
+/// [`RecordsError::BadUrl`], whose message never contains the URL.
+pub fn check_url(url: &str) -> Result<(), RecordsError> {
+    let (url, _) = split_tls(url)?;
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| RecordsError::BadUrl(e.to_string()))
+}
+
+/// The connection pool for `url`; TLS only when the URL asks for it (see [`split_tls`]).
 fn pool(url: &str) -> Result<Pool, RecordsError> {
+    let (url, ask) = split_tls(url)?;
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| RecordsError::BadUrl(e.to_string()))?;
@@ -200,10 +258,8 @@ fn pool(url: &str) -> Result<Pool, RecordsError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let wants_tls =
-        matches!(config.get_ssl_mode(), SslMode::Require) || url.contains("sslmode=prefer");
-    let manager = if wants_tls {
-        Manager::from_config(config, tls()?, manager_config)
+    let manager = if ask.on {
+        Manager::from_config(config, tls(ask.root_cert.as_deref())?, manager_config)
     } else {
         config.ssl_mode(SslMode::Disable);
         Manager::from_config(config, NoTls, manager_config)
@@ -218,17 +274,35 @@ fn pool(url: &str) -> Result<Pool, RecordsError> {
         .map_err(|e| RecordsError::BadUrl(e.to_string()))
 }
 
-/// rustls with the system's root certificates, verifying the server's name.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, RecordsError> {
+/// rustls trusting `root_cert`'s certificates (PEM), else the system's roots, and verifying the
+/// server's name.
+fn tls(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, RecordsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        // A certificate the store cannot parse is skipped, as browsers do.
-        let _ = roots.add(cert);
+    match root_cert {
+        Some(path) => {
+            let bad = |e: &dyn std::fmt::Display| {
+                RecordsError::BadUrl(format!("sslrootcert {}: {e}", path.display()))
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A certificate the store cannot parse is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
     }
     if roots.is_empty() {
         return Err(RecordsError::BadUrl(
-            "sslmode asks for TLS but no system root certificates were found".into(),
+            "sslmode asks for TLS but there are no root certificates to trust (system roots, or \
+             sslrootcert=FILE)"
+                .into(),
         ));
     }
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -244,7 +318,17 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, RecordsError> {
 async fn connect(pool: &Pool) -> Result<Object, RecordsError> {
     match tokio::time::timeout(OPERATION_TIMEOUT, pool.get()).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(RecordsError::Unavailable(e.to_string())),
+        Ok(Err(e)) => {
+            // The pool's error says "db error"; the server's own words are in its sources.
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            Err(RecordsError::Unavailable(message))
+        }
         Err(_) => Err(RecordsError::Unavailable(
             "timed out connecting to PostgreSQL".into(),
         )),
@@ -721,5 +805,37 @@ fn into_write(command: Command) -> Result<(Write, Reply<()>), Command> {
             Ok((Write::CallbackAttempted(id, attempt), reply))
         }
         other => Err(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_tls_parameters_are_split_off_the_url() {
+        let (url, ask) =
+            split_tls("postgres://u:p@db:5432/calls?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x")
+                .expect("split");
+        assert_eq!(
+            url,
+            "postgres://u:p@db:5432/calls?sslmode=require&application_name=x"
+        );
+        assert!(ask.on);
+        assert_eq!(
+            ask.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        let (url, ask) = split_tls("postgres://db/calls").expect("split");
+        assert_eq!(
+            (url.as_str(), ask),
+            ("postgres://db/calls", TlsAsk::default())
+        );
+        let (_, ask) = split_tls("postgres://db/calls?sslmode=disable").expect("split");
+        assert!(!ask.on);
+        match split_tls("postgres://u:hunter2@[bad/calls") {
+            Err(e) => assert!(!e.to_string().contains("hunter2"), "{e}"),
+            Ok(_) => panic!("a malformed URL is refused"),
+        }
     }
 }

@@ -9,8 +9,10 @@
 //!
 //! Every request needs `Authorization: Bearer <token>` with one of `[api] tokens` (else 401),
 //! and each token has its own token bucket (`rate_per_minute`, `burst`; over it: 429 with
-//! `Retry-After`). Errors are JSON `{"error": "<message>", "code": "<code>"}`; errors from
-//! Twilio add `twilio_code` and `twilio_status`, and their `code` is `twilio_<code>`.
+//! `Retry-After`), shared by the fleet when the records are on PostgreSQL. Errors are JSON
+//! `{"error": "<message>", "code": "<code>"}`: among them 409 `agent_disabled` (the agent's
+//! secret is empty) and 503 `records_unavailable` (the records database is unreachable); errors
+//! from Twilio add `twilio_code` and `twilio_status`, and their `code` is `twilio_<code>`.
 
 use std::num::NonZeroU32;
 
@@ -337,6 +339,18 @@ pub async fn place_call(
             &format!("no agent named {:?}", request.agent),
         );
     };
+    // A disabled agent (an empty secret) would refuse the call once answered: say so now,
+    // before anyone's phone rings.
+    if agent.is_disabled() && config.fallback_for(agent).is_none() {
+        return error(
+            StatusCode::CONFLICT,
+            "agent_disabled",
+            &format!(
+                "agent {:?} is disabled: a secret it needs is empty (see `switchboard check`)",
+                request.agent
+            ),
+        );
+    }
     let from = request
         .from
         .clone()
@@ -585,6 +599,19 @@ fn records_error(e: &records::RecordsError) -> Response {
         return error(StatusCode::BAD_REQUEST, "bad_filter", why);
     }
     tracing::error!(error = %e, "call records unavailable");
+    let unreachable = match e {
+        records::RecordsError::Unavailable(_) => true,
+        records::RecordsError::Postgres(pg) => pg.code().is_none(),
+        _ => false,
+    };
+    if unreachable {
+        // The database is unreachable (a fleet's PostgreSQL): worth a retry, not a bug.
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "records_unavailable",
+            &e.to_string(),
+        );
+    }
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "records_error",

@@ -283,6 +283,126 @@ impl Cluster {
         self.run_server()
     }
 
+    /// Makes the server take TCP connections over TLS only: a fresh test CA (`openssl`, valid two
+    /// days) signs a certificate for `127.0.0.1` and `localhost`, `ssl = on`, `pg_hba.conf`
+    /// turns its `host` lines into `hostssl`, and the server restarts. Returns the CA's PEM file,
+    /// for a client's `sslrootcert`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::NotInstalled`] without `openssl`; [`ClusterError::Io`] or
+    /// [`ClusterError::Command`] when a step fails.
+    pub fn require_tls(&mut self) -> Result<PathBuf, ClusterError> {
+        let tls = self.dir.join("tls");
+        fs::create_dir_all(&tls)
+            .map_err(ClusterError::io(format!("creating {}", tls.display())))?;
+        let found = Command::new("openssl")
+            .arg("version")
+            .stdin(Stdio::null())
+            .output();
+        if found.is_err() {
+            return Err(ClusterError::NotInstalled(
+                "openssl not found (Debian: apt-get install openssl); run scripts/setup".into(),
+            ));
+        }
+        let openssl = |args: &[&str]| -> Result<(), ClusterError> {
+            let mut command = Command::new("openssl");
+            command.current_dir(&tls).args(args).stdin(Stdio::null());
+            run(command, "openssl").map(drop)
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &key,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=switchboard test CA"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        )?;
+        let ext = tls.join("server.ext");
+        fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .map_err(ClusterError::io(format!("writing {}", ext.display())))?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ])?;
+        let data = self.data_dir();
+        for file in ["server.crt", "server.key"] {
+            let to = data.join(file);
+            let step = || -> io::Result<()> {
+                fs::copy(tls.join(file), &to)?;
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
+                if let Some(user) = self.run_as {
+                    chown(&to, Some(user.uid), Some(user.gid))?;
+                }
+                Ok(())
+            };
+            step().map_err(ClusterError::io(format!("installing {}", to.display())))?;
+        }
+        let edit = |name: &str, change: &dyn Fn(String) -> String| -> Result<(), ClusterError> {
+            let path = data.join(name);
+            let text = fs::read_to_string(&path)
+                .map_err(ClusterError::io(format!("reading {}", path.display())))?;
+            fs::write(&path, change(text))
+                .map_err(ClusterError::io(format!("writing {}", path.display())))
+        };
+        edit("postgresql.conf", &|text| {
+            text + "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+        })?;
+        edit("pg_hba.conf", &|text| {
+            text.lines()
+                .map(|line| match line.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{line}\n"),
+                })
+                .collect()
+        })?;
+        self.stop()?;
+        self.start_again()?;
+        Ok(tls.join("ca.pem"))
+    }
+
     /// `initdb` into `data/`.
     fn initdb(&self) -> Result<(), ClusterError> {
         let mut initdb = self.command("initdb");

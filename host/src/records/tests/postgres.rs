@@ -230,3 +230,43 @@ async fn a_newer_schema_is_refused_on_postgres() {
         .expect("psql");
     assert_eq!(versions.trim(), "2");
 }
+
+/// `sslmode=require` with `sslrootcert`: the records go over TLS to a server that takes
+/// nothing else, and a URL that does not ask for TLS, or trusts no CA that signed the server's
+/// certificate, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_a_tls_only_server_when_the_url_asks_for_tls() {
+    let mut cluster = cluster();
+    let plain = cluster.database("tls").expect("create database");
+    let ca = cluster.require_tls().expect("TLS");
+    let with_tls = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let records = open(&with_tls, "tls").await;
+    records
+        .call_created(new_call("CA1", "desk", now_ms()))
+        .await
+        .unwrap();
+    records.flush().await.unwrap();
+    assert!(records.get("CA1").await.unwrap().is_some());
+    let encrypted = cluster
+        .psql(
+            "tls",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'switchboard' AND s.ssl",
+        )
+        .expect("psql");
+    assert_ne!(encrypted.trim(), "0", "the gateway's connections use TLS");
+    match Records::open_postgres(&plain, fleet("plain")).await {
+        Err(RecordsError::Unavailable(e)) => assert!(e.contains("no encryption"), "{e}"),
+        other => panic!(
+            "a plain connection to a TLS-only server: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // Trusting only the system's roots: the test CA is not among them.
+    let untrusted = format!("{plain}?sslmode=require");
+    assert!(
+        Records::open_postgres(&untrusted, fleet("untrusted"))
+            .await
+            .is_err()
+    );
+}
