@@ -890,6 +890,40 @@ fn merge_status(history: &mut Vec<StatusChange>, status: &str, at_ms: i64) {
     history.sort_by_key(|c| (c.at_ms, status_rank(&c.status)));
 }
 
+/// A status callback merged into a call's stored history: the columns both backends write.
+struct MergedStatus {
+    status: Option<String>,
+    /// The merged history, as JSON.
+    status_history: String,
+    answered_at_ms: Option<i64>,
+    status_ended_at_ms: Option<i64>,
+    duration_s: Option<i64>,
+}
+
+impl MergedStatus {
+    /// Merges `update` into `stored` (the row's `status_history` JSON, if the row exists); see
+    /// [`Records::status`].
+    fn new(stored: Option<String>, update: &StatusUpdate) -> Result<MergedStatus, RecordsError> {
+        let mut history: Vec<StatusChange> = stored
+            .map(|json| parse_list(&json, &update.call_sid, "status_history"))
+            .unwrap_or_default();
+        merge_status(&mut history, &update.status, update.at_ms);
+        let at = |wanted: &dyn Fn(&str) -> bool| {
+            history.iter().find(|c| wanted(&c.status)).map(|c| c.at_ms)
+        };
+        Ok(MergedStatus {
+            status: current_status(&history).map(|c| c.status.clone()),
+            answered_at_ms: at(&|s| s == "in-progress"),
+            status_ended_at_ms: at(&is_terminal_status),
+            duration_s: update
+                .duration_s
+                .filter(|_| is_terminal_status(&update.status))
+                .map(to_sql_int),
+            status_history: serde_json::to_string(&history)?,
+        })
+    }
+}
+
 /// The furthest status in `history` (ties: the later one).
 fn current_status(history: &[StatusChange]) -> Option<&StatusChange> {
     history
@@ -1297,24 +1331,13 @@ impl<'c> Db<'c> {
                 row.get(0)
             })
             .optional()?;
-        let mut history: Vec<StatusChange> = stored
-            .map(|json| parse_list(&json, &update.call_sid, "status_history"))
-            .unwrap_or_default();
-        merge_status(&mut history, &update.status, update.at_ms);
-        let status = current_status(&history).map(|c| c.status.clone());
-        let answered_at_ms = history
-            .iter()
-            .find(|c| c.status == "in-progress")
-            .map(|c| c.at_ms);
-        let status_ended_at_ms = history
-            .iter()
-            .find(|c| is_terminal_status(&c.status))
-            .map(|c| c.at_ms);
-        let duration_s = update
-            .duration_s
-            .filter(|_| is_terminal_status(&update.status))
-            .map(to_sql_int);
-        let status_history = serde_json::to_string(&history)?;
+        let MergedStatus {
+            status,
+            status_history,
+            answered_at_ms,
+            status_ended_at_ms,
+            duration_s,
+        } = MergedStatus::new(stored, update)?;
         self.statement(SQL_STATUS)?.execute(named_params! {
             ":call_sid": update.call_sid,
             ":direction": update.direction,

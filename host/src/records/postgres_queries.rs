@@ -9,9 +9,9 @@ use tokio_postgres::{Client, Row, Transaction};
 
 use super::shared::{NewTask, RateRequest, RateVerdict, TASK_TTL_MS};
 use super::{
-    Attempt, CallEnd, CallRecord, ListFilter, NewCall, OUTCOME_IN_PROGRESS, PendingCallback,
-    RecordsError, StatusChange, StatusUpdate, StreamStarted, columns, current_status, from_sql_int,
-    is_terminal_status, merge_status, now_ms, outbox, parse_list, to_sql_int,
+    Attempt, CallEnd, CallRecord, ListFilter, MergedStatus, NewCall, OUTCOME_IN_PROGRESS,
+    PendingCallback, RecordsError, StatusUpdate, StreamStarted, columns, from_sql_int,
+    is_terminal_status, now_ms, outbox, parse_list, to_sql_int,
 };
 use crate::call::task::MAX_PENDING_TASKS;
 
@@ -270,24 +270,13 @@ async fn apply_status(tx: &Transaction<'_>, update: &StatusUpdate) -> Result<(),
         .query_opt(SQL_HISTORY_LOCK, &[&update.call_sid])
         .await?
         .map(|row| row.get(0));
-    let mut history: Vec<StatusChange> = stored
-        .map(|json| parse_list(&json, &update.call_sid, "status_history"))
-        .unwrap_or_default();
-    merge_status(&mut history, &update.status, update.at_ms);
-    let status = current_status(&history).map(|c| c.status.clone());
-    let answered_at_ms = history
-        .iter()
-        .find(|c| c.status == "in-progress")
-        .map(|c| c.at_ms);
-    let status_ended_at_ms = history
-        .iter()
-        .find(|c| is_terminal_status(&c.status))
-        .map(|c| c.at_ms);
-    let duration_s = update
-        .duration_s
-        .filter(|_| is_terminal_status(&update.status))
-        .map(to_sql_int);
-    let status_history = serde_json::to_string(&history)?;
+    let MergedStatus {
+        status,
+        status_history,
+        answered_at_ms,
+        status_ended_at_ms,
+        duration_s,
+    } = MergedStatus::new(stored, update)?;
     tx.execute(
         SQL_STATUS,
         &[
