@@ -6,7 +6,9 @@
 // {type: "mark", name} and {type: "clear"}; the processor plays them through PlaybackQueue
 // (playback.js) and posts back {type: "played", bytes} (μ-law actually rendered) and
 // {type: "mark", name, cleared} (a mark reached, or dropped by a clear), in that order.
-// {type: "capture", on} starts/stops the microphone path; {type: "stop"} ends the processor.
+// {type: "capture", on} starts/stops the microphone path. {type: "stop"} ends the processor
+// now; {type: "drain", maxMs} once the queued audio has played (at most maxMs from now). Either
+// way the last played bytes are reported, then {type: "stopped"}.
 //
 // Loaded with audioWorklet.addModule("/console/assets/phone-worklet.js"); its imports resolve
 // next to it.
@@ -27,6 +29,7 @@ class PhoneProcessor extends AudioWorkletProcessor {
     });
     this.capturing = false;
     this.running = true;
+    this.drainUntil = null; // currentTime (s) by which a drain ends regardless
     this.mono = null;
     this.port.onmessage = (message) => this.receive(message.data);
   }
@@ -47,8 +50,10 @@ class PhoneProcessor extends AudioWorkletProcessor {
         this.framer.reset();
         break;
       case "stop":
-        this.playback.flush();
-        this.running = false;
+        this.finish();
+        break;
+      case "drain":
+        this.drainUntil = currentTime + (Number(data.maxMs) || 0) / 1000;
         break;
       default:
         break;
@@ -56,6 +61,7 @@ class PhoneProcessor extends AudioWorkletProcessor {
   }
 
   process(inputs, outputs) {
+    if (!this.running) return false;
     const input = inputs[0];
     if (this.capturing && input && input.length > 0) {
       let samples = input[0];
@@ -77,7 +83,22 @@ class PhoneProcessor extends AudioWorkletProcessor {
       this.playback.render(output[0]);
       for (let c = 1; c < output.length; c++) output[c].set(output[0]);
     }
+    if (
+      this.running &&
+      this.drainUntil !== null &&
+      (this.playback.pending === 0 || currentTime >= this.drainUntil)
+    ) {
+      this.finish();
+    }
     return this.running;
+  }
+
+  /** Reports what was played and stops processing. */
+  finish() {
+    if (!this.running) return;
+    this.playback.flush();
+    this.running = false;
+    this.port.postMessage({ type: "stopped" });
   }
 }
 
