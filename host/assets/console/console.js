@@ -29,6 +29,8 @@ const OVERVIEW_EVERY_MS = 10000;
 const RECENT_LIMIT = 20;
 /** Wait after call.ended before re-reading the records (the record is written as it ends). */
 const RECENT_AFTER_END_MS = 1200;
+/** Second look at the records after a call ended (ms after the first). */
+const RECENT_SETTLE_MS = 5000;
 /** Ended calls whose transcript stays in memory (for following, the phone). */
 const KEEP_ENDED = 30;
 /** How long a fetched call record is reused for a second click (ms). */
@@ -223,7 +225,7 @@ async function login(candidate) {
     // The token may be fine and the overview the problem: go in and say so.
     showApp();
     startSession(null);
-    notice(`The overview is unavailable: ${error.message}`);
+    notice(`The overview is unavailable: ${error.message}`, "overview");
   } finally {
     submit.disabled = false;
   }
@@ -249,10 +251,22 @@ function startSession(overview) {
   feed.start();
 }
 
-function notice(message) {
+let noticeTimer = null;
+let noticeKind = null;
+
+/** Shows `message` in the banner under the header (for `ms` when given); "" hides it. `kind`
+ * names the message so a later success can clear only its own. */
+function notice(message, kind = null, ms = 0) {
   const banner = $("#notice");
+  clearTimeout(noticeTimer);
   banner.textContent = message;
   banner.hidden = !message;
+  noticeKind = message ? kind : null;
+  if (message && ms > 0) noticeTimer = setTimeout(() => notice(""), ms);
+}
+
+function clearNotice(kind) {
+  if (noticeKind === kind) notice("");
 }
 
 function feedStatus(status, wait) {
@@ -282,6 +296,7 @@ async function refreshOverview() {
   try {
     const overview = await api("/console/api/overview");
     renderOverview(overview);
+    clearNotice("overview");
     if (overview.active_calls === 0) endStaleCalls(asked);
   } catch (error) {
     if (error instanceof Unauthorized) return;
@@ -449,13 +464,24 @@ async function refreshRecent() {
   }
 }
 
+/**
+ * Re-reads the recent calls soon after a call ended, and once more a little later (Twilio's
+ * status callback may complete the record after the stream ended). Several endings in a row
+ * make one request.
+ */
 function scheduleRecent() {
   clearTimeout(recentTimer);
-  recentTimer = setTimeout(refreshRecent, RECENT_AFTER_END_MS);
+  recentTimer = setTimeout(() => {
+    refreshRecent();
+    recentTimer = setTimeout(refreshRecent, RECENT_SETTLE_MS);
+  }, RECENT_AFTER_END_MS);
 }
 
 function renderRecent() {
   const body = $("#recent-calls");
+  // The rows are rebuilt: keep the keyboard focus on the same call's button.
+  const focused = document.activeElement && document.activeElement.closest("#recent-calls tr");
+  const focusedSid = focused ? focused.dataset.callSid : null;
   body.replaceChildren(
     ...recentCalls.map((call) => {
       const seconds = recordSeconds(call);
@@ -464,7 +490,7 @@ function renderRecent() {
         {
           class: call.call_sid === selectedSid ? "selected" : "",
           dataset: { callSid: call.call_sid },
-          "aria-selected": call.call_sid === selectedSid ? "true" : "false",
+          "aria-current": call.call_sid === selectedSid ? "true" : null,
         },
         h(
           "td",
@@ -488,6 +514,10 @@ function renderRecent() {
   const empty = $("#recent-empty");
   empty.hidden = recentCalls.length > 0;
   empty.textContent = "No calls recorded yet.";
+  if (focusedSid) {
+    const again = body.querySelector(`tr[data-call-sid="${CSS.escape(focusedSid)}"] button`);
+    if (again) again.focus({ preventScroll: true });
+  }
 }
 
 async function showDetail(sid) {
@@ -495,7 +525,8 @@ async function showDetail(sid) {
   for (const row of document.querySelectorAll("#recent-calls tr")) {
     const on = row.dataset.callSid === sid;
     row.classList.toggle("selected", on);
-    row.setAttribute("aria-selected", on ? "true" : "false");
+    if (on) row.setAttribute("aria-current", "true");
+    else row.removeAttribute("aria-current");
   }
   const section = $("#call-detail");
   section.hidden = false;
@@ -509,7 +540,10 @@ async function showDetail(sid) {
     body.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     try {
       record = await api(`/calls/${encodeURIComponent(sid)}`);
-      detailCache.set(sid, { at: Date.now(), record });
+      // A finished call's record is reused for a little while; a live one never.
+      if (record && record.ended_at_ms && record.outcome !== "in-progress") {
+        detailCache.set(sid, { at: Date.now(), record });
+      }
     } catch (error) {
       if (error instanceof Unauthorized) return;
       if (selectedSid !== sid) return;
@@ -632,7 +666,11 @@ function onFeedEvent(frame) {
   const type = event.type || frame.event;
   if (type === "events.lost") {
     const missed = event.data && event.data.missed;
-    notice(`${missed ?? "Some"} live events were missed while reconnecting; transcripts may have gaps.`);
+    notice(
+      `${missed ?? "Some"} live events were missed while reconnecting; transcripts may have gaps.`,
+      "lost",
+      15000,
+    );
     scheduleRecent();
     return;
   }
@@ -853,6 +891,7 @@ const phone = new BrowserPhone({
     $("#phone-status").textContent = state;
     $("#phone-status").parentElement.dataset.state = state;
     if (message) $("#phone-message").textContent = message;
+    if (state === State.ENDED && started) scheduleRecent();
     updatePhoneControls();
     scheduleRender();
   },
