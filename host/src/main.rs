@@ -315,6 +315,7 @@ async fn serve(path: PathBuf, shards: Option<usize>) -> anyhow::Result<ExitCode>
         .context("setting up Twilio's REST client")?;
     ctx.records = Some(records.clone());
     let state = AppState::new(ctx).with_shards(shards.unwrap_or(1));
+    state.announce_console(address);
     // Keeps the engine: reloads compile plugins with it.
     let reloader = match reload::spawn(state.clone(), engine, path.clone()) {
         Ok(task) => Some(task),

@@ -20,6 +20,7 @@ mod realtime;
 pub mod stages;
 mod start;
 pub mod task;
+pub use start::AdmittedStream;
 mod tool_calls;
 
 use std::sync::Arc;
@@ -93,6 +94,9 @@ pub struct CallContext {
     pub shutdown: watch::Receiver<bool>,
     /// What runs agents' tools: the MCP servers' connections and an HTTP client.
     pub tools: ToolHost,
+    /// A stream admitted before it opened (the console's browser phone): its `start` must carry
+    /// the admitted sids, and its parameters name the agent. `None` for Twilio's streams.
+    pub admitted: Option<AdmittedStream>,
 }
 
 /// What runs agents' tools, shared by every call (and kept across reloads).
@@ -165,6 +169,7 @@ impl CallContext {
             tasks: PendingTasks::default(),
             shutdown: watch::channel(false).1,
             tools: ToolHost::new(),
+            admitted: None,
         })
     }
 }
@@ -390,6 +395,8 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
         agent = tracing::field::Empty,
         plugin = tracing::field::Empty,
     );
+    // An admitted stream's call is known before `start`: it is recorded however it ends.
+    let known_sid = ctx.admitted.as_ref().map(|a| a.call_sid.clone());
     let mut call = Call {
         ws,
         ctx,
@@ -397,7 +404,10 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
         plugins: Vec::new(),
         task: None,
         metrics: CallMetrics::new(),
-        stats: CallStats::default(),
+        stats: CallStats {
+            call_sid: known_sid,
+            ..CallStats::default()
+        },
         active: None,
         inbox: inbox::Inbox::default(),
         payload: Vec::with_capacity(FRAME_SAMPLES),

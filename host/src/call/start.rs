@@ -17,11 +17,24 @@ impl<S: MediaSocket> Call<S> {
             tracing::warn!("second start ignored");
             return Next::Continue;
         }
+        if let Some(admitted) = &self.ctx.admitted
+            && !admitted.matches(&start.call_sid, &stream_sid)
+        {
+            // The admitted call is the one that ends (and is recorded), not the sids offered.
+            self.span.record("call_sid", admitted.call_sid.as_str());
+            tracing::warn!(offered_call_sid = %start.call_sid, offered_stream_sid = %stream_sid, "start refused: not the admitted stream's sids");
+            return Next::End(EndReason::NotRouted(
+                "the start message's callSid and streamSid are not the ones admitted".into(),
+            ));
+        }
         self.span.record("call_sid", start.call_sid.as_str());
         self.stats.call_sid = Some(start.call_sid.clone());
         self.span.record("stream_sid", stream_sid.as_str());
         self.stream_sid = Some(stream_sid.clone());
         let mut params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
+        if let Some(admitted) = &self.ctx.admitted {
+            admitted.apply(&mut params);
+        }
         // An outbound call's task travels as an id; its prompt and context reach the plugins as
         // parameters (and fill the instructions template below).
         let task_id = params
@@ -151,6 +164,35 @@ impl<S: MediaSocket> Call<S> {
             Some((engine, mut line)) => engine.started(&mut line).await,
             None => Next::Continue,
         }
+    }
+}
+
+/// A stream the gateway admitted before it opened — the console's browser phone
+/// (`crate::server::console`) — rather than one Twilio opened: its `start` must carry these sids
+/// (any other is refused, [`EndReason::NotRouted`]), and its parameters replace the
+/// same-named `customParameters`, so `agent` among them routes the call whatever the peer sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedStream {
+    /// The `callSid` the stream's `start` must carry (`CA` + 32 hex digits).
+    pub call_sid: String,
+    /// The `streamSid` the stream's `start` must carry (`MZ` + 32 hex digits).
+    pub stream_sid: String,
+    /// Name/value pairs put in place of the same-named `customParameters`: `agent` (the agent
+    /// that answers), and `From`, `To`, `Direction` as the plugins and records see them.
+    pub parameters: Vec<(String, String)>,
+}
+
+impl AdmittedStream {
+    /// Whether a `start` carrying `call_sid` and `stream_sid` opens this stream.
+    pub fn matches(&self, call_sid: &str, stream_sid: &str) -> bool {
+        self.call_sid == call_sid && self.stream_sid == stream_sid
+    }
+
+    /// `params` (a `start`'s `customParameters`) with [`AdmittedStream::parameters`] first, in
+    /// place of any pair of the same name.
+    pub fn apply(&self, params: &mut Vec<(String, String)>) {
+        params.retain(|(name, _)| !self.parameters.iter().any(|(n, _)| n == name));
+        params.splice(0..0, self.parameters.iter().cloned());
     }
 }
 

@@ -16,6 +16,29 @@ pub const BREAKER_THRESHOLD: u32 = 5;
 /// is back within a minute.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// Where a [`CircuitBreaker`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls reach the plugin.
+    Closed,
+    /// Calls are kept away from the plugin until the cooldown passes.
+    Open,
+    /// The cooldown passed: the next call tries the plugin; a failure re-opens the breaker at
+    /// once, a clean end closes it.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half-open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        }
+    }
+}
+
 /// Failure accounting for one plugin, shared by every call that uses it. Lock-free.
 #[derive(Debug)]
 pub struct CircuitBreaker {
@@ -45,6 +68,18 @@ impl CircuitBreaker {
     /// True while new calls must not reach the plugin.
     pub fn is_open(&self) -> bool {
         self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Where the breaker stands now (for the console's overview).
+    pub fn state(&self) -> BreakerState {
+        if self.is_open() {
+            BreakerState::Open
+        } else if self.open_until_ms.load(Ordering::Relaxed) != 0 {
+            // Opened, its cooldown passed, and no call has ended cleanly since.
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        }
     }
 
     /// Records a call that ended in a plugin failure; returns true when this failure opened the
@@ -97,10 +132,15 @@ mod tests {
         for _ in 0..BREAKER_THRESHOLD {
             b.record_failure();
         }
-        // Pretend the cooldown passed.
-        b.open_until_ms.store(0, Ordering::Relaxed);
+        assert_eq!(b.state(), BreakerState::Open);
+        // Pretend the cooldown passed (it ended 1 ms after the epoch, which is behind us).
+        b.open_until_ms.store(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(2));
         assert!(!b.is_open());
+        assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.record_failure());
         assert!(b.is_open());
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

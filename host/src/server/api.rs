@@ -78,6 +78,27 @@ impl ApiGuard {
         }
     }
 
+    /// The same guard, also accepting `token` — the web console's generated token when no
+    /// `[api] tokens` are configured ([`super::console::Console::guard`]) — with a bucket of
+    /// its own, as a configured token has.
+    pub fn with_token(mut self, token: &str) -> Self {
+        let rate = NonZeroU32::new(self.rate_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(rate).allow_burst(burst);
+        self.tokens.push((digest(token), RateLimiter::direct(quota)));
+        self
+    }
+
+    /// Checks the `Authorization` header without taking from the token's bucket: for cheap
+    /// reads a page repeats (the console's overview).
+    ///
+    /// # Errors
+    /// 401 for a missing or unknown token (or when no tokens are configured).
+    #[allow(clippy::result_large_err)]
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        self.token(headers).map(|_| ())
+    }
+
     /// Checks the `Authorization` header and takes one request from the token's bucket: the
     /// fleet's shared one in `records` when given (see [`ApiGuard`]), else this process's.
     ///

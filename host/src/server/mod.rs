@@ -1,9 +1,10 @@
 //! The HTTP side of the gateway: the axum [`Router`] with Twilio's voice webhook, status
 //! callback and Media Streams WebSocket endpoint (each checks Twilio's signature first,
-//! [`twilio_auth`]), the operator API ([`api`]) and the health check, and [`serve`] to run it
-//! on a listener.
+//! [`twilio_auth`]), the operator API ([`api`]), the web console and its browser phone
+//! ([`console`]) and the health check, and [`serve`] to run it on a listener.
 
 pub mod api;
+pub mod console;
 pub mod twilio_auth;
 
 use std::future::Future;
@@ -83,6 +84,8 @@ pub struct AppState {
     shards: usize,
     /// Set once the callback deliverer runs (one per gateway, however many shards serve).
     callbacks_started: Arc<AtomicBool>,
+    /// The web console's generated token, browser-phone tickets and figures.
+    console: Arc<console::Console>,
 }
 
 /// How long the voice webhook waits for the call's record to be written before it answers
@@ -121,7 +124,8 @@ impl AppState {
     /// State serving `ctx`. Outbound-call tasks are shared with `ctx` (and every later
     /// context), so a task placed now reaches the call that streams later.
     pub fn new(mut ctx: CallContext) -> Self {
-        let api = Arc::new(ArcSwap::from_pointee(ApiGuard::new(&ctx.config.api)));
+        let console = Arc::new(console::Console::new(&ctx.config));
+        let api = Arc::new(ArcSwap::from_pointee(console.guard(&ctx.config.api)));
         let tasks = ctx.tasks.clone();
         let (shutdown, _) = watch::channel(false);
         ctx.shutdown = shutdown.subscribe();
@@ -158,6 +162,7 @@ impl AppState {
             metrics,
             shards: 1,
             callbacks_started: Arc::default(),
+            console,
         }
     }
 
@@ -191,7 +196,7 @@ impl AppState {
     /// Serves `ctx` to new calls from now on (a configuration reload). Calls in flight keep the
     /// context they started with, to their end. The call records, pending outbound-call tasks
     /// and the shutdown signal carry over; the operator API's tokens are replaced (their rate
-    /// buckets start full).
+    /// buckets start full), the console's generated token standing in while none is configured.
     pub fn replace(&self, mut ctx: CallContext) {
         let old = self.current.load_full();
         ctx.records.clone_from(&old.records);
@@ -202,7 +207,8 @@ impl AppState {
         if old.tools.mcp.get().is_some() {
             ctx.tools.start_mcp(&ctx.config);
         }
-        self.api.store(Arc::new(ApiGuard::new(&ctx.config.api)));
+        self.api
+            .store(Arc::new(self.console.guard(&ctx.config.api)));
         self.current.store(Arc::new(ctx));
     }
 
@@ -241,12 +247,35 @@ impl AppState {
     pub fn subscribe(&self) -> broadcast::Receiver<CallEnded> {
         self.ended.subscribe()
     }
+
+    /// Runs one call on an upgraded Media Streams socket ([`call::run`]): counted among the
+    /// active calls while it runs (the drain waits for it), its outcome counted for the
+    /// console, its end published to [`AppState::subscribe`].
+    async fn run_call<S: call::MediaSocket>(&self, socket: S, ctx: CallContext) {
+        self.active_calls.fetch_add(1, Ordering::Relaxed);
+        let (reason, stats) = call::run(socket, ctx).await;
+        self.active_calls.fetch_sub(1, Ordering::Relaxed);
+        self.console.call_ended(reason.outcome());
+        let _ = self.ended.send(CallEnded { reason, stats });
+    }
+
+    /// The web console's state: its generated token, the browser phone's tickets.
+    pub fn console(&self) -> &console::Console {
+        &self.console
+    }
+
+    /// Logs the web console's address once the gateway listens on `address`, with the
+    /// generated token while no `[api] tokens` are configured ([`console::Console::announce`]).
+    pub fn announce_console(&self, address: std::net::SocketAddr) {
+        self.console.announce(address, &self.context().config);
+    }
 }
 
 /// The gateway's routes: `GET|POST /twilio/voice`, `POST /twilio/status`,
 /// `GET /twilio/media-stream` (WebSocket), `GET /healthz` (JSON: status, active calls,
 /// signature counters, and per plugin its kind, name, version, calls ended by a plugin failure
-/// since start, and circuit-breaker state), and the operator API under `/calls` ([`api`]).
+/// since start, and circuit-breaker state), the operator API under `/calls` ([`api`]), and the
+/// web console under `/console` ([`console`]).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", get(voice).post(voice))
@@ -258,6 +287,7 @@ pub fn app(state: AppState) -> Router {
         .route("/calls", get(api::list_calls).post(api::place_call))
         .route("/calls/{sid}", get(api::get_call))
         .route("/calls/{sid}/hangup", post(api::hang_up))
+        .merge(console::routes())
         .with_state(state)
 }
 
@@ -791,10 +821,5 @@ async fn media_stream(
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| async move {
-            state.active_calls.fetch_add(1, Ordering::Relaxed);
-            let (reason, stats) = call::run(socket, ctx).await;
-            state.active_calls.fetch_sub(1, Ordering::Relaxed);
-            let _ = state.ended.send(CallEnded { reason, stats });
-        })
+        .on_upgrade(move |socket| async move { state.run_call(socket, ctx).await })
 }
