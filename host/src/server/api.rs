@@ -85,7 +85,8 @@ impl ApiGuard {
         let rate = NonZeroU32::new(self.rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(rate).allow_burst(burst);
-        self.tokens.push((digest(token), RateLimiter::direct(quota)));
+        self.tokens
+            .push((digest(token), RateLimiter::direct(quota)));
         self
     }
 
