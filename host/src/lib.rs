@@ -16,6 +16,7 @@ pub mod call;
 pub mod callbacks;
 pub mod check;
 pub mod config;
+pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;

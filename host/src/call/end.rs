@@ -218,3 +218,37 @@ impl<S: MediaSocket> Call<S> {
         }
     }
 }
+
+/// Emits how the call ended to its live events: `plugin.failed` when a plugin ended it (or
+/// failed at its end), then `call.ended`.
+pub(super) fn emit_end_events(
+    events: &crate::events::CallEvents,
+    reason: &EndReason,
+    stats: &CallStats,
+) {
+    use crate::events::EventKind;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if let EndReason::PluginFailed(failure) = reason {
+        events.emit(EventKind::PluginFailed {
+            plugin: failure.plugin.clone(),
+            stage: failure.stage.map(crate::events::stage_name),
+            kind: failure.error.kind(),
+            message: failure.error.to_string(),
+        });
+    } else if let Some(failure) = &stats.end_failure {
+        events.emit(EventKind::PluginFailed {
+            plugin: Some(failure.plugin.clone()),
+            stage: None,
+            kind: failure.kind,
+            message: failure.message.clone(),
+        });
+    }
+    events.emit(EventKind::CallEnded {
+        outcome: reason.outcome(),
+        reason: reason.to_string(),
+        duration_ms: events.elapsed_ms(),
+        frames_in: stats.frames_in,
+        frames_out: stats.frames_out,
+        first_audio_ms: stats.first_audio.map(ms),
+    });
+}

@@ -23,18 +23,27 @@ pub(super) struct Playout {
     /// What the agent played, to tell the caller's speech from its echo: set by an engine that
     /// listens to the caller itself (the pipeline's barge-in and endpointing).
     pub(super) echo: Option<EchoGate>,
+    /// The call's live events.
+    pub(super) events: crate::events::CallEvents,
 }
 
 impl Playout {
-    pub(super) fn new(stream_sid: String, playback: Playback) -> Self {
+    pub(super) fn new(
+        stream_sid: String,
+        playback: Playback,
+        mut events: crate::events::CallEvents,
+    ) -> Self {
+        let started = Instant::now();
+        events.set_started(started);
         Self {
             stream_sid,
             from_plugin: FromPlugin::new(),
             playback,
-            started: Instant::now(),
+            started,
             hangup_deadline: None,
             transfer_to: None,
             echo: None,
+            events,
         }
     }
 
@@ -93,6 +102,8 @@ impl<S: MediaSocket> Line<'_, S> {
     pub(super) async fn queue_frames(&mut self, flush: bool) -> Next {
         let now = Instant::now();
         let playout = &mut *self.playout;
+        // Audio queued while nothing plays starts a reply: `agent.audio_started`.
+        let mut starts_reply = playout.playback.is_idle(now);
         loop {
             let frame = match playout.from_plugin.next_frame() {
                 Some(f) => f.to_vec(),
@@ -104,6 +115,12 @@ impl<S: MediaSocket> Line<'_, S> {
             };
             if let Err(e) = playout.playback.push_frame(frame, now) {
                 return Next::End(EndReason::plugin(SessionError::Output(e.to_string())));
+            }
+            if std::mem::take(&mut starts_reply) {
+                let at_ms = playout.events.elapsed_ms();
+                playout
+                    .events
+                    .emit(crate::events::EventKind::AudioStarted { at_ms });
             }
         }
         self.pump().await
@@ -190,6 +207,11 @@ impl<S: MediaSocket> Line<'_, S> {
             echo.cleared(now);
         }
         self.stats.clears += 1;
+        if was_playing {
+            self.playout
+                .events
+                .emit(crate::events::EventKind::BargeIn { heard_ms });
+        }
         let msg = Outbound::Clear {
             stream_sid: &self.playout.stream_sid,
         }
@@ -220,6 +242,17 @@ impl<S: MediaSocket> Line<'_, S> {
     /// Adds a final transcript turn to the call's record.
     pub(super) fn transcript(&mut self, side: Side, text: String, heard_ms: Option<u64>) {
         tracing::info!(side = ?side, %text, heard_ms, "transcript");
+        let event = match side {
+            Side::Caller => crate::events::EventKind::CallerTranscript {
+                text: text.clone(),
+                is_final: true,
+            },
+            Side::Agent | Side::Tool => crate::events::EventKind::AgentText {
+                text: text.clone(),
+                is_final: true,
+            },
+        };
+        self.playout.events.emit(event);
         self.stats.transcript.push(Turn {
             side,
             text,

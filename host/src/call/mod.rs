@@ -16,6 +16,7 @@ pub mod interruption;
 mod line;
 pub mod pipeline;
 mod pipeline_engine;
+mod pipeline_events;
 mod realtime;
 pub mod stages;
 mod start;
@@ -94,6 +95,8 @@ pub struct CallContext {
     pub shutdown: watch::Receiver<bool>,
     /// What runs agents' tools: the MCP servers' connections and an HTTP client.
     pub tools: ToolHost,
+    /// Live call events (one bus per gateway, shared by every context).
+    pub events: crate::events::EventBus,
     /// A stream admitted before it opened (the console's browser phone): its `start` must carry
     /// the admitted sids, and its parameters name the agent. `None` for Twilio's streams.
     pub admitted: Option<AdmittedStream>,
@@ -169,6 +172,7 @@ impl CallContext {
             tasks: PendingTasks::default(),
             shutdown: watch::channel(false).1,
             tools: ToolHost::new(),
+            events: crate::events::EventBus::default(),
             admitted: None,
         })
     }
@@ -403,6 +407,7 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
         stream_sid: None,
         plugins: Vec::new(),
         task: None,
+        events: None,
         metrics: CallMetrics::new(),
         stats: CallStats {
             call_sid: known_sid,
@@ -429,6 +434,9 @@ pub async fn run<S: MediaSocket>(ws: S, ctx: CallContext) -> (EndReason, CallSta
         EndReason::PluginFailed(failure) => failure.plugin.clone(),
         _ => call.plugins.first().cloned(),
     };
+    if let Some(events) = &call.events {
+        end::emit_end_events(events, &reason, &call.stats);
+    }
     // The call's last frames are counted before it is: a scrape that sees the call sees them.
     call.metrics.frame.merge();
     call.metrics.lead.merge();
@@ -468,6 +476,8 @@ struct Call<S> {
     plugins: Vec<String>,
     /// The outbound call's task, once `start` named it.
     task: Option<task::Task>,
+    /// The call's live events, once `start` named the call.
+    events: Option<crate::events::CallEvents>,
     /// Hot-path metric handles, fetched once per call.
     metrics: CallMetrics,
     stats: CallStats,

@@ -504,6 +504,12 @@ impl Turns {
         }
     }
 
+    /// Whether the caller is speaking (a speech segment is open: its trailing silence is not
+    /// yet long enough to end it), and that trailing silence.
+    pub fn caller_speech(&self) -> (bool, Duration) {
+        (self.in_speech, self.silence)
+    }
+
     fn close_turn(&mut self) {
         if self.turn_ended.take().is_some() {
             self.latencies.push(std::mem::take(&mut self.latency));

@@ -21,6 +21,8 @@ pub(in crate::call) struct PipelineEngine {
     idle_at: Option<Instant>,
     /// History entries already copied into the call's transcript.
     history_seen: usize,
+    /// What of the turn-taking the call's live events have reported.
+    reported: super::pipeline_events::PipelineEvents,
     /// Heard ms of the reply cut by the last barge-in, for its transcript entry.
     cut_heard: Option<u64>,
     /// What the agent may call, and the calls in flight.
@@ -126,6 +128,7 @@ impl PipelineEngine {
             ],
             idle_at: None,
             history_seen: 0,
+            reported: Default::default(),
             cut_heard: None,
             tools,
             filler_after: agent.tools.filler_after,
@@ -146,6 +149,7 @@ impl PipelineEngine {
 
     /// Feeds one event to the turn-taking and carries out what it decides.
     async fn event<S: MediaSocket>(&mut self, line: &mut Line<'_, S>, event: Event) -> Next {
+        super::pipeline_events::PipelineEvents::before(&line.playout.events, &event);
         let actions = self.turns.on(event, Instant::now());
         self.actions(line, actions).await
     }
@@ -232,6 +236,7 @@ impl PipelineEngine {
             }
         }
         self.sync_transcript(line);
+        self.reported.after(&line.playout.events, &self.turns);
         if self.ending.is_some() && self.turns.is_quiet() {
             // `end_call` / `transfer_call`: the reply has played.
             let to = self.ending.take().and_then(|e| e.0);
@@ -495,6 +500,8 @@ impl Engine for PipelineEngine {
         for stage in [Stage::Stt, Stage::Llm, Stage::Tts] {
             let _ = self.worker(stage).0.send(StageInput::Hangup);
         }
+        self.reported
+            .latencies(&line.playout.events, &self.turns.latencies);
         line.stats.turn_latency = std::mem::take(&mut self.turns.latencies);
         self.sync_transcript(line);
         for (n, latency) in line.stats.turn_latency.iter().enumerate() {

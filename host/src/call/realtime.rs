@@ -142,6 +142,12 @@ impl RealtimeEngine {
                     line.transcript(Side::Caller, text, None);
                 } else {
                     tracing::debug!(side = "caller", %text, "partial transcript");
+                    line.playout
+                        .events
+                        .emit(crate::events::EventKind::CallerTranscript {
+                            text,
+                            is_final: false,
+                        });
                 }
                 Next::Continue
             }
@@ -150,6 +156,12 @@ impl RealtimeEngine {
                     line.transcript(Side::Agent, text, None);
                 } else {
                     tracing::debug!(side = "agent", %text, "partial transcript");
+                    line.playout
+                        .events
+                        .emit(crate::events::EventKind::AgentText {
+                            text,
+                            is_final: false,
+                        });
                 }
                 Next::Continue
             }

@@ -29,6 +29,7 @@ impl<S: MediaSocket> Call<S> {
         }
         self.span.record("call_sid", start.call_sid.as_str());
         self.stats.call_sid = Some(start.call_sid.clone());
+        self.events = Some(self.ctx.events.call(&start.call_sid, Some(&stream_sid)));
         self.span.record("stream_sid", stream_sid.as_str());
         self.stream_sid = Some(stream_sid.clone());
         let mut params: Vec<(String, String)> = start.custom_parameters.into_iter().collect();
@@ -102,6 +103,9 @@ impl<S: MediaSocket> Call<S> {
             .collect();
         self.stats.agent = Some(agent.name.clone());
         self.span.record("plugin", self.plugins.join("+").as_str());
+        if let Some(events) = &mut self.events {
+            events.set_agent(&agent.name);
+        }
         // Who the caller is, from memory: the lookup never delays the greeting.
         let context = agent.caller_context.as_ref();
         let caller = context.and_then(|c| c.find(&params));
@@ -141,6 +145,26 @@ impl<S: MediaSocket> Call<S> {
             Err(e) => return Next::End(EndReason::plugin(SessionError::Contract(e.to_string()))),
         };
         tracing::info!(reason = ?route.reason, from = %call.from, to = %call.to, "call started");
+        let events = self
+            .events
+            .clone()
+            .unwrap_or_else(|| self.ctx.events.call(&call.call_sid, Some(&stream_sid)));
+        events.emit(crate::events::EventKind::CallStarted {
+            from: call.from.clone(),
+            to: call.to.clone(),
+            direction: if self.ctx.admitted.is_some() {
+                crate::events::Direction::Browser
+            } else if self.task.is_some() || call.direction.starts_with("outbound") {
+                crate::events::Direction::Outbound
+            } else {
+                crate::events::Direction::Inbound
+            },
+            mode: match agent.mode {
+                crate::config::AgentMode::Realtime(_) => "realtime",
+                crate::config::AgentMode::Pipeline(_) => "pipeline",
+            },
+            plugins: self.plugins.clone(),
+        });
         if let Some(records) = &self.ctx.records {
             // Enqueued in call order, ahead of the end-of-call record; a crash from here on
             // leaves the call marked as in progress, which the next start reports as interrupted.
@@ -155,7 +179,7 @@ impl<S: MediaSocket> Call<S> {
             });
         }
         self.active = Some(Active {
-            playout: Playout::new(stream_sid, engine.playback()),
+            playout: Playout::new(stream_sid, engine.playback(), events),
             engine,
             to_plugin,
             next_chunk: None,

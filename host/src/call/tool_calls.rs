@@ -18,6 +18,15 @@ pub(super) fn dispatch<S: MediaSocket>(
     call: crate::plugin::tools::ToolCall,
 ) -> (Option<Finished>, Option<Ending>) {
     tracing::info!(tool = %call.name, "tool call");
+    line.playout
+        .events
+        .emit(crate::events::EventKind::ToolCall {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            // Arguments the model wrote that are not JSON travel as a string.
+            arguments: serde_json::from_str(&call.arguments)
+                .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone())),
+        });
     match tools.dispatch(call) {
         Dispatch::Running => (None, None),
         Dispatch::Done(f) => (Some(finished(line, f)), None),
@@ -54,6 +63,14 @@ pub(super) fn dispatch<S: MediaSocket>(
 /// Counts a finished call and puts it in the transcript; hands it back.
 pub(super) fn finished<S: MediaSocket>(line: &mut Line<'_, S>, finished: Finished) -> Finished {
     let trace = crate::tools::observe(&finished);
+    line.playout
+        .events
+        .emit(crate::events::EventKind::ToolResult {
+            id: finished.call.id.clone(),
+            name: finished.call.name.clone(),
+            ok: trace.ok,
+            duration_ms: trace.latency_ms,
+        });
     line.tool_transcript(trace);
     finished
 }

@@ -312,6 +312,26 @@ pub enum ConfigErrorKind {
     /// `[api] callback_secret` is not a Standard Webhooks secret.
     #[error("invalid callback secret: {0}")]
     InvalidCallbackSecret(String),
+    /// An agent's `events.secret` is not a Standard Webhooks secret.
+    #[error("invalid webhook secret: {0}")]
+    InvalidWebhookSecret(String),
+    /// An agent's `events` has a URL but nothing to sign with: no `secret` and no `[api]
+    /// callback_secret`.
+    #[error(
+        "agent {agent:?} sends event webhooks but has no secret to sign them: set `secret = \"whsec_…\"` here or [api] callback_secret"
+    )]
+    NoEventsSecret {
+        /// The agent's name.
+        agent: String,
+    },
+    /// An agent's `events.types` names no event type.
+    #[error("unknown event type {name:?} ({known})")]
+    UnknownEventType {
+        /// The name given.
+        name: String,
+        /// The event types, as `known: call.started, …`.
+        known: String,
+    },
     /// A `[tools.NAME]` or `[mcp.NAME]` section, or an agent's tool grant, is wrong; the
     /// message says how.
     #[error("{0}")]

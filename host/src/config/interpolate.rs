@@ -354,6 +354,11 @@ impl RawConfig {
                 let c_path = path.key("caller_context");
                 it.opt(context.greeting.as_mut(), &c_path.key("greeting"));
             }
+            if let Some(events) = agent.events.as_mut() {
+                let e_path = path.key("events");
+                it.spanned(&mut events.url, &e_path.key("url"));
+                it.opt(events.secret.as_mut(), &e_path.key("secret"));
+            }
             let mut uses = Vec::new();
             if let Some(realtime) = agent.realtime.as_mut() {
                 uses.push((realtime.get_mut(), path.key("realtime")));

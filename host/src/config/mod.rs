@@ -25,6 +25,7 @@
 
 mod disabled;
 mod error;
+pub mod events;
 mod interpolate;
 pub mod lookup;
 mod raw;
@@ -472,6 +473,8 @@ pub struct Agent {
     pub caller_context: Option<CallerContext>,
     /// What the agent may do beyond talking: tools, transfers, results.
     pub tools: tools::AgentTools,
+    /// `events`: where its calls' live events are POSTed as signed webhooks; `None`: nowhere.
+    pub events: Option<events::AgentEvents>,
 }
 
 /// An agent's `caller_context`: the caller looked up in a `[lookups.NAME]` file at call start

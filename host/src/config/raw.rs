@@ -272,6 +272,9 @@ pub struct RawAgent {
     /// `result_schema`: JSON Schema of what `record_result` stores.
     #[serde(default)]
     pub result_schema: Option<Spanned<toml::Table>>,
+    /// `events`: where the agent's live call events are POSTed as signed webhooks; optional.
+    #[serde(default)]
+    pub events: Option<super::events::RawAgentEvents>,
 }
 
 /// An agent's `pipeline` table as written.

@@ -998,3 +998,104 @@ fn records_url_mistakes_are_errors_that_never_show_the_password() {
     };
     at_key(&errors, "records.grace_ms");
 }
+
+/// A Standard Webhooks secret (the specification's example).
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[test]
+fn agent_event_webhooks_take_a_url_a_secret_and_types() {
+    let text = with_agent(
+        "[agents.events]\nurl = \"https://crm.example.com/hooks?tenant=4\"\nsecret = \"${EVENTS_SECRET}\"\ntypes = [\"call.started\", \"call.ended\"]\n",
+    );
+    let env = |name: &str| (name == "EVENTS_SECRET").then(|| WHSEC.to_string());
+    let (_dir, config) = build(&text, &env);
+    let config = config.unwrap_or_else(|e| panic!("{e}"));
+    let events = config.agents[0].events.as_ref().expect("events");
+    assert_eq!(
+        events.url.as_str(),
+        "https://crm.example.com/hooks?tenant=4"
+    );
+    assert_eq!(
+        events.secret,
+        crate::callbacks::WebhookSecret::parse(WHSEC).unwrap()
+    );
+    assert!(events.wants("call.started") && events.wants("call.ended"));
+    assert!(!events.wants("caller.transcript"));
+    assert!(!format!("{config:?}").contains("MfKQ9r8"), "secret kept out of Debug");
+}
+
+#[test]
+fn agent_event_webhooks_default_to_the_callback_secret_and_all_types() {
+    let text = format!(
+        "[api]\ncallback_secret = \"{WHSEC}\"\n\n{}",
+        with_agent("[agents.events]\nurl = \"http://127.0.0.1:9000/hook\"\n")
+    );
+    let (_dir, config) = build_ok(&text);
+    let events = config.agents[0].events.as_ref().expect("events");
+    assert_eq!(config.api.callback_secret.as_ref(), Some(&events.secret));
+    assert!(events.types.is_none());
+    assert!(crate::events::TYPES.iter().all(|t| events.wants(t)));
+    // An empty URL (an unset `${VAR:-}`) turns them off, secret or not.
+    let (_dir, config) =
+        build_ok(&with_agent("[agents.events]\nurl = \"${EVENTS_URL:-}\"\n"));
+    assert!(config.agents[0].events.is_none());
+    let (_dir, config) = build_ok(&with_agent(""));
+    assert!(config.agents[0].events.is_none());
+}
+
+#[test]
+fn agent_event_webhook_mistakes_are_located_errors() {
+    // No secret anywhere: the error names the agent.
+    let errors = build_err(
+        &with_agent("[agents.events]\nurl = \"https://crm.example.com/hook\"\n"),
+        &no_env,
+    );
+    let e = at_key(&errors, "agents[0].events").to_string();
+    assert!(e.contains("agent \"a\" sends event webhooks but has no secret"), "{e}");
+    assert!(e.contains("callback_secret"), "{e}");
+    let cases = [
+        (
+            "url = \"ftp://crm.example.com/hook\"",
+            "agents[0].events.url",
+            "http:// or https://",
+        ),
+        (
+            "url = \"https://user:hunter2@crm.example.com/hook\"",
+            "agents[0].events.url",
+            "credentials",
+        ),
+        (
+            "url = \"https://crm.example.com/hook\"\nsecret = \"hunter2-not-whsec\"",
+            "agents[0].events.secret",
+            "invalid webhook secret: a Standard Webhooks secret starts with whsec_",
+        ),
+        (
+            "url = \"https://crm.example.com/hook\"\ntypes = [\"call.started\", \"call.ringing\"]",
+            "agents[0].events.types[1]",
+            "unknown event type \"call.ringing\" (known: call.started,",
+        ),
+        (
+            "url = \"https://crm.example.com/hook\"\nsecrets = \"x\"",
+            "agents[0].events.secrets",
+            "unknown key `secrets`",
+        ),
+    ];
+    for (events, key, message) in cases {
+        let text = format!(
+            "[api]\ncallback_secret = \"{WHSEC}\"\n\n{}",
+            with_agent(&format!("[agents.events]\n{events}\n"))
+        );
+        let (_dir, result) = build(&text, &no_env);
+        let Err(errors) = result else {
+            panic!("accepted: {events}");
+        };
+        let shown = if key.ends_with("secrets") {
+            errors.to_string()
+        } else {
+            at_key(&errors, key).to_string()
+        };
+        assert!(shown.contains(message), "{events}: {shown}");
+        assert!(shown.contains(key), "{events}: {shown}");
+        assert!(!shown.contains("hunter2"), "{events}: {shown}");
+    }
+}

@@ -82,6 +82,7 @@ impl RawConfig {
                 fallbacks.push((i, path.key("fallback"), fallback));
             }
             let context = agent.get_mut().caller_context.take();
+            let events = agent.get_mut().events.take();
             let raw_tools = {
                 let a = agent.get_mut();
                 RawAgentTools {
@@ -97,6 +98,10 @@ impl RawConfig {
                 v.caller_context(c, &path.key("caller_context"), &lookups, &declared_lookups)
             });
             agent.tools = v.agent_tools(raw_tools, &path, &tools, &declared_tools, &mcp_names);
+            agent.events = events.and_then(|e| {
+                let secret = api.callback_secret.as_ref();
+                v.agent_events(e, &path.key("events"), &agent.name, secret)
+            });
             index.add(&agent, agents.len());
             agents.push(agent);
         }
@@ -783,6 +788,7 @@ impl<'s> Validator<'s> {
             mode,
             caller_context: None,
             tools: AgentTools::default(),
+            events: None,
         }
     }
 

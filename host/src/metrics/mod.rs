@@ -40,6 +40,16 @@ pub fn callback_attempt(outcome: &'static str) {
     metrics::counter!(CALLBACK_ATTEMPTS, "outcome" => outcome).increment(1);
 }
 
+/// Counter `{result}`: event webhooks (`delivered`; `failed`: every attempt failed, or the
+/// receiver refused it; `dropped`: its destination's queue was full); see
+/// [`crate::events::webhooks`].
+pub const EVENT_WEBHOOKS: &str = "switchboard_event_webhooks_total";
+
+/// Counts one event webhook with `result`.
+pub fn event_webhook(result: &'static str) {
+    metrics::counter!(EVENT_WEBHOOKS, "result" => result).increment(1);
+}
+
 /// Gauge `{plugin}`: 1 while the plugin's circuit breaker is open, else 0.
 pub const CIRCUIT_OPEN: &str = "switchboard_plugin_circuit_open";
 /// Counter `{result}`: configuration reloads, `ok` or `failed`.
@@ -154,6 +164,10 @@ fn describe() {
     describe_counter!(
         CALLBACK_ATTEMPTS,
         "Callback delivery attempts, by outcome (delivered, retry, gave_up)."
+    );
+    describe_counter!(
+        EVENT_WEBHOOKS,
+        "Event webhooks, by result (delivered, failed, dropped)."
     );
     describe_gauge!(
         CIRCUIT_OPEN,

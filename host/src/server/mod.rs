@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod console;
+pub mod events;
 pub mod twilio_auth;
 
 use std::future::Future;
@@ -84,8 +85,13 @@ pub struct AppState {
     shards: usize,
     /// Set once the callback deliverer runs (one per gateway, however many shards serve).
     callbacks_started: Arc<AtomicBool>,
+    /// Set once the event webhook deliverer runs (one per gateway, likewise).
+    event_webhooks_started: Arc<AtomicBool>,
     /// The web console's generated token, browser-phone tickets and figures.
     console: Arc<console::Console>,
+    /// Turns true when the server stops taking requests: endless responses (the event feed)
+    /// end, so the graceful shutdown is not held open.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 /// How long the voice webhook waits for the call's record to be written before it answers
@@ -162,7 +168,9 @@ impl AppState {
             metrics,
             shards: 1,
             callbacks_started: Arc::default(),
+            event_webhooks_started: Arc::default(),
             console,
+            closing: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -187,6 +195,21 @@ impl AppState {
         }
     }
 
+    /// Starts POSTing live call events to the agents' `[agents.events]` webhooks
+    /// ([`crate::events::webhooks`]), reading each agent's settings from the current config as
+    /// its events come, unless already started. Called by [`serve`]; needs a tokio runtime.
+    pub fn start_event_webhooks(&self) {
+        if self.event_webhooks_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let current = self.current.clone();
+        let bus = self.context().events.clone();
+        if let Err(e) = crate::events::webhooks::spawn(&bus, move || current.load().config.clone())
+        {
+            tracing::error!(error = %e, "event webhooks cannot be delivered");
+        }
+    }
+
     /// The same state, reported in `/healthz` as served by `shards` shards.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = shards;
@@ -202,6 +225,8 @@ impl AppState {
         ctx.records.clone_from(&old.records);
         ctx.tasks = self.tasks.clone();
         ctx.shutdown = self.shutdown.subscribe();
+        // One event feed for the gateway's life: subscribers and webhooks see every generation.
+        ctx.events = old.events.clone();
         // One set of MCP connections for the gateway's life; the reload's servers applied.
         ctx.tools.mcp.clone_from(&old.tools.mcp);
         if old.tools.mcp.get().is_some() {
@@ -288,6 +313,7 @@ pub fn app(state: AppState) -> Router {
         .route("/calls/{sid}", get(api::get_call))
         .route("/calls/{sid}/hangup", post(api::hang_up))
         .merge(console::routes())
+        .route("/events", get(events::feed))
         .with_state(state)
 }
 
@@ -488,6 +514,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
     state.start_callbacks();
+    state.start_event_webhooks();
     let ctx = state.context();
     ctx.tools.start_mcp(&ctx.config);
     // Media frames and marks are small writes 20 ms apart: without TCP_NODELAY, Nagle's
@@ -497,8 +524,12 @@ pub async fn serve(
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let closing = Arc::clone(&state.closing);
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.send_replace(true);
+        })
         .await
 }
 
