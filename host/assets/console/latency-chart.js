@@ -4,7 +4,8 @@
 // speech (host/src/records.rs TurnLatency): endpointing (the turn-taking's decision), STT final,
 // LLM first text, TTS first audio, first audio out. Each turn is one horizontal bar on that
 // timeline, stacked from one milestone to the next, so the bar's length is the time until the
-// caller heard the agent and each colour is the share of one stage. The numbers are also in
+// agent's first audio went out (or the last milestone recorded, for a turn cut short) and each
+// colour is the share of one stage. The numbers are also in
 // the SVG's <desc> and in a table under a <details> for screen readers and copy-paste.
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -172,7 +173,7 @@ export function latencyChart(turns) {
   const caption = html(
     "figcaption",
     {},
-    "Milestones after the caller stopped speaking; each bar ends when the agent's first audio went out.",
+    "Milestones after the caller stopped speaking, stacked; a bar ends at the turn's last recorded milestone (first audio out when the agent answered).",
   );
   figure.append(caption, svg, legend, details);
   return figure;

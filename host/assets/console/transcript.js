@@ -2,7 +2,9 @@
 //
 // Caller lines: partial recognitions (caller.transcript final=false) replace the open caller
 // line until the final one closes it. Agent lines: fragments (agent.text final=false) append to
-// the open agent line; the final agent.text (the whole turn as heard) replaces it. Tool calls
+// the open agent line; the final agent.text (the whole turn as heard) replaces it. A barge-in
+// (agent.barge_in) closes the agent line to new fragments: the next reply starts a line of its
+// own, and the cut line takes the final text (what the caller heard) if one comes. Tool calls
 // and plugin failures get lines of their own. Pure data, no DOM: Node's tests import it.
 
 /** Most lines kept per call; older ones are dropped. */
@@ -30,6 +32,8 @@ export class Transcript {
     this.turns = [];
     this.openCaller = null;
     this.openAgent = null;
+    /** An agent line cut by barge-in, waiting for its final text (what the caller heard). */
+    this.cutAgent = null;
     /** Bumped on every change, for cheap re-render checks. */
     this.version = 0;
   }
@@ -83,14 +87,21 @@ export class Transcript {
         const final = data.final === true;
         if (!final) {
           if (!text) return false;
-          if (this.openAgent) this.openAgent.text += text;
-          else this.openAgent = this.push(new Turn("agent", text, true));
+          if (this.openAgent) {
+            this.openAgent.text += text;
+          } else {
+            // A new reply: a cut line still waiting for its final text will not get one now.
+            this.settleCut();
+            this.openAgent = this.push(new Turn("agent", text, true));
+          }
           return true;
         }
-        if (this.openAgent) {
-          if (text) this.openAgent.text = text;
-          this.openAgent.partial = false;
-          this.openAgent = null;
+        const turn = this.openAgent || this.cutAgent;
+        if (turn) {
+          if (text) turn.text = text;
+          turn.partial = false;
+          if (turn === this.openAgent) this.openAgent = null;
+          else this.cutAgent = null;
         } else {
           if (!text) return false;
           this.push(new Turn("agent", text, false));
@@ -101,6 +112,11 @@ export class Transcript {
         const turn = this.openAgent || this.lastOf("agent");
         if (!turn) return false;
         turn.heardMs = typeof data.heard_ms === "number" ? data.heard_ms : null;
+        if (turn === this.openAgent) {
+          this.settleCut();
+          this.cutAgent = turn;
+          this.openAgent = null;
+        }
         return true;
       }
       case "tool.call": {
@@ -135,6 +151,13 @@ export class Transcript {
       default:
         return false;
     }
+  }
+
+  /** The cut agent line stays as generated (marked interrupted) without a final text. */
+  settleCut() {
+    if (!this.cutAgent) return;
+    this.cutAgent.partial = false;
+    this.cutAgent = null;
   }
 
   lastOf(side) {

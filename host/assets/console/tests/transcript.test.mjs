@@ -47,6 +47,36 @@ test("barge-in: the caller interrupts a partial agent line, which then closes in
   assert.equal(t.turns[0].heardMs, 900);
 });
 
+test("after a barge-in without a final text, the next reply starts its own line", () => {
+  const t = new Transcript();
+  t.apply(ev("agent.text", { text: "Sorry, I did not get that.", final: false }));
+  t.apply(ev("caller.transcript", { text: "ever", final: false }));
+  t.apply(ev("agent.barge_in", { heard_ms: 0 }));
+  t.apply(ev("caller.transcript", { text: "Ever failed.", final: true }));
+  t.apply(ev("agent.text", { text: "Sorry, ", final: false }));
+  t.apply(ev("agent.text", { text: "I did not get that.", final: false }));
+  assert.deepEqual(lines(t), [
+    ["agent", "Sorry, I did not get that.", false],
+    ["caller", "Ever failed.", false],
+    ["agent", "Sorry, I did not get that.", true],
+  ]);
+  assert.equal(t.turns[0].heardMs, 0);
+  assert.equal(t.turns[2].heardMs, null);
+  t.apply(ev("agent.text", { text: "Sorry, I did not get that.", final: true }));
+  assert.equal(t.turns[2].partial, false);
+});
+
+test("a cut line takes its final text (what was heard) after the barge-in", () => {
+  const t = new Transcript();
+  t.apply(ev("agent.text", { text: "We open at nine and close at six.", final: false }));
+  t.apply(ev("agent.barge_in", { heard_ms: 1200 }));
+  t.apply(ev("agent.text", { text: "We open at nine", final: true }));
+  assert.deepEqual(lines(t), [["agent", "We open at nine", false]]);
+  t.apply(ev("agent.text", { text: "Yes?", final: true }));
+  assert.deepEqual(lines(t).at(-1), ["agent", "Yes?", false]);
+  assert.equal(t.turns.length, 2);
+});
+
 test("a final agent text with no fragments before it is a line of its own", () => {
   const t = new Transcript();
   assert.equal(t.apply(ev("agent.text", { text: "", final: true })), false);

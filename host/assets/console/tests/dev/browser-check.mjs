@@ -175,6 +175,13 @@ try {
   const played = Buffer.from(hooks.played, "base64");
   const echoed = Buffer.from(seen.echoed, "base64");
   assert.ok(sent.length >= 150 * 160, `sent ${sent.length} bytes`);
+  let run = 0;
+  let longest = 0;
+  for (const b of sent) {
+    run = b === 0xff || b === 0x7f ? run + 1 : 0;
+    longest = Math.max(longest, run);
+  }
+  console.log(`   longest digital silence in what was sent: ${longest} samples`);
   // The microphone really carried the file's speech (not silence).
   const loud = [...sent].filter((b) => (b & 0x7f) < 0x60).length;
   assert.ok(loud > sent.length / 20, `speech in what was sent (${loud} loud samples)`);
@@ -200,7 +207,35 @@ try {
   await until("the phone call in recent calls", () => js(`return document.querySelector('#recent-calls tr[data-call-sid="${callSid}"]') !== null`), 5000);
   console.log("ok - recent calls refreshed after call.ended");
 
-  // 7. No errors in the console.
+  // 7. A browser that will not connect the microphone to an 8 kHz context (as Firefox): the
+  // page falls back to the device's rate and the worklet resamples both ways.
+  await js(`
+    const original = AudioContext.prototype.createMediaStreamSource;
+    AudioContext.prototype.createMediaStreamSource = function (stream) {
+      if (this.sampleRate === 8000) throw new DOMException("different sample-rate", "NotSupportedError");
+      return original.call(this, stream);
+    };`);
+  await click("#call-button");
+  await until("in call (fallback)", () => js("return window.switchboardPhone.state === 'in call'"), 10000);
+  await until("100 frames echoed (fallback)", async () => mock.mockState().phone?.echoed.length >= 100 * 160 * 4 / 3 - 4, 15000);
+  await sleep(500);
+  await click("#hangup-button");
+  await until("ended (fallback)", () => js("return window.switchboardPhone.state === 'ended'"), 5000);
+  await sleep(1500);
+  const fallback = await js("const p = window.switchboardPhone; return {sent: p.sentMulaw(), played: p.playedMulaw()}");
+  const seen2 = mock.mockState().phone;
+  assert.equal(fallback.sent, seen2.received);
+  const sent2 = Buffer.from(fallback.sent, "base64");
+  const played2 = Buffer.from(fallback.played, "base64");
+  const echoed2 = Buffer.from(seen2.echoed, "base64");
+  const loud2 = [...sent2].filter((b) => (b & 0x7f) < 0x60).length;
+  assert.ok(loud2 > sent2.length / 20, `speech in what was sent at 48 kHz (${loud2} loud samples)`);
+  assert.ok(seen2.chunkOk && seen2.sequenceOk);
+  assert.ok(played2.length > echoed2.length / 2, `played ${played2.length} of ${echoed2.length}`);
+  assert.deepEqual(played2.subarray(0, 1600), echoed2.subarray(0, 1600));
+  console.log(`ok - microphone refused at 8 kHz: resampled in the worklet; sent ${sent2.length} B (= received, speech), played ${played2.length}/${echoed2.length} B in order`);
+
+  // 8. No errors in the console.
   let logs = [];
   try {
     logs = await call("POST", `${session}/se/log`, { type: "browser" });
