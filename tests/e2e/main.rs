@@ -6,6 +6,7 @@ mod call_loop;
 mod console_phone;
 mod deploy;
 mod echo;
+mod event_webhooks;
 mod events;
 mod fleet;
 mod frozen_contract;

@@ -2,7 +2,8 @@
 //! loopback that checks each delivery's Standard Webhooks signature itself (HMAC-SHA256 over
 //! `{webhook-id}.{webhook-timestamp}.{body}`, written here from the specification, not with the
 //! gateway's code), refuses the first deliveries with 500 (to make the gateway retry), and
-//! keeps every delivery it saw.
+//! keeps every delivery it saw. [`HungReceiver`] is the other kind of receiver: one that takes
+//! the connection and never answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -94,6 +95,29 @@ impl CallbackReceiver {
             .clone()
     }
 
+    /// Waits (up to `timeout`) until the deliveries so far satisfy `done`; returns them.
+    ///
+    /// # Errors
+    /// They did not in time.
+    pub async fn wait_until(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[Delivery]) -> bool,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = self.deliveries();
+            if done(&seen) {
+                return Ok(seen);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "not there within {timeout:?}; saw {seen:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (up to `timeout`) until a delivery has been accepted.
     ///
     /// # Errors
@@ -158,5 +182,51 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: String)
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::UNAUTHORIZED
+    }
+}
+
+/// A receiver that hangs: it accepts every connection on loopback, holds it open, and never reads
+/// or answers a byte — a stuck service behind a load balancer. It stops when dropped.
+pub struct HungReceiver {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    accepted: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HungReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HungReceiver {
+    /// Starts one on any loopback port.
+    ///
+    /// # Errors
+    /// The port could not be bound.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        let accepted: Arc<Mutex<usize>> = Arc::default();
+        let counted = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            // Held, never read: the sender's request sits unanswered until it gives up.
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                *counted.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            }
+        });
+        Ok(Self {
+            url,
+            accepted,
+            task,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        *self.accepted.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

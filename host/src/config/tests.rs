@@ -1021,7 +1021,10 @@ fn agent_event_webhooks_take_a_url_a_secret_and_types() {
     );
     assert!(events.wants("call.started") && events.wants("call.ended"));
     assert!(!events.wants("caller.transcript"));
-    assert!(!format!("{config:?}").contains("MfKQ9r8"), "secret kept out of Debug");
+    assert!(
+        !format!("{config:?}").contains("MfKQ9r8"),
+        "secret kept out of Debug"
+    );
 }
 
 #[test]
@@ -1036,8 +1039,7 @@ fn agent_event_webhooks_default_to_the_callback_secret_and_all_types() {
     assert!(events.types.is_none());
     assert!(crate::events::TYPES.iter().all(|t| events.wants(t)));
     // An empty URL (an unset `${VAR:-}`) turns them off, secret or not.
-    let (_dir, config) =
-        build_ok(&with_agent("[agents.events]\nurl = \"${EVENTS_URL:-}\"\n"));
+    let (_dir, config) = build_ok(&with_agent("[agents.events]\nurl = \"${EVENTS_URL:-}\"\n"));
     assert!(config.agents[0].events.is_none());
     let (_dir, config) = build_ok(&with_agent(""));
     assert!(config.agents[0].events.is_none());
@@ -1051,7 +1053,10 @@ fn agent_event_webhook_mistakes_are_located_errors() {
         &no_env,
     );
     let e = at_key(&errors, "agents[0].events").to_string();
-    assert!(e.contains("agent \"a\" sends event webhooks but has no secret"), "{e}");
+    assert!(
+        e.contains("agent \"a\" sends event webhooks but has no secret"),
+        "{e}"
+    );
     assert!(e.contains("callback_secret"), "{e}");
     let cases = [
         (

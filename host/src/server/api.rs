@@ -279,6 +279,39 @@ fn twilio_error(e: &RestError) -> Response {
     }
 }
 
+/// A JSON request's authorization ([`ApiGuard::authorize`]: bearer token, one request from its
+/// rate limit) and body: `body`, at most `max_bytes`, read as `T`.
+///
+/// # Errors
+/// 401 or 429 as [`ApiGuard::authorize`]; 413 `too_large` over `max_bytes`; 400 `bad_request`
+/// for a body that is not `T` in JSON.
+pub(crate) async fn authorized_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<T, Response> {
+    state
+        .api
+        .load_full()
+        .authorize(headers, state.context().records.as_ref())
+        .await?;
+    if body.len() > max_bytes {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("body over {} KiB", max_bytes / 1024),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
 /// `POST /calls`'s body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,30 +350,9 @@ pub async fn place_call(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(response) = state
-        .api
-        .load_full()
-        .authorize(&headers, state.context().records.as_ref())
-        .await
-    {
-        return response;
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "body over 64 KiB",
-        );
-    }
-    let request: PlaceCall = match serde_json::from_slice(&body) {
+    let request: PlaceCall = match authorized_json(&state, &headers, &body, MAX_BODY_BYTES).await {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("invalid JSON body: {e}"),
-            );
-        }
+        Err(refused) => return refused,
     };
     let ctx = state.context();
     let config = &ctx.config;

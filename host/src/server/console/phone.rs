@@ -27,7 +27,7 @@ use super::random_hex;
 use crate::call::AdmittedStream;
 use crate::config::Config;
 use crate::records::{self, NewCall};
-use crate::server::api::error;
+use crate::server::api::{authorized_json, error};
 use crate::server::{AppState, MAX_WS_MESSAGE_BYTES, WEBHOOK_RECORD_WAIT, WS_READ_BUFFER_BYTES};
 
 /// How long a ticket may wait for its WebSocket: the page opens it at once; a ticket unused
@@ -200,32 +200,12 @@ fn draining() -> Response {
 /// `unknown_agent`, 409 `agent_disabled`, 413 `too_large`, 429 `rate_limited` or
 /// `too_many_tickets`, 503 `draining`.
 pub async fn place(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: PlaceBrowserCall =
+        match authorized_json(&state, &headers, &body, MAX_BODY_BYTES).await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     let ctx = state.context();
-    if let Err(refused) = state
-        .api
-        .load_full()
-        .authorize(&headers, ctx.records.as_ref())
-        .await
-    {
-        return refused;
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "body over 4 KiB",
-        );
-    }
-    let request: PlaceBrowserCall = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("invalid JSON body: {e}"),
-            );
-        }
-    };
     if state.is_draining() {
         return draining();
     }
