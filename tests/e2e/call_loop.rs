@@ -32,6 +32,18 @@ fn payload(msg: &serde_json::Value) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The live events a call emitted so far on `live` (`crate::events`): (type, data).
+fn events_of(
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<switchboard::events::Event>>,
+) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(&event.json).unwrap_or_default();
+        out.push((event.kind.to_string(), v["data"].clone()));
+    }
+    out
+}
+
 /// Waits for the apology's mark (its audio queued before it) and echoes it, as Twilio does once
 /// the apology has played.
 async fn hears_the_apology(peer: &mut Peer) -> anyhow::Result<()> {
@@ -134,7 +146,9 @@ async fn the_plugin_hanging_up_ends_the_call() -> anyhow::Result<()> {
 /// The plugin traps: `clear`, the apology, its mark (echoed), then the end.
 #[tokio::test(start_paused = true)]
 async fn a_failing_plugin_ends_the_call_with_the_apology() -> anyhow::Result<()> {
-    let (task, mut peer) = call(context(&sandbox("trap")).await?);
+    let ctx = context(&sandbox("trap")).await?;
+    let mut live = ctx.events.subscribe(None).live;
+    let (task, mut peer) = call(ctx);
     peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
         .await?;
     peer.send(dtmf(SID, "1")).await?;
@@ -145,6 +159,19 @@ async fn a_failing_plugin_ends_the_call_with_the_apology() -> anyhow::Result<()>
         matches!(&reason, EndReason::PluginFailed(why) if why.error.kind() == "trap" && why.to_string().contains("unreachable")),
         "{reason:?}"
     );
+    // The live events: the failure, then the end, last.
+    let events = events_of(&mut live);
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types.first(), Some(&"call.started"), "{events:?}");
+    assert_eq!(
+        types[types.len() - 2..],
+        ["plugin.failed", "call.ended"],
+        "{events:?}"
+    );
+    let failed = &events[events.len() - 2].1;
+    assert_eq!(failed["kind"], "trap", "{failed}");
+    assert_eq!(failed["plugin"], "misbehave", "{failed}");
+    assert_eq!(events[events.len() - 1].1["outcome"], "plugin-failed");
     Ok(())
 }
 
@@ -328,7 +355,9 @@ async fn a_tool_call_to_an_agent_without_tools_gets_an_error_result() -> anyhow:
         let config = switchboard_tests::SANDBOX_CONFIG
             .replace("MISBEHAVE", path)
             .replace("BEHAVIOUR", "toolcall");
-        let (task, mut peer) = call(context(&config).await?);
+        let ctx = context(&config).await?;
+        let mut live = ctx.events.subscribe(None).live;
+        let (task, mut peer) = call(ctx);
         peer.send(start(SID, serde_json::json!({"merchantId": "bad"})))
             .await?;
         peer.send(dtmf(SID, "1")).await?;
@@ -352,6 +381,38 @@ async fn a_tool_call_to_an_agent_without_tools_gets_an_error_result() -> anyhow:
         assert!(
             tool.is_some_and(|t| t.name == "lookup_order" && !t.ok),
             "{path}"
+        );
+        // The live events: the call, then its result, then what the agent said about it.
+        let events = events_of(&mut live);
+        let tools: Vec<_> = events
+            .iter()
+            .filter(|(t, _)| t.starts_with("tool."))
+            .map(|(t, d)| {
+                (
+                    t.as_str(),
+                    d["id"].clone(),
+                    d["name"].clone(),
+                    d["ok"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tools,
+            [
+                (
+                    "tool.call",
+                    "call_1".into(),
+                    "lookup_order".into(),
+                    serde_json::Value::Null
+                ),
+                (
+                    "tool.result",
+                    "call_1".into(),
+                    "lookup_order".into(),
+                    false.into()
+                ),
+            ],
+            "{path}: {events:?}"
         );
     }
     Ok(())
