@@ -18,6 +18,7 @@ import {
   token,
 } from "./api.js";
 import { toBase64 } from "./base64.js";
+import { h } from "./dom.js";
 import { latencyChart } from "./latency-chart.js";
 import { BrowserPhone, State } from "./phone.js";
 import { EventFeed } from "./sse.js";
@@ -37,23 +38,6 @@ const KEEP_ENDED = 30;
 const DETAIL_CACHE_MS = 30000;
 
 const $ = (selector) => document.querySelector(selector);
-
-/** Creates an element with attributes, class and text. */
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 // ---------------------------------------------------------------- formatting
 

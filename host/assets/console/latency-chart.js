@@ -8,7 +8,7 @@
 // colour is the share of one stage. The numbers are also in
 // the SVG's <desc> and in a table under a <details> for screen readers and copy-paste.
 
-const SVG = "http://www.w3.org/2000/svg";
+import { h, svg } from "./dom.js";
 
 /** The milestones in timeline order: record field, label, colour (Okabe–Ito palette). */
 export const STAGES = [
@@ -19,29 +19,21 @@ export const STAGES = [
   { key: "first_audio_out_ms", label: "First audio out", color: "#cc79a7" },
 ];
 
+// Geometry in SVG user units (the chart scales to its box; 640 wide fits the detail panel).
+/** Width of the whole chart. */
 const WIDTH = 640;
+/** Room left of the bars for "Turn n". */
 const LABEL_W = 64;
+/** Room right of the longest bar for its total ("1,510 ms"). */
 const VALUE_W = 72;
+/** Height of one turn's bar, and the gap between bars. */
 const BAR_H = 16;
 const ROW_GAP = 8;
+/** Room under the bars for the axis labels, and above them. */
 const AXIS_H = 22;
 const TOP = 4;
 
 let chartCount = 0;
-
-function el(name, attrs = {}, text = null) {
-  const node = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== null) node.textContent = text;
-  return node;
-}
-
-function html(name, attrs = {}, text = null) {
-  const node = document.createElement(name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== null) node.textContent = text;
-  return node;
-}
 
 const ms = (v) => `${Math.round(v).toLocaleString("en-US")} ms`;
 
@@ -84,9 +76,9 @@ function describeTurn(turn, i) {
  * turn_latency array). Returns a short note when there is nothing to draw.
  */
 export function latencyChart(turns) {
-  const figure = html("figure", { class: "latency" });
+  const figure = h("figure", { class: "latency" });
   if (!Array.isArray(turns) || turns.length === 0) {
-    figure.append(html("p", { class: "muted" }, "No per-turn latency was recorded for this call."));
+    figure.append(h("p", { class: "muted" }, "No per-turn latency was recorded for this call."));
     return figure;
   }
   const id = `latency-${++chartCount}`;
@@ -98,7 +90,7 @@ export function latencyChart(turns) {
   const x = (v) => LABEL_W + (v / scaleMax) * plotW;
   const height = TOP + turns.length * (BAR_H + ROW_GAP) + AXIS_H;
 
-  const svg = el("svg", {
+  const chart = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${height}`,
     width: WIDTH,
     height,
@@ -106,75 +98,75 @@ export function latencyChart(turns) {
     "aria-labelledby": `${id}-title ${id}-desc`,
     class: "latency-chart",
   });
-  svg.append(
-    el("title", { id: `${id}-title` }, "Per-turn latency from the end of the caller's speech (ms)"),
-    el("desc", { id: `${id}-desc` }, turns.map(describeTurn).join(" ")),
+  chart.append(
+    svg("title", { id: `${id}-title` }, "Per-turn latency from the end of the caller's speech (ms)"),
+    svg("desc", { id: `${id}-desc` }, turns.map(describeTurn).join(" ")),
   );
   const plotBottom = TOP + turns.length * (BAR_H + ROW_GAP);
-  const grid = el("g", { class: "axis", "aria-hidden": "true" });
+  const grid = svg("g", { class: "axis", "aria-hidden": "true" });
   for (let v = 0; v <= scaleMax; v += step) {
     grid.append(
-      el("line", { x1: x(v), x2: x(v), y1: TOP - 2, y2: plotBottom, class: v === 0 ? "zero" : "grid" }),
-      el("text", { x: x(v), y: plotBottom + 14, "text-anchor": "middle" }, tickLabel(v, scaleMax)),
+      svg("line", { x1: x(v), x2: x(v), y1: TOP - 2, y2: plotBottom, class: v === 0 ? "zero" : "grid" }),
+      svg("text", { x: x(v), y: plotBottom + 14, "text-anchor": "middle" }, tickLabel(v, scaleMax)),
     );
   }
-  svg.append(grid);
+  chart.append(grid);
   turns.forEach((turn, i) => {
     const y = TOP + i * (BAR_H + ROW_GAP) + ROW_GAP / 2;
-    const row = el("g", { class: "bar-row" });
-    row.append(el("text", { x: 0, y: y + BAR_H - 4, class: "label" }, `Turn ${i + 1}`));
+    const row = svg("g", { class: "bar-row" });
+    row.append(svg("text", { x: 0, y: y + BAR_H - 4, class: "label" }, `Turn ${i + 1}`));
     const segs = segments(turn);
     for (const s of segs) {
       const w = Math.max(x(s.to) - x(s.from), s.to > s.from ? 1 : 0);
       if (w === 0) continue;
-      const rect = el("rect", { x: x(s.from), y, width: w, height: BAR_H, fill: s.stage.color });
-      rect.append(el("title", {}, `Turn ${i + 1} — ${s.stage.label}: ${ms(s.value)}`));
+      const rect = svg("rect", { x: x(s.from), y, width: w, height: BAR_H, fill: s.stage.color });
+      rect.append(svg("title", {}, `Turn ${i + 1} — ${s.stage.label}: ${ms(s.value)}`));
       row.append(rect);
     }
     const end = segs.length ? segs[segs.length - 1].to : 0;
     row.append(
-      el("text", { x: x(end) + 6, y: y + BAR_H - 4, class: "value" }, segs.length ? ms(end) : "—"),
+      svg("text", { x: x(end) + 6, y: y + BAR_H - 4, class: "value" }, segs.length ? ms(end) : "—"),
     );
-    svg.append(row);
+    chart.append(row);
   });
 
-  const legend = html("ul", { class: "legend", "aria-hidden": "true" });
+  const legend = h("ul", { class: "legend", "aria-hidden": "true" });
   for (const stage of STAGES) {
-    const item = html("li");
-    const swatch = html("span", { class: "swatch" });
+    const item = h("li");
+    const swatch = h("span", { class: "swatch" });
     swatch.style.background = stage.color;
     item.append(swatch, document.createTextNode(stage.label));
     legend.append(item);
   }
 
-  const details = html("details", { class: "latency-table" });
-  details.append(html("summary", {}, "Latency table"));
-  const table = html("table");
-  const head = html("tr");
-  head.append(html("th", { scope: "col" }, "Turn"));
-  for (const stage of STAGES) head.append(html("th", { scope: "col" }, stage.label));
-  head.append(html("th", { scope: "col" }, "Speech"));
-  const thead = html("thead");
+  const details = h("details", { class: "latency-table" });
+  details.append(h("summary", {}, "Latency table"));
+  const table = h("table");
+  const head = h("tr");
+  head.append(h("th", { scope: "col" }, "Turn"));
+  for (const stage of STAGES) head.append(h("th", { scope: "col" }, stage.label));
+  head.append(h("th", { scope: "col" }, "Speech"));
+  const thead = h("thead");
   thead.append(head);
   table.append(thead);
-  const body = html("tbody");
+  const body = h("tbody");
   turns.forEach((turn, i) => {
-    const tr = html("tr");
-    tr.append(html("th", { scope: "row" }, String(i + 1)));
+    const tr = h("tr");
+    tr.append(h("th", { scope: "row" }, String(i + 1)));
     for (const stage of [...STAGES, { key: "speech_ms" }]) {
       const v = turn[stage.key];
-      tr.append(html("td", {}, typeof v === "number" ? ms(v) : "—"));
+      tr.append(h("td", {}, typeof v === "number" ? ms(v) : "—"));
     }
     body.append(tr);
   });
   table.append(body);
   details.append(table);
 
-  const caption = html(
+  const caption = h(
     "figcaption",
     {},
     "Milestones after the caller stopped speaking, stacked; a bar ends at the turn's last recorded milestone (first audio out when the agent answered).",
   );
-  figure.append(caption, svg, legend, details);
+  figure.append(caption, chart, legend, details);
   return figure;
 }

@@ -50,15 +50,22 @@ export class BrowserPhone {
   constructor(hooks) {
     this.onState = hooks.onState;
     this.state = State.IDLE;
+    this.attempt = 0;
+    this.session = null;
+    this.resetCall(null);
+  }
+
+  /** Forgets the last call: sids, agent and what the test hooks report start afresh. */
+  resetCall(agent) {
     this.callSid = null;
     this.streamSid = null;
-    this.agent = null;
+    this.agent = agent;
+    /** μ-law frames sent (Uint8Array each), for sentMulaw(). */
     this.sentChunks = [];
+    /** μ-law bytes played (Uint8Array each), for playedMulaw(). */
     this.playedChunks = [];
     this.marksEchoed = 0;
     this.clears = 0;
-    this.attempt = 0;
-    this.session = null;
   }
 
   /** Every μ-law byte sent in `media` messages this call, in order. */
@@ -80,13 +87,7 @@ export class BrowserPhone {
   async call(agent) {
     if (this.state === State.CONNECTING || this.state === State.IN_CALL) return;
     const attempt = ++this.attempt;
-    this.callSid = null;
-    this.streamSid = null;
-    this.agent = agent;
-    this.sentChunks = [];
-    this.playedChunks = [];
-    this.marksEchoed = 0;
-    this.clears = 0;
+    this.resetCall(agent);
     const session = {
       attempt,
       context: null,
