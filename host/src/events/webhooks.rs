@@ -89,13 +89,15 @@ impl Default for Policy {
 }
 
 /// Starts delivering `bus`'s events with the default [`Policy`], reading the agents' webhook
-/// settings from `config()` (the current configuration) for each event.
+/// settings from `config()` (the current configuration) for each event. The deliverer stops
+/// when `config()` answers `None` (the gateway is gone; hold it weakly, so the deliverer keeps
+/// nothing alive) or the bus is dropped.
 ///
 /// # Errors
 /// The HTTP client could not be built (no TLS roots).
 pub fn spawn(
     bus: &EventBus,
-    config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+    config: impl Fn() -> Option<Arc<Config>> + Send + Sync + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, reqwest::Error> {
     spawn_with(bus, config, Policy::default())
 }
@@ -106,7 +108,7 @@ pub fn spawn(
 /// As [`spawn`].
 pub fn spawn_with(
     bus: &EventBus,
-    config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+    config: impl Fn() -> Option<Arc<Config>> + Send + Sync + 'static,
     policy: Policy,
 ) -> Result<tokio::task::JoinHandle<()>, reqwest::Error> {
     let client = reqwest::Client::builder()
@@ -142,13 +144,15 @@ impl Dispatcher {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<Arc<Event>>,
-        config: impl Fn() -> Arc<Config>,
+        config: impl Fn() -> Option<Arc<Config>>,
     ) {
         while let Some(event) = events.recv().await {
             let Some(agent) = event.agent.as_deref() else {
                 continue;
             };
-            let config = config();
+            let Some(config) = config() else {
+                return;
+            };
             let Some(hook) = config.agent(agent).and_then(|a| a.events.as_ref()) else {
                 continue;
             };

@@ -202,10 +202,11 @@ impl AppState {
         if self.event_webhooks_started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let current = self.current.clone();
+        // Held weakly: the deliverer stops with the gateway instead of keeping it alive.
+        let current = Arc::downgrade(&self.current);
         let bus = self.context().events.clone();
-        if let Err(e) = crate::events::webhooks::spawn(&bus, move || current.load().config.clone())
-        {
+        let config = move || current.upgrade().map(|c| c.load().config.clone());
+        if let Err(e) = crate::events::webhooks::spawn(&bus, config) {
             tracing::error!(error = %e, "event webhooks cannot be delivered");
         }
     }

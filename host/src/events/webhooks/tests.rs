@@ -162,7 +162,7 @@ async fn delivers_each_agents_events_signed_and_in_order() {
         None,
         "types = [\"caller.transcript\", \"call.ended\"]",
     );
-    spawn_with(&bus, move || Arc::clone(&config), fast()).unwrap();
+    spawn_with(&bus, move || Some(Arc::clone(&config)), fast()).unwrap();
     let a = call(&bus, "CA1", "a");
     let b = call(&bus, "CA2", "b");
     for n in 0..20 {
@@ -200,7 +200,7 @@ async fn retries_5xx_and_429_with_the_same_id_but_not_4xx() {
         let receiver = Receiver::start(Answer::First(status, 2)).await;
         let bus = EventBus::new(64);
         let config = config(Some(&receiver.url), None, "");
-        spawn_with(&bus, move || Arc::clone(&config), fast()).unwrap();
+        spawn_with(&bus, move || Some(Arc::clone(&config)), fast()).unwrap();
         call(&bus, "CA1", "a").emit(text(0));
         let seen = receiver.wait_for(attempts).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -219,7 +219,7 @@ async fn a_hung_receiver_holds_up_neither_other_destinations_nor_its_other_calls
     let config = config(Some(&hung.url), Some(&good.url), "");
     let mut policy = fast();
     policy.timeout = Duration::from_secs(30);
-    spawn_with(&bus, move || Arc::clone(&config), policy).unwrap();
+    spawn_with(&bus, move || Some(Arc::clone(&config)), policy).unwrap();
     let started = tokio::time::Instant::now();
     for n in 0..50 {
         call(&bus, &format!("CA{n}"), "a").emit(text(n));
@@ -245,7 +245,7 @@ async fn a_full_queue_drops_the_oldest_events() {
     let mut policy = fast();
     policy.timeout = Duration::from_secs(30);
     policy.queue = 2;
-    spawn_with(&bus, move || Arc::clone(&config), policy).unwrap();
+    spawn_with(&bus, move || Some(Arc::clone(&config)), policy).unwrap();
     let a = call(&bus, "CA1", "a");
     a.emit(text(0));
     // The first is in flight before the rest come.
@@ -277,7 +277,7 @@ async fn a_reload_applies_to_the_next_events() {
     let bus = EventBus::new(64);
     let current = Arc::new(arc_swap::ArcSwap::new(config(Some(&first.url), None, "")));
     let reading = Arc::clone(&current);
-    spawn_with(&bus, move || reading.load_full(), fast()).unwrap();
+    spawn_with(&bus, move || Some(reading.load_full()), fast()).unwrap();
     let a = call(&bus, "CA1", "a");
     a.emit(text(0));
     assert_eq!(first.wait_for(1).await.len(), 1);
