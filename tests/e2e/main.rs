@@ -3,6 +3,7 @@
 
 mod call;
 mod call_loop;
+mod console;
 mod console_phone;
 mod deploy;
 mod echo;

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apology;
+pub mod browser;
 pub mod callback_receiver;
 pub mod fake_openai;
 pub mod fake_openai_http;
