@@ -134,6 +134,7 @@ async fn the_agent_does_not_interrupt_itself_on_its_echo() -> anyhow::Result<()>
 async fn a_real_interruption_over_the_echo_still_clears_within_100_ms() -> anyhow::Result<()> {
     let gw = Gateway::start(&write_config(&config())?).await?;
     let mut events = gw.state.subscribe();
+    let mut live = gw.state.context().events.subscribe(None).live;
     let question = wav_frames(&fixture("speech/hours-question.wav"))?;
     let mut script = silence(4000);
     script.extend(question.iter().cloned());
@@ -180,5 +181,24 @@ async fn a_real_interruption_over_the_echo_still_clears_within_100_ms() -> anyho
         .find(|t| t.side == Side::Agent && t.heard_ms.is_some())
         .expect("the interrupted reply in the transcript");
     assert!(REPLY.starts_with(&cut.text), "{:?}", cut.text);
+    // The live event feed told of it: one `agent.barge_in`, with what the caller heard as the
+    // phone counted it (within two frames), before the cut reply's final text.
+    let mut feed = Vec::new();
+    while let Ok(event) = live.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(&event.json)?;
+        feed.push((event.kind, v["data"].clone()));
+    }
+    let barge_ins: Vec<_> = feed
+        .iter()
+        .filter(|(k, _)| *k == "agent.barge_in")
+        .collect();
+    assert_eq!(barge_ins.len(), 1, "{feed:?}");
+    let heard = barge_ins[0].1["heard_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        heard.abs_diff(clear.heard_ms) <= 40,
+        "event heard_ms {heard}, phone {}",
+        clear.heard_ms
+    );
+    assert_eq!(Some(heard), cut.heard_ms);
     Ok(())
 }
