@@ -28,12 +28,17 @@ fn config(url: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         r#"
+# Generous budgets: the fixture plugins are quick, but this machine may be busy (a debug build,
+# other tests beside), and a plugin over its budget would end the call for the wrong reason.
 [plugins.stt]
 path = "{{plugins}}/fixed_stt.wasm"
+budget_ms = 5000
 [plugins.llm]
 path = "{{plugins}}/scripted.wasm"
+budget_ms = 5000
 [plugins.tts]
 path = "{{plugins}}/tone_tts.wasm"
+budget_ms = 5000
 [plugins.echo]
 path = "{{plugins}}/echo.wasm"
 
