@@ -32,6 +32,8 @@ const RECENT_LIMIT = 20;
 const RECENT_AFTER_END_MS = 1200;
 /** Second look at the records after a call ended (ms after the first). */
 const RECENT_SETTLE_MS = 5000;
+/** Least time between two automatic reads of the recent calls (ms). */
+const RECENT_MIN_INTERVAL_MS = 5000;
 /** Ended calls whose transcript stays in memory (for following, the phone). */
 const KEEP_ENDED = 30;
 /** How long a fetched call record is reused for a second click (ms). */
@@ -192,6 +194,8 @@ function stopSession() {
   clearInterval(overviewTimer);
   clearInterval(tickTimer);
   clearTimeout(recentTimer);
+  clearTimeout(settleTimer);
+  recentTimer = null;
   if (phone.state === State.CONNECTING || phone.state === State.IN_CALL) phone.hangUp();
 }
 
@@ -425,9 +429,16 @@ function renderAgentSelect(agents) {
 
 let recentCalls = [];
 let selectedSid = null;
+/** When the recent calls were last asked for (epoch ms). */
+let lastRecentAt = 0;
+/** The second look, a little after the refresh a call's end asked for. */
+let settleTimer = null;
+/** Whether the coming refresh is to be followed by a second look. */
+let recentSettle = false;
 const detailCache = new Map();
 
 async function refreshRecent() {
+  lastRecentAt = Date.now();
   const button = $("#recent-refresh");
   button.disabled = true;
   try {
@@ -449,16 +460,23 @@ async function refreshRecent() {
 }
 
 /**
- * Re-reads the recent calls soon after a call ended, and once more a little later (Twilio's
- * status callback may complete the record after the stream ended). Several endings in a row
- * make one request.
+ * Re-reads the recent calls soon after a call started or ended, and once more a little later
+ * (Twilio's status callback may complete the record after the stream ended). Throttled: one
+ * request covers every call that started or ended meanwhile, and requests are at least
+ * RECENT_MIN_INTERVAL_MS apart, however busy the gateway (the token's rate limit is shared).
  */
-function scheduleRecent() {
-  clearTimeout(recentTimer);
-  recentTimer = setTimeout(() => {
-    refreshRecent();
-    recentTimer = setTimeout(refreshRecent, RECENT_SETTLE_MS);
-  }, RECENT_AFTER_END_MS);
+function scheduleRecent(delay = RECENT_AFTER_END_MS, settle = true) {
+  recentSettle = recentSettle || settle;
+  if (recentTimer) return; // one is coming: it will see this call too
+  const wait = Math.max(delay, lastRecentAt + RECENT_MIN_INTERVAL_MS - Date.now());
+  recentTimer = setTimeout(async () => {
+    recentTimer = null;
+    const again = recentSettle;
+    recentSettle = false;
+    await refreshRecent();
+    clearTimeout(settleTimer);
+    if (again) settleTimer = setTimeout(() => scheduleRecent(0, false), RECENT_SETTLE_MS);
+  }, wait);
 }
 
 function renderRecent() {
@@ -676,6 +694,7 @@ function onFeedEvent(frame) {
       call.mode = data.mode || "";
       const at = Date.parse(event.time);
       if (Number.isFinite(at)) call.startedAt = at;
+      scheduleRecent(RECENT_AFTER_END_MS, false); // listed as in progress
       break;
     }
     case "caller.speech_started":

@@ -38,6 +38,8 @@ export function createMock({ token = "secret", simulateCalls = true } = {}) {
     phones: [],
     started: Date.now(),
     authFailures: 0,
+    /** Requests by method and path (no query), to keep the console frugal. */
+    hits: {},
   };
 
   const now = Date.now();
@@ -220,6 +222,8 @@ export function createMock({ token = "secret", simulateCalls = true } = {}) {
   async function handle(req, res) {
     const url = new URL(req.url, "http://localhost");
     const path = url.pathname;
+    const hit = `${req.method} ${path.startsWith("/calls/") ? "/calls/{sid}" : path}`;
+    state.hits[hit] = (state.hits[hit] || 0) + 1;
     if (req.method === "GET" && (path === "/console" || path === "/console/")) {
       return serveFile(res, "index.html");
     }
@@ -307,6 +311,7 @@ export function createMock({ token = "secret", simulateCalls = true } = {}) {
     const p = state.phone;
     return {
       authFailures: state.authFailures,
+      hits: state.hits,
       phone: p && {
         messages: p.messages.map((m) => m.event),
         start: p.start,
