@@ -178,7 +178,8 @@ pub fn warnings(source: &Source, config: &Config) -> Vec<Warning> {
     if config.api.tokens.is_empty() {
         found.push((
             "api.tokens",
-            "no operator API tokens: the operator API (/calls) answers 401 to everyone",
+            "no operator API tokens: the gateway makes one at start and logs it with the \
+             console's address (console: http://ADDR/console#token=…)",
         ));
     }
     let disabled = config::disabled_agents(source, config)

@@ -329,7 +329,8 @@ impl fmt::Debug for TwilioConfig {
 /// fast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// Bearer tokens (secrets); empty: the operator API answers 401 to everyone.
+    /// Bearer tokens (secrets); empty: the gateway makes one at start, logged with the console's
+    /// address (`crate::server::console`).
     pub tokens: Vec<Secret>,
     /// Sustained requests per minute allowed per token (token-bucket refill rate).
     pub rate_per_minute: u32,

@@ -7,7 +7,8 @@
 //! | `GET /calls/{sid}` | one call record, with transcript and per-turn latency |
 //! | `POST /calls/{sid}/hangup` | ends the call through Twilio's REST API (`Status=completed`) |
 //!
-//! Every request needs `Authorization: Bearer <token>` with one of `[api] tokens` (else 401),
+//! Every request needs `Authorization: Bearer <token>` with one of `[api] tokens` (while none is
+//! configured, the token the gateway generated at start, [`super::console`]; else 401),
 //! and each token has its own token bucket (`rate_per_minute`, `burst`; over it: 429 with
 //! `Retry-After`), shared by the fleet when the records are on PostgreSQL. Errors are JSON
 //! `{"error": "<message>", "code": "<code>"}`: among them 409 `agent_disabled` (the agent's
