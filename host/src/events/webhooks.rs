@@ -363,7 +363,17 @@ async fn deliver(
                 ));
             }
             Err(e) if e.is_timeout() => format!("no answer within {:?}", policy.timeout),
-            Err(e) => format!("request failed: {e}"),
+            // Without the URL (its query may carry a token); with the causes (refused, reset).
+            Err(e) => {
+                let e = e.without_url();
+                let mut text = format!("request failed: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                text
+            }
         };
         let Some(wait) = waits.next() else {
             return Err(error);

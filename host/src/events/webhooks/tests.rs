@@ -289,3 +289,28 @@ async fn a_reload_applies_to_the_next_events() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!((first.seen().len(), second.seen().len()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_failure_says_why_without_the_urls_query() {
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url: reqwest::Url = format!("http://127.0.0.1:{port}/hook?token=sekrit")
+        .parse()
+        .unwrap();
+    let bus = EventBus::new(8);
+    let mut events = bus.sink("test", 8);
+    call(&bus, "CA1", "a").emit(text(0));
+    let delivery = Delivery {
+        event: events.recv().await.unwrap(),
+        secret: WebhookSecret::parse(SECRET).unwrap(),
+    };
+    let client = reqwest::Client::new();
+    let error = deliver(&client, url, &delivery, &fast()).await.unwrap_err();
+    assert!(error.starts_with("request failed"), "{error}");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+    assert!(!error.contains("sekrit"), "{error}");
+}
