@@ -340,6 +340,11 @@ async fn a_browser_call_to_the_echo_agent_plays_back_what_was_said() -> anyhow::
     assert_eq!(record["to"], "loopback", "{record}");
     assert_eq!(record["agent"], "loopback", "{record}");
     assert_eq!(record["outcome"], "completed", "{record}");
+    assert_eq!(
+        record["status"],
+        Value::Null,
+        "no carrier, no Twilio status: {record}"
+    );
 
     let overview = get_json(&gw, "/console/api/overview", Some(TOKEN)).await?;
     assert_eq!(

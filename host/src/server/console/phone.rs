@@ -293,7 +293,8 @@ async fn record(ctx: &crate::call::CallContext, ticket: &Ticket) {
         from: Some(BROWSER.into()),
         to: Some(ticket.agent.clone()),
         agent: Some(ticket.agent.clone()),
-        status: Some("in-progress".into()),
+        // No carrier, so no Twilio status: the record's outcome says how the call went.
+        status: None,
         task: None,
         callback_url: None,
         created_at_ms: records::now_ms(),
