@@ -1,8 +1,8 @@
 //! The web console in a real browser: headless Chromium (Debian's package, installed by
 //! `scripts/setup`) driven over WebDriver (`switchboard_tests::browser`), against a gateway in
 //! this process. The browser phone's microphone is Chromium's fake capture device playing
-//! `tests/fixtures/speech/beckett.wav` in a loop; what the page sent and played is read back
-//! through its test hooks (`window.switchboardPhone`).
+//! `tests/fixtures/speech/beckett.wav` (in a loop, or once with a question after it); what the
+//! page sent and played is read back through its test hooks (`window.switchboardPhone`).
 //!
 //! With `SWITCHBOARD_SCREENSHOTS=<dir>`, the pipeline test also saves the README's screenshots
 //! there (`console.png`, `call-detail.png`), taken by the same browser.
@@ -132,12 +132,9 @@ async fn call(browser: &Browser, agent: &str) -> anyhow::Result<String> {
         )
         .await?;
     browser
-        .eval(
-            "const s = document.querySelector('#agent-select');
-             s.value = arguments[0];
-             s.dispatchEvent(new Event('change', { bubbles: true }));",
-            vec![json!(agent)],
-        )
+        .find("#agent-select", Duration::from_secs(1))
+        .await?
+        .select_by_value(agent)
         .await?;
     browser
         .wait_until(
@@ -415,7 +412,9 @@ async fn a_console_call_to_the_echo_agent_plays_back_what_was_said() -> anyhow::
 /// detail shows the transcript and a latency chart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_transcript_of_a_pipeline_call_appears_in_the_console() -> anyhow::Result<()> {
+    let built = Instant::now();
     let models = speech_plugins()?;
+    println!("speech plugins and models ready in {:?}", built.elapsed());
     let _one = ONE_BROWSER.lock().await;
     let gw = Gateway::start(&write_config(&pipeline_config(&models))?).await?;
     // The caller says beckett.wav's lines, then asks for the opening hours and listens.
