@@ -178,13 +178,14 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 /// {"version": "0.1.0", "instance": "host-123-ab12", "uptime_s": 12, "active_calls": 1,
 ///  "draining": false, "calls_total": {"completed": 3, "disconnected": 1},
 ///  "agents": [{"name": "front-desk", "mode": "pipeline", "disabled": false,
-///    "numbers": ["+15005550006"], "fallback": null,
+///    "numbers": ["+15005550006"], "default": true, "fallback": null,
 ///    "plugins": [{"name": "whisper", "kind": "native", "stage": "stt",
 ///                 "breaker": "closed", "failed_calls": 0}]}]}
 /// ```
 ///
 /// `uptime_s`: whole seconds since the gateway started. `calls_total`: calls this process ended
-/// since it started, by outcome (as in the call records). `mode`: `pipeline` or `realtime`.
+/// since it started, by outcome (as in the call records). `default`: the agent of
+/// `[routing] default` (it takes the calls nothing else routes). `mode`: `pipeline` or `realtime`.
 /// `stage`: `stt`, `llm`, `tts` or `realtime`. `kind`: `wasm`, `native`, or `null` for a plugin
 /// not loaded. `breaker`: the plugin's circuit breaker ([`BreakerState`]): `closed`, `open`
 /// (calls kept away) or `half-open` (the next call tries it). `failed_calls`: calls ended by
@@ -226,6 +227,7 @@ fn overview_json(state: &AppState) -> Value {
                 },
                 "disabled": agent.is_disabled(),
                 "numbers": agent.numbers,
+                "default": ctx.config.default_agent.as_deref() == Some(agent.name.as_str()),
                 "fallback": agent.fallback,
                 "plugins": plugins,
             })
