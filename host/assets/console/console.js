@@ -398,8 +398,14 @@ function renderAgents(agents) {
             h("span", { class: "agent-name" }, agent.name),
             badge(agent.mode || "?", "mode"),
             agent.disabled ? badge("disabled", "bad") : null,
+            agent.default ? badge("default", "mode") : null,
           ),
-          h("p", { class: "agent-numbers muted" }, numbers || "No phone numbers (browser and outbound only)"),
+          h(
+            "p",
+            { class: "agent-numbers muted" },
+            [numbers, agent.default ? "every call no other agent takes" : ""].filter(Boolean).join(" · ") ||
+              "No phone numbers (browser and outbound only)",
+          ),
           (agent.plugins || []).length ? plugins : null,
         );
       }),
