@@ -256,7 +256,8 @@ fn screenshots() -> Option<PathBuf> {
 }
 
 /// A wrong token is refused at the login form (its error shows, and no agent or call of the
-/// gateway reaches the page); the right one then opens the console, which lists the agent.
+/// gateway reaches the page); the right one, in a `#token=` link, then opens the console, which
+/// lists the agent, and is removed from the address bar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_refuses_a_wrong_token() -> anyhow::Result<()> {
     let _one = ONE_BROWSER.lock().await;
@@ -301,8 +302,11 @@ async fn the_console_refuses_a_wrong_token() -> anyhow::Result<()> {
         "the refused token was kept: {stored}"
     );
 
-    // The right token opens the console.
-    sign_in(&browser, &gw, TOKEN).await?;
+    // The right token, in the link the gateway logs (`#token=…`), opens the console and leaves
+    // the address bar.
+    browser
+        .goto(&format!("{}/console#token={TOKEN}", gw.url))
+        .await?;
     browser
         .wait_until(
             "#agents to list the echo agent",
@@ -311,6 +315,11 @@ async fn the_console_refuses_a_wrong_token() -> anyhow::Result<()> {
         )
         .await?;
     assert!(!shown(&browser, "#login-error").await?);
+    let address = browser.eval("return location.href;", vec![]).await?;
+    assert!(
+        !address.as_str().unwrap_or_default().contains(TOKEN),
+        "the token stayed in the address bar: {address}"
+    );
     Ok(())
 }
 
@@ -358,6 +367,11 @@ async fn a_console_call_to_the_echo_agent_plays_back_what_was_said() -> anyhow::
         rms(&sent),
         played.len() as f64 / RATE as f64,
         rms(&played),
+    );
+
+    assert!(
+        marks.as_u64().unwrap_or(0) > 0,
+        "the page echoed no mark of the played audio"
     );
 
     // What went out is the recording: speech level, and it matches beckett.wav (8 kHz). The
@@ -435,6 +449,15 @@ async fn the_live_transcript_of_a_pipeline_call_appears_in_the_console() -> anyh
     let started = Instant::now();
     let sid = call(&browser, "front-desk").await?;
     println!("in call {sid} after {:?}", started.elapsed());
+
+    // The call is among the live calls while it lasts.
+    browser
+        .wait_until(
+            "#live-calls to list the call",
+            Duration::from_secs(15),
+            &format!("return !!document.querySelector('#live-calls [data-call-sid=\"{sid}\"]');"),
+        )
+        .await?;
 
     // beckett.wav: "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
     let expected = [
