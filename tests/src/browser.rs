@@ -7,8 +7,8 @@
 //!
 //! Each [`Browser`] is its own chromedriver with its own Chromium and a fresh profile directory,
 //! started with the flags this network needs (no background traffic to outside hosts, which are
-//! refused here) and, for the browser phone, a fake microphone that plays a WAV file in a loop
-//! (`--use-file-for-fake-audio-capture`) and grants `getUserMedia` without a prompt. Dropping it
+//! refused here) and, for the browser phone, a fake microphone that plays a WAV file, in a loop
+//! or once (`--use-file-for-fake-audio-capture`), granted to `getUserMedia` without a prompt. Dropping it
 //! ends the WebDriver session (Chromium quits), then kills the chromedriver's process group and
 //! removes the profile.
 
@@ -27,14 +27,14 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Where Debian's `chromium-driver` package puts the driver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// The browser window's size (CSS pixels), which is also the screenshots' size.
+/// The page's viewport (CSS pixels) once started, and so the screenshots' size.
 pub const WINDOW: (u32, u32) = (1280, 800);
 
 /// How a [`Browser`] is started.
 #[derive(Debug, Clone, Default)]
 pub struct BrowserOptions {
-    /// A WAV file the fake microphone plays in a loop; `None` leaves Chromium's default fake
-    /// device (a beep). Chromium resamples it to the device's rate: mono 16-bit PCM at 16 kHz
+    /// A WAV file the fake microphone plays (from the page's `getUserMedia` on); `None` leaves
+    /// Chromium's default fake device (a beep). Chromium resamples it to the device's rate: mono 16-bit PCM at 16 kHz
     /// (tests/fixtures/speech/beckett.wav) plays as it is; so does [`recording`]'s 8 kHz.
     pub fake_audio: Option<PathBuf>,
     /// Plays `fake_audio` once, then silence (Chromium's `%noloop`), instead of in a loop.
@@ -437,12 +437,33 @@ fn request(
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
+    // The reply's head, then as many body bytes as it says (the driver may keep the
+    // connection open whatever the request asked).
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            bail!("the driver closed the connection before its reply's head");
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if let Some(i) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&reply[..head_end]).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    while length.is_none_or(|len| reply.len() - head_end < len) {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&reply[head_end..]).into_owned())
 }
 
 /// A part of a fake microphone's [`recording`].
