@@ -226,17 +226,22 @@ async fn hook_audio(browser: &Browser, hook: &str) -> anyhow::Result<Vec<i16>> {
     decode_mulaw_base64(text.as_str().unwrap_or_default())
 }
 
-/// Waits for #recent-calls to list `sid` (a row with `data-call-sid`).
-async fn wait_recent(browser: &Browser, sid: &str) -> anyhow::Result<()> {
-    let selector = format!("#recent-calls [data-call-sid=\"{sid}\"]");
-    browser
+/// Waits for #recent-calls to list `sid` (a row with `data-call-sid`) as ended: its outcome
+/// "completed" (the page lists calls in progress too). Returns the row's text.
+async fn wait_recent(browser: &Browser, sid: &str) -> anyhow::Result<String> {
+    let row = browser
         .wait_until(
-            &format!("#recent-calls to list {sid}"),
+            &format!("#recent-calls to list {sid} as completed"),
             Duration::from_secs(20),
-            &format!("return !!document.querySelector({selector:?});"),
+            &format!(
+                "const row = document.querySelector('#recent-calls [data-call-sid=\"{sid}\"]');
+                 const text = row ? row.innerText.replace(/\\s+/g, ' ').trim() : '';
+                 return /completed/i.test(text) ? text : null;"
+            ),
         )
         .await?;
-    Ok(())
+    println!("#recent-calls: {row}");
+    Ok(row.as_str().unwrap_or_default().to_string())
 }
 
 /// Lowercase words of `text`, punctuation dropped.
