@@ -447,7 +447,9 @@ pub fn best_ncc(
     let mut coarse: Vec<(f64, usize)> = Vec::new();
     for lag in (lags.start / HOP)..=(lags.end / HOP).min(er.len()) {
         let n = es.len().min(er.len().saturating_sub(lag));
-        if n == 0 {
+        // As in the exact pass below: at least half the segment must overlap, or a lag near
+        // the reference's end scores on one or two envelope points and wins by chance.
+        if n == 0 || n < es.len() / 2 {
             continue;
         }
         coarse.push((ncc(&es[..n], &er[lag..lag + n]), lag * HOP));

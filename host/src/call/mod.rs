@@ -205,7 +205,7 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    /// The call record's outcome: `completed` (Twilio ended the stream), `disconnected`,
+    /// The call record's outcome: `completed` (the stream ended with `stop`), `disconnected`,
     /// `failed`, `not-routed`, `plugin-failed`, `hung-up` (the agent hung up) or `transferred`.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -224,7 +224,7 @@ impl EndReason {
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Stop => f.write_str("Twilio ended the stream"),
+            Self::Stop => f.write_str("the stream ended (stop)"),
             Self::SocketClosed => f.write_str("the socket closed without a stop message"),
             Self::SocketError(e) => write!(f, "socket error: {e}"),
             Self::NoStart => f.write_str("no start message arrived"),
