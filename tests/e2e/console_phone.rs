@@ -587,3 +587,30 @@ async fn without_configured_tokens_a_generated_token_opens_the_console() -> anyh
     );
     Ok(())
 }
+
+/// The console's own modules (μ-law codec byte-exact with `audio::mulaw`, SSE parser, playback
+/// with marks and `clear`, capture framing, live transcript) pass their unit tests under Node
+/// (`node --test`, no packages needed): run here so CI runs them.
+#[test]
+fn the_console_modules_pass_their_node_tests() -> anyhow::Result<()> {
+    let dir = switchboard_tests::workspace_root().join("host/assets/console");
+    let out = std::process::Command::new("node")
+        .args(["--test", "tests/"])
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running node (Node.js 20 or later is needed): {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node --test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The runner counts what ran: a directory without tests must not pass silently.
+    let passed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# pass "))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(passed >= 20, "only {passed} node tests ran:\n{stdout}");
+    Ok(())
+}
