@@ -262,7 +262,8 @@ async fn serve(path: PathBuf, shards: Option<usize>) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
-    let engine = WasmEngine::new().context("starting the WASM engine")?;
+    let engine = WasmEngine::with_cache(config.server.plugin_cache.as_deref())
+        .context("starting the WASM engine")?;
     let plugins = match Plugins::load(&engine, &config).await {
         Ok(p) => p,
         Err(e) => {

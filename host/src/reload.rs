@@ -70,7 +70,7 @@ pub struct ReloadSummary {
 /// A key whose new value takes effect only after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartNeeded {
-    /// `server.listen` or `records.path`.
+    /// `server.listen`, `server.plugin_cache`, `records.path` or `records.url`.
     pub key: &'static str,
     /// The value in force.
     pub running: String,
@@ -193,6 +193,18 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<RestartNeeded> {
             key: "records.path",
             running: show(&running.records.path),
             file: show(&file.records.path),
+        });
+    }
+    if running.server.plugin_cache != file.server.plugin_cache {
+        // The engine, and so its compiled-code cache, is built once at start.
+        let show = |dir: &Option<PathBuf>| match dir {
+            Some(dir) => dir.display().to_string(),
+            None => "off".to_string(),
+        };
+        changed.push(RestartNeeded {
+            key: "server.plugin_cache",
+            running: show(&running.server.plugin_cache),
+            file: show(&file.server.plugin_cache),
         });
     }
     if running.records.url != file.records.url {

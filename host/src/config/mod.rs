@@ -252,6 +252,25 @@ pub struct ServerConfig {
     /// connect time unless the agent's `allowed_hosts` names the address itself (an IP literal,
     /// or `localhost`), so a tenant's plugin cannot reach internal services through DNS.
     pub allow_private_destinations: bool,
+    /// Where compiled plugin code is kept so that a restart or a reload of an unchanged plugin
+    /// does not compile it again (absolute). `plugin_cache_dir`, relative to the config file's
+    /// directory, default [`default_plugin_cache_dir`]; `None` when `plugin_cache = false` (or no
+    /// default could be found: neither `XDG_CACHE_HOME` nor `HOME` is set). Read at start only.
+    pub plugin_cache: Option<std::path::PathBuf>,
+}
+
+/// The default compiled-code cache directory: `$XDG_CACHE_HOME/switchboard`, else
+/// `$HOME/.cache/switchboard` (the XDG base directory rule; relative values are ignored, as the
+/// spec says). `None` when neither is set.
+pub fn default_plugin_cache_dir() -> Option<std::path::PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+        .map(|dir| dir.join("switchboard"))
 }
 
 /// Default `drain_seconds`.

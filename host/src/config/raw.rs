@@ -148,6 +148,13 @@ pub struct RawServer {
     /// addresses; optional (default false).
     #[serde(default)]
     pub allow_private_destinations: Option<Spanned<bool>>,
+    /// `plugin_cache`: keep compiled plugin code between starts; optional (default true).
+    #[serde(default)]
+    pub plugin_cache: Option<Spanned<bool>>,
+    /// `plugin_cache_dir`: where compiled plugin code is kept; optional (default
+    /// [`super::default_plugin_cache_dir`]).
+    #[serde(default)]
+    pub plugin_cache_dir: Option<Spanned<String>>,
 }
 
 /// `[twilio]` as written. `Debug` hides the auth token.

@@ -147,6 +147,40 @@ fn from_file_uses_the_process_environment_and_relative_paths() {
 }
 
 #[test]
+fn the_plugin_cache_is_on_by_default_relative_to_the_config_and_can_be_turned_off() {
+    let (_dir, config) = build_ok(&with_agent(""));
+    assert_eq!(config.server.plugin_cache, default_plugin_cache_dir());
+    let (dir, config) = build_ok(&format!(
+        "[server]\nplugin_cache_dir = \"cache/plugins\"\n{}",
+        with_agent("")
+    ));
+    assert_eq!(
+        config.server.plugin_cache,
+        Some(dir.path().join("cache/plugins"))
+    );
+    let (_dir, config) = build_ok(&format!(
+        "[server]\nplugin_cache = false\nplugin_cache_dir = \"/var/cache/sb\"\n{}",
+        with_agent("")
+    ));
+    assert_eq!(config.server.plugin_cache, None);
+}
+
+#[test]
+fn default_plugin_cache_dir_follows_xdg() {
+    // Read-only on the process environment: the rule, checked against what it reads.
+    let expected = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(xdg), _) if Path::new(&xdg).is_absolute() => {
+            Some(Path::new(&xdg).join("switchboard"))
+        }
+        (_, Some(home)) if Path::new(&home).is_absolute() => {
+            Some(Path::new(&home).join(".cache/switchboard"))
+        }
+        _ => None,
+    };
+    assert_eq!(default_plugin_cache_dir(), expected);
+}
+
+#[test]
 fn load_errors_name_the_file() {
     let dir = TempDir::new();
     let missing = dir.path().join("missing.toml");

@@ -304,6 +304,15 @@ impl<'s> Validator<'s> {
                 .allow_private_destinations
                 .map(Spanned::into_inner)
                 .unwrap_or(false),
+            plugin_cache: match raw.plugin_cache.map(Spanned::into_inner) {
+                Some(false) => None,
+                _ => match raw.plugin_cache_dir.map(Spanned::into_inner) {
+                    Some(dir) if !dir.is_empty() => {
+                        Some(resolve_plugin_path(self.source.path(), &dir))
+                    }
+                    _ => super::default_plugin_cache_dir(),
+                },
+            },
         }
     }
 

@@ -727,6 +727,7 @@ impl Plugins {
     pub async fn load(engine: &wasm::WasmEngine, config: &Config) -> Result<Self, PluginLoadError> {
         let mut by_name = BTreeMap::new();
         for (name, plugin) in &config.plugins {
+            let started = std::time::Instant::now();
             let loaded = match plugin.kind {
                 PluginKind::Wasm => {
                     let mut p = engine.load(name, &plugin.path).await?;
@@ -747,7 +748,10 @@ impl Plugins {
                     Plugin::Native(p)
                 }
             };
-            tracing::info!(plugin = %name, info = ?loaded.info(), "plugin loaded");
+            // Compiling (or loading from the compiled-code cache), linking and `describe`.
+            let load_ms = started.elapsed().as_millis();
+            let cached = matches!(&loaded, Plugin::Wasm(p) if p.from_cache());
+            tracing::info!(plugin = %name, load_ms, cached, info = ?loaded.info(), "plugin loaded");
             by_name.insert(
                 name.to_string(),
                 (

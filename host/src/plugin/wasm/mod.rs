@@ -121,10 +121,21 @@ pub const MAX_OUTPUTS_PER_HANDLE: usize = 10_000;
 /// address space is reserved up front, its memory is only touched as sessions use it.
 pub const MAX_POOLED_SESSIONS: u32 = 2_000;
 
-/// Core instances one session's component may hold. A Rust `wasm32-wasip2` component is a
-/// handful (the program, WASI adapter shims); 16 leaves room for plugins built by other
-/// toolchains.
+/// Core instances one session's component may hold: both the store's limit (each session's
+/// `StoreLimits`) and the pooling allocator's per-component slots come from this one number, so
+/// a component the pool admits is never refused by its store. A Rust `wasm32-wasip2` component is
+/// a handful (the program, WASI adapter shims); a `componentize-py` 0.25 component (CPython,
+/// libc, its adapters) is 14; 16 leaves room for both and for other toolchains. Stated in
+/// `plugin-api/README.md` ("Limits").
 pub const CORE_INSTANCES_PER_SESSION: u32 = 16;
+
+/// Linear memories one session's component may define, in its store and in the pool; as many as
+/// it may have core instances (a core instance defines at most one memory in practice).
+pub const MEMORIES_PER_SESSION: u32 = CORE_INSTANCES_PER_SESSION;
+
+/// Tables one session's component may define, in its store and in the pool; as many as it may
+/// have core instances (the Python and JS toolchains give several instances a table each).
+pub const TABLES_PER_SESSION: u32 = CORE_INSTANCES_PER_SESSION;
 
 /// Fiber stacks the pool holds per session: one. Guest calls run on a fiber stack taken from the
 /// pool, and a wasmtime `Store` keeps the stack of its last call for its next one until the store
@@ -153,6 +164,9 @@ pub enum Allocator {
 pub struct WasmEngine {
     engine: Engine,
     allocator: Allocator,
+    /// wasmtime's compiled-code cache, when on: its hit counter tells [`WasmEngine::load`]
+    /// whether a component's code came from disk.
+    cache: Option<wasmtime::Cache>,
 }
 
 impl WasmEngine {
@@ -162,29 +176,75 @@ impl WasmEngine {
     ///
     /// # Errors
     /// wasmtime rejected both configurations (a build without Cranelift, say).
+    /// No compiled-code cache: every load compiles (see [`WasmEngine::with_cache`]).
     pub fn new() -> Result<Self, PluginLoadError> {
-        match Self::with_allocator(Allocator::Pooling {
-            sessions: MAX_POOLED_SESSIONS,
-        }) {
+        Self::with_cache(None)
+    }
+
+    /// Like [`WasmEngine::new`], keeping compiled code in `cache_dir` (an absolute directory,
+    /// created if missing; `None`: no cache) so that a restart or a reload of an unchanged plugin
+    /// does not compile it again. This is wasmtime's own cache: an entry is keyed by a SHA-256 of
+    /// the component's bytes, wasmtime's version and the engine's compilation settings, written
+    /// atomically (temporary file, then rename), and an entry that fails to decompress or to
+    /// load (corrupt, or from another wasmtime) is compiled again and replaced. A directory that
+    /// cannot be created or used turns the cache off with a warning: compiling is slower, not
+    /// wrong.
+    ///
+    /// # Errors
+    /// As [`WasmEngine::new`].
+    pub fn with_cache(cache_dir: Option<&Path>) -> Result<Self, PluginLoadError> {
+        match Self::with_options(
+            Allocator::Pooling {
+                sessions: MAX_POOLED_SESSIONS,
+            },
+            cache_dir,
+        ) {
             Ok(engine) => Ok(engine),
             Err(e) => {
                 tracing::warn!(error = %e, "pooling allocator unavailable; opening sessions on demand");
-                Self::with_allocator(Allocator::OnDemand)
+                Self::with_options(Allocator::OnDemand, cache_dir)
             }
         }
     }
 
     /// Creates the engine (Cranelift, component model, epoch interruption, the given allocator)
-    /// and starts the thread that advances its epoch every [`EPOCH_TICK`].
+    /// and starts the thread that advances its epoch every [`EPOCH_TICK`]. No compiled-code
+    /// cache.
     ///
     /// # Errors
     /// wasmtime rejected the configuration, or the pool could not be reserved.
     pub fn with_allocator(allocator: Allocator) -> Result<Self, PluginLoadError> {
+        Self::with_options(allocator, None)
+    }
+
+    /// Creates the engine with the given allocator and compiled-code cache directory (see
+    /// [`WasmEngine::with_cache`]).
+    ///
+    /// # Errors
+    /// wasmtime rejected the configuration, or the pool could not be reserved.
+    pub fn with_options(
+        allocator: Allocator,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, PluginLoadError> {
         let engine_error = |reason: String| {
             PluginLoadError::new("<engine>", Path::new(""), LoadProblem::Host(reason))
         };
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
+        let cache = cache_dir.and_then(|dir| {
+            let mut cache_config = wasmtime::CacheConfig::new();
+            cache_config.with_directory(dir);
+            wasmtime::Cache::new(cache_config)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        error = %format!("{e:#}"),
+                        "compiled-code cache unavailable; plugins are compiled at every load"
+                    );
+                })
+                .ok()
+        });
+        config.cache(cache.clone());
         if let Allocator::Pooling { sessions } = allocator {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool_config(
                 sessions,
@@ -203,12 +263,33 @@ impl WasmEngine {
                 }
             })
             .map_err(|e| engine_error(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Self { engine, allocator })
+        Ok(Self {
+            engine,
+            allocator,
+            cache,
+        })
     }
 
     /// The allocator this engine uses.
     pub fn allocator(&self) -> Allocator {
         self.allocator
+    }
+
+    /// The compiled-code cache directory in use, if any (canonical path).
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(|c| c.directory().as_path())
+    }
+
+    /// Compiles the component at `path`, or loads its code from the cache. Also says whether the
+    /// cache served it: wasmtime counts a hit when an entry was found and loaded. The count is the
+    /// engine's, so a concurrent load on the same engine could be taken for this one's; plugins
+    /// are loaded one at a time ([`super::Plugins::load`]).
+    fn compile(&self, path: &Path) -> Result<(Component, bool), LoadProblem> {
+        let hits = |cache: &Option<wasmtime::Cache>| cache.as_ref().map_or(0, |c| c.cache_hits());
+        let before = hits(&self.cache);
+        let component = Component::from_file(&self.engine, path)
+            .map_err(|e| LoadProblem::NotAComponent(format!("{e:#}")))?;
+        Ok((component, hits(&self.cache) > before))
     }
 
     /// Compiles the component at `path`, links it against the host, and asks it to describe
@@ -224,8 +305,7 @@ impl WasmEngine {
         if let Err(e) = std::fs::metadata(path) {
             return Err(invalid(LoadProblem::Unreadable(e.to_string())));
         }
-        let component = Component::from_file(&self.engine, path)
-            .map_err(|e| invalid(LoadProblem::NotAComponent(format!("{e:#}"))))?;
+        let (component, from_cache) = self.compile(path).map_err(&invalid)?;
         let contract = check_contract_version(&self.engine, &component).map_err(&invalid)?;
         let stage = stage_of(&self.engine, &component);
         let mut linker = Linker::<HostState>::new(&self.engine);
@@ -309,6 +389,7 @@ impl WasmEngine {
             engine: self.engine.clone(),
             pre,
             stage,
+            from_cache,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -358,8 +439,8 @@ fn pool_config(sessions: u32) -> wasmtime::PoolingAllocationConfig {
     pool.total_component_instances(sessions)
         .total_core_instances(sessions.saturating_mul(CORE_INSTANCES_PER_SESSION))
         .max_core_instances_per_component(CORE_INSTANCES_PER_SESSION)
-        .max_memories_per_component(CORE_INSTANCES_PER_SESSION)
-        .max_tables_per_component(CORE_INSTANCES_PER_SESSION)
+        .max_memories_per_component(MEMORIES_PER_SESSION)
+        .max_tables_per_component(TABLES_PER_SESSION)
         // Most core instances have no memory or table of their own: two per session on average
         // is ample.
         .total_memories(sessions.saturating_mul(2))
@@ -367,6 +448,18 @@ fn pool_config(sessions: u32) -> wasmtime::PoolingAllocationConfig {
         .total_stacks(sessions.saturating_mul(STACKS_PER_SESSION))
         .max_memory_size(SESSION_MEMORY_LIMIT);
     pool
+}
+
+/// One session's store limits: the same counts as the pool's per-component slots
+/// ([`pool_config`]), so the on-demand and pooling allocators admit the same components.
+fn session_limits() -> StoreLimits {
+    // u32 -> usize is lossless on the 32- and 64-bit targets wasmtime supports.
+    StoreLimitsBuilder::new()
+        .memory_size(SESSION_MEMORY_LIMIT)
+        .instances(CORE_INSTANCES_PER_SESSION as usize)
+        .memories(MEMORIES_PER_SESSION as usize)
+        .tables(TABLES_PER_SESSION as usize)
+        .build()
 }
 
 /// The WIT package whose interfaces a plugin imports and exports.
@@ -497,6 +590,8 @@ pub struct WasmPlugin {
     engine: Engine,
     pre: Pre,
     stage: Stage,
+    /// Whether its compiled code came from the compiled-code cache.
+    from_cache: bool,
     info: PluginInfo,
 }
 
@@ -509,6 +604,12 @@ impl WasmPlugin {
     /// The contract the component implements.
     pub fn stage(&self) -> Stage {
         self.stage
+    }
+
+    /// True when its compiled code was loaded from the compiled-code cache instead of compiled
+    /// ([`WasmEngine::with_cache`]).
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// Sets the run-time budget of each `handle` (checked every [`EPOCH_TICK`]), and of `open`
@@ -543,10 +644,7 @@ impl WasmPlugin {
             stdio,
             table: ResourceTable::new(),
             limits: Limiter {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(SESSION_MEMORY_LIMIT)
-                    .instances(8)
-                    .build(),
+                limits: session_limits(),
                 memory_refused: None,
             },
             meter: Meter::new(self.cpu),
@@ -625,5 +723,90 @@ mod tests {
             sessions: MAX_POOLED_SESSIONS,
         });
         assert!(engine.is_ok(), "{:?}", engine.err());
+    }
+
+    /// A component that instantiates an empty core module `core_instances` times: the shape
+    /// that counts against the core-instance limits, without a toolchain.
+    fn component_with_core_instances(core_instances: u32) -> Vec<u8> {
+        let mut component = wasm_encoder::Component::new();
+        component.section(&wasm_encoder::ModuleSection(&wasm_encoder::Module::new()));
+        let mut instances = wasm_encoder::InstanceSection::new();
+        for _ in 0..core_instances {
+            instances.instantiate(0, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
+        }
+        component.section(&instances);
+        component.finish()
+    }
+
+    /// Instantiates `bytes` in a store limited like a session's.
+    async fn instantiate_in_session_store(
+        engine: &WasmEngine,
+        bytes: &[u8],
+    ) -> wasmtime::Result<()> {
+        let component = Component::new(&engine.engine, bytes)?;
+        let mut store = Store::new(&engine.engine, session_limits());
+        store.limiter(|limits| limits);
+        Linker::new(&engine.engine)
+            .instantiate_async(&mut store, &component)
+            .await
+            .map(drop)
+    }
+
+    #[tokio::test]
+    async fn the_store_and_the_pool_admit_the_same_core_instance_count() {
+        // componentize-py 0.25 components hold 14 core instances; the store once allowed 8.
+        for allocator in [Allocator::OnDemand, Allocator::Pooling { sessions: 4 }] {
+            let engine = WasmEngine::with_allocator(allocator).expect("engine");
+            for n in [14, CORE_INSTANCES_PER_SESSION] {
+                let result =
+                    instantiate_in_session_store(&engine, &component_with_core_instances(n)).await;
+                assert!(
+                    result.is_ok(),
+                    "{allocator:?}, {n} core instances: {result:?}"
+                );
+            }
+            let over = CORE_INSTANCES_PER_SESSION + 1;
+            let result =
+                instantiate_in_session_store(&engine, &component_with_core_instances(over)).await;
+            assert!(
+                result.is_err(),
+                "{allocator:?}: {over} core instances were admitted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_second_engine_on_the_same_cache_dir_loads_the_code_instead_of_compiling() {
+        let dir = crate::config::test_support::TempDir::new();
+        let cache_dir = dir.path().join("cache");
+        let wasm = dir.write("plugin.wasm", &component_with_core_instances(3));
+        let compile = || {
+            // A fresh engine each time, as after a restart.
+            let engine =
+                WasmEngine::with_options(Allocator::OnDemand, Some(&cache_dir)).expect("engine");
+            assert!(engine.cache_dir().is_some(), "the cache is on");
+            let (_component, from_cache) = engine.compile(&wasm).expect("compiles");
+            from_cache
+        };
+        assert!(!compile(), "an empty cache compiles");
+        assert!(compile(), "the second engine loads the first one's code");
+
+        // A corrupt entry is compiled again (and replaced), never loaded.
+        let mut entries = 0;
+        for modules in std::fs::read_dir(cache_dir.join("modules")).expect("modules dir") {
+            let modules = modules.expect("entry").path();
+            for entry in std::fs::read_dir(&modules).expect("compiler dir") {
+                std::fs::write(entry.expect("entry").path(), b"not zstd").expect("corrupt");
+                entries += 1;
+            }
+        }
+        assert!(entries > 0, "the first compile wrote an entry");
+        assert!(!compile(), "a corrupt entry is not trusted");
+        assert!(compile(), "and was replaced by a good one");
+
+        // Off: every load compiles.
+        let engine = WasmEngine::with_options(Allocator::OnDemand, None).expect("engine");
+        assert_eq!(engine.cache_dir(), None);
+        assert!(!engine.compile(&wasm).expect("compiles").1);
     }
 }
