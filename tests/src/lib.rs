@@ -348,7 +348,9 @@ impl Gateway {
         if config.twilio.auth_token.is_none() && config.twilio.accounts.is_empty() {
             config.twilio.validate_signatures = false;
         }
-        let engine = WasmEngine::with_allocator(allocator)?;
+        // The compiled-code cache `serve` uses (`[server] plugin_cache`): a component shared by
+        // many tests (a Python one compiles for minutes in a debug build) is compiled once.
+        let engine = WasmEngine::with_options(allocator, config.server.plugin_cache.as_deref())?;
         let plugins = Plugins::load(&engine, &config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
