@@ -20,6 +20,7 @@ mod offline;
 mod openai_stages;
 mod outbound;
 mod pipeline;
+mod python_plugins;
 mod realtime;
 mod reload;
 mod robustness;

@@ -15,6 +15,7 @@ pub mod mcp_server;
 pub mod memory_socket;
 pub mod noise;
 pub mod phone;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
