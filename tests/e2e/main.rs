@@ -12,6 +12,7 @@ mod events;
 mod fleet;
 mod frozen_contract;
 mod fuzz;
+mod js_plugins;
 mod keypad;
 mod mcp;
 mod metrics;

@@ -11,6 +11,7 @@ pub mod fake_openai;
 pub mod fake_openai_http;
 pub mod fake_twilio;
 pub mod fuzz;
+pub mod js;
 pub mod mcp_server;
 pub mod memory_socket;
 pub mod noise;
