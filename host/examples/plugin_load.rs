@@ -30,7 +30,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = PathBuf::from(args.next().context("usage: plugin_load PLUGIN.wasm [ROUNDS]")?);
+    let path = PathBuf::from(
+        args.next()
+            .context("usage: plugin_load PLUGIN.wasm [ROUNDS]")?,
+    );
     let rounds: usize = args.next().map_or(Ok(3), |r| r.parse())?;
     let size = std::fs::metadata(&path)?.len();
     let (mut none, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
@@ -60,8 +63,16 @@ async fn main() -> anyhow::Result<()> {
         path.display(),
         size as f64 / 1e6
     );
-    println!("  no cache    {:>9.1} ms  {:>6.1}x warm", ms(none), ms(none) / ms(warm));
-    println!("  cold cache  {:>9.1} ms  {:>6.1}x warm", ms(cold), ms(cold) / ms(warm));
+    println!(
+        "  no cache    {:>9.1} ms  {:>6.1}x warm",
+        ms(none),
+        ms(none) / ms(warm)
+    );
+    println!(
+        "  cold cache  {:>9.1} ms  {:>6.1}x warm",
+        ms(cold),
+        ms(cold) / ms(warm)
+    );
     println!("  warm cache  {:>9.1} ms  {:>6.1}x", ms(warm), 1.0);
     Ok(())
 }
