@@ -1,10 +1,46 @@
-//! Python plugins: the Python SDK's template (echo), the Python realtime bridge and a misbehaving
-//! Python plugin, each built from source in this test run with componentize-py
-//! (`plugin-api/python/build.sh`, see `switchboard_tests::python`) into components the host's
-//! limits admit; the plugins' own `unittest` suites (the Python test kit,
+//! Python plugins end to end: the Python SDK's template (echo), the Python realtime bridge and a
+//! misbehaving Python plugin, each built from source in this test run with componentize-py
+//! (`plugin-api/python/build.sh`, see `switchboard_tests::python`), loaded by the stock gateway
+//! and called over real sockets. The plugins' own `unittest` suites (the Python test kit,
 //! `switchboard_plugin.testing`) run here too, so CI exercises them.
 
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use switchboard::call::{EndReason, Side};
+use switchboard::server::CallEnded;
+use switchboard_tests::apology::{Ws, hear_apology};
+use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, tone};
+use switchboard_tests::phone::{self, silence, wav_frames};
 use switchboard_tests::python::{python_plugins, run_unittest};
+use switchboard_tests::{Gateway, fixture, write_config};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `body` with `{python}` replaced by the directory of the built Python plugins, written as an
+/// agents.toml (`{plugins}` rendered as usual).
+fn python_config(body: &str) -> anyhow::Result<std::path::PathBuf> {
+    let built = python_plugins()?;
+    write_config(&body.replace("{python}", &built.dir.display().to_string()))
+}
+
+/// Starts a gateway on `body`, printing how long loading (compiling) its plugins took.
+async fn start(body: &str, what: &str) -> anyhow::Result<Gateway> {
+    let path = python_config(body)?;
+    let started = Instant::now();
+    let gw = Gateway::start(&path).await?;
+    println!(
+        "gateway with {what} started (plugins loaded) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(gw)
+}
+
+async fn ended(rx: &mut tokio::sync::broadcast::Receiver<CallEnded>) -> anyhow::Result<CallEnded> {
+    Ok(tokio::time::timeout(Duration::from_secs(20), rx.recv()).await??)
+}
 
 /// The Python author's test kit works: the template's and the bridge's `unittest` suites pass
 /// under plain CPython (no gateway, no build).
@@ -73,4 +109,406 @@ fn core_modules(bytes: &[u8]) -> anyhow::Result<usize> {
         at += size;
     }
     Ok(modules)
+}
+
+const ECHOES: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[plugins.echo-py]
+path = "{python}/echo_py.wasm"
+
+[[agents]]
+name = "rust"
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[[agents]]
+name = "python"
+match = { merchantId = "py" }
+realtime = { plugin = "echo-py", settings = { mode = "immediate" } }
+
+[[agents]]
+name = "python-utterance"
+match = { merchantId = "py-utterance" }
+realtime = { plugin = "echo-py", settings = { silence_ms = 400 } }
+
+[[agents]]
+name = "python-misconfigured"
+match = { merchantId = "py-bad" }
+realtime = { plugin = "echo-py", settings = { mode = "loud" } }
+
+[routing]
+default = "rust"
+"#;
+
+/// The same recorded question, played into the Rust echo and into the Python template echo
+/// (both `immediate`, both PCM16 8 kHz), comes back byte for byte the same from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_echo_returns_the_same_audio_as_the_rust_echo() -> anyhow::Result<()> {
+    let gw = start(ECHOES, "the Rust and Python echoes").await?;
+    let mut events = gw.state.subscribe();
+    let script = wav_frames(&fixture("speech/hours-question.wav"))?;
+    let duration = Duration::from_millis(script.len() as u64 * 20 + 2000);
+    let mut heard = Vec::new();
+    for (params, agent) in [(json!({}), "rust"), (json!({"merchantId": "py"}), "python")] {
+        let log = phone::call(&gw.url, params, script.clone(), duration).await?;
+        let end = ended(&mut events).await?;
+        assert_eq!(end.stats.agent.as_deref(), Some(agent));
+        assert_eq!(end.reason, EndReason::Stop, "{agent}");
+        heard.push(
+            log.media
+                .iter()
+                .flat_map(|(_, m)| m.clone())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let sent: usize = script.iter().map(Vec::len).sum();
+    // The phone sends silence after the script until the call ends: the echo returns it too.
+    assert!(heard[0].len() >= sent, "the Rust echo returned every frame");
+    assert_eq!(heard[1].len(), heard[0].len(), "as many bytes from Python");
+    assert!(
+        heard[1] == heard[0],
+        "the Python echo's audio differs from the Rust echo's"
+    );
+    Ok(())
+}
+
+/// The template in its default mode plays an utterance back after the pause; `#` hangs up
+/// (DTMF reaches Python); bad settings refuse the call with `invalid-config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_template_utterance_dtmf_and_invalid_config() -> anyhow::Result<()> {
+    let gw = start(ECHOES, "the Rust and Python echoes").await?;
+    let mut events = gw.state.subscribe();
+
+    let mut script = phone::speech(1000);
+    script.extend(silence(1500));
+    let log = phone::call(
+        &gw.url,
+        json!({"merchantId": "py-utterance"}),
+        script,
+        Duration::from_secs(4),
+    )
+    .await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop);
+    let loud = log
+        .media
+        .iter()
+        .filter(|(_, m)| m.iter().any(|b| !matches!(b, 0x7F | 0xFF | 0xFE | 0x7E)))
+        .count();
+    assert!(
+        (45..=75).contains(&loud),
+        "{loud} frames of the utterance played back"
+    );
+
+    let mut ws = connect(&gw).await?;
+    send(&mut ws, start_event(json!({"merchantId": "py"}))).await?;
+    send(&mut ws, media(1, &frame(0x07))).await?;
+    assert_eq!(next_media(&mut ws).await?, vec![0x07; 160]);
+    send(&mut ws, dtmf("#")).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::HungUp, "{:?}", end.reason);
+
+    let _ = phone::call(
+        &gw.url,
+        json!({"merchantId": "py-bad"}),
+        silence(500),
+        Duration::from_secs(1),
+    )
+    .await;
+    let end = ended(&mut events).await?;
+    match &end.reason {
+        EndReason::PluginFailed(why) => {
+            let why = why.to_string();
+            assert!(
+                why.contains("mode") && why.to_lowercase().contains("config"),
+                "{why}"
+            );
+        }
+        other => panic!("a misconfigured Python echo ended with {other:?}"),
+    }
+    Ok(())
+}
+
+/// The Python bridge does host I/O end to end against the fake OpenAI Realtime server: it
+/// connects with the agent's secret, sets the session to μ-law, asks for the greeting and plays
+/// its audio byte for byte; caller audio goes up batched by its host timer (100 ms appends);
+/// the server's transcripts reach the call's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_realtime_bridge_talks_to_the_fake_openai_server() -> anyhow::Result<()> {
+    let fake = FakeOpenAi::start(FakeOptions {
+        reply_ms: 1000,
+        ..FakeOptions::default()
+    })
+    .await?;
+    let config = format!(
+        r#"
+[plugins.bridge]
+path = "{{python}}/python_realtime_bridge.wasm"
+
+[[agents]]
+name = "assistant"
+greeting = "Hello there"
+realtime = {{ plugin = "bridge", settings = {{ base_url = "{url}", instructions = "Be brief.", batch_ms = 100 }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["127.0.0.1"] }}
+
+[routing]
+default = "assistant"
+"#,
+        url = fake.url
+    );
+    let gw = start(&config, "the Python bridge").await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(1500);
+    script.extend(phone::speech(800));
+    script.extend(silence(1500));
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(5)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.reason);
+
+    let record = fake.record();
+    assert_eq!(
+        record.authorization,
+        ["Bearer sk-test"],
+        "the secret, from Python"
+    );
+    assert!(
+        record.paths[0].contains("model=gpt-realtime"),
+        "{:?}",
+        record.paths
+    );
+    let update = &fake.events("session.update")[0]["session"];
+    assert_eq!(update["audio"]["input"]["format"]["type"], "audio/pcmu");
+    assert_eq!(update["audio"]["output"]["format"]["type"], "audio/pcmu");
+    assert_eq!(update["instructions"], "Be brief.");
+    let create = &fake.events("response.create")[0];
+    assert!(
+        create["response"]["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("Hello there")),
+        "{create}"
+    );
+    // The timer batches caller audio: appends of 100 ms (800 bytes), never one per frame.
+    let appends = fake.events("input_audio_buffer.append");
+    assert!(appends.len() >= 20, "{} appends", appends.len());
+    let sizes: Vec<usize> = appends
+        .iter()
+        .map(|a| {
+            BASE64
+                .decode(a["audio"].as_str().unwrap_or_default())
+                .map(|b| b.len())
+                .unwrap_or(0)
+        })
+        .collect();
+    let batched = sizes.iter().filter(|&&n| n >= 640).count();
+    assert!(
+        batched * 10 >= sizes.len() * 8,
+        "appends not batched by the timer: {sizes:?}"
+    );
+    assert!(
+        record.audio_in.len() >= 8 * 3000,
+        "{} bytes of caller audio upstream",
+        record.audio_in.len()
+    );
+
+    // The greeting (1 s of the fake's tone) played, byte for byte.
+    let heard: Vec<u8> = log.media.iter().flat_map(|(_, m)| m.clone()).collect();
+    assert!(heard.len() >= 8000, "{} bytes heard", heard.len());
+    assert!(
+        heard[..8000].chunks(160).all(|f| f == tone().as_slice()),
+        "the greeting is the fake's tone"
+    );
+    let transcript: Vec<(Side, &str)> = end
+        .stats
+        .transcript
+        .iter()
+        .map(|t| (t.side, t.text.as_str()))
+        .collect();
+    assert!(
+        transcript.contains(&(Side::Agent, "reply item_1")),
+        "{transcript:?}"
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|(s, t)| *s == Side::Caller && t.starts_with("caller turn")),
+        "{transcript:?}"
+    );
+    Ok(())
+}
+
+// ---- a misbehaving Python plugin ends only its own call ---------------------------------------
+
+const SANDBOX: &str = r#"
+[plugins.echo]
+path = "{plugins}/echo.wasm"
+
+[plugins.misbehave]
+path = "{python}/python_misbehave.wasm"
+
+[[agents]]
+name = "good"
+realtime = { plugin = "echo", settings = { mode = "immediate" } }
+
+[[agents]]
+name = "bad"
+match = { merchantId = "bad" }
+realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
+
+[routing]
+default = "good"
+"#;
+
+async fn connect(gw: &Gateway) -> anyhow::Result<Ws> {
+    let url = format!("{}/twilio/media-stream", gw.url.replace("http://", "ws://"));
+    Ok(tokio_tungstenite::connect_async(url).await?.0)
+}
+
+async fn send(ws: &mut Ws, msg: impl ToString) -> anyhow::Result<()> {
+    ws.send(Message::Text(msg.to_string().into())).await?;
+    Ok(())
+}
+
+fn start_event(params: serde_json::Value) -> serde_json::Value {
+    json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
+        "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
+        "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+}
+
+fn media(chunk: u64, payload: &str) -> serde_json::Value {
+    json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(), "streamSid": "MZ1",
+        "media": {"track": "inbound", "chunk": chunk.to_string(),
+                  "timestamp": (chunk * 20).to_string(), "payload": payload}})
+}
+
+fn dtmf(digit: &str) -> serde_json::Value {
+    json!({"event": "dtmf", "sequenceNumber": "3", "streamSid": "MZ1",
+        "dtmf": {"track": "inbound_track", "digit": digit}})
+}
+
+fn frame(byte: u8) -> String {
+    BASE64.encode([byte; 160])
+}
+
+/// Waits for the next `media` the gateway sends and returns its decoded payload.
+async fn next_media(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+        if v["event"] == "media" {
+            let payload = v["media"]["payload"].as_str().unwrap_or_default();
+            return Ok(BASE64.decode(payload)?);
+        }
+    }
+}
+
+/// The byte of the neighbour call's `i`th frame: never 0x7F or 0xFF (μ-law's two zeros).
+fn beside_byte(i: u64) -> u8 {
+    0x01 + (i % 0x70) as u8
+}
+
+/// A call on the Rust echo streaming a frame every 20 ms beside the failing one until told to
+/// stop; fails unless every frame came back, in order, intact. Returns the frames sent.
+async fn beside(
+    gw: &Gateway,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
+    let mut ws = connect(gw).await?;
+    send(&mut ws, start_event(json!({}))).await?;
+    Ok(tokio::spawn(async move {
+        const MIN_FRAMES: u64 = 50;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut sent, mut heard) = (0u64, 0u64);
+        let mut stopping = false;
+        let mut tail_deadline = None;
+        loop {
+            if tail_deadline.is_some() && heard == sent {
+                return Ok(sent);
+            }
+            tokio::select! {
+                _ = tick.tick(), if tail_deadline.is_none() => {
+                    if stopping && sent >= MIN_FRAMES {
+                        tail_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    } else {
+                        send(&mut ws, media(sent + 1, &frame(beside_byte(sent)))).await?;
+                        sent += 1;
+                    }
+                }
+                _ = &mut stop, if !stopping => stopping = true,
+                _ = tokio::time::sleep_until(tail_deadline.unwrap_or_else(tokio::time::Instant::now)), if tail_deadline.is_some() => {
+                    anyhow::bail!("heard {heard} of {sent} frames");
+                }
+                msg = ws.next() => {
+                    let msg = msg.ok_or_else(|| anyhow::anyhow!("socket closed"))??;
+                    let Message::Text(text) = msg else { continue };
+                    let v: serde_json::Value = serde_json::from_str(text.as_str())?;
+                    if v["event"] == "media" {
+                        let payload = BASE64.decode(v["media"]["payload"].as_str().unwrap_or_default())?;
+                        anyhow::ensure!(payload == vec![beside_byte(heard); 160], "frame {heard} came back wrong");
+                        heard += 1;
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A Python plugin that loops forever or eats memory ends only its own call: the caller hears
+/// the apology and the call ends as plugin-failed (the budget, or the memory limit), while a
+/// call on the Rust echo beside it loses no frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_python_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
+    for (behaviour, why) in [("spin", "budget"), ("hog", "memory")] {
+        let gw = start(
+            &SANDBOX.replace("BEHAVIOUR", behaviour),
+            "the misbehaving Python plugin",
+        )
+        .await?;
+        let mut events = gw.state.subscribe();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let good = beside(&gw, stopped).await?;
+
+        let mut bad = connect(&gw).await?;
+        send(&mut bad, start_event(json!({"merchantId": "bad"}))).await?;
+        send(&mut bad, media(1, &frame(0x07))).await?;
+        assert_eq!(
+            next_media(&mut bad).await?,
+            vec![0x07; 160],
+            "{behaviour}: echoes until told"
+        );
+        send(&mut bad, dtmf("1")).await?;
+        let apology_ms = hear_apology(&mut bad, "MZ1", Duration::from_secs(10)).await?;
+        assert!(
+            apology_ms >= 2000,
+            "{behaviour}: apology of {apology_ms} ms"
+        );
+        let event = ended(&mut events).await?;
+        assert_eq!(event.stats.agent.as_deref(), Some("bad"), "{behaviour}");
+        match &event.reason {
+            EndReason::PluginFailed(reason) => {
+                println!("{behaviour}: {reason}");
+                assert!(
+                    reason.to_string().to_lowercase().contains(why),
+                    "{behaviour}: reason {reason:?} should mention {why:?}"
+                );
+            }
+            other => panic!("{behaviour}: ended with {other:?}"),
+        }
+        assert_eq!(
+            gw.state.active_calls(),
+            1,
+            "{behaviour}: the other call is live"
+        );
+        let _ = stop.send(());
+        let frames = good.await??;
+        assert!(
+            frames >= 50,
+            "{behaviour}: the other call sent {frames} frames"
+        );
+    }
+    Ok(())
 }
