@@ -1,5 +1,6 @@
-//! Python plugins end to end: the Python SDK's template (echo), the Python realtime bridge and a
-//! misbehaving Python plugin, each built from source in this test run with componentize-py
+//! Python plugins end to end: the Python SDK's template (echo), the Python realtime bridge, the
+//! Python OpenAI LLM stage (a pipeline stage, world `llm-plugin`) and a misbehaving Python
+//! plugin, each built from source in this test run with componentize-py
 //! (`plugin-api/python/build.sh`, see `switchboard_tests::python`), loaded by the stock gateway
 //! and called over real sockets. The plugins' own `unittest` suites (the Python test kit,
 //! `switchboard_plugin.testing`) run here too, so CI exercises them.
@@ -14,8 +15,11 @@ use switchboard::call::{EndReason, Side};
 use switchboard::server::CallEnded;
 use switchboard_tests::apology::{Ws, hear_apology};
 use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, tone};
+use switchboard_tests::fake_openai_http::{FakeHttpOptions, FakeOpenAiHttp};
 use switchboard_tests::phone::{self, silence, wav_frames};
-use switchboard_tests::python::{python_plugins, run_unittest};
+use switchboard_tests::python::{
+    PYTHON_STAGE_EXAMPLES, python_plugins, python_stage_examples, run_unittest,
+};
 use switchboard_tests::{Gateway, fixture, write_config};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,11 +30,16 @@ fn python_config(body: &str) -> anyhow::Result<std::path::PathBuf> {
     write_config(&body.replace("{python}", &built.dir.display().to_string()))
 }
 
-/// Starts a gateway on `body`, printing how long loading (compiling) its plugins took.
+/// Starts a gateway on `body` (see [`python_config`]), printing how long loading (compiling) its
+/// plugins took.
 async fn start(body: &str, what: &str) -> anyhow::Result<Gateway> {
-    let path = python_config(body)?;
+    launch(&python_config(body)?, what).await
+}
+
+/// Starts a gateway on the agents.toml at `path`, printing how long loading its plugins took.
+async fn launch(path: &std::path::Path, what: &str) -> anyhow::Result<Gateway> {
     let started = Instant::now();
-    let gw = Gateway::start(&path).await?;
+    let gw = Gateway::start(path).await?;
     println!(
         "gateway with {what} started (plugins loaded) in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -42,13 +51,16 @@ async fn ended(rx: &mut tokio::sync::broadcast::Receiver<CallEnded>) -> anyhow::
     Ok(tokio::time::timeout(Duration::from_secs(20), rx.recv()).await??)
 }
 
-/// The Python author's test kit works: the template's and the bridge's `unittest` suites pass
-/// under plain CPython (no gateway, no build).
+/// The Python author's test kit works: the template's, the bridge's and the LLM stage's
+/// `unittest` suites, and the SDK's own pipeline-stage tests, pass under plain CPython (no
+/// gateway, no build).
 #[test]
 fn python_unittests_pass() -> anyhow::Result<()> {
     for dir in [
         "plugin-api/python/template",
         "plugins/python-realtime-bridge",
+        "plugins/python-openai-llm",
+        "plugin-api/python/examples",
     ] {
         let report = run_unittest(dir)?;
         assert!(report.contains("OK"), "{dir}: {report}");
@@ -333,6 +345,190 @@ default = "assistant"
             .any(|(s, t)| *s == Side::Caller && t.starts_with("caller turn")),
         "{transcript:?}"
     );
+    Ok(())
+}
+
+// ---- a Python pipeline stage ------------------------------------------------------------------
+
+/// What the fixed STT "hears" in the Python LLM stage's call.
+const CALLER_SAYS: &str = "I'd like a table for two.";
+
+/// A pipeline agent whose language model is the Python OpenAI LLM stage, talking to the fake
+/// OpenAI HTTP server (`base_url`, `allowed_hosts`, the `api_key` secret); STT and TTS are the
+/// Rust fixtures.
+fn python_llm_config(llm: &FakeOpenAiHttp) -> String {
+    format!(
+        r#"
+[plugins.stt]
+path = "{{plugins}}/fixed_stt.wasm"
+[plugins.llm-py]
+path = "{{python}}/python_openai_llm.wasm"
+[plugins.tts]
+path = "{{plugins}}/tone_tts.wasm"
+
+[[agents]]
+name = "python-llm"
+[agents.pipeline]
+instructions = "You are the front desk."
+endpointing_ms = 400
+stt = {{ plugin = "stt", settings = {{ text = "{CALLER_SAYS}" }} }}
+llm = {{ plugin = "llm-py", settings = {{ base_url = "{base}", model = "test-model" }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["{host}"] }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = 5 }} }}
+
+[routing]
+default = "python-llm"
+"#,
+        base = llm.base_url,
+        host = llm.host_port,
+    )
+}
+
+/// A pipeline call whose LLM stage is Python, end to end: the caller speaks, the fixed STT
+/// hears [`CALLER_SAYS`], the Python stage streams a chat completion from the fake OpenAI
+/// server through host HTTP (real SSE on loopback) with the agent's key as a bearer token, and
+/// the reply its deltas make reaches the call's transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_llm_stage_answers_a_pipeline_call_through_the_fake_openai_server()
+-> anyhow::Result<()> {
+    let llm = FakeOpenAiHttp::start(FakeHttpOptions {
+        delay: Duration::from_millis(5),
+        ..FakeHttpOptions::default()
+    })
+    .await?;
+    let gw = start(&python_llm_config(&llm), "the Python LLM stage").await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(300);
+    script.extend(phone::speech(600));
+    script.extend(silence(4000));
+    phone::call(&gw.url, json!({}), script, Duration::from_millis(4900)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.reason);
+    assert_eq!(end.stats.agent.as_deref(), Some("python-llm"));
+
+    let chats: Vec<_> = llm
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .collect();
+    let first = chats
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the Python stage never asked the fake"))?;
+    assert_eq!(
+        first.authorization.as_deref(),
+        Some("Bearer sk-test"),
+        "the agent's secret, from Python"
+    );
+    let body = first
+        .json
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the request body is not JSON"))?;
+    assert_eq!(body["model"], "test-model", "{body}");
+    assert_eq!(body["stream"], true, "{body}");
+    assert_eq!(
+        first.roles(),
+        ["system", "user"],
+        "the host's history: {body}"
+    );
+    assert_eq!(body["messages"][0]["content"], "You are the front desk.");
+    assert_eq!(body["messages"][1]["content"], CALLER_SAYS);
+    assert!(llm.finished_streams() >= 1, "the reply streamed to its end");
+
+    let reply: String = FakeHttpOptions::default().deltas.concat();
+    let agent: Vec<&str> = end
+        .stats
+        .transcript
+        .iter()
+        .filter(|t| t.side == Side::Agent)
+        .map(|t| t.text.as_str())
+        .collect();
+    assert!(
+        agent.contains(&reply.as_str()),
+        "the Python stage's reply {reply:?} is not in the transcript: {:?}",
+        end.stats.transcript
+    );
+    assert!(
+        end.stats
+            .transcript
+            .iter()
+            .any(|t| t.side == Side::Caller && t.text == CALLER_SAYS),
+        "{:?}",
+        end.stats.transcript
+    );
+    Ok(())
+}
+
+const STAGE_EXAMPLES: &str = r#"
+[plugins.stt-py]
+path = "{examples}/loudness_stt_py.wasm"
+[plugins.llm-py]
+path = "{examples}/parrot_llm_py.wasm"
+[plugins.tts-py]
+path = "{examples}/beep_tts_py.wasm"
+
+[[agents]]
+name = "all-python"
+[agents.pipeline]
+endpointing_ms = 400
+stt = { plugin = "stt-py" }
+llm = { plugin = "llm-py" }
+tts = { plugin = "tts-py" }
+
+[routing]
+default = "all-python"
+"#;
+
+/// The SDK's three stage examples build for their own worlds (picked from the class each entry
+/// module exports) and run a pipeline call together, every stage Python: the recognizer hears
+/// the caller's burst as "loud", the parrot says it back, the beeper speaks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_stage_examples_run_an_all_python_pipeline_call() -> anyhow::Result<()> {
+    let examples = python_stage_examples()?;
+    for ((file, size, _), (_, _, interface)) in examples.built.iter().zip(PYTHON_STAGE_EXAMPLES) {
+        let bytes = std::fs::read(examples.dir.join(file))?;
+        let export = format!("switchboard:plugin/{interface}@0.2.0");
+        assert!(
+            bytes.windows(export.len()).any(|w| w == export.as_bytes()),
+            "{file} does not export {export}"
+        );
+        assert!((1..=16).contains(&core_modules(&bytes)?), "{file}");
+        assert!(*size < 40_000_000, "{file}: {size} bytes");
+    }
+    let config =
+        write_config(&STAGE_EXAMPLES.replace("{examples}", &examples.dir.display().to_string()))?;
+    let gw = launch(&config, "the Python stage examples").await?;
+    let mut events = gw.state.subscribe();
+    let mut script = silence(300);
+    script.extend(phone::speech(600));
+    script.extend(silence(3000));
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_millis(3900)).await?;
+    let end = ended(&mut events).await?;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.reason);
+    let said = |side: Side| -> Vec<&str> {
+        end.stats
+            .transcript
+            .iter()
+            .filter(|t| t.side == side)
+            .map(|t| t.text.as_str())
+            .collect()
+    };
+    let caller = said(Side::Caller);
+    assert!(
+        caller.first().is_some_and(|t| t.starts_with("loud")),
+        "{:?}",
+        end.stats.transcript
+    );
+    assert_eq!(
+        said(Side::Agent).first(),
+        caller.first(),
+        "the parrot's reply"
+    );
+    let loud = log
+        .media
+        .iter()
+        .filter(|(_, m)| m.iter().any(|b| !matches!(b, 0x7F | 0xFF | 0xFE | 0x7E)))
+        .count();
+    // 10 ms a character: "loud" is 40 ms of beeps, two frames.
+    assert!(loud >= 2, "{loud} frames of the beeper's speech heard");
     Ok(())
 }
 

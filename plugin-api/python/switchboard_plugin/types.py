@@ -1,5 +1,5 @@
 """The contract's values as plain Python: audio formats and frames, the call's configuration,
-the outputs a session returns and the errors it raises.
+the outputs a session (or a pipeline stage) returns and the errors it raises.
 
 These mirror ``plugin-api/wit/plugin.wit`` (``switchboard:plugin@0.2.0``) and the Rust SDK's
 re-exported types. They are ordinary dataclasses, independent of the generated bindings, so a
@@ -209,6 +209,90 @@ class ToolCall:
 
 Output = Union[Play, ClearPlayback, Mark, UserTranscript, AgentTranscript, Transfer, HangUp, ToolCall]
 """One thing a session wants done."""
+
+
+# Pipeline stages (WIT interfaces ``stt``, ``llm`` and ``tts``): the values a stage receives
+# and the outputs it returns (emitted with the helpers of :mod:`switchboard_plugin.stages`).
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """Speech-to-text: speech began (optional: the host's VAD detects it too)."""
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Speech-to-text: text of the caller's current turn; ``is_final`` False for interim text
+    that may still change (WIT ``stt-transcript``)."""
+
+    text: str
+    is_final: bool = True
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    """Speech-to-text: the recognizer's own endpointing says the turn is over (after its final
+    transcript); also the answer to the host's ``end-of-turn``."""
+
+
+SttOutput = Union[SpeechStarted, Transcript, EndOfTurn]
+"""What a recognizer heard."""
+
+
+class Role(enum.Enum):
+    """Who said a message of a conversation's history (WIT ``role``)."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+    """A tool's result (``tool_call_id`` says which call)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a conversation's history (WIT ``message``)."""
+
+    role: Role
+    content: str
+    """The text (for a ``tool`` message, the result: output JSON, or the error)."""
+    tool_calls: List[ToolCall] = field(default_factory=list)
+    """An ``assistant`` message's tool calls (the reply asked for them)."""
+    tool_call_id: Optional[str] = None
+    """A ``tool`` message's call."""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Language model: more text of the reply."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Language model: the reply is complete (after any ``ToolCall``s it asked for)."""
+
+
+LlmOutput = Union[TextDelta, Done, ToolCall]
+"""The reply, as a language model produces it."""
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Text-to-speech: audio of the utterance, in any format the host converts (PCM16 at any
+    rate, or μ-law at 8 kHz) (WIT ``tts-output.audio``)."""
+
+    frame: AudioFrame
+
+
+@dataclass(frozen=True)
+class UtteranceDone:
+    """Text-to-speech: everything given before the last ``flush`` has been returned as audio."""
+
+
+TtsOutput = Union[Speech, UtteranceDone]
+"""The speech, as a synthesizer produces it."""
 
 
 class LogLevel(enum.Enum):
