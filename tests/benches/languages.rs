@@ -457,7 +457,7 @@ fn report(args: &Args, langs: &[Lang]) {
     let ratio = |v: f64, of: fn(&Lang) -> &Vec<f64>| -> String {
         match base {
             Some(b) if median(of(b).clone()) > 0.0 => {
-                format!(" (×{:.0})", v / median(of(b).clone()))
+                format!(" (×{:.1})", v / median(of(b).clone()))
             }
             _ => String::new(),
         }
