@@ -14,7 +14,7 @@ import { $init, generateTypes } from './node_modules/@bytecodealliance/jco-trans
 const here = dirname(fileURLToPath(import.meta.url));
 const witPath = join(here, '..', 'wit', 'plugin.wit');
 const outDir = join(here, 'types');
-const worlds = ['realtime-plugin'];
+const worlds = ['realtime-plugin', 'stt-plugin', 'llm-plugin', 'tts-plugin'];
 
 await $init;
 const source = await readFile(witPath, 'utf8');

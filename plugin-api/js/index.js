@@ -3,15 +3,21 @@
 // (plugin-api/src). Plain ES module with JSDoc types; the contract's own types are generated from
 // the WIT into types/ (see gen-types.mjs).
 //
-// A plugin module default-exports `realtimePlugin({ info, open })`. `build.mjs` wraps it into the
-// component's `realtime` export and binds the host functions; in Node (tests) `testing.js` binds
-// fakes instead, so the same plugin code runs in both.
+// A plugin module default-exports one of four declarations, one per world of the contract:
+// `realtimePlugin({ info, open })` (speech to speech), or a pipeline stage — `sttPlugin`,
+// `llmPlugin`, `ttsPlugin`, same shape. `build.mjs` reads which world the declaration names,
+// wraps it into that world's export (`realtime`, `stt`, `llm` or `tts`) and binds the host
+// functions; in Node (tests) `testing.js` binds fakes instead, so the same plugin code runs in
+// both.
 //
 // Inputs and outputs are the contract's variants as componentize-js represents them:
 // `{ tag: 'audio', val: AudioFrame }`, `{ tag: 'hangup' }`, … (types/interfaces/*.d.ts). Audio
 // data is a `Uint8Array` of whole samples in the frame's `format`.
 
 /// <reference path="./types/realtime-plugin.d.ts" />
+/// <reference path="./types/stt-plugin.d.ts" />
+/// <reference path="./types/llm-plugin.d.ts" />
+/// <reference path="./types/tts-plugin.d.ts" />
 
 /**
  * @typedef {import('switchboard:plugin/types@0.2.0').AudioFormat} AudioFormat
@@ -27,6 +33,17 @@
  * @typedef {import('switchboard:plugin/types@0.2.0').PluginError} PluginErrorVariant
  * @typedef {import('switchboard:plugin/realtime@0.2.0').SessionInput} SessionInput
  * @typedef {import('switchboard:plugin/realtime@0.2.0').SessionOutput} SessionOutput
+ * @typedef {import('switchboard:plugin/tools@0.2.0').Tool} Tool
+ * @typedef {import('switchboard:plugin/tools@0.2.0').ToolCall} ToolCall
+ * @typedef {import('switchboard:plugin/tools@0.2.0').ToolResult} ToolResult
+ * @typedef {import('switchboard:plugin/stt@0.2.0').SttInput} SttInput
+ * @typedef {import('switchboard:plugin/stt@0.2.0').SttOutput} SttOutput
+ * @typedef {import('switchboard:plugin/llm@0.2.0').LlmInput} LlmInput
+ * @typedef {import('switchboard:plugin/llm@0.2.0').LlmOutput} LlmOutput
+ * @typedef {import('switchboard:plugin/llm@0.2.0').Message} Message
+ * @typedef {import('switchboard:plugin/llm@0.2.0').Role} Role
+ * @typedef {import('switchboard:plugin/tts@0.2.0').TtsInput} TtsInput
+ * @typedef {import('switchboard:plugin/tts@0.2.0').TtsOutput} TtsOutput
  * @typedef {typeof import('switchboard:plugin/host@0.2.0')} HostFunctions
  */
 
@@ -145,7 +162,8 @@ export function nowMs() {
 }
 
 /**
- * A secret the agent grants this plugin (`realtime.secrets` in agents.toml), or undefined.
+ * A secret the agent grants this plugin (the plugin's `secrets` in agents.toml:
+ * `realtime.secrets`, or a pipeline stage's, e.g. `pipeline.llm.secrets`), or undefined.
  * @param {string} name
  * @returns {string | undefined}
  */
@@ -198,6 +216,14 @@ export const http = Object.freeze({
       : Object.entries(headers).map(([name, value]) => ({ name, value }));
     const bytes = typeof body === 'string' ? new TextEncoder().encode(body) : body;
     return io(() => h().httpSend({ method, url, headers: list, body: bytes }));
+  },
+  /**
+   * Cancels a request whose response has not completed (the same host call as
+   * `timers.cancel`); no more events of it follow.
+   * @param {IoHandle} request
+   */
+  cancel(request) {
+    h().cancel(request);
   },
 });
 
@@ -334,6 +360,46 @@ export const output = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------------------------
+// Pipeline-stage outputs (WIT `stt.stt-output`, `llm.llm-output`, `tts.tts-output`)
+
+/** What a recognizer (`sttPlugin`) returns. */
+export const sttOutput = Object.freeze({
+  /** Speech began (optional: the host's VAD detects it too). @returns {SttOutput} */
+  speechStarted: () => ({ tag: 'speech-started' }),
+  /**
+   * Text of the caller's current turn; `isFinal` false for interim text that may still change.
+   * @param {string} text @param {boolean} [isFinal] @returns {SttOutput}
+   */
+  transcript: (text, isFinal = true) => ({ tag: 'transcript', val: { text, isFinal } }),
+  /** The recognizer's own endpointing: the turn is over (after its final transcript). @returns {SttOutput} */
+  endOfTurn: () => ({ tag: 'end-of-turn' }),
+});
+
+/** What a conversation (`llmPlugin`) returns. */
+export const llmOutput = Object.freeze({
+  /** More text of the reply. @param {string} text @returns {LlmOutput} */
+  textDelta: (text) => ({ tag: 'text-delta', val: text }),
+  /** The reply is complete (after its tool calls, if it made any). @returns {LlmOutput} */
+  done: () => ({ tag: 'done' }),
+  /**
+   * The reply calls a tool (whole). `args`: the arguments, JSON text or a JSON-able object.
+   * @param {string} id @param {string} name @param {unknown} args @returns {LlmOutput}
+   */
+  toolCall: (id, name, args) => ({ tag: 'tool-call', val: { id, name, arguments: typeof args === 'string' ? args : JSON.stringify(args) } }),
+});
+
+/** What a synthesizer (`ttsPlugin`) returns. */
+export const ttsOutput = Object.freeze({
+  /**
+   * Audio of the utterance: PCM16 at any rate, or μ-law at 8 kHz (the host converts).
+   * @param {AudioFrame} f @returns {TtsOutput}
+   */
+  audio: (f) => ({ tag: 'audio', val: f }),
+  /** Everything given before the last `flush` has been returned as audio. @returns {TtsOutput} */
+  utteranceDone: () => ({ tag: 'utterance-done' }),
+});
+
+// ---------------------------------------------------------------------------------------------
 // Settings
 
 /**
@@ -374,30 +440,70 @@ export function parseSettings(json, defaults, plugin = 'plugin') {
 // The plugin
 
 /**
- * @typedef {object} Session One call's state.
- * @property {(input: SessionInput) => SessionOutput[] | void} handle Feeds one input; returns the
- *   outputs it caused (nothing = none). Throw `PluginError` to fail the call.
+ * One call's state: a realtime session, or a pipeline stage's recognizer, conversation or
+ * synthesizer.
+ * @template I, O
+ * @typedef {object} StageSession
+ * @property {(input: I) => O[] | void} handle Feeds one input; returns the outputs it caused, in
+ *   order (nothing = none). Throw `PluginError` to fail the call.
  */
 
 /**
- * @typedef {object} RealtimePluginSpec
- * @property {PluginInfo} info what `describe` returns (name, version, description, input format)
- * @property {(config: SessionConfig) => Session} open starts a session for one call; throw
- *   `PluginError` (e.g. `invalidConfig`) to refuse it
+ * What a plugin module declares.
+ * @template I, O
+ * @typedef {object} PluginSpec
+ * @property {PluginInfo} info what `describe` returns (name, version, description, input
+ *   format: the caller audio a realtime plugin or a recognizer wants; required but unused by
+ *   the language model and the synthesizer)
+ * @property {(config: SessionConfig) => StageSession<I, O>} open starts a session for one call;
+ *   throw `PluginError` (e.g. `invalidConfig`) to refuse it
+ */
+
+/** @typedef {StageSession<SessionInput, SessionOutput>} Session a realtime session */
+/** @typedef {PluginSpec<SessionInput, SessionOutput>} RealtimePluginSpec */
+/** @typedef {PluginSpec<SttInput, SttOutput>} SttPluginSpec */
+/** @typedef {PluginSpec<LlmInput, LlmOutput>} LlmPluginSpec */
+/** @typedef {PluginSpec<TtsInput, TtsOutput>} TtsPluginSpec */
+
+/**
+ * The worlds of the contract a plugin can implement: the WIT world, the interface it exports,
+ * and the class name componentize-js gives that interface's resource.
+ */
+export const WORLDS = Object.freeze({
+  realtime: Object.freeze({ world: 'realtime-plugin', exportName: 'realtime', resource: 'Session' }),
+  stt: Object.freeze({ world: 'stt-plugin', exportName: 'stt', resource: 'Recognizer' }),
+  llm: Object.freeze({ world: 'llm-plugin', exportName: 'llm', resource: 'Conversation' }),
+  tts: Object.freeze({ world: 'tts-plugin', exportName: 'tts', resource: 'Synthesizer' }),
+});
+
+/**
+ * A declared plugin: the spec, which world it implements, and its component export.
+ * @template S
+ * @typedef {S & { kind: keyof typeof WORLDS, world: string, exportName: string, exports: () => any }} Declared
  */
 
 /**
- * Declares a realtime (speech-to-speech) plugin; default-export the result.
- * @param {RealtimePluginSpec} spec
- * @returns {RealtimePluginSpec & { exports: () => any }}
+ * Wraps `spec` into the component export of `kind`'s world: `describe` and the resource class
+ * whose static `open` and `handle` turn thrown errors into the WIT `plugin-error`.
+ * @template {PluginSpec<any, any>} S
+ * @param {keyof typeof WORLDS} kind
+ * @param {S} spec
+ * @returns {Declared<S>}
  */
-export function realtimePlugin(spec) {
+function declare(kind, spec) {
+  if (!spec || typeof spec.open !== 'function' || !spec.info) {
+    throw new TypeError(`${kind}Plugin: expected { info, open }`);
+  }
+  const { world, exportName, resource } = WORLDS[kind];
   return {
     ...spec,
-    /** The component's `realtime` export (WIT interface `realtime`), for build.mjs's entry. */
+    kind,
+    world,
+    exportName,
+    /** The component's export (WIT interface `exportName`), for build.mjs's entry. */
     exports() {
-      class Session {
-        /** @param {Session} inner */
+      class Resource {
+        /** @param {StageSession<any, any>} inner */
         constructor(inner) {
           this.inner = inner;
         }
@@ -409,9 +515,9 @@ export function realtimePlugin(spec) {
           } catch (e) {
             throw { payload: toPluginError(e) };
           }
-          return new Session(inner);
+          return new Resource(inner);
         }
-        /** @param {SessionInput} input */
+        /** @param {unknown} input */
         handle(input) {
           try {
             return this.inner.handle(input) ?? [];
@@ -420,7 +526,58 @@ export function realtimePlugin(spec) {
           }
         }
       }
-      return { describe: () => spec.info, Session };
+      Object.defineProperty(Resource, 'name', { value: resource });
+      return { describe: () => spec.info, [resource]: Resource };
     },
   };
+}
+
+/**
+ * Declares a realtime (speech-to-speech) plugin (world `realtime-plugin`); default-export the
+ * result. `handle` gets `SessionInput`s (`audio`, `dtmf`, `mark-played`, `interrupted`,
+ * `hangup`, `io`, `tools`, `tool-result`) and returns `SessionOutput`s (see `output`).
+ * @param {RealtimePluginSpec} spec
+ * @returns {Declared<RealtimePluginSpec>}
+ */
+export function realtimePlugin(spec) {
+  return declare('realtime', spec);
+}
+
+/**
+ * Declares a speech-to-text stage (world `stt-plugin`, resource `recognizer`); default-export
+ * the result. `handle` gets `SttInput`s — `audio` (20 ms of caller audio in `info.inputFormat`),
+ * `end-of-turn` (the host's endpointing: answer with the turn's final `transcript`, then
+ * `end-of-turn`, at once or when upstream I/O completes), `io`, `hangup` — and returns
+ * `SttOutput`s (see `sttOutput`).
+ * @param {SttPluginSpec} spec
+ * @returns {Declared<SttPluginSpec>}
+ */
+export function sttPlugin(spec) {
+  return declare('stt', spec);
+}
+
+/**
+ * Declares a language-model stage (world `llm-plugin`, resource `conversation`); default-export
+ * the result. `handle` gets `LlmInput`s — `reply` (the whole history, oldest first; abandons a
+ * reply in progress), `cancel` (barge-in: no more deltas for the reply), `tools` (the agent's
+ * tools, each list replacing the one before), `io`, `hangup` — and returns `LlmOutput`s (see
+ * `llmOutput`): `text-delta`s, any `tool-call`s, then `done`.
+ * @param {LlmPluginSpec} spec
+ * @returns {Declared<LlmPluginSpec>}
+ */
+export function llmPlugin(spec) {
+  return declare('llm', spec);
+}
+
+/**
+ * Declares a text-to-speech stage (world `tts-plugin`, resource `synthesizer`); default-export
+ * the result. `handle` gets `TtsInput`s — `text` (a sentence or clause of the reply, to speak
+ * after what came before), `flush` (no more text for this utterance), `cancel` (barge-in: drop
+ * everything not yet returned), `io`, `hangup` — and returns `TtsOutput`s (see `ttsOutput`):
+ * `audio`, and `utterance-done` once everything before a `flush` has been returned.
+ * @param {TtsPluginSpec} spec
+ * @returns {Declared<TtsPluginSpec>}
+ */
+export function ttsPlugin(spec) {
+  return declare('tts', spec);
 }

@@ -1,7 +1,8 @@
 //! JavaScript plugins end to end: the JS SDK's template echo, a JS realtime bridge that reaches
-//! the fake OpenAI Realtime server through host I/O, and misbehaving JS plugins — each built
-//! from source in the test run (`plugin-api/js/build.mjs`, componentize-js from npm, installed by
-//! `scripts/setup`) and loaded by the stock gateway.
+//! the fake OpenAI Realtime server through host I/O, a JS language-model stage of a pipeline
+//! agent that streams chat completions from the fake OpenAI HTTP server through host I/O, and
+//! misbehaving JS plugins — each built from source in the test run (`plugin-api/js/build.mjs`,
+//! componentize-js from npm, installed by `scripts/setup`) and loaded by the stock gateway.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use serde_json::json;
 use switchboard::call::{EndReason, Side};
 use switchboard::server::CallEnded;
 use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, tone};
+use switchboard_tests::fake_openai_http::{FakeHttpOptions, FakeOpenAiHttp};
 use switchboard_tests::js::{self, js_plugins};
 use switchboard_tests::phone::{self, silence, speech};
 use switchboard_tests::{Gateway, workspace_root};
@@ -123,11 +125,17 @@ async fn js_echo_returns_what_the_rust_echo_returns() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The template's own tests (`node --test`, with the SDK's test kit and fake host functions) pass:
-/// what a JS author runs without a gateway.
+/// The JS plugins' own tests (`node --test`, with the SDK's test kit and fake host functions)
+/// pass — the template, the example pipeline stages, the realtime bridge and the LLM stage: what
+/// a JS author runs without a gateway.
 #[test]
 fn js_plugin_tests_pass_in_node() -> anyhow::Result<()> {
-    for dir in ["plugin-api/js/template", "plugins/js-realtime-bridge"] {
+    for dir in [
+        "plugin-api/js/template",
+        "plugin-api/js/examples",
+        "plugins/js-realtime-bridge",
+        "plugins/js-openai-llm",
+    ] {
         let out = js::node_test(&workspace_root().join(dir))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         println!("{dir}:\n{stdout}");
@@ -242,6 +250,147 @@ default = "assistant"
         texts.contains(&(Side::Agent, "Time is up, goodbye.".into())),
         "{texts:?}"
     );
+    Ok(())
+}
+
+/// What the recognizer reports the caller said to the pipeline agent.
+const QUESTION: &str = "I'd like to book a table for two.";
+
+/// One call to a pipeline agent whose language model is the JS stage (`js_openai_llm`) talking
+/// to `fake`, between the STT component `stt` and the TTS component `tts` (paths in a config
+/// template) speaking `ms_per_char` milliseconds per character: the caller speaks once, then
+/// listens. Returns what the phone heard, how the call ended, and its transcript.
+async fn pipeline_call(
+    fake: &FakeOpenAiHttp,
+    stt: &'static str,
+    tts: &'static str,
+    ms_per_char: u64,
+) -> anyhow::Result<(phone::PhoneLog, CallEnded, Vec<(Side, String)>)> {
+    let config = format!(
+        r#"
+[plugins.stt]
+path = "{stt}"
+[plugins.llm]
+path = "{{js}}/js_openai_llm.wasm"
+[plugins.tts]
+path = "{tts}"
+
+[[agents]]
+name = "desk"
+
+[agents.pipeline]
+instructions = "You take table bookings."
+endpointing_ms = 400
+stt = {{ plugin = "stt", settings = {{ text = "{QUESTION}" }} }}
+llm = {{ plugin = "llm", settings = {{ base_url = "{base}", model = "test-model" }}, secrets = {{ api_key = "sk-test" }}, allowed_hosts = ["{host}"] }}
+tts = {{ plugin = "tts", settings = {{ ms_per_char = {ms_per_char} }} }}
+
+[routing]
+default = "desk"
+"#,
+        base = fake.base_url,
+        host = fake.host_port,
+    );
+    let config = js::write_config(&config)?;
+    let loading = Instant::now();
+    let gw = Gateway::start(&config).await?;
+    let file = |path: &'static str| path.rsplit('/').next().unwrap_or(path);
+    println!(
+        "gateway with {}, the JS LLM stage and {} loaded in {:?} (debug build; compiled unless the shared cache had it)",
+        file(stt),
+        file(tts),
+        loading.elapsed()
+    );
+    let mut events = gw.state.subscribe();
+    let mut script = silence(300);
+    script.extend(speech(600));
+    script.extend(silence(4000));
+    let log = phone::call(&gw.url, json!({}), script, Duration::from_secs(6)).await?;
+    let end = ended(&mut events).await?;
+    let turns = end
+        .stats
+        .transcript
+        .iter()
+        .map(|t| (t.side, t.text.clone()))
+        .collect();
+    Ok((log, end, turns))
+}
+
+/// A pipeline agent whose language model is the JS stage, reaching the fake OpenAI HTTP server
+/// through the host's HTTP I/O: the bearer token is the stage's secret; the caller's turn (from
+/// the fixture STT) goes out in the chat-completions request after the instructions; the fake's
+/// streamed deltas come back as the agent's turn in the call's transcript, spoken by the fixture
+/// TTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_llm_stage_answers_a_pipeline_call_through_the_fake_openai_server() -> anyhow::Result<()>
+{
+    let fake = FakeOpenAiHttp::start(FakeHttpOptions::default()).await?;
+    let reply: String = FakeHttpOptions::default().deltas.concat();
+    let (log, end, turns) = pipeline_call(
+        &fake,
+        "{plugins}/fixed_stt.wasm",
+        "{plugins}/tone_tts.wasm",
+        5,
+    )
+    .await?;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.stats);
+    assert_eq!(
+        turns,
+        [(Side::Caller, QUESTION.to_string()), (Side::Agent, reply)],
+        "the fake's deltas are the agent's turn"
+    );
+    assert!(!log.media.is_empty(), "the caller heard the reply");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.authorization.as_deref(), Some("Bearer sk-test"));
+    assert_eq!(request.roles(), ["system", "user"]);
+    let body = request
+        .json
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the request had no JSON body"))?;
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["messages"][0]["content"], "You take table bookings.");
+    assert_eq!(body["messages"][1]["content"], QUESTION);
+    assert_eq!(fake.finished_streams(), 1, "the stream was read to its end");
+    Ok(())
+}
+
+/// Every stage of a pipeline agent in JavaScript — the SDK's example recognizer
+/// (`plugin-api/js/examples/stt.js`) and synthesizer (`examples/tts.js`) around the JS LLM stage
+/// and the fake OpenAI HTTP server — answers a call: the recognizer's text is the caller's turn,
+/// the fake's deltas the agent's, and the synthesizer's tone plays for as long as the reply's
+/// characters say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_js_pipeline_answers_a_call() -> anyhow::Result<()> {
+    /// The example synthesizer's tone per character of the reply.
+    const MS_PER_CHAR: u64 = 20;
+    let fake = FakeOpenAiHttp::start(FakeHttpOptions::default()).await?;
+    let reply: String = FakeHttpOptions::default().deltas.concat();
+    let (log, end, turns) = pipeline_call(
+        &fake,
+        "{js}/js_example_stt.wasm",
+        "{js}/js_example_tts.wasm",
+        MS_PER_CHAR,
+    )
+    .await?;
+    assert_eq!(end.reason, EndReason::Stop, "{:?}", end.stats);
+    assert_eq!(
+        turns,
+        [
+            (Side::Caller, QUESTION.to_string()),
+            (Side::Agent, reply.clone())
+        ]
+    );
+    let played_ms = log.media.len() as u64 * 20;
+    let expected_ms = reply.chars().count() as u64 * MS_PER_CHAR;
+    assert!(
+        played_ms.abs_diff(expected_ms) <= 60,
+        "played {played_ms} ms, expected about {expected_ms}"
+    );
+    assert_eq!(fake.requests().len(), 1);
     Ok(())
 }
 

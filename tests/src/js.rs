@@ -1,6 +1,7 @@
 //! JavaScript plugins for the end-to-end tests: built from source with the JS SDK's build script
 //! (`node plugin-api/js/build.mjs`, componentize-js pinned in plugin-api/js/package-lock.json,
-//! installed by `scripts/setup`), once per test process.
+//! installed by `scripts/setup`), once per test process. The build picks each plugin's world
+//! (realtime or a pipeline stage) from what its module declares.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,6 +17,9 @@ pub const JS_PLUGINS: &[(&str, &str)] = &[
     ("js_echo", "plugin-api/js/template/plugin.js"),
     ("js_realtime_bridge", "plugins/js-realtime-bridge/plugin.js"),
     ("js_misbehave", "tests/js-plugins/misbehave/plugin.js"),
+    ("js_openai_llm", "plugins/js-openai-llm/plugin.js"),
+    ("js_example_stt", "plugin-api/js/examples/stt.js"),
+    ("js_example_tts", "plugin-api/js/examples/tts.js"),
 ];
 
 /// What [`js_plugins`] built.

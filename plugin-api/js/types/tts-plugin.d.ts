@@ -1,0 +1,8 @@
+/// <reference path="./interfaces/switchboard-plugin-host.d.ts" />
+/// <reference path="./interfaces/switchboard-plugin-tts.d.ts" />
+/// <reference path="./interfaces/switchboard-plugin-types.d.ts" />
+declare module 'switchboard:plugin/tts-plugin@0.2.0' {
+  export type * as SwitchboardPluginHost020 from 'switchboard:plugin/host@0.2.0'; // import switchboard:plugin/host@0.2.0
+  export type * as SwitchboardPluginTypes020 from 'switchboard:plugin/types@0.2.0'; // import switchboard:plugin/types@0.2.0
+  export * as tts from 'switchboard:plugin/tts@0.2.0'; // export switchboard:plugin/tts@0.2.0
+}
