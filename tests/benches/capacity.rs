@@ -77,14 +77,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use client::{CallLog, CallPlan, FRAME, LATE, tag, untag};
 use process::{
-    GatewayProcess, clk_tck, machine_busy_ticks, proc_status_kib, self_cpu_ticks, sum_cpu_ticks,
-    sum_status_kib, tone, wait_idle,
+    GatewayProcess, build_release_gateway, clk_tck, machine_busy_ticks, proc_status_kib,
+    self_cpu_ticks, sum_cpu_ticks, sum_status_kib, tone, wait_idle,
 };
 use records::Backend;
 use switchboard::audio::mulaw;
 use switchboard::testing::Cluster;
 use switchboard::twilio::signature::{self, Algorithm};
-use switchboard_tests::{plugin_dirs, temp_dir, workspace_root};
+use switchboard_tests::{plugin_dirs, temp_dir};
 
 /// Calls per row when `--calls` is not given: far enough past the 1,000-call goal to find the
 /// knee on a 2-core machine.
@@ -247,21 +247,12 @@ fn main() -> anyhow::Result<()> {
     let args = args()?;
     check_round_trip();
     let clk_tck = clk_tck();
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release gateway and the plugins…");
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "switchboard"])
-        .status()
-        .context("running cargo build")?;
-    if !built.success() {
-        bail!("cargo build --release -p switchboard failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target.join("release/switchboard");
+    let binary = build_release_gateway()?;
+    let target = binary
+        .parent()
+        .and_then(Path::parent)
+        .context("the gateway binary's target directory")?
+        .to_path_buf();
     let plugins = plugin_dirs()?;
 
     let mut gateways: Vec<(String, PathBuf, PathBuf)> = args

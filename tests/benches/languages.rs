@@ -37,18 +37,19 @@ mod client;
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use client::{CallPlan, FRAME};
-use process::{GatewayProcess, clk_tck, proc_status_kib, sum_cpu_ticks, tone, wait_idle};
+use process::{
+    GatewayProcess, build_release_gateway, clk_tck, proc_status_kib, sum_cpu_ticks, tone, wait_idle,
+};
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{CallInfo, Plugin, SessionConfig, SessionInput};
 use switchboard::twilio::signature::{self, Algorithm};
-use switchboard_tests::{js, plugin_dirs, python, temp_dir, workspace_root};
+use switchboard_tests::{js, plugin_dirs, python, temp_dir};
 
 /// The Twilio auth token the gateway checks and the client signs with.
 const AUTH_TOKEN: &str = "languages-bench-token";
@@ -133,7 +134,7 @@ struct Lang {
 
 fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let binary = build_gateway()?;
+    let binary = build_release_gateway()?;
     let pinned = temp_dir()?;
     let gateway = pinned.join("switchboard");
     // Copies, so that a build elsewhere in the workspace cannot swap them in the middle of a run.
@@ -175,25 +176,6 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&pinned);
     report(&args, &langs);
     Ok(())
-}
-
-/// `cargo build --release -p switchboard`; the path of the built gateway.
-fn build_gateway() -> anyhow::Result<PathBuf> {
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release gateway…");
-    let built = Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--quiet", "-p", "switchboard"])
-        .status()
-        .context("running cargo build")?;
-    if !built.success() {
-        bail!("cargo build --release -p switchboard failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/switchboard"))
 }
 
 /// One round of every figure for `lang`.

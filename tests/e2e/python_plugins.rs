@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use switchboard::call::{EndReason, Side};
 use switchboard::server::CallEnded;
-use switchboard_tests::apology::{Ws, hear_apology};
+use switchboard_tests::apology::hear_apology;
 use switchboard_tests::fake_openai::{FakeOpenAi, FakeOptions, tone};
 use switchboard_tests::fake_openai_http::{FakeHttpOptions, FakeOpenAiHttp};
 use switchboard_tests::phone::{self, silence, wav_frames};
 use switchboard_tests::python::{
     PYTHON_STAGE_EXAMPLES, python_plugins, python_stage_examples, run_unittest,
 };
-use switchboard_tests::{Gateway, fixture, write_config};
-use tokio_tungstenite::tungstenite::Message;
+use switchboard_tests::{Gateway, SANDBOX_CONFIG, fixture, write_config};
+
+use crate::robustness::{beside, connect, frame, media, next_media, send, start as start_event};
 
 /// `body` with `{python}` replaced by the directory of the built Python plugins, written as an
 /// agents.toml (`{plugins}` rendered as usual).
@@ -534,123 +534,10 @@ async fn python_stage_examples_run_an_all_python_pipeline_call() -> anyhow::Resu
 
 // ---- a misbehaving Python plugin ends only its own call ---------------------------------------
 
-const SANDBOX: &str = r#"
-[plugins.echo]
-path = "{plugins}/echo.wasm"
-
-[plugins.misbehave]
-path = "{python}/python_misbehave.wasm"
-
-[[agents]]
-name = "good"
-realtime = { plugin = "echo", settings = { mode = "immediate" } }
-
-[[agents]]
-name = "bad"
-match = { merchantId = "bad" }
-realtime = { plugin = "misbehave", settings = { behaviour = "BEHAVIOUR" } }
-
-[routing]
-default = "good"
-"#;
-
-async fn connect(gw: &Gateway) -> anyhow::Result<Ws> {
-    let url = format!("{}/twilio/media-stream", gw.url.replace("http://", "ws://"));
-    Ok(tokio_tungstenite::connect_async(url).await?.0)
-}
-
-async fn send(ws: &mut Ws, msg: impl ToString) -> anyhow::Result<()> {
-    ws.send(Message::Text(msg.to_string().into())).await?;
-    Ok(())
-}
-
-fn start_event(params: serde_json::Value) -> serde_json::Value {
-    json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
-        "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
-        "customParameters": params,
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
-}
-
-fn media(chunk: u64, payload: &str) -> serde_json::Value {
-    json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(), "streamSid": "MZ1",
-        "media": {"track": "inbound", "chunk": chunk.to_string(),
-                  "timestamp": (chunk * 20).to_string(), "payload": payload}})
-}
-
+/// Twilio's `dtmf` message for stream `MZ1`.
 fn dtmf(digit: &str) -> serde_json::Value {
     json!({"event": "dtmf", "sequenceNumber": "3", "streamSid": "MZ1",
         "dtmf": {"track": "inbound_track", "digit": digit}})
-}
-
-fn frame(byte: u8) -> String {
-    BASE64.encode([byte; 160])
-}
-
-/// Waits for the next `media` the gateway sends and returns its decoded payload.
-async fn next_media(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("socket closed"))??;
-        let Message::Text(text) = msg else { continue };
-        let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-        if v["event"] == "media" {
-            let payload = v["media"]["payload"].as_str().unwrap_or_default();
-            return Ok(BASE64.decode(payload)?);
-        }
-    }
-}
-
-/// The byte of the neighbour call's `i`th frame: never 0x7F or 0xFF (μ-law's two zeros).
-fn beside_byte(i: u64) -> u8 {
-    0x01 + (i % 0x70) as u8
-}
-
-/// A call on the Rust echo streaming a frame every 20 ms beside the failing one until told to
-/// stop; fails unless every frame came back, in order, intact. Returns the frames sent.
-async fn beside(
-    gw: &Gateway,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {
-    let mut ws = connect(gw).await?;
-    send(&mut ws, start_event(json!({}))).await?;
-    Ok(tokio::spawn(async move {
-        const MIN_FRAMES: u64 = 50;
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let (mut sent, mut heard) = (0u64, 0u64);
-        let mut stopping = false;
-        let mut tail_deadline = None;
-        loop {
-            if tail_deadline.is_some() && heard == sent {
-                return Ok(sent);
-            }
-            tokio::select! {
-                _ = tick.tick(), if tail_deadline.is_none() => {
-                    if stopping && sent >= MIN_FRAMES {
-                        tail_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-                    } else {
-                        send(&mut ws, media(sent + 1, &frame(beside_byte(sent)))).await?;
-                        sent += 1;
-                    }
-                }
-                _ = &mut stop, if !stopping => stopping = true,
-                _ = tokio::time::sleep_until(tail_deadline.unwrap_or_else(tokio::time::Instant::now)), if tail_deadline.is_some() => {
-                    anyhow::bail!("heard {heard} of {sent} frames");
-                }
-                msg = ws.next() => {
-                    let msg = msg.ok_or_else(|| anyhow::anyhow!("socket closed"))??;
-                    let Message::Text(text) = msg else { continue };
-                    let v: serde_json::Value = serde_json::from_str(text.as_str())?;
-                    if v["event"] == "media" {
-                        let payload = BASE64.decode(v["media"]["payload"].as_str().unwrap_or_default())?;
-                        anyhow::ensure!(payload == vec![beside_byte(heard); 160], "frame {heard} came back wrong");
-                        heard += 1;
-                    }
-                }
-            }
-        }
-    }))
 }
 
 /// A Python plugin that loops forever or eats memory ends only its own call: the caller hears
@@ -660,7 +547,9 @@ async fn beside(
 async fn misbehaving_python_plugin_ends_only_its_own_call() -> anyhow::Result<()> {
     for (behaviour, why) in [("spin", "budget"), ("hog", "memory")] {
         let gw = start(
-            &SANDBOX.replace("BEHAVIOUR", behaviour),
+            &SANDBOX_CONFIG
+                .replace("MISBEHAVE", "{python}/python_misbehave.wasm")
+                .replace("BEHAVIOUR", behaviour),
             "the misbehaving Python plugin",
         )
         .await?;

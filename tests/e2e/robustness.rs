@@ -28,35 +28,40 @@ realtime = { plugin = "echo", settings = { mode = "immediate" } }
 default = "loopback"
 "#;
 
-async fn connect(gw: &Gateway) -> anyhow::Result<Ws> {
+/// Opens a Media Streams WebSocket to the gateway (shared with the Python plugin tests).
+pub(crate) async fn connect(gw: &Gateway) -> anyhow::Result<Ws> {
     let url = format!("{}/twilio/media-stream", gw.url.replace("http://", "ws://"));
     Ok(tokio_tungstenite::connect_async(url).await?.0)
 }
 
-async fn send(ws: &mut Ws, msg: impl ToString) -> anyhow::Result<()> {
+/// Sends one Twilio message as a text frame.
+pub(crate) async fn send(ws: &mut Ws, msg: impl ToString) -> anyhow::Result<()> {
     ws.send(Message::Text(msg.to_string().into())).await?;
     Ok(())
 }
 
-fn start(params: serde_json::Value) -> serde_json::Value {
+/// Twilio's `start` message for stream `MZ1` of call `CA1`, with these customParameters.
+pub(crate) fn start(params: serde_json::Value) -> serde_json::Value {
     json!({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
         "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
         "customParameters": params,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
 }
 
-fn media(chunk: u64, payload: &str) -> serde_json::Value {
+/// Twilio's `media` message: inbound chunk `chunk` (1-based), 20 ms apart, base64 `payload`.
+pub(crate) fn media(chunk: u64, payload: &str) -> serde_json::Value {
     json!({"event": "media", "sequenceNumber": (chunk + 1).to_string(), "streamSid": "MZ1",
         "media": {"track": "inbound", "chunk": chunk.to_string(),
                   "timestamp": (chunk * 20).to_string(), "payload": payload}})
 }
 
-fn frame(byte: u8) -> String {
+/// 160 bytes of `byte` (20 ms of μ-law), base64.
+pub(crate) fn frame(byte: u8) -> String {
     BASE64.encode([byte; 160])
 }
 
 /// Waits for the next `media` the gateway sends and returns its decoded payload.
-async fn next_media(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn next_media(ws: &mut Ws) -> anyhow::Result<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
@@ -229,14 +234,14 @@ async fn failing_call(
 
 /// The byte the `beside` call puts in its `i`th frame: never 0x7F or 0xFF, the two μ-law codes
 /// for zero, which do not survive the decode/encode round trip through a PCM16 plugin unchanged.
-fn beside_byte(i: u64) -> u8 {
+pub(crate) fn beside_byte(i: u64) -> u8 {
     0x01 + (i % 0x70) as u8
 }
 
 /// A call on the default (`good`, echo immediate) agent that runs beside a failing one: it sends
 /// a frame every 20 ms, each with its own byte, until told to stop, then waits for the last
 /// echoes. Returns how many frames it sent; fails unless every frame came back, in order, intact.
-async fn beside(
+pub(crate) async fn beside(
     gw: &Gateway,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<u64>>> {

@@ -2,13 +2,14 @@
 //! capacity and languages benches.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use switchboard::audio::mulaw;
+use switchboard_tests::workspace_root;
 
 /// The gateway as its own process, killed when dropped.
 pub struct GatewayProcess {
@@ -220,4 +221,24 @@ pub fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// Builds the release gateway (`cargo build --release -p switchboard`, in the workspace); returns
+/// the path of the binary under the target directory.
+pub fn build_release_gateway() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release gateway…");
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "-p", "switchboard"])
+        .status()
+        .context("running cargo build")?;
+    if !built.success() {
+        bail!("cargo build --release -p switchboard failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/switchboard"))
 }
