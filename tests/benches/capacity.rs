@@ -78,7 +78,7 @@ use anyhow::{Context as _, bail};
 use client::{CallLog, CallPlan, FRAME, LATE, tag, untag};
 use process::{
     GatewayProcess, build_release_gateway, clk_tck, machine_busy_ticks, proc_status_kib,
-    self_cpu_ticks, sum_cpu_ticks, sum_status_kib, tone, wait_idle,
+    self_cpu_ticks, sum_cpu_ticks, sum_status_kib, tone, wait_idle, write_echo_config,
 };
 use records::Backend;
 use switchboard::audio::mulaw;
@@ -316,7 +316,7 @@ fn main() -> anyhow::Result<()> {
                     let instance = ((b'a' + i as u8) as char).to_string();
                     let records =
                         backend.config(&dir, db.as_ref().map(|d| d.1.as_str()), &instance);
-                    let config = write_gateway_config(&dir, echo, &records)?;
+                    let config = write_echo_config(&dir, AUTH_TOKEN, echo, &records, "")?;
                     fleet.push(GatewayProcess::start(
                         binary,
                         &config,
@@ -419,38 +419,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes the gateway's agents.toml into `dir`: the echo agent in immediate mode, signatures
-/// checked, call records as `records` (the body of `[records]`), a free loopback port.
-fn write_gateway_config(dir: &Path, echo: &Path, records: &str) -> anyhow::Result<PathBuf> {
-    let config = dir.join("agents.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-
-[records]
-{records}
-
-[plugins.echo]
-path = "{echo}"
-
-[[agents]]
-name = "echo"
-realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
-
-[routing]
-default = "echo"
-"#,
-            echo = echo.display(),
-        ),
-    )?;
-    Ok(config)
 }
 
 /// Everything one row needs.

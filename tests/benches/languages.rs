@@ -44,7 +44,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use client::{CallPlan, FRAME};
 use process::{
-    GatewayProcess, build_release_gateway, clk_tck, proc_status_kib, sum_cpu_ticks, tone, wait_idle,
+    GatewayProcess, build_release_gateway, clk_tck, proc_status_kib, sum_cpu_ticks, tone,
+    wait_idle, write_echo_config,
 };
 use switchboard::plugin::wasm::{Allocator, WasmEngine};
 use switchboard::plugin::{CallInfo, Plugin, SessionConfig, SessionInput};
@@ -182,7 +183,13 @@ fn main() -> anyhow::Result<()> {
 async fn measure(args: &Args, gateway: &Path, lang: &mut Lang) -> anyhow::Result<()> {
     let dir = temp_dir()?;
     let cache = dir.join("cache");
-    let config = write_config(&dir, &lang.wasm, &cache)?;
+    let config = write_echo_config(
+        &dir,
+        AUTH_TOKEN,
+        &lang.wasm,
+        &format!("path = \"{}\"", dir.join("calls.db").display()),
+        &format!("plugin_cache_dir = \"{}\"", cache.display()),
+    )?;
 
     // Load: a start on an empty cache compiles the plugin; a restart is served by the cache.
     let (compiled_ms, cached) = {
@@ -267,41 +274,6 @@ async fn measure(args: &Args, gateway: &Path, lang: &mut Lang) -> anyhow::Result
     drop(plugin);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// The gateway's agents.toml in `dir`: the echo in immediate mode, signatures checked, call
-/// records in SQLite, the compiled-code cache in `cache`, a free loopback port.
-fn write_config(dir: &Path, echo: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
-    let config = dir.join("agents.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-plugin_cache_dir = "{cache}"
-
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-
-[records]
-path = "{records}"
-
-[plugins.echo]
-path = "{echo}"
-
-[[agents]]
-name = "echo"
-realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
-
-[routing]
-default = "echo"
-"#,
-            cache = cache.display(),
-            records = dir.join("calls.db").display(),
-            echo = echo.display(),
-        ),
-    )?;
-    Ok(config)
 }
 
 /// `load_ms` and `cached` of the gateway's `plugin loaded` line.

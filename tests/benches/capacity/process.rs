@@ -242,3 +242,44 @@ pub fn build_release_gateway() -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| root.join("target"));
     Ok(target.join("release/switchboard"))
 }
+
+/// Writes the gateway's agents.toml into `dir` and returns its path: the echo plugin `echo` in
+/// immediate mode as the default agent, Twilio signatures checked with `auth_token`, call records
+/// as `records` (the body of `[records]`), `server` (more `[server]` lines, or empty), a free
+/// loopback port.
+pub fn write_echo_config(
+    dir: &Path,
+    auth_token: &str,
+    echo: &Path,
+    records: &str,
+    server: &str,
+) -> anyhow::Result<PathBuf> {
+    let config = dir.join("agents.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+{server}
+
+[twilio]
+auth_token = "{auth_token}"
+
+[records]
+{records}
+
+[plugins.echo]
+path = "{echo}"
+
+[[agents]]
+name = "echo"
+realtime = {{ plugin = "echo", settings = {{ mode = "immediate" }} }}
+
+[routing]
+default = "echo"
+"#,
+            echo = echo.display(),
+        ),
+    )?;
+    Ok(config)
+}
